@@ -1,0 +1,48 @@
+# SPDX-License-Identifier: GPL-2.0
+# Common settings for the virtio-bufshare scripts. Sourced, not run.
+#
+# Everything expensive lives outside the checkout, under $BUFSHARE_CACHE,
+# keyed by the hash of its inputs, so that a warm run costs seconds.
+
+set -euo pipefail
+
+TOPDIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUFSHARE_CACHE=${BUFSHARE_CACHE:-/var/cache/virtio-bufshare}
+mkdir -p "$BUFSHARE_CACHE"
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# hash_inputs FILE... : a short, stable hash of the named files' contents
+# (directories are walked in sorted order, paths included).
+hash_inputs() {
+	local f
+	for f in "$@"; do
+		if [ -d "$f" ]; then
+			(cd "$f" && find . -type f -print0 | LC_ALL=C sort -z |
+				xargs -0 sha256sum)
+		else
+			sha256sum "$f"
+		fi
+	done | sed "s|$TOPDIR/||" | sha256sum | cut -c1-16
+}
+
+# The toolchain tree: its key is the hash of the script that makes it.
+TREE_KEY=$(hash_inputs "$TOPDIR/scripts/toolchain.sh")
+ROOT=$BUFSHARE_CACHE/tree-$TREE_KEY
+
+# in_tree CMD... : run CMD inside the trixie tree. The checkout is bound at
+# /src, the cache's work area at /build.
+BUILD=$BUFSHARE_CACHE/build
+in_tree() {
+	mkdir -p "$BUILD"
+	bwrap --bind "$ROOT" / --dev-bind /dev /dev --proc /proc --bind /sys /sys \
+		--perms 1777 --tmpfs /tmp \
+		--bind "$BUILD" /build --bind "$TOPDIR" /src \
+		${IN_TREE_BINDS:-} \
+		--unshare-pid --die-with-parent --chdir /build \
+		/usr/bin/env -i \
+		PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+		HOME=/root TERM=dumb LANG=C.UTF-8 \
+		"$@"
+}
