@@ -1,0 +1,278 @@
+// SPDX-License-Identifier: GPL-2.0-only WITH Linux-syscall-note OR BSD-3-Clause
+
+//! Fault injection through the mock virtqueue.
+
+use std::path::PathBuf;
+
+use bufshare_uapi::VIRTIO_BUFSHARE_S_DEVICE_ERROR;
+use tempfile::TempDir;
+
+use super::*;
+use crate::fault::{Fault, FaultFile};
+
+/// Room given for the answers: more than a GET_INFO answer needs, so that
+/// what lies past it can be checked.
+const ROOM: u32 = INFO_SIZE + 16;
+
+/// A [`Setup`] whose backend reads a fault file.
+struct Faulty<'a> {
+    s: Setup<'a>,
+    path: PathBuf,
+    _dir: TempDir,
+    /// Next answer buffer.
+    next_answer: u64,
+}
+
+impl<'a> Faulty<'a> {
+    fn new(mem: &'a GuestMemoryMmap, event_idx: bool) -> Self {
+        let mut s = Setup::new(mem, event_idx);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fault");
+        let plain = VhostUserBufshareBackend::new(LIMITS).unwrap();
+        s.backend = std::mem::replace(&mut s.backend, plain).with_fault_file(FaultFile::new(&path));
+        s.write(BUF, &get_info());
+        s.write(BUF + 8, &cmd(0x42, 0));
+        Self {
+            s,
+            path,
+            _dir: dir,
+            next_answer: BUF + 0x1000,
+        }
+    }
+
+    fn set(&self, contents: &str) {
+        std::fs::write(&self.path, contents).unwrap();
+    }
+
+    /// Offers one chain with `command` (at `BUF`, or `BUF + 8`) and `ROOM`
+    /// writable bytes; returns its head and answer address.
+    fn offer(&mut self, command: u64) -> (u32, u64) {
+        let head = u32::from(self.s.next_desc);
+        let answer = self.next_answer;
+        self.next_answer += 0x100;
+        self.s
+            .add_chain(&[Desc(command, 8, false), Desc(answer, ROOM, true)]);
+        (head, answer)
+    }
+
+    /// Sends one command and expects it to be returned; returns the used
+    /// length and the `ROOM` bytes of the answer buffer.
+    fn run(&mut self, command: u64) -> (u32, Vec<u8>) {
+        let used = self.s.used_idx();
+        let (head, answer) = self.offer(command);
+        self.s.kick();
+        assert_eq!(self.s.used_idx(), used + 1);
+        let (id, len) = self.s.used(used);
+        assert_eq!(id, head);
+        (len, self.s.read(answer, ROOM as usize))
+    }
+}
+
+/// `bytes`, then POISON up to `ROOM` bytes.
+fn poisoned(bytes: &[u8]) -> Vec<u8> {
+    let mut v = bytes.to_vec();
+    v.resize(ROOM as usize, POISON);
+    v
+}
+
+/// The answer of the `n`th GET_INFO with its bytes from `at` replaced.
+fn info_with(n: u64, at: usize, bytes: &[u8]) -> Vec<u8> {
+    let mut info = info_bytes(n);
+    info[at..at + bytes.len()].copy_from_slice(bytes);
+    info
+}
+
+#[test]
+fn every_fault_on_get_info() {
+    let mem = memory();
+    let mut f = Faulty::new(&mem, false);
+    let bad_status = [0x77, 0x77, 0, 0];
+    let garbage: Vec<u8> = [0x01, 0x7f, 0xff, 0x80, b'A', 0x1b]
+        .into_iter()
+        .cycle()
+        .take(32)
+        .collect();
+    // (file contents, used length, bytes of the answer buffer); the n-th
+    // command is answered with num_commands n (every answered one counts).
+    let cases: Vec<(&str, u32, Vec<u8>)> = vec![
+        ("none", INFO_SIZE, info_bytes(1)),
+        ("short", 4, vec![0; 4]),
+        ("truncated", 8, vec![0; 8]),
+        ("overlong\n", ROOM + 4096, info_bytes(4)),
+        ("bad-status", INFO_SIZE, info_with(5, 0, &bad_status)),
+        ("invalid", 8, status_only(VIRTIO_BUFSHARE_S_INVALID)),
+        ("unsupported", 8, status_only(VIRTIO_BUFSHARE_S_UNSUPPORTED)),
+        (
+            "device-error",
+            8,
+            status_only(VIRTIO_BUFSHARE_S_DEVICE_ERROR),
+        ),
+        ("bad-version", INFO_SIZE, info_with(9, 8, &[99, 0, 0, 0])),
+        ("  garbage-name \n", INFO_SIZE, info_with(10, 48, &garbage)),
+        // Back to normal, in every way the file can say so.
+        ("none\n", INFO_SIZE, info_bytes(11)),
+        ("", INFO_SIZE, info_bytes(12)),
+        ("no-such-fault", INFO_SIZE, info_bytes(13)),
+        (" \n", INFO_SIZE, info_bytes(14)),
+    ];
+    for (i, (contents, len, bytes)) in cases.iter().enumerate() {
+        f.set(contents);
+        let (got_len, got) = f.run(BUF);
+        assert_eq!(got_len, *len, "{contents:?}");
+        assert_eq!(got, poisoned(bytes), "{contents:?}");
+        assert_eq!(f.s.notifications(), i as u64 + 1);
+    }
+    assert_eq!(f.s.backend.device().num_commands(), cases.len() as u64);
+
+    // The file removed: normal.
+    std::fs::remove_file(&f.path).unwrap();
+    assert_eq!(f.run(BUF), (INFO_SIZE, poisoned(&info_bytes(15))));
+}
+
+#[test]
+fn every_fault_on_another_command() {
+    let mem = memory();
+    let mut f = Faulty::new(&mem, false);
+    let unsupported = status_only(VIRTIO_BUFSHARE_S_UNSUPPORTED);
+    let cases: Vec<(&str, u32, Vec<u8>)> = vec![
+        ("none", 8, unsupported.clone()),
+        ("short", 4, unsupported[..4].to_vec()),
+        ("truncated", 8, vec![0; 8]),
+        ("overlong", ROOM + 4096, unsupported.clone()),
+        ("bad-status", 8, status_only(0x7777)),
+        ("invalid", 8, status_only(VIRTIO_BUFSHARE_S_INVALID)),
+        ("unsupported", 8, unsupported.clone()),
+        (
+            "device-error",
+            8,
+            status_only(VIRTIO_BUFSHARE_S_DEVICE_ERROR),
+        ),
+        // Only GET_INFO answers have a version and a name.
+        ("bad-version", 8, unsupported.clone()),
+        ("garbage-name", 8, unsupported.clone()),
+        ("none", 8, unsupported.clone()),
+    ];
+    for (contents, len, bytes) in &cases {
+        f.set(contents);
+        assert_eq!(f.run(BUF + 8), (*len, poisoned(bytes)), "{contents:?}");
+    }
+}
+
+#[test]
+fn no_room_for_a_header_is_len_0_whatever_the_fault() {
+    let mem = memory();
+    let mut f = Faulty::new(&mem, false);
+    for fault in Fault::ALL {
+        if fault.drops_chain() {
+            continue;
+        }
+        f.set(fault.name());
+        let used = f.s.used_idx();
+        f.s.add_chain(&[Desc(BUF, 8, false), Desc(BUF + 0x1000, 7, true)]);
+        f.s.kick();
+        assert_eq!(f.s.used_idx(), used + 1);
+        assert_eq!(f.s.used(used).1, 0, "{fault}");
+        assert_eq!(f.s.read(BUF + 0x1000, 7), [POISON; 7]);
+    }
+    assert_eq!(f.s.backend.device().num_commands(), 0);
+}
+
+#[test]
+fn drop_then_none_serves_the_next_chains() {
+    let mem = memory();
+    let mut f = Faulty::new(&mem, false);
+    assert_eq!(f.run(BUF).0, INFO_SIZE);
+
+    // Three chains dropped, in one batch and then alone.
+    f.set("drop\n");
+    let (_, a) = f.offer(BUF);
+    let (_, b) = f.offer(BUF + 8);
+    f.s.kick();
+    let (_, c) = f.offer(BUF);
+    f.s.kick();
+    assert_eq!(f.s.used_idx(), 1, "dropped chains are not returned");
+    assert_eq!(f.s.notifications(), 1, "nor notified");
+    for answer in [a, b, c] {
+        assert_eq!(f.s.read(answer, ROOM as usize), [POISON; ROOM as usize]);
+    }
+    // Dropped commands are not carried out.
+    assert_eq!(f.s.backend.device().num_commands(), 1);
+    // A kick with nothing new changes nothing.
+    f.s.kick();
+    assert_eq!(f.s.used_idx(), 1);
+
+    // The next chains, after the dropped ones in the available ring, are
+    // served.
+    f.set("none");
+    let (len, answer) = f.run(BUF);
+    assert_eq!((len, answer), (INFO_SIZE, poisoned(&info_bytes(2))));
+    assert_eq!(f.s.notifications(), 2);
+    assert_eq!(f.run(BUF + 8).0, 8);
+    // Chains of 2 descriptors: heads 0, then 2, 4, 6 (dropped), 8, 10.
+    assert_eq!(f.s.used(1).0, 8, "the chain after the 3 dropped ones");
+    assert_eq!(f.s.used(2).0, 10);
+}
+
+#[test]
+fn drop_with_event_idx() {
+    let mem = memory();
+    let mut f = Faulty::new(&mem, true);
+    f.s.set_used_event(0);
+    f.set("drop");
+    f.offer(BUF);
+    f.s.kick();
+    assert_eq!(f.s.used_idx(), 0);
+    assert_eq!(f.s.notifications(), 0);
+    // The device has taken the chain and waits for the next one.
+    assert_eq!(f.s.avail_event(), 1);
+
+    f.set("none");
+    assert_eq!(f.run(BUF), (INFO_SIZE, poisoned(&info_bytes(1))));
+    assert_eq!(f.s.notifications(), 1);
+    assert_eq!(f.s.avail_event(), 2);
+}
+
+#[test]
+fn drop_then_device_reset() {
+    let mem = memory();
+    let mut f = Faulty::new(&mem, false);
+    f.run(BUF);
+    f.set("drop");
+    f.offer(BUF);
+    f.offer(BUF);
+    f.s.kick();
+    assert_eq!(f.s.used_idx(), 1);
+
+    // The driver gives up and resets the device: the frontend stops the
+    // queue (GET_VRING_BASE) and sets it up again from scratch.
+    f.set("none");
+    f.s.vring.set_queue_ready(false);
+    f.s.backend.stop_vring(0).unwrap();
+    f.s.write(0, &vec![0; BUF as usize]);
+    f.s.vring.set_queue_next_avail(0);
+    f.s.vring.set_queue_next_used(0);
+    f.s.vring.set_queue_ready(true);
+    f.s.next_desc = 0;
+
+    assert_eq!(f.run(BUF), (INFO_SIZE, poisoned(&info_bytes(1))));
+    assert_eq!(f.s.used(0).0, 0);
+    assert_eq!(f.run(BUF), (INFO_SIZE, poisoned(&info_bytes(2))));
+}
+
+#[test]
+fn overlong_used_length_follows_the_writable_room() {
+    let mem = memory();
+    let mut f = Faulty::new(&mem, false);
+    f.set("overlong");
+    f.s.add_chain(&[
+        Desc(BUF, 8, false),
+        Desc(BUF + 0x1000, 40, true),
+        Desc(BUF + 0x2000, 60, true),
+    ]);
+    f.s.kick();
+    assert_eq!(f.s.used(0).1, 100 + 4096);
+    let mut got = f.s.read(BUF + 0x1000, 40);
+    got.extend(f.s.read(BUF + 0x2000, 40));
+    assert_eq!(got, info_bytes(1));
+    assert_eq!(f.s.read(BUF + 0x2000 + 40, 20), [POISON; 20]);
+}

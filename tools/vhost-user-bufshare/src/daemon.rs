@@ -1,0 +1,222 @@
+// SPDX-License-Identifier: GPL-2.0-only WITH Linux-syscall-note OR BSD-3-Clause
+
+//! The serving loop: listen on the socket, serve one frontend (QEMU) at a
+//! time with a fresh device, and listen again when it goes away, until told
+//! to stop.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use log::{error, info};
+use thiserror::Error as ThisError;
+use vhost::vhost_user::{Error as VhostUserError, Listener};
+use vhost_user_backend::{Error as DaemonError, ShutdownHandle, VhostUserDaemon};
+use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::backend::{self, VhostUserBufshareBackend};
+use crate::device::Limits;
+use crate::fault::FaultFile;
+
+/// Errors that stop the daemon.
+#[derive(Debug, ThisError)]
+pub enum Error {
+    /// The socket could not be made.
+    #[error("cannot listen on {0}: {1}")]
+    Listen(PathBuf, VhostUserError),
+    /// Waiting for a frontend failed.
+    #[error("cannot wait for a connection: {0}")]
+    Poll(io::Error),
+    /// The backend could not be made.
+    #[error("cannot create the backend: {0}")]
+    Backend(#[from] backend::Error),
+    /// The vhost-user daemon could not be made or started.
+    #[error("vhost-user daemon: {0}")]
+    Daemon(DaemonError),
+    /// The shutdown event could not be made.
+    #[error("cannot create the shutdown event: {0}")]
+    ShutdownEvent(io::Error),
+}
+
+/// What the daemon serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The vhost-user socket to listen on.
+    pub socket_path: PathBuf,
+    /// The device's limits.
+    pub limits: Limits,
+    /// Stop after the first connection instead of listening again.
+    pub once: bool,
+    /// The file that says which fault to inject ([`crate::fault`]), if any.
+    pub fault_file: Option<PathBuf>,
+}
+
+/// Asks a running [`serve`] to stop, from any thread: the connection being
+/// served is shut down and the socket is no longer listened on.
+pub struct Shutdown {
+    requested: AtomicBool,
+    event: EventFd,
+    connection: Mutex<Option<ShutdownHandle>>,
+}
+
+impl Shutdown {
+    /// A shutdown switch, not yet pulled.
+    pub fn new() -> Result<Arc<Self>, Error> {
+        Ok(Arc::new(Self {
+            requested: AtomicBool::new(false),
+            event: EventFd::new(EFD_NONBLOCK).map_err(Error::ShutdownEvent)?,
+            connection: Mutex::new(None),
+        }))
+    }
+
+    /// Asks the daemon to stop.
+    pub fn request(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        if let Err(e) = self.event.write(1) {
+            error!("cannot wake the daemon up: {e}");
+        }
+        if let Some(conn) = lock(&self.connection).as_ref() {
+            conn.shutdown();
+        }
+    }
+
+    /// Whether [`Shutdown::request`] was called.
+    pub fn requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
+    fn set_connection(&self, conn: Option<ShutdownHandle>) {
+        let mut slot = lock(&self.connection);
+        *slot = conn;
+        // A request that came before the handle was stored still counts.
+        if self.requested() {
+            if let Some(conn) = slot.as_ref() {
+                conn.shutdown();
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Serves frontends on `config.socket_path`, one at a time, each with a
+/// freshly reset device, until `shutdown` is requested (or, with
+/// `config.once`, until the first connection ends).
+///
+/// A stale socket file is removed first. The socket stays bound between
+/// connections, so that a frontend reconnecting at any time finds it (and
+/// waits in the backlog if another one is being served); it is made again if
+/// someone removed the file, and removed on return.
+pub fn serve(config: &Config, shutdown: &Shutdown) -> Result<(), Error> {
+    let listen = || {
+        let listener = Listener::new(&config.socket_path, true)
+            .map_err(|e| Error::Listen(config.socket_path.clone(), e))?;
+        info!("listening on {}", config.socket_path.display());
+        Ok::<_, Error>(listener)
+    };
+    let mut listener = listen()?;
+    loop {
+        if !wait_for_connection(&listener, shutdown)? {
+            info!("shutting down");
+            return Ok(());
+        }
+
+        serve_connection(config, shutdown, &mut listener)?;
+
+        if shutdown.requested() {
+            info!("shutting down");
+            return Ok(());
+        }
+        if config.once {
+            return Ok(());
+        }
+        if !config.socket_path.exists() {
+            info!("the socket file was removed");
+            drop(listener);
+            listener = listen()?;
+        } else {
+            info!("waiting for the frontend to reconnect");
+        }
+    }
+}
+
+/// Serves the connection waiting on `listener` until it ends.
+fn serve_connection(
+    config: &Config,
+    shutdown: &Shutdown,
+    listener: &mut Listener,
+) -> Result<(), Error> {
+    let mut backend = VhostUserBufshareBackend::new(config.limits)?;
+    if let Some(path) = &config.fault_file {
+        backend = backend.with_fault_file(FaultFile::new(path));
+    }
+    let backend = Arc::new(RwLock::new(backend));
+    let mut daemon = VhostUserDaemon::new(
+        String::from("vhost-user-bufshare"),
+        backend,
+        GuestMemoryAtomic::new(GuestMemoryMmap::new()),
+    )
+    .map_err(Error::Daemon)?;
+
+    daemon.start(listener).map_err(Error::Daemon)?;
+    info!("frontend connected");
+    shutdown.set_connection(daemon.shutdown_handle());
+    let result = daemon.wait();
+    shutdown.set_connection(None);
+
+    // A frontend that goes away, even in the middle of a message, is no
+    // reason to stop serving.
+    match result {
+        Ok(())
+        | Err(DaemonError::HandleRequest(
+            VhostUserError::Disconnected | VhostUserError::PartialMessage,
+        )) => info!("frontend disconnected"),
+        Err(e) => error!("connection ended: {e}"),
+    }
+    // Dropping the daemon stops its worker threads.
+    Ok(())
+}
+
+/// Waits until a frontend connects (`true`) or a shutdown is requested
+/// (`false`).
+fn wait_for_connection(listener: &Listener, shutdown: &Shutdown) -> Result<bool, Error> {
+    const LISTENER: u64 = 0;
+    const SHUTDOWN: u64 = 1;
+
+    let epoll = Epoll::new().map_err(Error::Poll)?;
+    for (fd, token) in [
+        (listener.as_raw_fd(), LISTENER),
+        (shutdown.event.as_raw_fd(), SHUTDOWN),
+    ] {
+        epoll
+            .ctl(
+                ControlOperation::Add,
+                fd,
+                EpollEvent::new(EventSet::IN, token),
+            )
+            .map_err(Error::Poll)?;
+    }
+    let mut events = [EpollEvent::default(); 2];
+    loop {
+        if shutdown.requested() {
+            return Ok(false);
+        }
+        let n = match epoll.wait(-1, &mut events) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::Poll(e)),
+        };
+        if events[..n].iter().any(|e| e.data() == SHUTDOWN) || shutdown.requested() {
+            return Ok(false);
+        }
+        if events[..n].iter().any(|e| e.data() == LISTENER) {
+            return Ok(true);
+        }
+    }
+}

@@ -1,0 +1,415 @@
+// SPDX-License-Identifier: GPL-2.0-only WITH Linux-syscall-note OR BSD-3-Clause
+
+//! The virtio-bufshare device model, free of any transport: it turns the
+//! bytes of one command into the bytes of its answer, and serves the
+//! configuration space.
+//!
+//! The vhost-user glue ([`crate::backend`]) copies a command out of guest
+//! memory, hands it to [`BufshareDevice::process`] together with the room the
+//! driver gave for the answer, and copies the answer back. New commands are
+//! added to [`BufshareDevice::execute`].
+
+use std::mem::size_of;
+
+use bufshare_uapi::{
+    VirtioBufshareCmdHdr, VirtioBufshareConfig, VirtioBufshareRespHdr, VirtioBufshareRespInfo,
+    VIRTIO_BUFSHARE_CMD_GET_INFO, VIRTIO_BUFSHARE_NAME_LEN, VIRTIO_BUFSHARE_S_INVALID,
+    VIRTIO_BUFSHARE_S_OK, VIRTIO_BUFSHARE_S_UNSUPPORTED, VIRTIO_BUFSHARE_VERSION,
+};
+use log::{debug, warn};
+use vm_memory::ByteValued;
+
+/// Size of `struct virtio_bufshare_cmd_hdr`.
+pub const CMD_HDR_SIZE: usize = size_of::<VirtioBufshareCmdHdr>();
+/// Size of `struct virtio_bufshare_resp_hdr`: the least room a driver must
+/// give for an answer.
+pub const RESP_HDR_SIZE: usize = size_of::<VirtioBufshareRespHdr>();
+/// Largest command the device accepts, in bytes. Longer ones are refused with
+/// `S_INVALID` without being read in full.
+pub const MAX_COMMAND_SIZE: usize = 1 << 20;
+
+/// The name reported by GET_INFO.
+pub fn device_name() -> String {
+    format!("vhost-user-bufshare {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The device's limits, as shown in the configuration space and by GET_INFO.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest number of memory ranges in one buffer.
+    pub max_ranges: u32,
+    /// Largest size, in bytes, of one buffer's properties.
+    pub max_props_size: u32,
+    /// Largest number of buffers registered at a time.
+    pub max_buffers: u32,
+    /// Largest size, in bytes, of one buffer.
+    pub max_buffer_size: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_ranges: 1024,
+            max_props_size: 4096,
+            max_buffers: 4096,
+            max_buffer_size: 1 << 30,
+        }
+    }
+}
+
+/// State of one virtio-bufshare device.
+#[derive(Debug)]
+pub struct BufshareDevice {
+    limits: Limits,
+    /// Commands answered since the last reset.
+    num_commands: u64,
+    name: [u8; VIRTIO_BUFSHARE_NAME_LEN],
+}
+
+impl BufshareDevice {
+    /// A device, just reset, with these limits.
+    pub fn new(limits: Limits) -> Self {
+        let mut name = [0u8; VIRTIO_BUFSHARE_NAME_LEN];
+        let full = device_name();
+        // Keep at least one NUL at the end.
+        let len = full.len().min(VIRTIO_BUFSHARE_NAME_LEN - 1);
+        name[..len].copy_from_slice(&full.as_bytes()[..len]);
+        Self {
+            limits,
+            num_commands: 0,
+            name,
+        }
+    }
+
+    /// The device's limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Commands completed since the last reset.
+    pub fn num_commands(&self) -> u64 {
+        self.num_commands
+    }
+
+    /// Device reset: forget everything the driver did.
+    pub fn reset(&mut self) {
+        self.num_commands = 0;
+    }
+
+    /// The configuration space.
+    pub fn config_space(&self) -> VirtioBufshareConfig {
+        VirtioBufshareConfig {
+            max_ranges: self.limits.max_ranges.into(),
+            max_props_size: self.limits.max_props_size.into(),
+            max_buffers: self.limits.max_buffers.into(),
+            reserved: 0.into(),
+            max_buffer_size: self.limits.max_buffer_size.into(),
+        }
+    }
+
+    /// Reads `size` bytes of the configuration space at `offset`. Bytes past
+    /// its end read as zero, so the answer always has `size` bytes, which is
+    /// what a vhost-user GET_CONFIG reply must have; `size` is capped at
+    /// [`vhost::vhost_user::message::VHOST_USER_CONFIG_SIZE`], the most a
+    /// frontend may ask for.
+    pub fn read_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        let max = vhost::vhost_user::message::VHOST_USER_CONFIG_SIZE as usize;
+        let size = (size as usize).min(max);
+        let mut out = vec![0u8; size];
+        let config = self.config_space();
+        let bytes = config.as_slice();
+        let start = offset as usize;
+        if start < bytes.len() {
+            let end = bytes.len().min(start.saturating_add(size));
+            out[..end - start].copy_from_slice(&bytes[start..end]);
+        }
+        out
+    }
+
+    /// Carries out one command.
+    ///
+    /// `request` holds the device-readable part of the descriptor chain (or
+    /// its first [`MAX_COMMAND_SIZE`]` + 1` bytes), `writable` is the room the
+    /// driver gave for the answer. Returns the answer to write back, never
+    /// longer than `writable`, or `None` if `writable` cannot even hold a
+    /// `virtio_bufshare_resp_hdr`: then nothing can be answered.
+    ///
+    /// Every answered command counts as completed, whatever its status.
+    pub fn process(&mut self, request: &[u8], writable: usize) -> Option<Vec<u8>> {
+        if !self.begin(request, writable) {
+            return None;
+        }
+        let answer = match self.execute(request) {
+            Ok(answer) => answer,
+            Err(status) => status_only(status),
+        };
+        if answer.len() > writable {
+            warn!(
+                "answer of {} bytes does not fit in {writable} writable bytes",
+                answer.len()
+            );
+            return Some(status_only(VIRTIO_BUFSHARE_S_INVALID));
+        }
+        Some(answer)
+    }
+
+    /// Answers one command with a bare header with `status`, without
+    /// carrying it out (for fault injection, [`crate::fault`]). Like
+    /// [`BufshareDevice::process`], returns `None` if `writable` cannot hold
+    /// the answer, and counts the command otherwise.
+    pub fn refuse(&mut self, request: &[u8], writable: usize, status: u32) -> Option<Vec<u8>> {
+        self.begin(request, writable).then(|| status_only(status))
+    }
+
+    /// Whether a command can be answered in `writable` bytes; counts it if
+    /// so.
+    fn begin(&mut self, request: &[u8], writable: usize) -> bool {
+        if writable < RESP_HDR_SIZE {
+            warn!(
+                "command of {} bytes dropped: {writable} writable bytes cannot hold an answer",
+                request.len()
+            );
+            return false;
+        }
+        // The counter includes the command being answered.
+        self.num_commands = self.num_commands.wrapping_add(1);
+        true
+    }
+
+    /// Decodes and runs one command; `Err` is the status of a failed one,
+    /// which is answered with a bare header.
+    fn execute(&mut self, request: &[u8]) -> Result<Vec<u8>, u32> {
+        if request.len() > MAX_COMMAND_SIZE {
+            warn!("command longer than {MAX_COMMAND_SIZE} bytes");
+            return Err(VIRTIO_BUFSHARE_S_INVALID);
+        }
+        let Some((hdr, payload)) = read_obj::<VirtioBufshareCmdHdr>(request) else {
+            warn!(
+                "command of {} bytes is shorter than its header",
+                request.len()
+            );
+            return Err(VIRTIO_BUFSHARE_S_INVALID);
+        };
+        let (cmd, flags) = (hdr.type_.to_native(), hdr.flags.to_native());
+        if flags != 0 {
+            warn!("command {cmd:#x} with flags {flags:#x}");
+            return Err(VIRTIO_BUFSHARE_S_INVALID);
+        }
+        match cmd {
+            VIRTIO_BUFSHARE_CMD_GET_INFO => self.get_info(payload),
+            _ => {
+                warn!("unknown command {cmd:#x}");
+                Err(VIRTIO_BUFSHARE_S_UNSUPPORTED)
+            }
+        }
+    }
+
+    fn get_info(&self, payload: &[u8]) -> Result<Vec<u8>, u32> {
+        if !payload.is_empty() {
+            warn!("GET_INFO with {} trailing bytes", payload.len());
+            return Err(VIRTIO_BUFSHARE_S_INVALID);
+        }
+        let info = VirtioBufshareRespInfo {
+            hdr: VirtioBufshareRespHdr::with_status(VIRTIO_BUFSHARE_S_OK),
+            version: VIRTIO_BUFSHARE_VERSION.into(),
+            max_ranges: self.limits.max_ranges.into(),
+            max_props_size: self.limits.max_props_size.into(),
+            max_buffers: self.limits.max_buffers.into(),
+            max_buffer_size: self.limits.max_buffer_size.into(),
+            num_buffers: 0.into(),
+            num_commands: self.num_commands.into(),
+            name: self.name,
+        };
+        debug!("GET_INFO: {} commands so far", self.num_commands);
+        Ok(info.as_slice().to_vec())
+    }
+}
+
+/// An answer made of a bare header with `status`.
+pub(crate) fn status_only(status: u32) -> Vec<u8> {
+    VirtioBufshareRespHdr::with_status(status)
+        .as_slice()
+        .to_vec()
+}
+
+/// Copies a `T` from the start of `bytes` (which need not be aligned) and
+/// returns it with the bytes that follow it, or `None` if `bytes` is short.
+fn read_obj<T: ByteValued + Default>(bytes: &[u8]) -> Option<(T, &[u8])> {
+    if bytes.len() < size_of::<T>() {
+        return None;
+    }
+    let (head, rest) = bytes.split_at(size_of::<T>());
+    let mut obj = T::default();
+    obj.as_mut_slice().copy_from_slice(head);
+    Some((obj, rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bufshare_uapi::VIRTIO_BUFSHARE_S_DEVICE_ERROR;
+
+    fn cmd(cmd: u32, flags: u32) -> Vec<u8> {
+        VirtioBufshareCmdHdr {
+            type_: cmd.into(),
+            flags: flags.into(),
+        }
+        .as_slice()
+        .to_vec()
+    }
+
+    fn status_of(answer: &[u8]) -> u32 {
+        read_obj::<VirtioBufshareRespHdr>(answer)
+            .unwrap()
+            .0
+            .status
+            .to_native()
+    }
+
+    const INFO_SIZE: usize = size_of::<VirtioBufshareRespInfo>();
+
+    #[test]
+    fn get_info_answer() {
+        let limits = Limits {
+            max_ranges: 7,
+            max_props_size: 8,
+            max_buffers: 9,
+            max_buffer_size: 0x1_0000_0000,
+        };
+        let mut dev = BufshareDevice::new(limits);
+        let answer = dev
+            .process(&cmd(VIRTIO_BUFSHARE_CMD_GET_INFO, 0), INFO_SIZE)
+            .unwrap();
+        let (info, rest) = read_obj::<VirtioBufshareRespInfo>(&answer).unwrap();
+        assert!(rest.is_empty());
+        assert_eq!(info.hdr.status.to_native(), VIRTIO_BUFSHARE_S_OK);
+        assert_eq!(info.hdr.reserved.to_native(), 0);
+        assert_eq!(info.version.to_native(), VIRTIO_BUFSHARE_VERSION);
+        assert_eq!(info.max_ranges.to_native(), 7);
+        assert_eq!(info.max_props_size.to_native(), 8);
+        assert_eq!(info.max_buffers.to_native(), 9);
+        assert_eq!(info.max_buffer_size.to_native(), 0x1_0000_0000);
+        assert_eq!(info.num_buffers.to_native(), 0);
+        assert_eq!(info.num_commands.to_native(), 1);
+        let name = format!("vhost-user-bufshare {}", env!("CARGO_PKG_VERSION"));
+        assert_eq!(&info.name[..name.len()], name.as_bytes());
+        assert!(info.name[name.len()..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn more_room_than_needed_is_fine() {
+        let mut dev = BufshareDevice::new(Limits::default());
+        let answer = dev
+            .process(&cmd(VIRTIO_BUFSHARE_CMD_GET_INFO, 0), 4096)
+            .unwrap();
+        assert_eq!(answer.len(), INFO_SIZE);
+    }
+
+    #[test]
+    fn malformed_commands() {
+        let mut dev = BufshareDevice::new(Limits::default());
+        let get_info = cmd(VIRTIO_BUFSHARE_CMD_GET_INFO, 0);
+        let mut trailing = get_info.clone();
+        trailing.push(0);
+        let cases: &[(&[u8], u32)] = &[
+            (&[], VIRTIO_BUFSHARE_S_INVALID),
+            (&get_info[..CMD_HDR_SIZE - 1], VIRTIO_BUFSHARE_S_INVALID),
+            (
+                &cmd(VIRTIO_BUFSHARE_CMD_GET_INFO, 1),
+                VIRTIO_BUFSHARE_S_INVALID,
+            ),
+            (
+                &cmd(VIRTIO_BUFSHARE_CMD_GET_INFO, 0x8000_0000),
+                VIRTIO_BUFSHARE_S_INVALID,
+            ),
+            (&trailing, VIRTIO_BUFSHARE_S_INVALID),
+            (&cmd(0, 0), VIRTIO_BUFSHARE_S_UNSUPPORTED),
+            (&cmd(0x2, 0), VIRTIO_BUFSHARE_S_UNSUPPORTED),
+            (&cmd(u32::MAX, 0), VIRTIO_BUFSHARE_S_UNSUPPORTED),
+            (&vec![0u8; MAX_COMMAND_SIZE + 1], VIRTIO_BUFSHARE_S_INVALID),
+        ];
+        for (i, (request, status)) in cases.iter().enumerate() {
+            let answer = dev.process(request, INFO_SIZE).unwrap();
+            assert_eq!(answer.len(), RESP_HDR_SIZE, "case {i}");
+            assert_eq!(status_of(&answer), *status, "case {i}");
+            assert_ne!(status_of(&answer), VIRTIO_BUFSHARE_S_DEVICE_ERROR);
+        }
+        assert_eq!(dev.num_commands(), cases.len() as u64);
+    }
+
+    #[test]
+    fn answer_too_big_for_the_room() {
+        let mut dev = BufshareDevice::new(Limits::default());
+        for room in [RESP_HDR_SIZE, RESP_HDR_SIZE + 1, INFO_SIZE - 1] {
+            let answer = dev
+                .process(&cmd(VIRTIO_BUFSHARE_CMD_GET_INFO, 0), room)
+                .unwrap();
+            assert_eq!(answer, status_only(VIRTIO_BUFSHARE_S_INVALID));
+        }
+    }
+
+    #[test]
+    fn no_room_for_a_header() {
+        let mut dev = BufshareDevice::new(Limits::default());
+        for room in 0..RESP_HDR_SIZE {
+            assert_eq!(
+                dev.process(&cmd(VIRTIO_BUFSHARE_CMD_GET_INFO, 0), room),
+                None
+            );
+        }
+        assert_eq!(dev.num_commands(), 0);
+    }
+
+    #[test]
+    fn counter_and_reset() {
+        let mut dev = BufshareDevice::new(Limits::default());
+        let get_info = cmd(VIRTIO_BUFSHARE_CMD_GET_INFO, 0);
+        let count = |dev: &mut BufshareDevice| {
+            let answer = dev.process(&get_info, INFO_SIZE).unwrap();
+            read_obj::<VirtioBufshareRespInfo>(&answer)
+                .unwrap()
+                .0
+                .num_commands
+                .to_native()
+        };
+        assert_eq!(count(&mut dev), 1);
+        dev.process(&cmd(0x77, 0), INFO_SIZE).unwrap();
+        assert_eq!(count(&mut dev), 3);
+        dev.reset();
+        assert_eq!(dev.num_commands(), 0);
+        assert_eq!(count(&mut dev), 1);
+    }
+
+    #[test]
+    fn config_space_reads() {
+        let limits = Limits {
+            max_ranges: 0x0403_0201,
+            max_props_size: 0x0807_0605,
+            max_buffers: 0x0c0b_0a09,
+            max_buffer_size: 0x1817_1615_1413_1211,
+        };
+        let dev = BufshareDevice::new(limits);
+        let mut full = Vec::new();
+        full.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0, 0, 0, 0]);
+        full.extend_from_slice(&[0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18]);
+        assert_eq!(full.len(), size_of::<VirtioBufshareConfig>());
+        assert_eq!(dev.read_config(0, 24), full);
+
+        // Every window, including ones reaching past the end.
+        for offset in 0..40u32 {
+            for size in 0..40u32 {
+                let got = dev.read_config(offset, size);
+                assert_eq!(got.len(), size as usize);
+                for (i, byte) in got.iter().enumerate() {
+                    let at = offset as usize + i;
+                    assert_eq!(*byte, full.get(at).copied().unwrap_or(0), "{offset}+{i}");
+                }
+            }
+        }
+        // Extreme values never panic.
+        assert_eq!(dev.read_config(u32::MAX, 4), vec![0; 4]);
+        assert_eq!(dev.read_config(20, u32::MAX).len(), 4096);
+        assert_eq!(&dev.read_config(20, u32::MAX)[..4], &full[20..]);
+        assert!(dev.read_config(u32::MAX, 0).is_empty());
+    }
+}

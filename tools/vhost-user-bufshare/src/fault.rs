@@ -1,0 +1,583 @@
+// SPDX-License-Identifier: GPL-2.0-only WITH Linux-syscall-note OR BSD-3-Clause
+
+//! Fault injection: makes the device misbehave on purpose, to test how the
+//! guest driver copes with a broken device.
+//!
+//! With `--fault-file PATH`, the backend reads PATH before each command
+//! ([`FaultFile::read`]). The word it holds ([`Fault`]) says how the device
+//! misbehaves on that command; `none`, an empty or missing file, an unknown
+//! word or an unreadable file mean no fault at all.
+//!
+//! Except [`Fault::Drop`], faults only change what is answered to a command
+//! the device answers: a chain with broken descriptors, or with less room
+//! than a `virtio_bufshare_resp_hdr`, is returned with a used length of 0 as
+//! always.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read};
+use std::mem::size_of;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use bufshare_uapi::{
+    VirtioBufshareCmdHdr, VirtioBufshareRespInfo, VIRTIO_BUFSHARE_CMD_GET_INFO,
+    VIRTIO_BUFSHARE_NAME_LEN, VIRTIO_BUFSHARE_S_DEVICE_ERROR, VIRTIO_BUFSHARE_S_INVALID,
+    VIRTIO_BUFSHARE_S_OK, VIRTIO_BUFSHARE_S_UNSUPPORTED,
+};
+use log::{debug, info, warn};
+use thiserror::Error as ThisError;
+use vm_memory::ByteValued;
+
+use crate::device::{status_only, BufshareDevice, RESP_HDR_SIZE};
+
+/// Status of the answers of [`Fault::BadStatus`]: no status the protocol
+/// defines.
+pub const BAD_STATUS: u32 = 0x7777;
+/// Version reported by GET_INFO under [`Fault::BadVersion`].
+pub const BAD_VERSION: u32 = 99;
+/// Bytes written under [`Fault::Short`]: less than a resp_hdr.
+pub const SHORT_LEN: usize = 4;
+/// How much [`Fault::Overlong`] adds to the writable room in the used length.
+pub const OVERLONG_EXTRA: usize = 4096;
+/// The pattern the GET_INFO name is filled with under
+/// [`Fault::GarbageName`]: control characters, DEL, bytes that are not UTF-8,
+/// and never a NUL.
+const GARBAGE: [u8; 6] = [0x01, 0x7f, 0xff, 0x80, b'A', 0x1b];
+
+/// How the device misbehaves on a command.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Fault {
+    /// `none`: no fault, the device behaves.
+    #[default]
+    None,
+    /// `short`: the normal answer cut to its first 4 bytes (used length 4,
+    /// less than a resp_hdr).
+    Short,
+    /// `truncated`: the command is carried out, but the answer is a bare
+    /// resp_hdr with status `S_OK` (used length 8), even for GET_INFO.
+    Truncated,
+    /// `overlong`: the normal answer, with a used length of the chain's
+    /// writable room plus 4096: more than the driver gave.
+    Overlong,
+    /// `bad-status`: the normal answer with status 0x7777.
+    BadStatus,
+    /// `invalid`: the command is not carried out and answered with a bare
+    /// resp_hdr with status `S_INVALID` (used length 8).
+    Invalid,
+    /// `unsupported`: same with `S_UNSUPPORTED`.
+    Unsupported,
+    /// `device-error`: same with `S_DEVICE_ERROR`.
+    DeviceError,
+    /// `bad-version`: the normal GET_INFO answer with version 99 (other
+    /// commands are answered normally).
+    BadVersion,
+    /// `garbage-name`: the normal GET_INFO answer with a name made of bytes
+    /// that are not text and without any NUL (other commands are answered
+    /// normally).
+    GarbageName,
+    /// `drop`: the command is not carried out and its chain never returned
+    /// (nor notified): it stays outstanding until the driver resets the
+    /// device. The chains after it are served.
+    Drop,
+}
+
+impl Fault {
+    /// Every fault, [`Fault::None`] first.
+    pub const ALL: [Fault; 11] = [
+        Fault::None,
+        Fault::Short,
+        Fault::Truncated,
+        Fault::Overlong,
+        Fault::BadStatus,
+        Fault::Invalid,
+        Fault::Unsupported,
+        Fault::DeviceError,
+        Fault::BadVersion,
+        Fault::GarbageName,
+        Fault::Drop,
+    ];
+
+    /// The word that selects this fault.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::None => "none",
+            Fault::Short => "short",
+            Fault::Truncated => "truncated",
+            Fault::Overlong => "overlong",
+            Fault::BadStatus => "bad-status",
+            Fault::Invalid => "invalid",
+            Fault::Unsupported => "unsupported",
+            Fault::DeviceError => "device-error",
+            Fault::BadVersion => "bad-version",
+            Fault::GarbageName => "garbage-name",
+            Fault::Drop => "drop",
+        }
+    }
+
+    /// Whether the chain must be left outstanding: neither carried out nor
+    /// returned.
+    pub fn drops_chain(self) -> bool {
+        self == Fault::Drop
+    }
+
+    /// Carries out `request` on `device` as this fault says, like
+    /// [`BufshareDevice::process`] (which it is, for [`Fault::None`]):
+    /// returns the answer to write, or `None` if `writable` cannot hold a
+    /// resp_hdr. The answer is never longer than `writable`.
+    ///
+    /// [`Fault::Drop`] is not for this: see [`Fault::drops_chain`].
+    pub fn answer(
+        self,
+        device: &mut BufshareDevice,
+        request: &[u8],
+        writable: usize,
+    ) -> Option<Vec<u8>> {
+        let refusal = match self {
+            Fault::Invalid => Some(VIRTIO_BUFSHARE_S_INVALID),
+            Fault::Unsupported => Some(VIRTIO_BUFSHARE_S_UNSUPPORTED),
+            Fault::DeviceError => Some(VIRTIO_BUFSHARE_S_DEVICE_ERROR),
+            _ => None,
+        };
+        if let Some(status) = refusal {
+            return device.refuse(request, writable, status);
+        }
+        let answer = device.process(request, writable)?;
+        Some(self.rewrite(request, answer))
+    }
+
+    /// The used length to report for a chain with `writable` device-writable
+    /// bytes, of which `written` were written.
+    pub fn used_len(self, written: usize, writable: usize) -> u32 {
+        let len = match self {
+            Fault::Overlong => writable.saturating_add(OVERLONG_EXTRA),
+            _ => written,
+        };
+        u32::try_from(len).unwrap_or(u32::MAX)
+    }
+
+    /// Rewrites `answer`, the normal answer to `request`.
+    fn rewrite(self, request: &[u8], mut answer: Vec<u8>) -> Vec<u8> {
+        match self {
+            Fault::Short => answer.truncate(SHORT_LEN),
+            Fault::Truncated => answer = status_only(VIRTIO_BUFSHARE_S_OK),
+            Fault::BadStatus => answer[..4].copy_from_slice(&BAD_STATUS.to_le_bytes()),
+            Fault::BadVersion => {
+                if let Some(mut info) = info_answer(request, &answer) {
+                    info.version = BAD_VERSION.into();
+                    answer = info.as_slice().to_vec();
+                }
+            }
+            Fault::GarbageName => {
+                if let Some(mut info) = info_answer(request, &answer) {
+                    let garbage = GARBAGE.iter().cycle();
+                    for (byte, &g) in info.name.iter_mut().zip(garbage) {
+                        *byte = g;
+                    }
+                    answer = info.as_slice().to_vec();
+                }
+            }
+            Fault::None
+            | Fault::Overlong
+            | Fault::Invalid
+            | Fault::Unsupported
+            | Fault::DeviceError
+            | Fault::Drop => {}
+        }
+        answer
+    }
+}
+
+/// The GET_INFO answer in `answer`, if `request` is a GET_INFO that
+/// succeeded.
+fn info_answer(request: &[u8], answer: &[u8]) -> Option<VirtioBufshareRespInfo> {
+    let mut hdr = VirtioBufshareCmdHdr::default();
+    hdr.as_mut_slice()
+        .copy_from_slice(request.get(..size_of::<VirtioBufshareCmdHdr>())?);
+    let mut info = VirtioBufshareRespInfo::default();
+    if hdr.type_.to_native() != VIRTIO_BUFSHARE_CMD_GET_INFO
+        || answer.len() != info.as_slice().len()
+    {
+        return None;
+    }
+    info.as_mut_slice().copy_from_slice(answer);
+    (info.hdr.status.to_native() == VIRTIO_BUFSHARE_S_OK).then_some(info)
+}
+
+const _: () = assert!(SHORT_LEN < RESP_HDR_SIZE);
+const _: () = assert!(GARBAGE.len() <= VIRTIO_BUFSHARE_NAME_LEN);
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A word that names no fault.
+#[derive(Clone, Debug, PartialEq, Eq, ThisError)]
+#[error("unknown fault {0:?}")]
+pub struct UnknownFault(pub String);
+
+impl FromStr for Fault {
+    type Err = UnknownFault;
+
+    /// Parses a fault's word; whitespace around it is ignored, and nothing
+    /// at all means [`Fault::None`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let word = s.trim();
+        if word.is_empty() {
+            return Ok(Fault::None);
+        }
+        Fault::ALL
+            .into_iter()
+            .find(|fault| fault.name() == word)
+            .ok_or_else(|| UnknownFault(word.to_owned()))
+    }
+}
+
+/// The file that says which fault is in force.
+#[derive(Debug)]
+pub struct FaultFile {
+    path: PathBuf,
+    /// The fault read last, to log changes.
+    current: Fault,
+    /// Unknown words already warned about.
+    warned: HashSet<String>,
+}
+
+/// Most bytes read from the fault file; longer contents are an unknown
+/// word.
+const MAX_FILE_LEN: usize = 64;
+/// Most unknown words remembered, so that a file that keeps changing cannot
+/// make the set grow without end; past that, they are logged at debug level.
+const MAX_WARNED: usize = 64;
+
+impl FaultFile {
+    /// The fault file at `path`, which need not exist yet.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            current: Fault::None,
+            warned: HashSet::new(),
+        }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the fault in force now. Never fails: a missing or unreadable
+    /// file or an unknown word means [`Fault::None`].
+    pub fn read(&mut self) -> Fault {
+        let fault = match self.contents() {
+            Ok(bytes) => self.parse(&bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Fault::None,
+            Err(e) => {
+                debug!("cannot read the fault file {}: {e}", self.path.display());
+                Fault::None
+            }
+        };
+        if fault != self.current {
+            info!("fault injection: {} (was {})", fault, self.current);
+            self.current = fault;
+        }
+        fault
+    }
+
+    /// The file's first [`MAX_FILE_LEN`]` + 1` bytes.
+    fn contents(&self) -> io::Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        File::open(&self.path)?
+            .take(MAX_FILE_LEN as u64 + 1)
+            .read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    fn parse(&mut self, bytes: &[u8]) -> Fault {
+        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_FILE_LEN)]);
+        let parsed = if bytes.len() > MAX_FILE_LEN {
+            Err(UnknownFault(format!("{}...", text.trim_start())))
+        } else {
+            text.parse()
+        };
+        parsed.unwrap_or_else(|UnknownFault(word)| {
+            if self.warned.contains(&word) {
+                // Already said.
+            } else if self.warned.len() < MAX_WARNED {
+                warn!(
+                    "fault file {}: unknown fault {word:?}, ignored",
+                    self.path.display()
+                );
+                self.warned.insert(word);
+            } else {
+                debug!(
+                    "fault file {}: unknown fault {word:?}, ignored",
+                    self.path.display()
+                );
+            }
+            Fault::None
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::Limits;
+
+    #[test]
+    fn words() {
+        for fault in Fault::ALL {
+            assert_eq!(fault.name().parse(), Ok(fault));
+            assert_eq!(format!(" \t{fault}\n").parse(), Ok(fault));
+            assert_eq!(fault.to_string(), fault.name());
+        }
+        let names: HashSet<_> = Fault::ALL.iter().map(|f| f.name()).collect();
+        assert_eq!(names.len(), Fault::ALL.len());
+        assert_eq!("".parse(), Ok(Fault::None));
+        assert_eq!(" \n\n".parse(), Ok(Fault::None));
+        assert_eq!("bad-status\r\n".parse(), Ok(Fault::BadStatus));
+        for bad in [
+            "nope",
+            "Short",
+            "short short",
+            "bad_status",
+            "drop!",
+            "none\0",
+        ] {
+            assert_eq!(
+                bad.parse::<Fault>(),
+                Err(UnknownFault(bad.trim().to_owned()))
+            );
+        }
+    }
+
+    #[test]
+    fn file_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fault");
+        let mut file = FaultFile::new(&path);
+        assert_eq!(file.path(), path);
+        // Missing.
+        assert_eq!(file.read(), Fault::None);
+        let cases: &[(&[u8], Fault)] = &[
+            (b"", Fault::None),
+            (b"none", Fault::None),
+            (b"short", Fault::Short),
+            (b"none\n", Fault::None),
+            (b"  drop \n", Fault::Drop),
+            (b"garbage-name\n\n", Fault::GarbageName),
+            (b"overlong", Fault::Overlong),
+            (b"what?\n", Fault::None),
+            (b"device-error", Fault::DeviceError),
+            (b"\xff\xfe", Fault::None),
+            (&[b' '; MAX_FILE_LEN + 10], Fault::None),
+            (b"truncated", Fault::Truncated),
+        ];
+        for (contents, fault) in cases {
+            std::fs::write(&path, contents).unwrap();
+            assert_eq!(file.read(), *fault, "{contents:?}");
+            assert_eq!(file.read(), *fault, "{contents:?} again");
+        }
+        // A long file is an unknown word, even if it starts with one.
+        let mut long = b"short".to_vec();
+        long.resize(MAX_FILE_LEN + 1, b' ');
+        std::fs::write(&path, &long).unwrap();
+        assert_eq!(file.read(), Fault::None);
+        long.truncate(MAX_FILE_LEN);
+        std::fs::write(&path, &long).unwrap();
+        assert_eq!(file.read(), Fault::Short);
+
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(file.read(), Fault::None);
+        // Unreadable: a directory.
+        std::fs::create_dir(&path).unwrap();
+        assert_eq!(file.read(), Fault::None);
+    }
+
+    #[test]
+    fn unknown_words_are_remembered_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fault");
+        let mut file = FaultFile::new(&path);
+        for word in ["foo", "foo\n", " foo", "bar", "foo", "none", "bar"] {
+            std::fs::write(&path, word).unwrap();
+            file.read();
+        }
+        let mut warned: Vec<_> = file.warned.iter().cloned().collect();
+        warned.sort();
+        assert_eq!(warned, ["bar", "foo"]);
+        // Bounded.
+        for i in 0..2 * MAX_WARNED {
+            std::fs::write(&path, format!("word{i}")).unwrap();
+            assert_eq!(file.read(), Fault::None);
+        }
+        assert_eq!(file.warned.len(), MAX_WARNED);
+    }
+
+    const INFO_SIZE: usize = size_of::<VirtioBufshareRespInfo>();
+    const GET_INFO: [u8; 8] = [1, 0, 0, 0, 0, 0, 0, 0];
+    const UNKNOWN: [u8; 8] = [0x42, 0, 0, 0, 0, 0, 0, 0];
+
+    fn normal(request: &[u8]) -> Vec<u8> {
+        BufshareDevice::new(Limits::default())
+            .process(request, 4096)
+            .unwrap()
+    }
+
+    fn faulty(fault: Fault, request: &[u8], writable: usize) -> (Option<Vec<u8>>, u64) {
+        let mut dev = BufshareDevice::new(Limits::default());
+        let answer = fault.answer(&mut dev, request, writable);
+        (answer, dev.num_commands())
+    }
+
+    fn info(answer: &[u8]) -> VirtioBufshareRespInfo {
+        let mut info = VirtioBufshareRespInfo::default();
+        info.as_mut_slice().copy_from_slice(answer);
+        info
+    }
+
+    #[test]
+    fn none_is_normal() {
+        for request in [&GET_INFO[..], &UNKNOWN, &[]] {
+            assert_eq!(
+                faulty(Fault::None, request, 4096),
+                (Some(normal(request)), 1)
+            );
+        }
+        assert_eq!(normal(&GET_INFO).len(), INFO_SIZE);
+        assert_eq!(Fault::None.used_len(80, 4096), 80);
+    }
+
+    #[test]
+    fn short_and_truncated() {
+        let (answer, count) = faulty(Fault::Short, &GET_INFO, 4096);
+        assert_eq!(answer.unwrap(), &normal(&GET_INFO)[..4]);
+        assert_eq!(count, 1);
+        let (answer, _) = faulty(Fault::Short, &UNKNOWN, 4096);
+        assert_eq!(answer.unwrap(), VIRTIO_BUFSHARE_S_UNSUPPORTED.to_le_bytes());
+
+        for request in [&GET_INFO, &UNKNOWN] {
+            let (answer, count) = faulty(Fault::Truncated, request, 4096);
+            assert_eq!(answer.unwrap(), [0; 8]);
+            assert_eq!(count, 1);
+        }
+        for fault in [Fault::Short, Fault::Truncated] {
+            assert_eq!(fault.used_len(4, 4096), 4);
+            assert_eq!(fault.used_len(8, 4096), 8);
+        }
+    }
+
+    #[test]
+    fn overlong() {
+        assert_eq!(
+            faulty(Fault::Overlong, &GET_INFO, 4096),
+            (Some(normal(&GET_INFO)), 1)
+        );
+        assert_eq!(Fault::Overlong.used_len(80, 80), 80 + 4096);
+        assert_eq!(Fault::Overlong.used_len(8, 100), 4196);
+        assert_eq!(Fault::Overlong.used_len(8, u32::MAX as usize), u32::MAX);
+        assert_eq!(Fault::Overlong.used_len(8, usize::MAX), u32::MAX);
+    }
+
+    #[test]
+    fn bad_status() {
+        for request in [&GET_INFO, &UNKNOWN] {
+            let (answer, _) = faulty(Fault::BadStatus, request, 4096);
+            let answer = answer.unwrap();
+            let expected = normal(request);
+            assert_eq!(answer.len(), expected.len());
+            assert_eq!(answer[..4], [0x77, 0x77, 0, 0]);
+            assert_eq!(answer[4..], expected[4..]);
+        }
+    }
+
+    #[test]
+    fn error_statuses() {
+        for (fault, status) in [
+            (Fault::Invalid, VIRTIO_BUFSHARE_S_INVALID),
+            (Fault::Unsupported, VIRTIO_BUFSHARE_S_UNSUPPORTED),
+            (Fault::DeviceError, VIRTIO_BUFSHARE_S_DEVICE_ERROR),
+        ] {
+            for request in [&GET_INFO, &UNKNOWN] {
+                let (answer, count) = faulty(fault, request, 4096);
+                assert_eq!(answer.unwrap(), status_only(status));
+                assert_eq!(count, 1, "answered commands count");
+            }
+            // No room for a header: no answer, as normally.
+            assert_eq!(faulty(fault, &GET_INFO, 7), (None, 0));
+        }
+    }
+
+    #[test]
+    fn bad_version_and_garbage_name() {
+        let expected = info(&normal(&GET_INFO));
+
+        let (answer, _) = faulty(Fault::BadVersion, &GET_INFO, 4096);
+        let got = info(&answer.unwrap());
+        assert_eq!(got.version.to_native(), 99);
+        assert_eq!(
+            VirtioBufshareRespInfo {
+                version: expected.version,
+                ..got
+            },
+            expected
+        );
+
+        let (answer, _) = faulty(Fault::GarbageName, &GET_INFO, 4096);
+        let got = info(&answer.unwrap());
+        assert!(!got.name.contains(&0));
+        assert!(std::str::from_utf8(&got.name).is_err());
+        assert_eq!(
+            got.name[..8],
+            [0x01, 0x7f, 0xff, 0x80, b'A', 0x1b, 0x01, 0x7f]
+        );
+        assert_eq!(
+            VirtioBufshareRespInfo {
+                name: expected.name,
+                ..got
+            },
+            expected
+        );
+
+        // Other commands, and GET_INFO that fails, are answered normally.
+        for fault in [Fault::BadVersion, Fault::GarbageName] {
+            assert_eq!(faulty(fault, &UNKNOWN, 4096).0.unwrap(), normal(&UNKNOWN));
+            let mut trailing = GET_INFO.to_vec();
+            trailing.push(0);
+            assert_eq!(
+                faulty(fault, &trailing, 4096).0.unwrap(),
+                status_only(VIRTIO_BUFSHARE_S_INVALID)
+            );
+            assert_eq!(
+                faulty(fault, &GET_INFO, INFO_SIZE - 1).0.unwrap(),
+                status_only(VIRTIO_BUFSHARE_S_INVALID)
+            );
+        }
+    }
+
+    #[test]
+    fn room_is_respected() {
+        for fault in Fault::ALL {
+            if fault.drops_chain() {
+                continue;
+            }
+            for room in 0..RESP_HDR_SIZE {
+                assert_eq!(faulty(fault, &GET_INFO, room), (None, 0), "{fault}");
+            }
+            for room in [RESP_HDR_SIZE, INFO_SIZE - 1, INFO_SIZE] {
+                let answer = faulty(fault, &GET_INFO, room).0.unwrap();
+                assert!(answer.len() <= room, "{fault} {room}");
+            }
+        }
+    }
+
+    #[test]
+    fn drop_drops() {
+        for fault in Fault::ALL {
+            assert_eq!(fault.drops_chain(), fault == Fault::Drop);
+        }
+    }
+}

@@ -1,0 +1,15 @@
+// SPDX-License-Identifier: GPL-2.0-only WITH Linux-syscall-note OR BSD-3-Clause
+
+//! vhost-user backend of the virtio-bufshare device.
+//!
+//! * [`device`]: the device model, which turns commands into answers;
+//! * [`backend`]: the vhost-user glue around it (features, configuration
+//!   space, the command virtqueue);
+//! * [`daemon`]: the serving loop of the `vhost-user-bufshare` program;
+//! * [`fault`]: fault injection, to test the guest driver against a device
+//!   that misbehaves.
+
+pub mod backend;
+pub mod daemon;
+pub mod device;
+pub mod fault;

@@ -1,0 +1,215 @@
+// SPDX-License-Identifier: GPL-2.0-only WITH Linux-syscall-note OR BSD-3-Clause
+
+//! `vhost-user-bufshare`: serves a virtio-bufshare device to a vhost-user
+//! frontend such as QEMU's generic device:
+//!
+//! ```text
+//! vhost-user-bufshare --socket-path /tmp/bufshare.sock &
+//! qemu-system-x86_64 ... \
+//!     -chardev socket,id=c0,path=/tmp/bufshare.sock \
+//!     -device vhost-user-test-device-pci,chardev=c0,virtio-id=37,num_vqs=1,config_size=24 \
+//!     -object memory-backend-memfd,id=mem,size=1G,share=on -numa node,memdev=mem
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::thread;
+
+use clap::Parser;
+use log::{error, info};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use vhost_user_bufshare::daemon::{self, Config, Shutdown};
+use vhost_user_bufshare::device::{device_name, Limits};
+
+/// vhost-user backend of the virtio-bufshare device (virtio id 37).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct BufshareArgs {
+    /// Path of the vhost-user socket to listen on (a stale file there is
+    /// removed).
+    #[arg(long)]
+    socket_path: PathBuf,
+
+    /// Largest number of memory ranges in one buffer.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_ranges: u32,
+
+    /// Largest size, in bytes, of one buffer's properties.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    max_props_size: u32,
+
+    /// Largest number of buffers registered at a time.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    max_buffers: u32,
+
+    /// Largest size, in bytes, of one buffer.
+    #[arg(long, default_value_t = 1 << 30, value_parser = clap::value_parser!(u64).range(1..))]
+    max_buffer_size: u64,
+
+    /// Exit when the first frontend disconnects, instead of waiting for the
+    /// next one.
+    #[arg(long)]
+    once: bool,
+
+    /// Fault injection (to test drivers): misbehave as PATH says
+    ///
+    /// Before each command, read PATH and misbehave as the word in it says.
+    /// A missing or empty file, `none`, an unknown word (warned about once)
+    /// or a read error mean no fault. Whitespace around the word is ignored.
+    /// The words:
+    ///
+    /// - short: write only 4 bytes of the answer (used length 4).
+    /// - truncated: a bare header with status S_OK (used length 8).
+    /// - overlong: the normal answer, with a used length of the writable
+    ///   room plus 4096.
+    /// - bad-status: the normal answer with status 0x7777.
+    /// - invalid, unsupported, device-error: do not carry the command out,
+    ///   answer a bare header with that status (used length 8).
+    /// - bad-version: GET_INFO answers version 99.
+    /// - garbage-name: GET_INFO answers a name of non-text bytes and no NUL.
+    /// - drop: never return the chain nor notify; it stays outstanding until
+    ///   the driver resets the device.
+    ///
+    /// Chains with broken descriptors or less than 8 writable bytes are
+    /// returned with used length 0 whatever the fault, except drop.
+    #[arg(long, value_name = "PATH", verbatim_doc_comment)]
+    fault_file: Option<PathBuf>,
+}
+
+impl From<BufshareArgs> for Config {
+    fn from(args: BufshareArgs) -> Self {
+        Config {
+            socket_path: args.socket_path,
+            limits: Limits {
+                max_ranges: args.max_ranges,
+                max_props_size: args.max_props_size,
+                max_buffers: args.max_buffers,
+                max_buffer_size: args.max_buffer_size,
+            },
+            once: args.once,
+            fault_file: args.fault_file,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let config = Config::from(BufshareArgs::parse());
+
+    let shutdown = match Shutdown::new() {
+        Ok(shutdown) => shutdown,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = watch_signals(Arc::clone(&shutdown)) {
+        error!("cannot handle SIGTERM and SIGINT: {e}");
+        return ExitCode::FAILURE;
+    }
+
+    info!("{} starting, limits {:?}", device_name(), config.limits);
+    match daemon::serve(&config, &shutdown) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// On SIGTERM or SIGINT, asks the daemon to stop.
+fn watch_signals(shutdown: Arc<Shutdown>) -> std::io::Result<()> {
+    let mut signals = Signals::new([SIGTERM, SIGINT])?;
+    thread::Builder::new()
+        .name(String::from("signals"))
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                info!("signal {signal} received");
+                shutdown.request();
+            }
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        BufshareArgs::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults() {
+        let args = BufshareArgs::try_parse_from(["prog", "--socket-path", "/tmp/s"]).unwrap();
+        let config = Config::from(args);
+        assert_eq!(config.socket_path, PathBuf::from("/tmp/s"));
+        assert_eq!(config.limits, Limits::default());
+        assert_eq!(
+            config.limits,
+            Limits {
+                max_ranges: 1024,
+                max_props_size: 4096,
+                max_buffers: 4096,
+                max_buffer_size: 1073741824,
+            }
+        );
+        assert!(!config.once);
+        assert_eq!(config.fault_file, None);
+    }
+
+    #[test]
+    fn options() {
+        let args = BufshareArgs::try_parse_from([
+            "prog",
+            "--socket-path",
+            "s",
+            "--max-ranges",
+            "1",
+            "--max-props-size",
+            "2",
+            "--max-buffers",
+            "3",
+            "--max-buffer-size",
+            "4",
+            "--once",
+            "--fault-file",
+            "/shared/fault",
+        ])
+        .unwrap();
+        let config = Config::from(args);
+        assert_eq!(
+            config.limits,
+            Limits {
+                max_ranges: 1,
+                max_props_size: 2,
+                max_buffers: 3,
+                max_buffer_size: 4,
+            }
+        );
+        assert!(config.once);
+        assert_eq!(config.fault_file, Some(PathBuf::from("/shared/fault")));
+    }
+
+    #[test]
+    fn bad_options() {
+        assert!(BufshareArgs::try_parse_from(["prog"]).is_err());
+        assert!(
+            BufshareArgs::try_parse_from(["prog", "--socket-path", "s", "--max-ranges", "0"])
+                .is_err()
+        );
+        assert!(BufshareArgs::try_parse_from([
+            "prog",
+            "--socket-path",
+            "s",
+            "--max-buffers",
+            "4294967296"
+        ])
+        .is_err());
+    }
+}

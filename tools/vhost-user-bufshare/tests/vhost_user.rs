@@ -1,0 +1,527 @@
+// SPDX-License-Identifier: GPL-2.0-only WITH Linux-syscall-note OR BSD-3-Clause
+
+//! The daemon over a real vhost-user socket, driven by the `vhost` crate's
+//! frontend in the role QEMU plays: negotiation, configuration space, shared
+//! guest memory, the command queue, queue restart, reconnection and
+//! shutdown. The last tests run the program itself and stop it with signals.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserProtocolFeatures};
+use vhost::vhost_user::{Frontend, VhostUserFrontend};
+use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use vhost_user_bufshare::daemon::{serve, Config, Shutdown};
+use vhost_user_bufshare::device::Limits;
+use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+const MEM_SIZE: usize = 0x10_0000;
+const QSIZE: u16 = 256;
+const BUF: u64 = 0x4_0000;
+/// Where the driver puts the rings.
+const DESC_TABLE: u64 = 0;
+const AVAIL_RING: u64 = 0x1000;
+const USED_RING: u64 = 0x2000;
+const INFO_SIZE: u32 = 80;
+
+fn limits() -> Limits {
+    Limits {
+        max_ranges: 11,
+        max_props_size: 22,
+        max_buffers: 33,
+        max_buffer_size: 44,
+    }
+}
+
+fn config(path: &Path, once: bool) -> Config {
+    Config {
+        socket_path: path.to_path_buf(),
+        limits: limits(),
+        once,
+        fault_file: None,
+    }
+}
+
+const GET_INFO: [u8; 8] = [1, 0, 0, 0, 0, 0, 0, 0];
+
+/// Runs the daemon in a thread.
+fn spawn_daemon(config: Config, shutdown: Arc<Shutdown>) -> JoinHandle<()> {
+    thread::spawn(move || serve(&config, &shutdown).unwrap())
+}
+
+fn join_within(handle: JoinHandle<()>, what: &str) {
+    let start = Instant::now();
+    while !handle.is_finished() {
+        assert!(start.elapsed() < TIMEOUT, "{what} did not end");
+        thread::sleep(Duration::from_millis(5));
+    }
+    handle.join().unwrap();
+}
+
+/// Connects to the daemon, waiting for its socket to appear.
+fn connect(path: &Path) -> Frontend {
+    let start = Instant::now();
+    loop {
+        match Frontend::connect(path, 1) {
+            Ok(frontend) => return frontend,
+            Err(e) => assert!(start.elapsed() < TIMEOUT, "cannot connect: {e}"),
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Negotiates like QEMU does; returns the features offered.
+fn negotiate(frontend: &mut Frontend) -> (u64, VhostUserProtocolFeatures) {
+    frontend.set_owner().unwrap();
+    let features = frontend.get_features().unwrap();
+    frontend.set_features(features).unwrap();
+    let protocol = frontend.get_protocol_features().unwrap();
+    frontend.set_protocol_features(protocol).unwrap();
+    (features, protocol)
+}
+
+fn read_config(frontend: &mut Frontend) -> Vec<u8> {
+    let (_, payload) = frontend
+        .get_config(0, 24, VhostUserConfigFlags::empty(), &[0; 24])
+        .unwrap();
+    payload
+}
+
+/// The guest: memory shared with the daemon through a file, and the rings.
+struct Guest {
+    _file: File,
+    mem: GuestMemoryMmap,
+    kick: EventFd,
+    call: EventFd,
+    used_seen: u16,
+    next_desc: u16,
+}
+
+impl Guest {
+    fn new() -> Self {
+        let file = tempfile::tempfile().unwrap();
+        file.set_len(MEM_SIZE as u64).unwrap();
+        let mem = GuestMemoryMmap::from_ranges_with_files(&[(
+            GuestAddress(0),
+            MEM_SIZE,
+            Some(FileOffset::new(file.try_clone().unwrap(), 0)),
+        )])
+        .unwrap();
+        Self {
+            _file: file,
+            mem,
+            kick: EventFd::new(EFD_NONBLOCK).unwrap(),
+            call: EventFd::new(EFD_NONBLOCK).unwrap(),
+            used_seen: 0,
+            next_desc: 0,
+        }
+    }
+
+    fn host_addr(&self, gpa: u64) -> u64 {
+        self.mem.get_host_address(GuestAddress(gpa)).unwrap() as u64
+    }
+
+    fn write_u16(&self, addr: u64, value: u16) {
+        self.mem
+            .write_obj(value.to_le(), GuestAddress(addr))
+            .unwrap();
+    }
+
+    fn read_u16(&self, addr: u64) -> u16 {
+        u16::from_le(self.mem.read_obj(GuestAddress(addr)).unwrap())
+    }
+
+    /// Zeroes the rings, as a freshly reset driver would have them.
+    fn clear_rings(&mut self) {
+        self.mem
+            .write_slice(&vec![0; BUF as usize], GuestAddress(0))
+            .unwrap();
+        self.used_seen = 0;
+        self.next_desc = 0;
+    }
+
+    /// Gives the daemon the memory and starts the command queue.
+    fn start_queue(&self, frontend: &mut Frontend, set_mem_table: bool) {
+        if set_mem_table {
+            let region = self.mem.iter().next().unwrap();
+            let info = VhostUserMemoryRegionInfo::from_guest_region(region).unwrap();
+            frontend.set_mem_table(&[info]).unwrap();
+        }
+        frontend.set_vring_num(0, QSIZE).unwrap();
+        frontend
+            .set_vring_addr(
+                0,
+                &VringConfigData {
+                    queue_max_size: QSIZE,
+                    queue_size: QSIZE,
+                    flags: 0,
+                    desc_table_addr: self.host_addr(DESC_TABLE),
+                    used_ring_addr: self.host_addr(USED_RING),
+                    avail_ring_addr: self.host_addr(AVAIL_RING),
+                    log_addr: None,
+                },
+            )
+            .unwrap();
+        frontend.set_vring_base(0, 0).unwrap();
+        frontend.set_vring_call(0, &self.call).unwrap();
+        frontend.set_vring_kick(0, &self.kick).unwrap();
+        frontend.set_vring_enable(0, true).unwrap();
+    }
+
+    /// Sends one command and waits for its answer; returns the used length
+    /// and the answer's bytes.
+    fn command(&mut self, command: &[u8], room: u32) -> (u32, Vec<u8>) {
+        let first = self.offer(command, room);
+        self.wait_answer(first)
+    }
+
+    /// Offers a chain with `command` and `room` bytes for the answer, and
+    /// kicks; returns its head.
+    fn offer(&mut self, command: &[u8], room: u32) -> u16 {
+        let answer_addr = BUF + 0x1000;
+        self.mem.write_slice(command, GuestAddress(BUF)).unwrap();
+        let first = self.next_desc;
+        let descs = [
+            SplitDescriptor::new(
+                BUF,
+                command.len() as u32,
+                VRING_DESC_F_NEXT as u16,
+                first + 1,
+            ),
+            SplitDescriptor::new(answer_addr, room, VRING_DESC_F_WRITE as u16, 0),
+        ];
+        for (i, desc) in descs.into_iter().enumerate() {
+            let addr = DESC_TABLE + 16 * (u64::from(first) + i as u64);
+            self.mem
+                .write_obj(RawDescriptor::from(desc), GuestAddress(addr))
+                .unwrap();
+        }
+        self.next_desc += 2;
+        // EVENT_IDX is negotiated: ask to be notified for this very chain
+        // (used_event, after the available ring).
+        self.write_u16(AVAIL_RING + 4 + 2 * u64::from(QSIZE), self.used_seen);
+        // Offer the chain: ring entry, then index.
+        let avail_idx = self.read_u16(AVAIL_RING + 2);
+        let slot = u64::from(avail_idx % QSIZE);
+        self.write_u16(AVAIL_RING + 4 + 2 * slot, first);
+        self.write_u16(AVAIL_RING + 2, avail_idx.wrapping_add(1));
+        self.kick.write(1).unwrap();
+        first
+    }
+
+    /// Waits for the next used element, which must be chain `first`;
+    /// returns its used length and the answer's bytes.
+    fn wait_answer(&mut self, first: u16) -> (u32, Vec<u8>) {
+        let answer_addr = BUF + 0x1000;
+        let start = Instant::now();
+        while self.call.read().is_err() {
+            assert!(start.elapsed() < TIMEOUT, "no answer from the daemon");
+            thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(self.read_u16(USED_RING + 2), self.used_seen + 1);
+        let elem_addr = USED_RING + 4 + 8 * u64::from(self.used_seen % QSIZE);
+        let id: u32 = self.mem.read_obj(GuestAddress(elem_addr)).unwrap();
+        let len: u32 = self.mem.read_obj(GuestAddress(elem_addr + 4)).unwrap();
+        self.used_seen += 1;
+        assert_eq!(u32::from_le(id), u32::from(first));
+        let len = u32::from_le(len);
+        let mut answer = vec![0; len as usize];
+        self.mem
+            .read_slice(&mut answer, GuestAddress(answer_addr))
+            .unwrap();
+        (len, answer)
+    }
+
+    /// Waits until the daemon has taken every chain offered from the
+    /// available ring: with EVENT_IDX, it then asks to be kicked for the
+    /// next one (avail_event, after the used ring).
+    fn wait_taken(&self) {
+        let avail_idx = self.read_u16(AVAIL_RING + 2);
+        let start = Instant::now();
+        while self.read_u16(USED_RING + 4 + 8 * u64::from(QSIZE)) != avail_idx {
+            assert!(
+                start.elapsed() < TIMEOUT,
+                "the daemon does not take the chain"
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Whether the driver was notified.
+    fn notified(&self) -> bool {
+        self.call.read().is_ok()
+    }
+
+    fn used_idx(&self) -> u16 {
+        self.read_u16(USED_RING + 2)
+    }
+
+    fn get_info(&mut self) -> Vec<u8> {
+        let (len, answer) = self.command(&[1, 0, 0, 0, 0, 0, 0, 0], INFO_SIZE);
+        assert_eq!(len, INFO_SIZE);
+        answer
+    }
+}
+
+fn num_commands(info: &[u8]) -> u64 {
+    u64::from_le_bytes(info[40..48].try_into().unwrap())
+}
+
+fn socket_path(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("bufshare.sock")
+}
+
+#[test]
+fn serves_a_frontend_like_qemu() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = socket_path(&dir);
+    // A stale socket file is replaced.
+    std::fs::write(&path, b"stale").unwrap();
+    let daemon = spawn_daemon(config(&path, true), Shutdown::new().unwrap());
+
+    let mut frontend = connect(&path);
+    let (features, protocol) = negotiate(&mut frontend);
+    assert_eq!(features, (1 << 32) | (1 << 28) | (1 << 29) | (1 << 30));
+    assert!(protocol.contains(VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ));
+    assert_eq!(frontend.get_queue_num().unwrap(), 1);
+    assert_eq!(
+        read_config(&mut frontend),
+        [11, 0, 0, 0, 22, 0, 0, 0, 33, 0, 0, 0, 0, 0, 0, 0, 44, 0, 0, 0, 0, 0, 0, 0]
+    );
+
+    let mut guest = Guest::new();
+    guest.start_queue(&mut frontend, true);
+    let info = guest.get_info();
+    assert_eq!(&info[..12], &[0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]);
+    assert_eq!(&info[12..24], &[11, 0, 0, 0, 22, 0, 0, 0, 33, 0, 0, 0]);
+    assert_eq!(num_commands(&info), 1);
+    assert!(info[48..].starts_with(b"vhost-user-bufshare "));
+
+    // An unknown command, a too small answer buffer.
+    assert_eq!(
+        guest.command(&[9, 0, 0, 0, 0, 0, 0, 0], 80),
+        (8, vec![1, 0, 0, 0, 0, 0, 0, 0])
+    );
+    assert_eq!(guest.command(&[1, 0, 0, 0, 0, 0, 0, 0], 4), (0, vec![]));
+    assert_eq!(num_commands(&guest.get_info()), 3);
+
+    // The driver resets the device: QEMU stops the queue, then starts it
+    // again from scratch.
+    frontend.get_vring_base(0).unwrap();
+    guest.clear_rings();
+    guest.start_queue(&mut frontend, true);
+    assert_eq!(num_commands(&guest.get_info()), 1);
+    assert_eq!(num_commands(&guest.get_info()), 2);
+
+    // RESET_DEVICE, for frontends that send it.
+    frontend.reset_device().unwrap();
+    frontend.get_vring_base(0).unwrap();
+    frontend.set_features(features).unwrap();
+    guest.clear_rings();
+    guest.start_queue(&mut frontend, false);
+    assert_eq!(num_commands(&guest.get_info()), 1);
+
+    drop(frontend);
+    join_within(daemon, "the daemon, with --once,");
+    assert!(!path.exists(), "the socket file is left behind");
+}
+
+#[test]
+fn fault_injection() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = socket_path(&dir);
+    let fault_file = dir.path().join("fault");
+    let daemon = spawn_daemon(
+        Config {
+            fault_file: Some(fault_file.clone()),
+            ..config(&path, true)
+        },
+        Shutdown::new().unwrap(),
+    );
+    let set = |word: &str| std::fs::write(&fault_file, word).unwrap();
+
+    let mut frontend = connect(&path);
+    negotiate(&mut frontend);
+    let mut guest = Guest::new();
+    guest.start_queue(&mut frontend, true);
+    // No file yet.
+    assert_eq!(num_commands(&guest.get_info()), 1);
+
+    set("bad-version\n");
+    let (len, info) = guest.command(&GET_INFO, INFO_SIZE);
+    assert_eq!(len, INFO_SIZE);
+    assert_eq!(info[..12], [0, 0, 0, 0, 0, 0, 0, 0, 99, 0, 0, 0]);
+    set("overlong");
+    assert_eq!(guest.command(&GET_INFO, INFO_SIZE).0, INFO_SIZE + 4096);
+    set("truncated");
+    assert_eq!(guest.command(&GET_INFO, INFO_SIZE), (8, vec![0; 8]));
+    set("none");
+    assert_eq!(num_commands(&guest.get_info()), 5);
+
+    // A dropped chain is neither returned nor notified...
+    set("drop");
+    guest.offer(&GET_INFO, INFO_SIZE);
+    guest.wait_taken();
+    thread::sleep(Duration::from_millis(50));
+    assert!(!guest.notified());
+    assert_eq!(guest.used_idx(), 5);
+    // ... and the next ones are served.
+    set("none\n");
+    assert_eq!(num_commands(&guest.get_info()), 6);
+
+    // Dropped again; the driver gives up and resets the device.
+    set("drop");
+    guest.offer(&GET_INFO, INFO_SIZE);
+    guest.wait_taken();
+    thread::sleep(Duration::from_millis(50));
+    assert!(!guest.notified());
+    assert_eq!(guest.used_idx(), 6);
+    set("none");
+    frontend.get_vring_base(0).unwrap();
+    guest.clear_rings();
+    guest.start_queue(&mut frontend, true);
+    assert_eq!(num_commands(&guest.get_info()), 1);
+    assert_eq!(num_commands(&guest.get_info()), 2);
+
+    drop(frontend);
+    join_within(daemon, "the daemon, with --once,");
+}
+
+#[test]
+fn listens_again_after_a_disconnection() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = socket_path(&dir);
+    let shutdown = Shutdown::new().unwrap();
+    let daemon = spawn_daemon(config(&path, false), Arc::clone(&shutdown));
+
+    for round in 0..3 {
+        let mut frontend = connect(&path);
+        negotiate(&mut frontend);
+        assert_eq!(read_config(&mut frontend)[..4], [11, 0, 0, 0]);
+        let mut guest = Guest::new();
+        guest.start_queue(&mut frontend, true);
+        // A new connection is a new device.
+        assert_eq!(num_commands(&guest.get_info()), 1);
+        assert_eq!(num_commands(&guest.get_info()), 2);
+        if round == 1 {
+            // Someone removes the socket file: it is made again.
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+
+    // Shut down in the middle of a connection.
+    let mut frontend = connect(&path);
+    negotiate(&mut frontend);
+    shutdown.request();
+    join_within(daemon, "the daemon");
+    assert!(!path.exists());
+    assert!(frontend.get_features().is_err());
+}
+
+#[test]
+fn shutdown_while_waiting_for_a_frontend() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = socket_path(&dir);
+    let shutdown = Shutdown::new().unwrap();
+    let daemon = spawn_daemon(config(&path, false), Arc::clone(&shutdown));
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(start.elapsed() < TIMEOUT);
+        thread::sleep(Duration::from_millis(5));
+    }
+    shutdown.request();
+    join_within(daemon, "the daemon");
+    assert!(!path.exists());
+}
+
+#[test]
+fn cannot_listen_is_an_error() {
+    let path = PathBuf::from("/nonexistent-dir/bufshare.sock");
+    let shutdown = Shutdown::new().unwrap();
+    assert!(serve(&config(&path, true), &shutdown).is_err());
+}
+
+/// The program, run with `args`, with a socket in `dir`.
+fn spawn_program(dir: &tempfile::TempDir, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_vhost-user-bufshare"))
+        .arg("--socket-path")
+        .arg(socket_path(dir))
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn wait_within(child: &mut Child) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > TIMEOUT {
+            child.kill().unwrap();
+            panic!("the program did not exit");
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn program_exits_cleanly_on_sigterm_and_sigint() {
+    for sig in ["TERM", "INT"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = spawn_program(&dir, &[]);
+        let path = socket_path(&dir);
+
+        // While connected...
+        let mut frontend = connect(&path);
+        negotiate(&mut frontend);
+        assert_eq!(read_config(&mut frontend).len(), 24);
+        signal(&child, sig);
+        let status = wait_within(&mut child);
+        assert!(status.success(), "SIG{sig} while connected: {status}");
+        assert!(!path.exists());
+
+        // ... and while waiting for a frontend.
+        let mut child = spawn_program(&dir, &[]);
+        let start = Instant::now();
+        while !path.exists() {
+            assert!(start.elapsed() < TIMEOUT);
+            thread::sleep(Duration::from_millis(5));
+        }
+        signal(&child, sig);
+        let status = wait_within(&mut child);
+        assert!(status.success(), "SIG{sig} while waiting: {status}");
+        assert!(!path.exists());
+    }
+}
+
+#[test]
+fn program_with_once_exits_after_the_first_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = spawn_program(&dir, &["--once", "--max-ranges", "5"]);
+    let mut frontend = connect(&socket_path(&dir));
+    negotiate(&mut frontend);
+    assert_eq!(read_config(&mut frontend)[..4], [5, 0, 0, 0]);
+    drop(frontend);
+    let status = wait_within(&mut child);
+    assert!(status.success(), "{status}");
+}
