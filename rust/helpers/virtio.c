@@ -1,0 +1,38 @@
+// SPDX-License-Identifier: GPL-2.0
+
+#include <linux/virtio.h>
+#include <linux/virtio_config.h>
+
+/*
+ * Unlike virtio_has_feature(), which BUG()s when asked about a bit the driver
+ * did not offer, this answers false for bits that were not negotiated and for
+ * bits beyond the feature space.
+ */
+__rust_helper bool rust_helper___virtio_test_bit(const struct virtio_device *vdev,
+						 unsigned int fbit)
+{
+	if (fbit >= VIRTIO_FEATURES_BITS)
+		return false;
+	return __virtio_test_bit(vdev, fbit);
+}
+
+__rust_helper int rust_helper_virtio_find_vqs(struct virtio_device *vdev,
+					      unsigned int nvqs,
+					      struct virtqueue *vqs[],
+					      struct virtqueue_info vqs_info[],
+					      struct irq_affinity *desc)
+{
+	return virtio_find_vqs(vdev, nvqs, vqs, vqs_info, desc);
+}
+
+__rust_helper void rust_helper_virtio_device_ready(struct virtio_device *dev)
+{
+	virtio_device_ready(dev);
+}
+
+__rust_helper void rust_helper_virtio_cread_bytes(struct virtio_device *vdev,
+						  unsigned int offset, void *buf,
+						  size_t len)
+{
+	virtio_cread_bytes(vdev, offset, buf, len);
+}
