@@ -1,0 +1,24 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# make bench: command round trips through the driver to the backend and
+# back, measured in the guest (under TCG unless BUFSHARE_KVM=1, so the
+# numbers speak of this setup, not of the device on real hardware).
+
+. "$(dirname "$0")/lib.sh"
+
+bash "$TOPDIR/scripts/kernel.sh" >/dev/null
+bash "$TOPDIR/scripts/tools.sh" build
+bash "$TOPDIR/scripts/guest-programs.sh" >/dev/null
+
+RUN=$BUILD/run
+rm -rf "$RUN"
+mkdir -p "$RUN"
+N=${BUFSHARE_BENCH_N:-5000}
+guest="insmod /build/linux/drivers/virtio/virtio_bufshare.ko
+echo '== one caller, $N GET_INFO round trips'
+/build/tests/bufshare_info -n $N | grep 'round trip'
+echo '== four callers at once, $N each'
+for i in 1 2 3 4; do /build/tests/bufshare_info -n $N | grep 'round trip' & done; wait
+rmmod virtio_bufshare"
+bash "$TOPDIR/scripts/vm.sh" -- bash -c "$guest" | grep -E '^==|round trip'

@@ -1,0 +1,132 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# make check: build everything from cold (or reuse the caches), then run
+# every test: host unit tests, style checks, the external module build, and
+# the guest tests in a real VM through the real backend. Ends with one line
+# "N passed, N failed" and exits non-zero on any failure.
+
+. "$(dirname "$0")/lib.sh"
+set +e
+
+PASSED=0
+FAILED=0
+FAILURES=()
+START=$(date +%s)
+
+pass() { PASSED=$((PASSED + 1)); echo "PASS: $*"; }
+fail() { FAILED=$((FAILED + 1)); FAILURES+=("$*"); echo "FAIL: $*"; }
+finish() {
+	echo
+	echo "== summary ($(( $(date +%s) - START )) s)"
+	for f in "${FAILURES[@]}"; do echo "failed: $f"; done
+	echo "$PASSED passed, $FAILED failed"
+	[ "$FAILED" = 0 ]
+	exit
+}
+# step NAME CMD...: a step that must work for anything after it to mean
+# something; its failure ends the run.
+step() {
+	local name=$1
+	shift
+	log "$name"
+	if "$@"; then
+		return 0
+	fi
+	fail "$name"
+	finish
+}
+
+step "toolchain" bash scripts/toolchain.sh >/dev/null
+step "kernel build" bash scripts/kernel.sh >/dev/null
+step "host tools build" bash scripts/tools.sh build
+step "guest programs build" bash scripts/guest-programs.sh >/dev/null
+
+# Host tests: count cargo's own results.
+log "host tests (cargo test)"
+out=$(bash scripts/tools.sh test 2>&1)
+rc=$?
+echo "$out" | grep -E '^test |^test result|panicked|error' | grep -v ' ok$' | head -50
+p=$(echo "$out" | awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i + 1) ~ /^passed/) s += $i } END { print s + 0 }')
+f=$(echo "$out" | awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i + 1) ~ /^failed/) s += $i } END { print s + 0 }')
+PASSED=$((PASSED + ${p:-0}))
+FAILED=$((FAILED + ${f:-0}))
+echo "cargo test: ${p:-0} passed, ${f:-0} failed"
+if [ "$rc" != 0 ] && [ "${f:-0}" = 0 ]; then
+	echo "$out" | tail -30
+	fail "cargo test (exit $rc)"
+fi
+[ "${f:-0}" = 0 ] || FAILURES+=("cargo test: $f failed")
+
+log "style and lints"
+if bash scripts/tools.sh fmt >/dev/null 2>&1; then pass "cargo fmt"; else fail "cargo fmt --check"; fi
+if out=$(bash scripts/tools.sh clippy 2>&1); then pass "cargo clippy"; else echo "$out" | tail -30; fail "cargo clippy"; fi
+if out=$(bash scripts/module.sh rustfmtcheck 2>&1); then pass "kernel rustfmtcheck"; else echo "$out" | tail -30; fail "kernel rustfmtcheck"; fi
+if out=$(bash scripts/module.sh CLIPPY=1 W=1 modules 2>&1) && ! echo "$out" | grep -q 'warning:'; then
+	pass "external module build (CLIPPY=1)"
+else
+	echo "$out" | grep -A8 -E 'warning|error' | head -60
+	fail "external module build (CLIPPY=1)"
+fi
+
+# The guest tests.
+RUN=$BUILD/run
+rm -rf "$RUN"
+mkdir -p "$RUN"
+MAX_RANGES=777 MAX_PROPS=3000 MAX_BUFFERS=99 MAX_SIZE=$((256 << 20))
+cat > "$RUN/env" <<ENV
+export BUFSHARE_MODULE=/build/linux/drivers/virtio/virtio_bufshare.ko
+export BUFSHARE_TESTS=/build/tests
+export BUFSHARE_FAULT_FILE=/build/run/fault
+export BUFSHARE_EXPECT_MAX_RANGES=$MAX_RANGES
+export BUFSHARE_EXPECT_MAX_PROPS_SIZE=$MAX_PROPS
+export BUFSHARE_EXPECT_MAX_BUFFERS=$MAX_BUFFERS
+export BUFSHARE_EXPECT_MAX_BUFFER_SIZE=$MAX_SIZE
+ENV
+log "guest tests"
+bash scripts/vm.sh --backend-args "--max-ranges $MAX_RANGES --max-props-size $MAX_PROPS \
+--max-buffers $MAX_BUFFERS --max-buffer-size $MAX_SIZE" \
+	-- /src/tests/run-guest.sh /build/run >/dev/null
+vmrc=$?
+if [ ! -e "$RUN/done" ]; then
+	tail -40 "$RUN/console.log"
+	fail "guest boot and run (vm.sh exit $vmrc)"
+fi
+for bin in "$BUILD"/tests/*_test; do
+	name=$(basename "$bin")
+	tap=$RUN/$name.tap
+	if [ ! -e "$tap" ]; then
+		fail "$name: did not run"
+		continue
+	fi
+	while IFS= read -r line; do
+		case "$line" in
+		"ok "*"# SKIP"*) echo "SKIP: $name: ${line#ok }" ;;
+		"ok "*) pass "$name: ${line#ok [0-9]* }" ;;
+		"not ok "*) fail "$name: ${line#not ok [0-9]* }" ;;
+		esac
+	done < "$tap"
+	if ! grep -q '^exit=0$' "$tap"; then
+		grep -q '^not ok' "$tap" || fail "$name: exit $(sed -n 's/^exit=//p' "$tap")"
+		grep -E '^#' "$tap" | tail -20
+	fi
+done
+if [ -e "$RUN/done" ]; then
+	if grep -q 'guest: rmmod ok' "$RUN/console.log"; then pass "driver unloads"; else fail "driver unloads"; fi
+	# The debug kernel's reports: any is a failure, shown in full.
+	# KASAN and sleeping-in-atomic reports start with "BUG:", lockdep's
+	# with "WARNING:" or "INFO:"; every one carries a call trace.
+	reports=$(grep -E -A30 'BUG:|WARNING:|INFO: |Oops|UBSAN:|DEADLOCK|circular locking|recursive locking|inconsistent lock state|suspicious RCU usage|general protection fault|kernel BUG|Call Trace:' "$RUN/dmesg.txt" | head -200)
+	leaks=$(grep -A20 'unreferenced object' "$RUN/kmemleak.txt" 2>/dev/null | head -100)
+	if [ -z "$reports$leaks" ]; then
+		pass "guest kernel log has no KASAN, lockdep, kmemleak, WARN, BUG or Oops report"
+	else
+		echo "$reports"
+		echo "$leaks"
+		fail "guest kernel log has reports"
+	fi
+fi
+if [ "$vmrc" != 0 ] && [ -e "$RUN/done" ]; then
+	fail "vm.sh exit $vmrc"
+fi
+finish

@@ -1,0 +1,79 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Boot the guest kernel with virtme-ng and the bufshare device attached,
+# served by the vhost-user backend on the host, and run a command in it.
+#
+#   vm.sh [--backend-args "ARGS"] -- GUEST-COMMAND...
+#
+# The guest's root is the toolchain tree over 9p; /src is the checkout,
+# /build the cache's work area, $RUN (/build/run) is writable and holds
+# the backend's socket, the guest's environment file and its results.
+#
+# TCG by default (the /dev/kvm of these hosts is PVM, under which a stock
+# guest hangs); BUFSHARE_KVM=1 uses KVM. Every boot is bounded by
+# BUFSHARE_VM_TIMEOUT seconds (default 1200).
+
+. "$(dirname "$0")/lib.sh"
+
+BACKEND_ARGS=""
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--backend-args) BACKEND_ARGS=$2; shift 2 ;;
+	--) shift; break ;;
+	*) die "usage: vm.sh [--backend-args ARGS] -- COMMAND..." ;;
+	esac
+done
+[ $# -gt 0 ] || die "usage: vm.sh [--backend-args ARGS] -- COMMAND..."
+
+RUN=$BUILD/run
+KDIR=$BUILD/linux
+BACKEND=${BUFSHARE_BACKEND:-$BUFSHARE_CACHE/cargo-target/release/vhost-user-bufshare}
+[ -x "$BACKEND" ] || die "no backend at $BACKEND (make tools)"
+[ -e "$KDIR/arch/x86/boot/bzImage" ] || die "no kernel at $KDIR (make kernel)"
+[ -e "$ROOT/.bufshare-done" ] || die "no toolchain tree (make toolchain)"
+
+MEM=${BUFSHARE_VM_MEM:-2G}
+TIMEOUT=${BUFSHARE_VM_TIMEOUT:-1200}
+SOCK=$RUN/vhost.sock
+
+# The backend, on the host.
+rm -f "$SOCK"
+# shellcheck disable=SC2086
+RUST_LOG=${RUST_LOG:-info} "$BACKEND" --socket-path "$SOCK" \
+	--fault-file "$RUN/fault" $BACKEND_ARGS >"$RUN/backend.log" 2>&1 &
+backend=$!
+trap 'kill $backend 2>/dev/null; wait $backend 2>/dev/null' EXIT
+for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
+[ -S "$SOCK" ] || { cat "$RUN/backend.log" >&2; die "backend did not start"; }
+
+accel=--disable-kvm
+[ "${BUFSHARE_KVM:-0}" = 1 ] && accel=""
+
+# With a 9p root vng sets up no shared memory: the backend must map guest
+# RAM, so it comes from a shared memfd.
+qemu_opts="-object memory-backend-memfd,id=mem,size=$MEM,share=on -numa node,memdev=mem"
+qemu_opts+=" -chardev socket,id=bufshare,path=/build/run/vhost.sock"
+qemu_opts+=" -device vhost-user-test-device-pci,chardev=bufshare,virtio-id=37,num_vqs=1,config_size=24"
+
+# Kernel arguments that make the debug kernel bearable under TCG:
+# pci=noacpi spares the ACPI interpreter the PCI interrupt links (half a
+# minute of boot; MSI-X needs none), ACPI itself stays for the CPUs and for
+# powering off. A cached 9p root saves reading every binary again at every
+# start (the root is read-only; the shared /build/run stays uncached).
+append="pci=noacpi rootflags=version=9p2000.L,trans=virtio,access=any,cache=loose,msize=1048576"
+append+=" ${BUFSHARE_APPEND:-}"
+
+cmd=$(printf '%q ' "$@")
+log "booting guest ($([ -n "$accel" ] && echo TCG || echo KVM), timeout ${TIMEOUT}s)"
+# vng's console goes through a pipe: QEMU reopens its stdout with O_TRUNC.
+set +e
+# vng resolves --rwdir relative to its working directory: run it from /.
+IN_TREE_CHDIR=/ in_tree timeout --kill-after=10 "$TIMEOUT" \
+	vng --run /build/linux $accel --force-9p --verbose --memory "$MEM" --cpus 2 \
+	--user root --rwdir /build/run --append "$append" \
+	--qemu-opts="$qemu_opts" --exec "$cmd" 2>&1 | tee "$RUN/console.log"
+rc=${PIPESTATUS[0]}
+set -e
+[ "$rc" = 124 ] && log "guest timed out after ${TIMEOUT}s"
+exit "$rc"

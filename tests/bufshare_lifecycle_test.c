@@ -1,0 +1,160 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Unbinding, rebinding and unloading the driver under open files and
+ * pending callers. Needs BUFSHARE_MODULE (the .ko to load again) and
+ * BUFSHARE_FAULT_FILE (to make the device hold a command).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linux/bufshare.h>
+
+#include "kselftest_harness.h"
+#include "bufshare_util.h"
+
+static int info_errno(int fd, struct bufshare_info *info)
+{
+	return ioctl(fd, BUFSHARE_IOC_GET_INFO, info) ? errno : 0;
+}
+
+/* Waits up to 10 s for @path to (dis)appear. */
+static int wait_path(const char *path, int present)
+{
+	for (int i = 0; i < 1000; i++) {
+		if ((access(path, F_OK) == 0) == present)
+			return 0;
+		usleep(10000);
+	}
+	return -ETIMEDOUT;
+}
+
+/* Waits up to 10 s for process @pid to sleep in the kernel. */
+static int wait_sleeping(pid_t pid)
+{
+	char path[64], buf[512];
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	for (int i = 0; i < 1000; i++) {
+		int fd = open(path, O_RDONLY);
+		ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
+		char *p;
+
+		if (fd >= 0)
+			close(fd);
+		if (n > 0) {
+			buf[n] = '\0';
+			p = strrchr(buf, ')');
+			if (p && p[1] == ' ' && p[2] == 'S')
+				return 0;
+		}
+		usleep(10000);
+	}
+	return -ETIMEDOUT;
+}
+
+TEST(unbind_gives_enodev_and_rebind_works)
+{
+	struct bufshare_info info;
+	char dev[64];
+	int fd;
+
+	ASSERT_EQ(0, bound_device(dev, sizeof(dev)));
+	fd = open(BUFSHARE_DEV, O_RDWR | O_CLOEXEC);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, info_errno(fd, &info));
+
+	ASSERT_EQ(0, write_file(BUFSHARE_DRV_DIR "/unbind", dev));
+	EXPECT_EQ(ENODEV, info_errno(fd, &info));
+	EXPECT_EQ(-1, open(BUFSHARE_DEV, O_RDWR | O_CLOEXEC));
+	EXPECT_EQ(ENOENT, errno);
+
+	ASSERT_EQ(0, write_file(BUFSHARE_DRV_DIR "/bind", dev));
+	ASSERT_EQ(0, wait_path(BUFSHARE_DEV, 1));
+	/* A file of the old binding stays dead. */
+	EXPECT_EQ(ENODEV, info_errno(fd, &info));
+	close(fd);
+
+	fd = open(BUFSHARE_DEV, O_RDWR | O_CLOEXEC);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, info_errno(fd, &info));
+	/* The unbind reset the device: its command count started again. */
+	EXPECT_EQ(1, info.num_commands);
+	close(fd);
+}
+
+/* A caller waiting for an answer when the device goes is woken with ENODEV. */
+TEST(pending_caller_woken_on_unbind)
+{
+	struct bufshare_info info;
+	char dev[64];
+	int status, fd;
+	pid_t pid;
+
+	ASSERT_EQ(0, bound_device(dev, sizeof(dev)));
+	fd = open(BUFSHARE_DEV, O_RDWR | O_CLOEXEC);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, set_fault("drop"));
+
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (pid == 0)
+		_exit(info_errno(fd, &info) == ENODEV ? 0 : 1);
+
+	ASSERT_EQ(0, wait_sleeping(pid));
+	ASSERT_EQ(0, write_file(BUFSHARE_DRV_DIR "/unbind", dev));
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	EXPECT_TRUE(WIFEXITED(status));
+	EXPECT_EQ(0, WEXITSTATUS(status));
+
+	ASSERT_EQ(0, set_fault("none"));
+	ASSERT_EQ(0, write_file(BUFSHARE_DRV_DIR "/bind", dev));
+	ASSERT_EQ(0, wait_path(BUFSHARE_DEV, 1));
+	close(fd);
+	fd = open(BUFSHARE_DEV, O_RDWR | O_CLOEXEC);
+	ASSERT_LE(0, fd);
+	EXPECT_EQ(0, info_errno(fd, &info));
+	close(fd);
+}
+
+/* An open file pins the module; once closed it unloads and loads again. */
+TEST(module_unload_and_reload)
+{
+	const char *path = getenv("BUFSHARE_MODULE");
+	struct bufshare_info info;
+	int fd, ko;
+
+	ASSERT_NE(NULL, path);
+	fd = open(BUFSHARE_DEV, O_RDWR | O_CLOEXEC);
+	ASSERT_LE(0, fd);
+	EXPECT_EQ(-1, syscall(SYS_delete_module, "virtio_bufshare", O_NONBLOCK));
+	EXPECT_TRUE(errno == EWOULDBLOCK || errno == EBUSY) TH_LOG("errno %d", errno);
+	EXPECT_EQ(0, info_errno(fd, &info));
+	close(fd);
+
+	ASSERT_EQ(0, syscall(SYS_delete_module, "virtio_bufshare", O_NONBLOCK))
+		TH_LOG("delete_module: %s", strerror(errno));
+	EXPECT_EQ(0, wait_path(BUFSHARE_DEV, 0));
+
+	ko = open(path, O_RDONLY | O_CLOEXEC);
+	ASSERT_LE(0, ko);
+	ASSERT_EQ(0, syscall(SYS_finit_module, ko, "", 0))
+		TH_LOG("finit_module: %s", strerror(errno));
+	close(ko);
+	ASSERT_EQ(0, wait_path(BUFSHARE_DEV, 1));
+	fd = open(BUFSHARE_DEV, O_RDWR | O_CLOEXEC);
+	ASSERT_LE(0, fd);
+	EXPECT_EQ(0, info_errno(fd, &info));
+	EXPECT_EQ(1, info.version);
+	close(fd);
+}
+
+TEST_HARNESS_MAIN

@@ -1,0 +1,42 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Runs inside the guest (started by scripts/vm.sh): loads the driver, runs
+# the guest tests, then unloads the driver and collects the kernel's
+# reports. Results go to $OUT (a directory shared with the host).
+#
+#   run-guest.sh OUT [test...]     default: every tests/*_test binary
+
+OUT=${1:?usage: run-guest.sh OUT [test...]}
+shift
+. "$OUT/env"
+
+mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug
+# Only what happens from here on counts as a leak.
+[ -e /sys/kernel/debug/kmemleak ] && echo clear > /sys/kernel/debug/kmemleak
+
+echo "guest: $(uname -r), $(nproc) cpus"
+insmod "$BUFSHARE_MODULE" || { echo "insmod failed"; exit 1; }
+for i in $(seq 100); do [ -c /dev/bufshare ] && break; sleep 0.1; done
+
+tests=("$@")
+[ ${#tests[@]} -gt 0 ] || tests=("$BUFSHARE_TESTS"/*_test)
+for t in "${tests[@]}"; do
+	name=$(basename "$t")
+	echo "guest: running $name"
+	"$t" 2>&1 | tee "$OUT/$name.tap"
+	echo "exit=${PIPESTATUS[0]}" >> "$OUT/$name.tap"
+done
+
+# Unloading tears everything down; a leak or a bad teardown shows below.
+rmmod virtio_bufshare && echo "guest: rmmod ok" || echo "guest: rmmod failed"
+
+if [ -e /sys/kernel/debug/kmemleak ]; then
+	# kmemleak reports objects unreferenced for 5 s; scan twice past that.
+	echo scan > /sys/kernel/debug/kmemleak
+	sleep 6
+	echo scan > /sys/kernel/debug/kmemleak
+	cat /sys/kernel/debug/kmemleak > "$OUT/kmemleak.txt"
+fi
+dmesg > "$OUT/dmesg.txt"
+echo "guest: done" > "$OUT/done"
