@@ -40,7 +40,7 @@ in_tree() {
 		--perms 1777 --tmpfs /tmp \
 		--bind "$BUILD" /build --bind "$TOPDIR" /src \
 		${IN_TREE_BINDS:-} \
-		--unshare-pid --die-with-parent --chdir /build \
+		--unshare-pid --die-with-parent --chdir "${IN_TREE_CHDIR:-/build}" \
 		/usr/bin/env -i \
 		PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
 		HOME=/root TERM=dumb LANG=C.UTF-8 \
