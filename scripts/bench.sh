@@ -7,13 +7,7 @@
 
 . "$(dirname "$0")/lib.sh"
 
-bash "$TOPDIR/scripts/kernel.sh" >/dev/null
-bash "$TOPDIR/scripts/tools.sh" build
-bash "$TOPDIR/scripts/guest-programs.sh" >/dev/null
-
-RUN=$BUILD/run
-rm -rf "$RUN"
-mkdir -p "$RUN"
+prepare_vm
 N=${BUFSHARE_BENCH_N:-5000}
 guest="insmod /build/linux/drivers/virtio/virtio_bufshare.ko
 echo '== one caller, $N GET_INFO round trips'

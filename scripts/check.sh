@@ -70,7 +70,6 @@ else
 fi
 
 # The guest tests.
-RUN=$BUILD/run
 rm -rf "$RUN"
 mkdir -p "$RUN"
 MAX_RANGES=777 MAX_PROPS=3000 MAX_BUFFERS=99 MAX_SIZE=$((256 << 20))

@@ -46,3 +46,14 @@ in_tree() {
 		HOME=/root TERM=dumb LANG=C.UTF-8 \
 		"$@"
 }
+
+# prepare_vm: build what a guest run needs (kernel, backend, guest
+# programs) and start a fresh $RUN, the directory shared with the guest.
+RUN=$BUILD/run
+prepare_vm() {
+	bash "$TOPDIR/scripts/kernel.sh" >/dev/null
+	bash "$TOPDIR/scripts/tools.sh" build
+	bash "$TOPDIR/scripts/guest-programs.sh" >/dev/null
+	rm -rf "$RUN"
+	mkdir -p "$RUN"
+}

@@ -26,7 +26,6 @@ while [ $# -gt 0 ]; do
 done
 [ $# -gt 0 ] || die "usage: vm.sh [--backend-args ARGS] -- COMMAND..."
 
-RUN=$BUILD/run
 KDIR=$BUILD/linux
 BACKEND=${BUFSHARE_BACKEND:-$BUFSHARE_CACHE/cargo-target/release/vhost-user-bufshare}
 [ -x "$BACKEND" ] || die "no backend at $BACKEND (make tools)"
