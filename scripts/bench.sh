@@ -8,7 +8,7 @@
 . "$(dirname "$0")/lib.sh"
 
 prepare_vm
-N=${BUFSHARE_BENCH_N:-5000}
+N=${BUFSHARE_BENCH_N:-1000}
 guest="insmod /build/linux/drivers/virtio/virtio_bufshare.ko
 echo '== one caller, $N GET_INFO round trips'
 /build/tests/bufshare_info -n $N | grep 'round trip'
