@@ -71,7 +71,7 @@ set +e
 IN_TREE_CHDIR=/ in_tree timeout --kill-after=10 "$TIMEOUT" \
 	vng --run /build/linux $accel --force-9p --verbose --memory "$MEM" --cpus 2 \
 	--user root --rwdir /build/run --append "$append" \
-	--qemu-opts="$qemu_opts" --exec "$cmd" 2>&1 | tee "$RUN/console.log"
+	--qemu-opts="$qemu_opts" --exec "$cmd" </dev/null 2>&1 | tee "$RUN/console.log"
 rc=${PIPESTATUS[0]}
 set -e
 [ "$rc" = 124 ] && log "guest timed out after ${TIMEOUT}s"
