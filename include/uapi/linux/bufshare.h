@@ -38,6 +38,105 @@ struct bufshare_info {
 	char name[BUFSHARE_NAME_LEN];
 };
 
+/* Length of an application name, with its terminating NUL. */
+#define BUFSHARE_APP_LEN		64
+
+/*
+ * struct bufshare_register - BUFSHARE_IOC_REGISTER: share a buffer.
+ *
+ * @fd is a memfd (sealed with F_SEAL_SHRINK, not write-sealed) or a
+ * dma-buf. @offset and @length, both multiples of the page size, say
+ * which part of it is shared. @props points to @props_size bytes of
+ * properties: NUL-terminated "name=value" strings (see
+ * Documentation/userspace-api/bufshare.rst). @application names whose
+ * buffer it is: 1 to 63 characters out of [A-Za-z0-9_.-], NUL-terminated.
+ * On success @id holds the buffer's id, never reused while the device is
+ * bound. @flags and @reserved must be 0.
+ */
+struct bufshare_register {
+	__s32 fd;
+	__u32 flags;
+	__u64 offset;
+	__u64 length;
+	__u64 props;
+	__u32 props_size;
+	__u32 reserved;
+	char application[BUFSHARE_APP_LEN];
+	__u64 id;
+};
+
+/* bufshare_update.flags */
+#define BUFSHARE_UPDATE_RANGE		(1 << 0)	/* @offset, @length valid */
+#define BUFSHARE_UPDATE_RECT		(1 << 1)	/* @x, @y, @width, @height valid */
+
+/*
+ * struct bufshare_update - BUFSHARE_IOC_UPDATE: the buffer's content
+ * changed.
+ *
+ * @seqno is 0 to let the driver number the update (one more than the last
+ * one), or larger than the last one; on return it holds the number sent.
+ * Without flags the whole buffer changed. @reserved must be 0.
+ */
+struct bufshare_update {
+	__u64 id;
+	__u64 seqno;
+	__u32 flags;
+	__u32 reserved;
+	__u64 offset;
+	__u64 length;
+	__u32 x;
+	__u32 y;
+	__u32 width;
+	__u32 height;
+};
+
+/* bufshare_set_properties.flags */
+/* Keep the properties not named in @props (default: replace them all). */
+#define BUFSHARE_PROPS_MERGE		(1 << 0)
+
+/*
+ * struct bufshare_set_properties - BUFSHARE_IOC_SET_PROPERTIES: replace
+ * the buffer's properties with @props, or merge @props into them.
+ */
+struct bufshare_set_properties {
+	__u64 id;
+	__u64 props;
+	__u32 props_size;
+	__u32 flags;
+};
+
+/* bufshare_buffer_info.kind */
+#define BUFSHARE_KIND_MEMFD		1
+#define BUFSHARE_KIND_DMABUF		2
+
+/*
+ * struct bufshare_buffer_info - BUFSHARE_IOC_BUFFER_INFO: the state of a
+ * buffer of this open file.
+ *
+ * In: @id, and @props/@props_size, a buffer for the properties (@props
+ * may be 0). Out: @props_size is the size of the properties, which were
+ * copied to @props if they fit; @seqno is the last update's number (0
+ * before the first); @nr_ranges the number of ranges the device got.
+ */
+struct bufshare_buffer_info {
+	__u64 id;
+	__u64 props;
+	__u32 props_size;
+	__u32 kind;
+	__u64 size;
+	__u64 seqno;
+	__u32 nr_ranges;
+	__u32 reserved;
+	char application[BUFSHARE_APP_LEN];
+};
+
 #define BUFSHARE_IOC_GET_INFO	_IOR(BUFSHARE_IOCTL_BASE, 0x00, struct bufshare_info)
+#define BUFSHARE_IOC_REGISTER	_IOWR(BUFSHARE_IOCTL_BASE, 0x01, struct bufshare_register)
+#define BUFSHARE_IOC_UPDATE	_IOWR(BUFSHARE_IOCTL_BASE, 0x02, struct bufshare_update)
+#define BUFSHARE_IOC_SET_PROPERTIES \
+	_IOW(BUFSHARE_IOCTL_BASE, 0x03, struct bufshare_set_properties)
+#define BUFSHARE_IOC_UNREGISTER	_IOW(BUFSHARE_IOCTL_BASE, 0x04, __u64)
+#define BUFSHARE_IOC_BUFFER_INFO \
+	_IOWR(BUFSHARE_IOCTL_BASE, 0x05, struct bufshare_buffer_info)
 
 #endif /* _UAPI_LINUX_BUFSHARE_H */

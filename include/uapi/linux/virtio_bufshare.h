@@ -21,6 +21,14 @@
 /* Protocol version the device reports in GET_INFO. */
 #define VIRTIO_BUFSHARE_VERSION			1
 
+/*
+ * Feature bits.
+ *
+ * VIRTIO_BUFSHARE_F_BUFFERS: the device keeps buffers: it accepts the
+ * REGISTER, ADD_RANGES, UPDATE, SET_PROPERTIES and UNREGISTER commands.
+ */
+#define VIRTIO_BUFSHARE_F_BUFFERS		0
+
 /* Device configuration space layout. */
 struct virtio_bufshare_config {
 	/* Largest number of memory ranges in one buffer. */
@@ -36,6 +44,12 @@ struct virtio_bufshare_config {
 
 /* Commands (virtio_bufshare_cmd_hdr.type). */
 #define VIRTIO_BUFSHARE_CMD_GET_INFO		0x0001
+/* With VIRTIO_BUFSHARE_F_BUFFERS: */
+#define VIRTIO_BUFSHARE_CMD_REGISTER		0x0100
+#define VIRTIO_BUFSHARE_CMD_ADD_RANGES		0x0101
+#define VIRTIO_BUFSHARE_CMD_UPDATE		0x0102
+#define VIRTIO_BUFSHARE_CMD_SET_PROPERTIES	0x0103
+#define VIRTIO_BUFSHARE_CMD_UNREGISTER		0x0104
 
 /* Status codes (virtio_bufshare_resp_hdr.status). */
 #define VIRTIO_BUFSHARE_S_OK			0x0000
@@ -45,6 +59,10 @@ struct virtio_bufshare_config {
 #define VIRTIO_BUFSHARE_S_INVALID		0x0002
 /* The device failed to carry the command out. */
 #define VIRTIO_BUFSHARE_S_DEVICE_ERROR		0x0003
+/* No buffer with that id is registered. */
+#define VIRTIO_BUFSHARE_S_NO_BUFFER		0x0004
+/* A limit of the device (buffers, bytes) is reached. */
+#define VIRTIO_BUFSHARE_S_NO_SPACE		0x0005
 
 /* Every command starts with this header, in device-readable buffers. */
 struct virtio_bufshare_cmd_hdr {
@@ -81,6 +99,106 @@ struct virtio_bufshare_resp_info {
 	__le64 num_commands;
 	/* Implementation name and version, NUL-padded. */
 	__u8 name[VIRTIO_BUFSHARE_NAME_LEN];
+};
+
+/* Length of the NUL-padded application name of a buffer. */
+#define VIRTIO_BUFSHARE_APP_LEN			64
+
+/* Most ranges carried by one REGISTER or ADD_RANGES command. */
+#define VIRTIO_BUFSHARE_MAX_RANGES_PER_CMD	1024
+
+/*
+ * Properties, where a command carries them, are props_size bytes: a
+ * sequence of NUL-terminated "name=value" strings. A name is 1 to 63
+ * characters out of [A-Za-z0-9_.-] and appears at most once; a value is
+ * 0 or more bytes, none of them a control character (below 0x20, or 0x7f).
+ */
+#define VIRTIO_BUFSHARE_PROP_NAME_MAX		63
+
+/*
+ * One range of guest memory: a guest physical address (with
+ * VIRTIO_F_ACCESS_PLATFORM, an address the platform translates) and a
+ * non-zero length.
+ */
+struct virtio_bufshare_range {
+	__le64 addr;
+	__le64 len;
+};
+
+/*
+ * VIRTIO_BUFSHARE_CMD_REGISTER: a new buffer of size bytes, made of
+ * num_ranges ranges in order, of which nr_ranges come with this command.
+ * The command is followed by props_size bytes of properties, zero padding
+ * to a multiple of 8 bytes, then nr_ranges struct virtio_bufshare_range.
+ * The rest of the ranges follow in ADD_RANGES commands. The buffer is
+ * complete when all num_ranges ranges arrived; their lengths MUST add up
+ * to size. The answer is a bare virtio_bufshare_resp_hdr.
+ */
+struct virtio_bufshare_cmd_register {
+	struct virtio_bufshare_cmd_hdr hdr;
+	/* Chosen by the driver; never used twice between two resets. */
+	__le64 buffer_id;
+	__le64 size;
+	__le32 num_ranges;
+	__le32 nr_ranges;
+	__le32 props_size;
+	__le32 reserved;
+	/* Whose buffer it is: 1 to 63 characters out of [A-Za-z0-9_.-], NUL-padded. */
+	__u8 application[VIRTIO_BUFSHARE_APP_LEN];
+};
+
+/*
+ * VIRTIO_BUFSHARE_CMD_ADD_RANGES: more ranges of an incomplete buffer,
+ * starting with range number first (the number of ranges received so
+ * far). Followed by nr_ranges struct virtio_bufshare_range.
+ */
+struct virtio_bufshare_cmd_add_ranges {
+	struct virtio_bufshare_cmd_hdr hdr;
+	__le64 buffer_id;
+	__le32 first;
+	__le32 nr_ranges;
+};
+
+/* virtio_bufshare_cmd_update.flags */
+/* offset and length say which bytes changed. */
+#define VIRTIO_BUFSHARE_UPDATE_F_RANGE		(1 << 0)
+/* x, y, width and height say which pixels changed. */
+#define VIRTIO_BUFSHARE_UPDATE_F_RECT		(1 << 1)
+
+/*
+ * VIRTIO_BUFSHARE_CMD_UPDATE: the content of a complete buffer changed.
+ * seqno is larger than that of any earlier UPDATE of the buffer. Without
+ * flags the whole buffer changed.
+ */
+struct virtio_bufshare_cmd_update {
+	struct virtio_bufshare_cmd_hdr hdr;
+	__le64 buffer_id;
+	__le64 seqno;
+	__le32 flags;
+	__le32 reserved;
+	__le64 offset;
+	__le64 length;
+	__le32 x;
+	__le32 y;
+	__le32 width;
+	__le32 height;
+};
+
+/*
+ * VIRTIO_BUFSHARE_CMD_SET_PROPERTIES: replaces all free-form properties
+ * of a buffer with the props_size bytes that follow.
+ */
+struct virtio_bufshare_cmd_set_properties {
+	struct virtio_bufshare_cmd_hdr hdr;
+	__le64 buffer_id;
+	__le32 props_size;
+	__le32 reserved;
+};
+
+/* VIRTIO_BUFSHARE_CMD_UNREGISTER: the buffer, complete or not, is gone. */
+struct virtio_bufshare_cmd_unregister {
+	struct virtio_bufshare_cmd_hdr hdr;
+	__le64 buffer_id;
 };
 
 #endif /* _UAPI_LINUX_VIRTIO_BUFSHARE_H */
