@@ -63,9 +63,9 @@ in_tree bash -c '
 		grep -qE "^$opt=[ym]" .config && { echo "kernel config: $opt is still set" >&2; bad=1; }
 	done
 	[ $bad = 0 ]
-	make -s rustavailable
+	make -s rustavailable >&2
 	start=$(date +%s)
-	make -j$(nproc) 2>&1 | grep -v "^  [A-Z]" | tail -40
+	make -j$(nproc) 2>&1 | grep -v "^  [A-Z]" | tail -40 >&2
 	test ${PIPESTATUS[0]} = 0
 	echo "kernel built in $(( $(date +%s) - start )) s" >&2
 '
