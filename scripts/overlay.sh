@@ -23,8 +23,11 @@ for f in drivers/virtio/*.rs rust/kernel/*.rs rust/helpers/*.c; do
 	[ -e "$TOPDIR/$f" ] && FILES+=("$f")
 done
 
+# Fragments the edits below insert into kernel files.
+FRAGMENTS=(rust/kernel/sync/condvar_wait_timeout.rs)
+
 if [ "${1:-}" = --list ]; then
-	for f in "${FILES[@]}"; do echo "$TOPDIR/$f"; done
+	for f in "${FILES[@]}" "${FRAGMENTS[@]}"; do echo "$TOPDIR/$f"; done
 	exit 0
 fi
 
@@ -80,11 +83,21 @@ fi
 if [ -e "$TOPDIR/rust/kernel/virtio.rs" ]; then
 	add_after rust/kernel/lib.rs '^pub mod usb;' '#[cfg(CONFIG_VIRTIO)]
 pub mod virtio;'
+	add_after rust/kernel/lib.rs '^pub mod driver;' '#[cfg(CONFIG_DMA_SHARED_BUFFER)]
+pub mod dma_buf;'
+	add_after rust/kernel/lib.rs '^pub mod maple_tree;' '#[cfg(CONFIG_MEMFD_CREATE)]
+pub mod memfd;'
 	add_after rust/bindings/bindings_helper.h '#include <linux/xarray.h>' \
 		'#include <linux/virtio.h>
 #include <linux/virtio_config.h>
-#include <linux/scatterlist.h>'
+#include <linux/scatterlist.h>
+#include <linux/dma-buf.h>
+#include <linux/memfd.h>'
+	add_before rust/kernel/sync/condvar.rs '/// Calls the kernel function to notify the appropriate number of threads.' \
+		"$(cat "$TOPDIR/rust/kernel/sync/condvar_wait_timeout.rs")"
 	add_after rust/helpers/helpers.c '#include "vmalloc.c"' '#include "virtio.c"'
+	add_after rust/helpers/helpers.c '#include "dma.c"' '#include "dma_map.c"'
+	add_after rust/helpers/helpers.c '#include "mm.c"' '#include "memfd.c"'
 	add_after rust/uapi/uapi_helper.h '#include <uapi/linux/ioctl.h>' \
 		'#include <uapi/linux/virtio_bufshare.h>
 #include <uapi/linux/bufshare.h>'

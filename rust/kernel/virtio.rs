@@ -289,6 +289,21 @@ impl<Ctx: device::DeviceContext> Device<Ctx> {
         })
     }
 
+    /// Returns true if the transport maps memory for the device itself (VDUSE), so that neither
+    /// the DMA API nor physical addresses describe memory to the device.
+    pub fn has_transport_mapping(&self) -> bool {
+        // SAFETY: By the type invariant `self.as_raw()` is a valid pointer to a
+        // `struct virtio_device`; `map` is set before the device is registered.
+        !unsafe { (*self.as_raw()).map }.is_null()
+    }
+
+    /// Returns the device of the transport the virtio device sits on (the PCI function for
+    /// virtio-pci), which does DMA on its behalf.
+    pub fn transport_device(&self) -> Option<ARef<device::Device>> {
+        let dev: &device::Device<Ctx> = self.as_ref();
+        dev.parent().map(ARef::from)
+    }
+
     /// Returns the device status byte.
     fn status(&self) -> u8 {
         // SAFETY: By the type invariant `self.as_raw()` is a valid pointer to a
@@ -432,6 +447,26 @@ pub trait VirtqueueHandler: Send + Sync {
     fn used(&self, index: usize);
 }
 
+/// How a virtio device reaches memory that its driver describes to it by address.
+pub enum DmaTarget {
+    /// Memory is mapped for this device with the DMA API, and the virtio device is given the DMA
+    /// addresses (`VIRTIO_F_ACCESS_PLATFORM`, or a platform that forces the DMA API).
+    Api(ARef<device::Device>),
+    /// The virtio device is given guest physical addresses. This device, the transport's, has
+    /// no IOMMU in front of it, so the DMA addresses of mappings made for it (as needed to import
+    /// a dma-buf) are physical addresses too.
+    Physical(ARef<device::Device>),
+}
+
+impl DmaTarget {
+    /// Returns the device that memory is mapped for.
+    pub fn device(&self) -> &ARef<device::Device> {
+        match self {
+            DmaTarget::Api(dev) | DmaTarget::Physical(dev) => dev,
+        }
+    }
+}
+
 /// One virtqueue of a [`Virtqueues`] set; `T` is the type of the requests it carries.
 ///
 /// # Invariants
@@ -540,6 +575,45 @@ where
         // SAFETY: By the type invariants every token on the queue comes from `T::into_foreign`,
         // and the virtio ring hands each one back once.
         Some((unsafe { T::from_foreign(token) }, len))
+    }
+
+    /// Returns the device that maps memory for the virtio device through the DMA API, or `None`
+    /// if the device is given guest physical addresses (no `VIRTIO_F_ACCESS_PLATFORM`, on a
+    /// platform that does not force the DMA API) or the transport maps memory itself (see
+    /// [`Device::has_transport_mapping`]).
+    ///
+    /// Memory the driver describes to the device outside of the virtqueue, by address, must be
+    /// mapped for this device.
+    pub fn dma_device(&self) -> Option<ARef<device::Device>> {
+        // SAFETY: By the type invariants `self.vq` is a live virtqueue.
+        let dev = unsafe { bindings::virtqueue_dma_dev(self.vq.as_ptr()) };
+        if dev.is_null() {
+            return None;
+        }
+        // SAFETY: `dev` is the DMA device of a live virtqueue, a valid `struct device` that
+        // outlives the virtqueue; `get_device` takes a reference of our own.
+        Some(unsafe { device::Device::get_device(dev) })
+    }
+
+    /// Returns how the device of this virtqueue, `vdev`, reaches memory the driver describes to
+    /// it by address outside of the virtqueue.
+    ///
+    /// Fails with `EOPNOTSUPP` where the driver cannot describe memory to the device: the
+    /// transport maps memory itself (VDUSE), or the device wants physical addresses but an IOMMU
+    /// sits in front of its transport device, so that no device's DMA addresses are physical.
+    pub fn dma_target<Ctx: device::DeviceContext>(&self, vdev: &Device<Ctx>) -> Result<DmaTarget> {
+        if vdev.has_transport_mapping() {
+            return Err(EOPNOTSUPP);
+        }
+        if let Some(dev) = self.dma_device() {
+            return Ok(DmaTarget::Api(dev));
+        }
+        let dev = vdev.transport_device().ok_or(EOPNOTSUPP)?;
+        // SAFETY: `dev` is a valid device.
+        if unsafe { bindings::device_iommu_mapped(dev.as_raw()) } {
+            return Err(EOPNOTSUPP);
+        }
+        Ok(DmaTarget::Physical(dev))
     }
 
     /// Returns the number of descriptors in the ring.

@@ -1,0 +1,181 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Importing dma-bufs.
+//!
+//! An importer takes a dma-buf from a file descriptor with [`DmaBuf::from_fd`], attaches its own
+//! DMA device with [`DmaBuf::attach`] and maps the attachment with [`Attachment::map`]. What it
+//! may use then is the DMA addresses and lengths of the mapping's scatter table, never its
+//! pages: those belong to the exporter (and `CONFIG_DMABUF_DEBUG` scrambles them to catch
+//! importers that look).
+//!
+//! The attachment is static: the exporter keeps the buffer pinned in place while it is mapped.
+//!
+//! A module using this must import the `DMA_BUF` symbol namespace (`imports_ns: ["DMA_BUF"]`).
+//!
+//! C header: [`include/linux/dma-buf.h`](srctree/include/linux/dma-buf.h)
+
+use crate::{
+    bindings, device, dma::DataDirection, error::from_err_ptr, prelude::*, scatterlist::SGTable,
+    sync::aref::ARef,
+};
+use core::ptr::NonNull;
+
+/// A reference to a dma-buf.
+///
+/// # Invariants
+///
+/// `ptr` points to a `struct dma_buf` on which this value holds a file reference, dropped with
+/// `dma_buf_put()`.
+pub struct DmaBuf {
+    ptr: NonNull<bindings::dma_buf>,
+}
+
+// SAFETY: A dma-buf reference can be used and dropped from any thread.
+unsafe impl Send for DmaBuf {}
+
+// SAFETY: `DmaBuf` has no interior mutability; shared access only reads immutable fields.
+unsafe impl Sync for DmaBuf {}
+
+impl DmaBuf {
+    /// Takes a reference to the dma-buf open as `fd` in the current task.
+    ///
+    /// Fails with `EBADF` if `fd` is not open and `EINVAL` if it is not a dma-buf.
+    pub fn from_fd(fd: i32) -> Result<Self> {
+        // SAFETY: `dma_buf_get()` may be called with any value; it looks `fd` up in the current
+        // task's file table.
+        let ptr = from_err_ptr(unsafe { bindings::dma_buf_get(fd) })?;
+        // INVARIANT: `dma_buf_get()` returned a dma-buf with a file reference for us.
+        Ok(DmaBuf {
+            ptr: NonNull::new(ptr).ok_or(EINVAL)?,
+        })
+    }
+
+    /// Returns the size of the dma-buf in bytes (fixed for its lifetime).
+    pub fn size(&self) -> usize {
+        // SAFETY: By the type invariants `ptr` is a live dma-buf; `size` never changes.
+        unsafe { (*self.ptr.as_ptr()).size }
+    }
+
+    /// Attaches `dev` to the dma-buf as a static importer.
+    ///
+    /// # Safety
+    ///
+    /// The attachment must be dropped while a driver is bound to `dev`.
+    pub unsafe fn attach(self, dev: ARef<device::Device>) -> Result<Attachment> {
+        // SAFETY: By the type invariants `ptr` is a live dma-buf; `dev` is a valid device with a
+        // bound driver (by the safety requirements).
+        let attach =
+            from_err_ptr(unsafe { bindings::dma_buf_attach(self.ptr.as_ptr(), dev.as_raw()) })?;
+        // INVARIANT: `dma_buf_attach()` returned a new attachment of `dev`.
+        Ok(Attachment {
+            attach: NonNull::new(attach).ok_or(EINVAL)?,
+            dmabuf: self,
+            _dev: dev,
+        })
+    }
+}
+
+impl Drop for DmaBuf {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariants this value holds a reference, dropped once, here.
+        unsafe { bindings::dma_buf_put(self.ptr.as_ptr()) };
+    }
+}
+
+/// A device attached to a dma-buf.
+///
+/// # Invariants
+///
+/// `attach` is an attachment of `_dev` to `dmabuf`, made by `dma_buf_attach()` and detached only
+/// when this is dropped.
+pub struct Attachment {
+    attach: NonNull<bindings::dma_buf_attachment>,
+    dmabuf: DmaBuf,
+    _dev: ARef<device::Device>,
+}
+
+// SAFETY: An attachment can be used and detached from any thread.
+unsafe impl Send for Attachment {}
+
+// SAFETY: `Attachment` has no interior mutability.
+unsafe impl Sync for Attachment {}
+
+impl Attachment {
+    /// Returns the dma-buf.
+    pub fn dma_buf(&self) -> &DmaBuf {
+        &self.dmabuf
+    }
+
+    /// Maps the attachment for DMA in direction `dir`.
+    ///
+    /// Fails if the exporter cannot make its memory reachable by the attached device.
+    pub fn map(self, dir: DataDirection) -> Result<MappedAttachment> {
+        // SAFETY: By the type invariants `attach` is a live attachment. The `_unlocked` variant
+        // takes the reservation lock itself.
+        let sgt = from_err_ptr(unsafe {
+            bindings::dma_buf_map_attachment_unlocked(self.attach.as_ptr(), dir.into())
+        })?;
+        // INVARIANT: `sgt` was just mapped for this attachment with `dir`.
+        Ok(MappedAttachment {
+            sgt: NonNull::new(sgt).ok_or(EINVAL)?,
+            attach: self,
+            dir,
+        })
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariants `attach` is an attachment of `dmabuf`, detached once,
+        // here, before the dma-buf reference is dropped.
+        unsafe { bindings::dma_buf_detach(self.dmabuf.ptr.as_ptr(), self.attach.as_ptr()) };
+    }
+}
+
+/// The mapping of an [`Attachment`]: the buffer's memory as the attached device sees it.
+///
+/// # Invariants
+///
+/// `sgt` was returned by `dma_buf_map_attachment_unlocked()` for `attach` with `dir`, and is
+/// unmapped only when this is dropped.
+pub struct MappedAttachment {
+    sgt: NonNull<bindings::sg_table>,
+    attach: Attachment,
+    dir: DataDirection,
+}
+
+// SAFETY: A mapping can be used and unmapped from any thread.
+unsafe impl Send for MappedAttachment {}
+
+// SAFETY: `MappedAttachment` has no interior mutability; the table is only read.
+unsafe impl Sync for MappedAttachment {}
+
+impl MappedAttachment {
+    /// Returns the scatter table of the mapping. Only its DMA addresses and lengths
+    /// ([`crate::scatterlist::SGEntry::dma_address`], [`crate::scatterlist::SGEntry::dma_len`])
+    /// are the importer's to use.
+    pub fn sg_table(&self) -> &SGTable {
+        // SAFETY: By the type invariants `sgt` stays mapped, and the exporter does not change
+        // it, for as long as `self` lives.
+        unsafe { SGTable::from_raw(self.sgt.as_ptr()) }
+    }
+
+    /// Returns the attachment.
+    pub fn attachment(&self) -> &Attachment {
+        &self.attach
+    }
+}
+
+impl Drop for MappedAttachment {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariants `sgt` is the mapping of `attach` with `dir`, unmapped
+        // once, here.
+        unsafe {
+            bindings::dma_buf_unmap_attachment_unlocked(
+                self.attach.attach.as_ptr(),
+                self.sgt.as_ptr(),
+                self.dir.into(),
+            )
+        };
+    }
+}
