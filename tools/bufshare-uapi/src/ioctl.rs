@@ -112,3 +112,152 @@ pub const BUFSHARE_IOC_GET_INFO: u32 = ior(
     0x00,
     core::mem::size_of::<BufshareInfo>(),
 );
+
+/// Length of an application name, with its terminating NUL.
+pub const BUFSHARE_APP_LEN: usize = 64;
+
+uapi_struct! {
+    /// `struct bufshare_register`: [`BUFSHARE_IOC_REGISTER`], share a buffer.
+    ///
+    /// `fd` is a memfd (sealed with `F_SEAL_SHRINK`, not write-sealed) or a
+    /// dma-buf; `offset` and `length`, multiples of the page size, say which
+    /// part of it is shared. On success `id` holds the buffer's id.
+    pub struct BufshareRegister {
+        /// The memfd or dma-buf.
+        pub fd: i32,
+        /// Must be 0.
+        pub flags: u32,
+        /// Start of the shared part of `fd`.
+        pub offset: u64,
+        /// Length of the shared part of `fd`.
+        pub length: u64,
+        /// User pointer to `props_size` bytes of properties.
+        pub props: u64,
+        /// Size of the properties.
+        pub props_size: u32,
+        /// Must be 0.
+        pub reserved: u32,
+        /// Whose buffer it is: 1 to 63 characters out of `[A-Za-z0-9_.-]`,
+        /// NUL-terminated (C `char`).
+        pub application: [u8; BUFSHARE_APP_LEN],
+        /// Out: the buffer's id.
+        pub id: u64,
+    }
+}
+
+/// `bufshare_update.flags`: `offset`, `length` valid.
+pub const BUFSHARE_UPDATE_RANGE: u32 = 1 << 0;
+/// `bufshare_update.flags`: `x`, `y`, `width`, `height` valid.
+pub const BUFSHARE_UPDATE_RECT: u32 = 1 << 1;
+
+uapi_struct! {
+    /// `struct bufshare_update`: [`BUFSHARE_IOC_UPDATE`], the buffer's
+    /// content changed.
+    pub struct BufshareUpdate {
+        /// The buffer.
+        pub id: u64,
+        /// 0 (numbered by the driver) or larger than the last one; out: the
+        /// number sent.
+        pub seqno: u64,
+        /// `BUFSHARE_UPDATE_*`.
+        pub flags: u32,
+        /// Must be 0.
+        pub reserved: u32,
+        /// With [`BUFSHARE_UPDATE_RANGE`]: first byte changed.
+        pub offset: u64,
+        /// With [`BUFSHARE_UPDATE_RANGE`]: number of bytes changed.
+        pub length: u64,
+        /// With [`BUFSHARE_UPDATE_RECT`]: the changed rectangle.
+        pub x: u32,
+        /// See `x`.
+        pub y: u32,
+        /// See `x`.
+        pub width: u32,
+        /// See `x`.
+        pub height: u32,
+    }
+}
+
+/// `bufshare_set_properties.flags`: keep the properties not named in
+/// `props` (default: replace them all).
+pub const BUFSHARE_PROPS_MERGE: u32 = 1 << 0;
+
+uapi_struct! {
+    /// `struct bufshare_set_properties`: [`BUFSHARE_IOC_SET_PROPERTIES`],
+    /// replace the buffer's properties, or merge into them.
+    pub struct BufshareSetProperties {
+        /// The buffer.
+        pub id: u64,
+        /// User pointer to `props_size` bytes of properties.
+        pub props: u64,
+        /// Size of the properties.
+        pub props_size: u32,
+        /// [`BUFSHARE_PROPS_MERGE`] or 0.
+        pub flags: u32,
+    }
+}
+
+/// `bufshare_buffer_info.kind`: a memfd.
+pub const BUFSHARE_KIND_MEMFD: u32 = 1;
+/// `bufshare_buffer_info.kind`: a dma-buf.
+pub const BUFSHARE_KIND_DMABUF: u32 = 2;
+
+uapi_struct! {
+    /// `struct bufshare_buffer_info`: [`BUFSHARE_IOC_BUFFER_INFO`], the state
+    /// of a buffer of this open file.
+    pub struct BufshareBufferInfo {
+        /// In: the buffer.
+        pub id: u64,
+        /// In: user pointer to room for the properties, or 0.
+        pub props: u64,
+        /// In: room at `props`; out: size of the properties.
+        pub props_size: u32,
+        /// Out: `BUFSHARE_KIND_*`.
+        pub kind: u32,
+        /// Out: size of the buffer.
+        pub size: u64,
+        /// Out: the last update's number (0 before the first).
+        pub seqno: u64,
+        /// Out: number of ranges the device got.
+        pub nr_ranges: u32,
+        /// Must be 0.
+        pub reserved: u32,
+        /// Out: the application name, NUL-terminated (C `char`).
+        pub application: [u8; BUFSHARE_APP_LEN],
+    }
+}
+
+/// `BUFSHARE_IOC_REGISTER`: `_IOWR(BUFSHARE_IOCTL_BASE, 0x01, struct bufshare_register)`.
+pub const BUFSHARE_IOC_REGISTER: u32 = iowr(
+    BUFSHARE_IOCTL_BASE,
+    0x01,
+    core::mem::size_of::<BufshareRegister>(),
+);
+
+/// `BUFSHARE_IOC_UPDATE`: `_IOWR(BUFSHARE_IOCTL_BASE, 0x02, struct bufshare_update)`.
+pub const BUFSHARE_IOC_UPDATE: u32 = iowr(
+    BUFSHARE_IOCTL_BASE,
+    0x02,
+    core::mem::size_of::<BufshareUpdate>(),
+);
+
+/// `BUFSHARE_IOC_SET_PROPERTIES`:
+/// `_IOW(BUFSHARE_IOCTL_BASE, 0x03, struct bufshare_set_properties)`.
+pub const BUFSHARE_IOC_SET_PROPERTIES: u32 = iow(
+    BUFSHARE_IOCTL_BASE,
+    0x03,
+    core::mem::size_of::<BufshareSetProperties>(),
+);
+
+/// `BUFSHARE_IOC_UNREGISTER`: `_IOW(BUFSHARE_IOCTL_BASE, 0x04, __u64)`; the
+/// argument points to the buffer's id.
+pub const BUFSHARE_IOC_UNREGISTER: u32 =
+    iow(BUFSHARE_IOCTL_BASE, 0x04, core::mem::size_of::<u64>());
+
+/// `BUFSHARE_IOC_BUFFER_INFO`:
+/// `_IOWR(BUFSHARE_IOCTL_BASE, 0x05, struct bufshare_buffer_info)`.
+pub const BUFSHARE_IOC_BUFFER_INFO: u32 = iowr(
+    BUFSHARE_IOCTL_BASE,
+    0x05,
+    core::mem::size_of::<BufshareBufferInfo>(),
+);

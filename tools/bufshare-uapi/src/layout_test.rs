@@ -48,22 +48,56 @@ fn every_mirror_item_is_checked() {
         "VIRTIO_BUFSHARE_VQ_CMD",
         "VIRTIO_BUFSHARE_NUM_VQS",
         "VIRTIO_BUFSHARE_VERSION",
+        "VIRTIO_BUFSHARE_F_BUFFERS",
         "VIRTIO_BUFSHARE_CMD_GET_INFO",
+        "VIRTIO_BUFSHARE_CMD_REGISTER",
+        "VIRTIO_BUFSHARE_CMD_ADD_RANGES",
+        "VIRTIO_BUFSHARE_CMD_UPDATE",
+        "VIRTIO_BUFSHARE_CMD_SET_PROPERTIES",
+        "VIRTIO_BUFSHARE_CMD_UNREGISTER",
         "VIRTIO_BUFSHARE_S_OK",
         "VIRTIO_BUFSHARE_S_UNSUPPORTED",
         "VIRTIO_BUFSHARE_S_INVALID",
         "VIRTIO_BUFSHARE_S_DEVICE_ERROR",
+        "VIRTIO_BUFSHARE_S_NO_BUFFER",
+        "VIRTIO_BUFSHARE_S_NO_SPACE",
         "VIRTIO_BUFSHARE_NAME_LEN",
+        "VIRTIO_BUFSHARE_APP_LEN",
+        "VIRTIO_BUFSHARE_MAX_RANGES_PER_CMD",
+        "VIRTIO_BUFSHARE_PROP_NAME_MAX",
+        "VIRTIO_BUFSHARE_UPDATE_F_RANGE",
+        "VIRTIO_BUFSHARE_UPDATE_F_RECT",
         "BUFSHARE_IOCTL_BASE",
         "BUFSHARE_NAME_LEN",
+        "BUFSHARE_APP_LEN",
+        "BUFSHARE_UPDATE_RANGE",
+        "BUFSHARE_UPDATE_RECT",
+        "BUFSHARE_PROPS_MERGE",
+        "BUFSHARE_KIND_MEMFD",
+        "BUFSHARE_KIND_DMABUF",
         "BUFSHARE_IOC_GET_INFO",
+        "BUFSHARE_IOC_REGISTER",
+        "BUFSHARE_IOC_UPDATE",
+        "BUFSHARE_IOC_SET_PROPERTIES",
+        "BUFSHARE_IOC_UNREGISTER",
+        "BUFSHARE_IOC_BUFFER_INFO",
     ];
     let structs = [
         "virtio_bufshare_config",
         "virtio_bufshare_cmd_hdr",
         "virtio_bufshare_resp_hdr",
         "virtio_bufshare_resp_info",
+        "virtio_bufshare_range",
+        "virtio_bufshare_cmd_register",
+        "virtio_bufshare_cmd_add_ranges",
+        "virtio_bufshare_cmd_update",
+        "virtio_bufshare_cmd_set_properties",
+        "virtio_bufshare_cmd_unregister",
         "bufshare_info",
+        "bufshare_register",
+        "bufshare_update",
+        "bufshare_set_properties",
+        "bufshare_buffer_info",
     ];
     for m in macros {
         assert!(MACROS.contains(&m), "macro {m} not found in the headers");
@@ -80,4 +114,39 @@ fn get_info_ioctl_number() {
     // _IOR('\xb5', 0, 80 bytes) on x86_64: dir 2, size 80, type 0xb5, nr 0.
     assert_eq!(core::mem::size_of::<crate::BufshareInfo>(), 80);
     assert_eq!(crate::BUFSHARE_IOC_GET_INFO, 0x8050_b500);
+}
+
+#[test]
+fn buffer_ioctl_numbers() {
+    // On x86_64: dir (1 write, 3 read/write) << 30 | size << 16 | 0xb5 << 8 | nr.
+    use core::mem::size_of;
+    assert_eq!(size_of::<crate::BufshareRegister>(), 112);
+    assert_eq!(crate::BUFSHARE_IOC_REGISTER, 0xc070_b501);
+    assert_eq!(size_of::<crate::BufshareUpdate>(), 56);
+    assert_eq!(crate::BUFSHARE_IOC_UPDATE, 0xc038_b502);
+    assert_eq!(size_of::<crate::BufshareSetProperties>(), 24);
+    assert_eq!(crate::BUFSHARE_IOC_SET_PROPERTIES, 0x4018_b503);
+    assert_eq!(crate::BUFSHARE_IOC_UNREGISTER, 0x4008_b504);
+    assert_eq!(size_of::<crate::BufshareBufferInfo>(), 112);
+    assert_eq!(crate::BUFSHARE_IOC_BUFFER_INFO, 0xc070_b505);
+}
+
+#[test]
+fn wire_command_sizes() {
+    use core::mem::size_of;
+    assert_eq!(size_of::<crate::VirtioBufshareRange>(), 16);
+    assert_eq!(size_of::<crate::VirtioBufshareCmdRegister>(), 104);
+    assert_eq!(size_of::<crate::VirtioBufshareCmdAddRanges>(), 24);
+    assert_eq!(size_of::<crate::VirtioBufshareCmdUpdate>(), 64);
+    assert_eq!(size_of::<crate::VirtioBufshareCmdSetProperties>(), 24);
+    assert_eq!(size_of::<crate::VirtioBufshareCmdUnregister>(), 16);
+}
+
+#[test]
+fn default_is_all_zeroes() {
+    use vm_memory::ByteValued;
+    let register = crate::VirtioBufshareCmdRegister::default();
+    assert!(register.as_slice().iter().all(|&b| b == 0));
+    let info = crate::BufshareBufferInfo::default();
+    assert!(info.as_slice().iter().all(|&b| b == 0));
 }

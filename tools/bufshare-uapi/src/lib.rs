@@ -32,9 +32,21 @@ macro_rules! uapi_struct {
     ) => {
         $(#[$meta])*
         #[repr(C)]
-        #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+        #[derive(Copy, Clone, Debug, PartialEq, Eq)]
         pub struct $name {
             $( $(#[$fmeta])* pub $field: $ty, )*
+        }
+
+        // Not derived: `Default` is not implemented for arrays longer than
+        // 32, such as the 64-byte application names.
+        impl ::core::default::Default for $name {
+            /// All zeroes.
+            fn default() -> Self {
+                // SAFETY: the struct is plain old data (integers, byte
+                // arrays and other such structs), for which all zeroes is a
+                // valid value.
+                unsafe { ::core::mem::zeroed() }
+            }
         }
 
         const _: () = assert!(

@@ -17,8 +17,22 @@ pub const VIRTIO_BUFSHARE_NUM_VQS: usize = 1;
 /// Protocol version the device reports in GET_INFO.
 pub const VIRTIO_BUFSHARE_VERSION: u32 = 1;
 
+/// Feature bit: the device keeps buffers, it accepts the REGISTER,
+/// ADD_RANGES, UPDATE, SET_PROPERTIES and UNREGISTER commands.
+pub const VIRTIO_BUFSHARE_F_BUFFERS: u32 = 0;
+
 /// Command `GET_INFO` (`virtio_bufshare_cmd_hdr.type`).
 pub const VIRTIO_BUFSHARE_CMD_GET_INFO: u32 = 0x0001;
+/// Command `REGISTER` (with [`VIRTIO_BUFSHARE_F_BUFFERS`]).
+pub const VIRTIO_BUFSHARE_CMD_REGISTER: u32 = 0x0100;
+/// Command `ADD_RANGES` (with [`VIRTIO_BUFSHARE_F_BUFFERS`]).
+pub const VIRTIO_BUFSHARE_CMD_ADD_RANGES: u32 = 0x0101;
+/// Command `UPDATE` (with [`VIRTIO_BUFSHARE_F_BUFFERS`]).
+pub const VIRTIO_BUFSHARE_CMD_UPDATE: u32 = 0x0102;
+/// Command `SET_PROPERTIES` (with [`VIRTIO_BUFSHARE_F_BUFFERS`]).
+pub const VIRTIO_BUFSHARE_CMD_SET_PROPERTIES: u32 = 0x0103;
+/// Command `UNREGISTER` (with [`VIRTIO_BUFSHARE_F_BUFFERS`]).
+pub const VIRTIO_BUFSHARE_CMD_UNREGISTER: u32 = 0x0104;
 
 /// Status: success.
 pub const VIRTIO_BUFSHARE_S_OK: u32 = 0x0000;
@@ -28,6 +42,10 @@ pub const VIRTIO_BUFSHARE_S_UNSUPPORTED: u32 = 0x0001;
 pub const VIRTIO_BUFSHARE_S_INVALID: u32 = 0x0002;
 /// Status: the device failed to carry the command out.
 pub const VIRTIO_BUFSHARE_S_DEVICE_ERROR: u32 = 0x0003;
+/// Status: no buffer with that id is registered.
+pub const VIRTIO_BUFSHARE_S_NO_BUFFER: u32 = 0x0004;
+/// Status: a limit of the device (buffers, bytes) is reached.
+pub const VIRTIO_BUFSHARE_S_NO_SPACE: u32 = 0x0005;
 
 /// Length of the NUL-padded device name in [`VirtioBufshareRespInfo`].
 pub const VIRTIO_BUFSHARE_NAME_LEN: usize = 32;
@@ -93,6 +111,131 @@ uapi_struct! {
         pub num_commands: Le64,
         /// Implementation name and version, NUL-padded.
         pub name: [u8; VIRTIO_BUFSHARE_NAME_LEN],
+    }
+}
+
+/// Length of the NUL-padded application name of a buffer.
+pub const VIRTIO_BUFSHARE_APP_LEN: usize = 64;
+
+/// Most ranges carried by one REGISTER or ADD_RANGES command.
+pub const VIRTIO_BUFSHARE_MAX_RANGES_PER_CMD: u32 = 1024;
+
+/// Longest name of a property (properties are NUL-terminated `name=value`
+/// strings; a name is 1 to 63 characters out of `[A-Za-z0-9_.-]`).
+pub const VIRTIO_BUFSHARE_PROP_NAME_MAX: usize = 63;
+
+uapi_struct! {
+    /// `struct virtio_bufshare_range`: one range of guest memory.
+    pub struct VirtioBufshareRange {
+        /// Guest physical address (with `VIRTIO_F_ACCESS_PLATFORM`, an
+        /// address the platform translates).
+        pub addr: Le64,
+        /// Length in bytes, non-zero.
+        pub len: Le64,
+    }
+}
+
+uapi_struct! {
+    /// `struct virtio_bufshare_cmd_register`: a new buffer of `size` bytes,
+    /// made of `num_ranges` ranges, of which `nr_ranges` come with this
+    /// command. Followed by `props_size` bytes of properties, zero padding to
+    /// a multiple of 8 bytes, then `nr_ranges` [`VirtioBufshareRange`].
+    pub struct VirtioBufshareCmdRegister {
+        /// The command's header ([`VIRTIO_BUFSHARE_CMD_REGISTER`]).
+        pub hdr: VirtioBufshareCmdHdr,
+        /// Chosen by the driver; never used twice between two resets.
+        pub buffer_id: Le64,
+        /// Size of the buffer, in bytes: the sum of its ranges' lengths.
+        pub size: Le64,
+        /// Number of ranges of the whole buffer.
+        pub num_ranges: Le32,
+        /// Number of ranges that follow this command.
+        pub nr_ranges: Le32,
+        /// Size of the properties that follow this command.
+        pub props_size: Le32,
+        /// Reserved, zero.
+        pub reserved: Le32,
+        /// Whose buffer it is: 1 to 63 characters out of `[A-Za-z0-9_.-]`,
+        /// NUL-padded.
+        pub application: [u8; VIRTIO_BUFSHARE_APP_LEN],
+    }
+}
+
+uapi_struct! {
+    /// `struct virtio_bufshare_cmd_add_ranges`: more ranges of an incomplete
+    /// buffer, starting with range number `first`. Followed by `nr_ranges`
+    /// [`VirtioBufshareRange`].
+    pub struct VirtioBufshareCmdAddRanges {
+        /// The command's header ([`VIRTIO_BUFSHARE_CMD_ADD_RANGES`]).
+        pub hdr: VirtioBufshareCmdHdr,
+        /// The buffer.
+        pub buffer_id: Le64,
+        /// Number of the first range: the number of ranges received so far.
+        pub first: Le32,
+        /// Number of ranges that follow.
+        pub nr_ranges: Le32,
+    }
+}
+
+/// `virtio_bufshare_cmd_update.flags`: `offset` and `length` say which bytes
+/// changed.
+pub const VIRTIO_BUFSHARE_UPDATE_F_RANGE: u32 = 1 << 0;
+/// `virtio_bufshare_cmd_update.flags`: `x`, `y`, `width` and `height` say
+/// which pixels changed.
+pub const VIRTIO_BUFSHARE_UPDATE_F_RECT: u32 = 1 << 1;
+
+uapi_struct! {
+    /// `struct virtio_bufshare_cmd_update`: the content of a complete buffer
+    /// changed. Without flags the whole buffer changed.
+    pub struct VirtioBufshareCmdUpdate {
+        /// The command's header ([`VIRTIO_BUFSHARE_CMD_UPDATE`]).
+        pub hdr: VirtioBufshareCmdHdr,
+        /// The buffer.
+        pub buffer_id: Le64,
+        /// Larger than that of any earlier UPDATE of the buffer.
+        pub seqno: Le64,
+        /// `VIRTIO_BUFSHARE_UPDATE_F_*`.
+        pub flags: Le32,
+        /// Reserved, zero.
+        pub reserved: Le32,
+        /// With [`VIRTIO_BUFSHARE_UPDATE_F_RANGE`]: first byte changed.
+        pub offset: Le64,
+        /// With [`VIRTIO_BUFSHARE_UPDATE_F_RANGE`]: number of bytes changed.
+        pub length: Le64,
+        /// With [`VIRTIO_BUFSHARE_UPDATE_F_RECT`]: the changed rectangle.
+        pub x: Le32,
+        /// See `x`.
+        pub y: Le32,
+        /// See `x`.
+        pub width: Le32,
+        /// See `x`.
+        pub height: Le32,
+    }
+}
+
+uapi_struct! {
+    /// `struct virtio_bufshare_cmd_set_properties`: replaces all free-form
+    /// properties of a buffer with the `props_size` bytes that follow.
+    pub struct VirtioBufshareCmdSetProperties {
+        /// The command's header ([`VIRTIO_BUFSHARE_CMD_SET_PROPERTIES`]).
+        pub hdr: VirtioBufshareCmdHdr,
+        /// The buffer.
+        pub buffer_id: Le64,
+        /// Size of the properties that follow.
+        pub props_size: Le32,
+        /// Reserved, zero.
+        pub reserved: Le32,
+    }
+}
+
+uapi_struct! {
+    /// `struct virtio_bufshare_cmd_unregister`: the buffer, complete or not,
+    /// is gone.
+    pub struct VirtioBufshareCmdUnregister {
+        /// The command's header ([`VIRTIO_BUFSHARE_CMD_UNREGISTER`]).
+        pub hdr: VirtioBufshareCmdHdr,
+        /// The buffer.
+        pub buffer_id: Le64,
     }
 }
 

@@ -6,8 +6,9 @@
 //! [`FaultFile`] says.
 
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 
-use bufshare_uapi::{VIRTIO_BUFSHARE_NUM_VQS, VIRTIO_BUFSHARE_VQ_CMD};
+use bufshare_uapi::{VIRTIO_BUFSHARE_F_BUFFERS, VIRTIO_BUFSHARE_NUM_VQS, VIRTIO_BUFSHARE_VQ_CMD};
 use log::{debug, error, info, warn};
 use thiserror::Error as ThisError;
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
@@ -21,7 +22,8 @@ use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
 
-use crate::device::{BufshareDevice, Limits, MAX_COMMAND_SIZE};
+use crate::buffers::SharedState;
+use crate::device::{BufshareDevice, Limits};
 use crate::fault::{Fault, FaultFile};
 
 /// Largest size of the command virtqueue.
@@ -75,10 +77,17 @@ pub struct VhostUserBufshareBackend {
 impl VhostUserBufshareBackend {
     /// A backend for a device with these limits.
     pub fn new(limits: Limits) -> Result<Self, Error> {
+        Self::with_state(limits, Arc::default())
+    }
+
+    /// A backend for a device with these limits, keeping its buffers and
+    /// guest memory in `state`, which the inspect socket may share (its
+    /// buffers are dropped: a new backend is a new device).
+    pub fn with_state(limits: Limits, state: Arc<SharedState>) -> Result<Self, Error> {
         let (exit_consumer, exit_notifier) =
             new_event_consumer_and_notifier(EventFlag::NONBLOCK).map_err(Error::ExitEvent)?;
         Ok(Self {
-            device: BufshareDevice::new(limits),
+            device: BufshareDevice::with_state(limits, state),
             event_idx: false,
             mem: None,
             faults: None,
@@ -194,9 +203,11 @@ impl VhostUserBufshareBackend {
             }
         };
 
-        // Read no more than the longest command (plus one byte, so that a
-        // longer one is seen as such).
-        let len = reader.available_bytes().min(MAX_COMMAND_SIZE + 1);
+        // Read no more than the longest legal command (plus one byte, so
+        // that a longer one is seen as such).
+        let len = reader
+            .available_bytes()
+            .min(self.device.max_command_size().saturating_add(1));
         let mut request = vec![0u8; len];
         if let Err(e) = reader.read_exact(&mut request) {
             error!("chain {head}: cannot read the command: {e}");
@@ -237,11 +248,13 @@ impl VhostUserBackendMut for VhostUserBufshareBackend {
         (1 << VIRTIO_F_VERSION_1)
             | (1 << VIRTIO_RING_F_INDIRECT_DESC)
             | (1 << VIRTIO_RING_F_EVENT_IDX)
+            | (1 << VIRTIO_BUFSHARE_F_BUFFERS)
             | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
     }
 
     fn acked_features(&mut self, features: u64) {
         debug!("driver acked features {features:#x}");
+        self.device.set_driver_features(features);
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
@@ -275,6 +288,7 @@ impl VhostUserBackendMut for VhostUserBufshareBackend {
     }
 
     fn update_memory(&mut self, mem: GuestMemory) -> io::Result<()> {
+        self.device.set_memory(mem.clone());
         self.mem = Some(mem);
         Ok(())
     }

@@ -2,7 +2,8 @@
 
 //! The serving loop: listen on the socket, serve one frontend (QEMU) at a
 //! time with a fresh device, and listen again when it goes away, until told
-//! to stop.
+//! to stop. The inspect socket, if asked for, is served all along by a
+//! thread of its own and sees the device of the connection being served.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -19,8 +20,10 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::backend::{self, VhostUserBufshareBackend};
+use crate::buffers::SharedState;
 use crate::device::Limits;
 use crate::fault::FaultFile;
+use crate::inspect::{self, InspectServer};
 
 /// Errors that stop the daemon.
 #[derive(Debug, ThisError)]
@@ -40,6 +43,9 @@ pub enum Error {
     /// The shutdown event could not be made.
     #[error("cannot create the shutdown event: {0}")]
     ShutdownEvent(io::Error),
+    /// The inspect socket could not be served.
+    #[error("inspect socket: {0}")]
+    Inspect(#[from] inspect::Error),
 }
 
 /// What the daemon serves.
@@ -53,6 +59,8 @@ pub struct Config {
     pub once: bool,
     /// The file that says which fault to inject ([`crate::fault`]), if any.
     pub fault_file: Option<PathBuf>,
+    /// Where to serve the inspect socket ([`crate::inspect`]), if anywhere.
+    pub inspect_socket: Option<PathBuf>,
 }
 
 /// Asks a running [`serve`] to stop, from any thread: the connection being
@@ -120,6 +128,13 @@ pub fn serve(config: &Config, shutdown: &Shutdown) -> Result<(), Error> {
         info!("listening on {}", config.socket_path.display());
         Ok::<_, Error>(listener)
     };
+    let state = Arc::new(SharedState::default());
+    // Up before the vhost-user socket; stopped, and its socket removed, when
+    // dropped on return.
+    let _inspect = match &config.inspect_socket {
+        Some(path) => Some(InspectServer::start(path, Arc::clone(&state))?),
+        None => None,
+    };
     let mut listener = listen()?;
     loop {
         if !wait_for_connection(&listener, shutdown)? {
@@ -127,7 +142,7 @@ pub fn serve(config: &Config, shutdown: &Shutdown) -> Result<(), Error> {
             return Ok(());
         }
 
-        serve_connection(config, shutdown, &mut listener)?;
+        serve_connection(config, shutdown, &mut listener, &state)?;
 
         if shutdown.requested() {
             info!("shutting down");
@@ -146,13 +161,35 @@ pub fn serve(config: &Config, shutdown: &Shutdown) -> Result<(), Error> {
     }
 }
 
-/// Serves the connection waiting on `listener` until it ends.
+/// Serves the connection waiting on `listener` until it ends, keeping the
+/// device's buffers and guest memory in `state`; they are dropped when it
+/// ends.
 fn serve_connection(
     config: &Config,
     shutdown: &Shutdown,
     listener: &mut Listener,
+    state: &Arc<SharedState>,
 ) -> Result<(), Error> {
-    let mut backend = VhostUserBufshareBackend::new(config.limits)?;
+    let result = run_connection(config, shutdown, listener, state);
+    let mut state = state.lock();
+    if !state.buffers.is_empty() {
+        info!(
+            "{} buffers dropped with the connection",
+            state.buffers.len()
+        );
+    }
+    state.buffers.clear();
+    state.mem = None;
+    result
+}
+
+fn run_connection(
+    config: &Config,
+    shutdown: &Shutdown,
+    listener: &mut Listener,
+    state: &Arc<SharedState>,
+) -> Result<(), Error> {
+    let mut backend = VhostUserBufshareBackend::with_state(config.limits, Arc::clone(state))?;
     if let Some(path) = &config.fault_file {
         backend = backend.with_fault_file(FaultFile::new(path));
     }

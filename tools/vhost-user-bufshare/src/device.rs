@@ -7,26 +7,53 @@
 //! The vhost-user glue ([`crate::backend`]) copies a command out of guest
 //! memory, hands it to [`BufshareDevice::process`] together with the room the
 //! driver gave for the answer, and copies the answer back. New commands are
-//! added to [`BufshareDevice::execute`].
+//! added to [`BufshareDevice::execute`]; the buffer commands are in
+//! `device/commands.rs`.
+//!
+//! The buffers live in a [`SharedState`], shared with the inspect socket
+//! ([`crate::inspect`]), together with the guest memory their ranges are
+//! resolved against.
 
 use std::mem::size_of;
+use std::sync::Arc;
 
 use bufshare_uapi::{
-    VirtioBufshareCmdHdr, VirtioBufshareConfig, VirtioBufshareRespHdr, VirtioBufshareRespInfo,
-    VIRTIO_BUFSHARE_CMD_GET_INFO, VIRTIO_BUFSHARE_NAME_LEN, VIRTIO_BUFSHARE_S_INVALID,
+    VirtioBufshareCmdHdr, VirtioBufshareCmdRegister, VirtioBufshareCmdSetProperties,
+    VirtioBufshareCmdUpdate, VirtioBufshareConfig, VirtioBufshareRange, VirtioBufshareRespHdr,
+    VirtioBufshareRespInfo, VIRTIO_BUFSHARE_CMD_ADD_RANGES, VIRTIO_BUFSHARE_CMD_GET_INFO,
+    VIRTIO_BUFSHARE_CMD_REGISTER, VIRTIO_BUFSHARE_CMD_SET_PROPERTIES,
+    VIRTIO_BUFSHARE_CMD_UNREGISTER, VIRTIO_BUFSHARE_CMD_UPDATE, VIRTIO_BUFSHARE_F_BUFFERS,
+    VIRTIO_BUFSHARE_MAX_RANGES_PER_CMD, VIRTIO_BUFSHARE_NAME_LEN, VIRTIO_BUFSHARE_S_INVALID,
     VIRTIO_BUFSHARE_S_OK, VIRTIO_BUFSHARE_S_UNSUPPORTED, VIRTIO_BUFSHARE_VERSION,
 };
-use log::{debug, warn};
-use vm_memory::ByteValued;
+use log::{debug, info, warn};
+use vm_memory::{ByteValued, GuestMemoryAtomic, GuestMemoryMmap};
+
+use crate::buffers::SharedState;
+
+mod commands;
 
 /// Size of `struct virtio_bufshare_cmd_hdr`.
 pub const CMD_HDR_SIZE: usize = size_of::<VirtioBufshareCmdHdr>();
 /// Size of `struct virtio_bufshare_resp_hdr`: the least room a driver must
 /// give for an answer.
 pub const RESP_HDR_SIZE: usize = size_of::<VirtioBufshareRespHdr>();
-/// Largest command the device accepts, in bytes. Longer ones are refused with
-/// `S_INVALID` without being read in full.
-pub const MAX_COMMAND_SIZE: usize = 1 << 20;
+
+/// Largest legal command for a device with `limits`, in bytes: a REGISTER
+/// with the largest properties and the most ranges one command may carry.
+/// Longer commands are refused with `S_INVALID` without being read in full.
+pub fn max_command_size(limits: &Limits) -> usize {
+    let props = u64::from(limits.max_props_size).next_multiple_of(8);
+    let ranges = u64::from(limits.max_ranges.min(VIRTIO_BUFSHARE_MAX_RANGES_PER_CMD))
+        * size_of::<VirtioBufshareRange>() as u64;
+    let register = size_of::<VirtioBufshareCmdRegister>() as u64 + props + ranges;
+    let set_properties =
+        size_of::<VirtioBufshareCmdSetProperties>() as u64 + u64::from(limits.max_props_size);
+    let longest = register
+        .max(set_properties)
+        .max(size_of::<VirtioBufshareCmdUpdate>() as u64);
+    usize::try_from(longest).unwrap_or(usize::MAX)
+}
 
 /// The name reported by GET_INFO.
 pub fn device_name() -> String {
@@ -49,7 +76,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_ranges: 1024,
+            max_ranges: 65536,
             max_props_size: 4096,
             max_buffers: 4096,
             max_buffer_size: 1 << 30,
@@ -64,11 +91,22 @@ pub struct BufshareDevice {
     /// Commands answered since the last reset.
     num_commands: u64,
     name: [u8; VIRTIO_BUFSHARE_NAME_LEN],
+    /// Whether the driver acked `VIRTIO_BUFSHARE_F_BUFFERS`.
+    buffers_enabled: bool,
+    /// The buffers and the guest memory.
+    state: Arc<SharedState>,
 }
 
 impl BufshareDevice {
-    /// A device, just reset, with these limits.
+    /// A device, just reset, with these limits, and a state of its own.
     pub fn new(limits: Limits) -> Self {
+        Self::with_state(limits, Arc::default())
+    }
+
+    /// A device, just reset, with these limits, keeping its buffers and
+    /// guest memory in `state` (whose buffers are dropped).
+    pub fn with_state(limits: Limits, state: Arc<SharedState>) -> Self {
+        state.lock().buffers.clear();
         let mut name = [0u8; VIRTIO_BUFSHARE_NAME_LEN];
         let full = device_name();
         // Keep at least one NUL at the end.
@@ -78,7 +116,35 @@ impl BufshareDevice {
             limits,
             num_commands: 0,
             name,
+            buffers_enabled: false,
+            state,
         }
+    }
+
+    /// The state shared with the inspect socket.
+    pub fn state(&self) -> &Arc<SharedState> {
+        &self.state
+    }
+
+    /// The guest memory the buffers' ranges are in, from now on.
+    pub fn set_memory(&mut self, mem: GuestMemoryAtomic<GuestMemoryMmap>) {
+        self.state.lock().mem = Some(mem);
+    }
+
+    /// The features the driver acked: without
+    /// `VIRTIO_BUFSHARE_F_BUFFERS`, the buffer commands are unsupported.
+    pub fn set_driver_features(&mut self, features: u64) {
+        self.buffers_enabled = features & (1 << VIRTIO_BUFSHARE_F_BUFFERS) != 0;
+    }
+
+    /// Number of buffers registered, complete or not.
+    pub fn num_buffers(&self) -> usize {
+        self.state.lock().buffers.len()
+    }
+
+    /// Largest legal command, in bytes ([`max_command_size`]).
+    pub fn max_command_size(&self) -> usize {
+        max_command_size(&self.limits)
     }
 
     /// The device's limits.
@@ -91,9 +157,14 @@ impl BufshareDevice {
         self.num_commands
     }
 
-    /// Device reset: forget everything the driver did.
+    /// Device reset: forget everything the driver did, buffers included.
     pub fn reset(&mut self) {
         self.num_commands = 0;
+        let mut state = self.state.lock();
+        if !state.buffers.is_empty() {
+            info!("device reset: {} buffers dropped", state.buffers.len());
+            state.buffers.clear();
+        }
     }
 
     /// The configuration space.
@@ -129,19 +200,26 @@ impl BufshareDevice {
     /// Carries out one command.
     ///
     /// `request` holds the device-readable part of the descriptor chain (or
-    /// its first [`MAX_COMMAND_SIZE`]` + 1` bytes), `writable` is the room the
+    /// its first [`BufshareDevice::max_command_size`]` + 1` bytes), `writable`
+    /// is the room the
     /// driver gave for the answer. Returns the answer to write back, never
     /// longer than `writable`, or `None` if `writable` cannot even hold a
     /// `virtio_bufshare_resp_hdr`: then nothing can be answered.
     ///
-    /// Every answered command counts as completed, whatever its status.
+    /// Every answered command counts as completed, whatever its status. An
+    /// ADD_RANGES answered `S_INVALID` drops the incomplete buffer it names.
     pub fn process(&mut self, request: &[u8], writable: usize) -> Option<Vec<u8>> {
         if !self.begin(request, writable) {
             return None;
         }
         let answer = match self.execute(request) {
             Ok(answer) => answer,
-            Err(status) => status_only(status),
+            Err(status) => {
+                if status == VIRTIO_BUFSHARE_S_INVALID {
+                    self.drop_incomplete(request);
+                }
+                status_only(status)
+            }
         };
         if answer.len() > writable {
             warn!(
@@ -157,8 +235,17 @@ impl BufshareDevice {
     /// carrying it out (for fault injection, [`crate::fault`]). Like
     /// [`BufshareDevice::process`], returns `None` if `writable` cannot hold
     /// the answer, and counts the command otherwise.
+    ///
+    /// As for any `S_INVALID` answer to an ADD_RANGES, an incomplete buffer
+    /// the command names is dropped if `status` is `S_INVALID`.
     pub fn refuse(&mut self, request: &[u8], writable: usize, status: u32) -> Option<Vec<u8>> {
-        self.begin(request, writable).then(|| status_only(status))
+        if !self.begin(request, writable) {
+            return None;
+        }
+        if status == VIRTIO_BUFSHARE_S_INVALID {
+            self.drop_incomplete(request);
+        }
+        Some(status_only(status))
     }
 
     /// Whether a command can be answered in `writable` bytes; counts it if
@@ -179,8 +266,9 @@ impl BufshareDevice {
     /// Decodes and runs one command; `Err` is the status of a failed one,
     /// which is answered with a bare header.
     fn execute(&mut self, request: &[u8]) -> Result<Vec<u8>, u32> {
-        if request.len() > MAX_COMMAND_SIZE {
-            warn!("command longer than {MAX_COMMAND_SIZE} bytes");
+        let max = self.max_command_size();
+        if request.len() > max {
+            warn!("command longer than {max} bytes");
             return Err(VIRTIO_BUFSHARE_S_INVALID);
         }
         let Some((hdr, payload)) = read_obj::<VirtioBufshareCmdHdr>(request) else {
@@ -195,8 +283,26 @@ impl BufshareDevice {
             warn!("command {cmd:#x} with flags {flags:#x}");
             return Err(VIRTIO_BUFSHARE_S_INVALID);
         }
+        let buffer_cmd = matches!(
+            cmd,
+            VIRTIO_BUFSHARE_CMD_REGISTER
+                | VIRTIO_BUFSHARE_CMD_ADD_RANGES
+                | VIRTIO_BUFSHARE_CMD_UPDATE
+                | VIRTIO_BUFSHARE_CMD_SET_PROPERTIES
+                | VIRTIO_BUFSHARE_CMD_UNREGISTER
+        );
+        if buffer_cmd && !self.buffers_enabled {
+            warn!("buffer command {cmd:#x} without VIRTIO_BUFSHARE_F_BUFFERS");
+            return Err(VIRTIO_BUFSHARE_S_UNSUPPORTED);
+        }
+        let ok = |()| status_only(VIRTIO_BUFSHARE_S_OK);
         match cmd {
             VIRTIO_BUFSHARE_CMD_GET_INFO => self.get_info(payload),
+            VIRTIO_BUFSHARE_CMD_REGISTER => self.register(request).map(ok),
+            VIRTIO_BUFSHARE_CMD_ADD_RANGES => self.add_ranges(request).map(ok),
+            VIRTIO_BUFSHARE_CMD_UPDATE => self.update(request).map(ok),
+            VIRTIO_BUFSHARE_CMD_SET_PROPERTIES => self.set_properties(request).map(ok),
+            VIRTIO_BUFSHARE_CMD_UNREGISTER => self.unregister(request).map(ok),
             _ => {
                 warn!("unknown command {cmd:#x}");
                 Err(VIRTIO_BUFSHARE_S_UNSUPPORTED)
@@ -216,7 +322,7 @@ impl BufshareDevice {
             max_props_size: self.limits.max_props_size.into(),
             max_buffers: self.limits.max_buffers.into(),
             max_buffer_size: self.limits.max_buffer_size.into(),
-            num_buffers: 0.into(),
+            num_buffers: (self.num_buffers() as u64).into(),
             num_commands: self.num_commands.into(),
             name: self.name,
         };
@@ -248,6 +354,30 @@ fn read_obj<T: ByteValued + Default>(bytes: &[u8]) -> Option<(T, &[u8])> {
 mod tests {
     use super::*;
     use bufshare_uapi::VIRTIO_BUFSHARE_S_DEVICE_ERROR;
+
+    #[test]
+    fn largest_command() {
+        // REGISTER: 104 bytes, 4096 of properties, 1024 ranges.
+        assert_eq!(max_command_size(&Limits::default()), 104 + 4096 + 16384);
+        let small = Limits {
+            max_ranges: 3,
+            max_props_size: 9,
+            ..Limits::default()
+        };
+        assert_eq!(max_command_size(&small), 104 + 16 + 48);
+        let none = Limits {
+            max_ranges: 1,
+            max_props_size: 1,
+            ..Limits::default()
+        };
+        assert_eq!(max_command_size(&none), 104 + 8 + 16);
+        let huge = Limits {
+            max_ranges: u32::MAX,
+            max_props_size: u32::MAX,
+            ..Limits::default()
+        };
+        assert_eq!(max_command_size(&huge), 104 + (1 << 32) + 16384);
+    }
 
     fn cmd(cmd: u32, flags: u32) -> Vec<u8> {
         VirtioBufshareCmdHdr {
@@ -326,7 +456,10 @@ mod tests {
             (&cmd(0, 0), VIRTIO_BUFSHARE_S_UNSUPPORTED),
             (&cmd(0x2, 0), VIRTIO_BUFSHARE_S_UNSUPPORTED),
             (&cmd(u32::MAX, 0), VIRTIO_BUFSHARE_S_UNSUPPORTED),
-            (&vec![0u8; MAX_COMMAND_SIZE + 1], VIRTIO_BUFSHARE_S_INVALID),
+            (
+                &vec![0u8; max_command_size(&Limits::default()) + 1],
+                VIRTIO_BUFSHARE_S_INVALID,
+            ),
         ];
         for (i, (request, status)) in cases.iter().enumerate() {
             let answer = dev.process(request, INFO_SIZE).unwrap();

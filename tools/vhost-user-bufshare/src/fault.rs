@@ -12,6 +12,13 @@
 //! the device answers: a chain with broken descriptors, or with less room
 //! than a `virtio_bufshare_resp_hdr`, is returned with a used length of 0 as
 //! always.
+//!
+//! Every fault applies to every command, the buffer commands included:
+//! [`Fault::Short`], [`Fault::Truncated`], [`Fault::Overlong`] and
+//! [`Fault::BadStatus`] carry the command out (a REGISTER registers);
+//! [`Fault::Invalid`], [`Fault::Unsupported`], [`Fault::DeviceError`] and
+//! [`Fault::Drop`] do not, except that an ADD_RANGES refused with
+//! `S_INVALID` drops its incomplete buffer, as a real `S_INVALID` does.
 
 use std::collections::HashSet;
 use std::fmt;

@@ -3,6 +3,10 @@
 //! vhost-user backend of the virtio-bufshare device.
 //!
 //! * [`device`]: the device model, which turns commands into answers;
+//! * [`buffers`]: the buffers the driver registered, resolved to guest
+//!   memory, and [`props`]: their properties and application names;
+//! * [`inspect`]: the inspect socket, through which host tools see the
+//!   buffers (and the client `bufshare-inspect` uses);
 //! * [`backend`]: the vhost-user glue around it (features, configuration
 //!   space, the command virtqueue);
 //! * [`daemon`]: the serving loop of the `vhost-user-bufshare` program;
@@ -10,6 +14,9 @@
 //!   that misbehaves.
 
 pub mod backend;
+pub mod buffers;
 pub mod daemon;
 pub mod device;
 pub mod fault;
+pub mod inspect;
+pub mod props;

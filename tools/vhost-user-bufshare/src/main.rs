@@ -32,8 +32,9 @@ struct BufshareArgs {
     #[arg(long)]
     socket_path: PathBuf,
 
-    /// Largest number of memory ranges in one buffer.
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Largest number of memory ranges in one buffer (65536: 256 MiB of 4 KiB
+    /// pages).
+    #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1..))]
     max_ranges: u32,
 
     /// Largest size, in bytes, of one buffer's properties.
@@ -66,16 +67,24 @@ struct BufshareArgs {
     ///   room plus 4096.
     /// - bad-status: the normal answer with status 0x7777.
     /// - invalid, unsupported, device-error: do not carry the command out,
-    ///   answer a bare header with that status (used length 8).
+    ///   answer a bare header with that status (used length 8). An
+    ///   ADD_RANGES answered S_INVALID drops its incomplete buffer.
     /// - bad-version: GET_INFO answers version 99.
     /// - garbage-name: GET_INFO answers a name of non-text bytes and no NUL.
     /// - drop: never return the chain nor notify; it stays outstanding until
     ///   the driver resets the device.
     ///
-    /// Chains with broken descriptors or less than 8 writable bytes are
-    /// returned with used length 0 whatever the fault, except drop.
+    /// Every fault applies to every command; short, truncated, overlong and
+    /// bad-status carry the command out (a REGISTER registers), the others
+    /// do not. Chains with broken descriptors or less than 8 writable bytes
+    /// are returned with used length 0 whatever the fault, except drop.
     #[arg(long, value_name = "PATH", verbatim_doc_comment)]
     fault_file: Option<PathBuf>,
+
+    /// Serve host tools (bufshare-inspect) on a unix socket at PATH (mode
+    /// 0600): list the buffers, read and write their bytes in guest memory.
+    #[arg(long, value_name = "PATH")]
+    inspect_socket: Option<PathBuf>,
 }
 
 impl From<BufshareArgs> for Config {
@@ -90,6 +99,7 @@ impl From<BufshareArgs> for Config {
             },
             once: args.once,
             fault_file: args.fault_file,
+            inspect_socket: args.inspect_socket,
         }
     }
 }
@@ -153,7 +163,7 @@ mod tests {
         assert_eq!(
             config.limits,
             Limits {
-                max_ranges: 1024,
+                max_ranges: 65536,
                 max_props_size: 4096,
                 max_buffers: 4096,
                 max_buffer_size: 1073741824,
@@ -161,6 +171,7 @@ mod tests {
         );
         assert!(!config.once);
         assert_eq!(config.fault_file, None);
+        assert_eq!(config.inspect_socket, None);
     }
 
     #[test]
@@ -180,6 +191,8 @@ mod tests {
             "--once",
             "--fault-file",
             "/shared/fault",
+            "--inspect-socket",
+            "/run/inspect.sock",
         ])
         .unwrap();
         let config = Config::from(args);
@@ -194,6 +207,10 @@ mod tests {
         );
         assert!(config.once);
         assert_eq!(config.fault_file, Some(PathBuf::from("/shared/fault")));
+        assert_eq!(
+            config.inspect_socket,
+            Some(PathBuf::from("/run/inspect.sock"))
+        );
     }
 
     #[test]

@@ -47,6 +47,7 @@ fn config(path: &Path, once: bool) -> Config {
         limits: limits(),
         once,
         fault_file: None,
+        inspect_socket: None,
     }
 }
 
@@ -289,7 +290,10 @@ fn serves_a_frontend_like_qemu() {
 
     let mut frontend = connect(&path);
     let (features, protocol) = negotiate(&mut frontend);
-    assert_eq!(features, (1 << 32) | (1 << 28) | (1 << 29) | (1 << 30));
+    assert_eq!(
+        features,
+        (1 << 32) | (1 << 28) | (1 << 29) | (1 << 30) | (1 << 0)
+    );
     assert!(protocol.contains(VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ));
     assert_eq!(frontend.get_queue_num().unwrap(), 1);
     assert_eq!(
@@ -524,4 +528,158 @@ fn program_with_once_exits_after_the_first_connection() {
     drop(frontend);
     let status = wait_within(&mut child);
     assert!(status.success(), "{status}");
+}
+
+/// A REGISTER of buffer `id`, complete, made of `ranges`, with properties.
+fn register(id: u64, ranges: &[(u64, u64)]) -> Vec<u8> {
+    let props = b"width=8\0height=4\0";
+    let mut b = Vec::new();
+    b.extend_from_slice(&0x100u32.to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(&id.to_le_bytes());
+    b.extend_from_slice(&ranges.iter().map(|r| r.1).sum::<u64>().to_le_bytes());
+    b.extend_from_slice(&(ranges.len() as u32).to_le_bytes()); // num_ranges
+    b.extend_from_slice(&(ranges.len() as u32).to_le_bytes()); // nr_ranges
+    b.extend_from_slice(&(props.len() as u32).to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    let mut application = [0u8; 64];
+    application[..9].copy_from_slice(b"e2e-tests");
+    b.extend_from_slice(&application);
+    b.extend_from_slice(props);
+    b.resize(b.len().next_multiple_of(8), 0);
+    for &(addr, len) in ranges {
+        b.extend_from_slice(&addr.to_le_bytes());
+        b.extend_from_slice(&len.to_le_bytes());
+    }
+    b
+}
+
+/// Runs `bufshare-inspect --socket SOCKET args...` with `stdin`.
+fn inspect(socket: &Path, args: &[&str], stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bufshare-inspect"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn inspect_socket_sees_guest_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = socket_path(&dir);
+    let inspect_path = dir.path().join("inspect.sock");
+    let daemon = spawn_daemon(
+        Config {
+            inspect_socket: Some(inspect_path.clone()),
+            limits: Limits::default(),
+            ..config(&path, true)
+        },
+        Shutdown::new().unwrap(),
+    );
+    let mut frontend = connect(&path);
+    let (features, _) = negotiate(&mut frontend);
+    assert_ne!(features & 1, 0, "VIRTIO_BUFSHARE_F_BUFFERS");
+    let mut guest = Guest::new();
+    guest.start_queue(&mut frontend, true);
+
+    // Buffer 5: 0x80 bytes at 0x8_1000 then 0x80 at 0x8_0000.
+    let (len, answer) = guest.command(&register(5, &[(0x8_1000, 0x80), (0x8_0000, 0x80)]), 8);
+    assert_eq!((len, answer), (8, vec![0; 8]));
+    let info = guest.get_info();
+    assert_eq!(u64::from_le_bytes(info[32..40].try_into().unwrap()), 1);
+
+    let out = inspect(&inspect_path, &["list"], b"");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        out.stdout,
+        b"id=5 application=e2e-tests size=256 ranges=2 complete=1 seqno=0\n\
+          \twidth=8\n\theight=4\n"
+    );
+
+    // The guest writes, the host reads: no command in between.
+    let pattern: Vec<u8> = (0..=255).collect();
+    guest
+        .mem
+        .write_slice(&pattern[..0x80], GuestAddress(0x8_1000))
+        .unwrap();
+    guest
+        .mem
+        .write_slice(&pattern[0x80..], GuestAddress(0x8_0000))
+        .unwrap();
+    let out = inspect(&inspect_path, &["read", "5", "0", "256"], b"");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, pattern);
+    let out = inspect(&inspect_path, &["read", "5", "0x7e", "4"], b"");
+    assert_eq!(out.stdout, [0x7e, 0x7f, 0x80, 0x81]);
+
+    // The host writes, the guest reads.
+    let out = inspect(&inspect_path, &["write", "5", "126"], b"WXYZ");
+    assert!(out.status.success(), "{out:?}");
+    let mut got = [0; 2];
+    guest
+        .mem
+        .read_slice(&mut got, GuestAddress(0x8_107e))
+        .unwrap();
+    assert_eq!(&got, b"WX");
+    guest
+        .mem
+        .read_slice(&mut got, GuestAddress(0x8_0000))
+        .unwrap();
+    assert_eq!(&got, b"YZ");
+
+    // Errors: stderr and exit status 1.
+    for (args, stdin) in [
+        (&["read", "6", "0", "1"][..], &b""[..]),
+        (&["read", "5", "255", "2"], b""),
+        (&["write", "5", "255"], b"ab"),
+        (&["write", "9", "0"], b"a"),
+    ] {
+        let out = inspect(&inspect_path, args, stdin);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert!(!out.stderr.is_empty(), "{args:?}");
+    }
+
+    // A device reset drops the buffers.
+    frontend.get_vring_base(0).unwrap();
+    let out = inspect(&inspect_path, &["list"], b"");
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty());
+    guest.clear_rings();
+    guest.start_queue(&mut frontend, true);
+    guest.command(&register(5, &[(0x8_1000, 0x80)]), 8);
+    assert!(!inspect(&inspect_path, &["list"], b"").stdout.is_empty());
+
+    // So does the frontend going away; then the daemon (--once) ends and
+    // removes the inspect socket.
+    drop(frontend);
+    join_within(daemon, "the daemon, with --once,");
+    assert!(!inspect_path.exists());
+    let out = inspect(&inspect_path, &["list"], b"");
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn program_serves_the_inspect_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let inspect_path = dir.path().join("inspect.sock");
+    let mut child = spawn_program(&dir, &["--inspect-socket", inspect_path.to_str().unwrap()]);
+    let start = Instant::now();
+    while !inspect_path.exists() {
+        assert!(start.elapsed() < TIMEOUT);
+        thread::sleep(Duration::from_millis(5));
+    }
+    let out = inspect(&inspect_path, &["list"], b"");
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty());
+    signal(&child, "TERM");
+    assert!(wait_within(&mut child).success());
+    assert!(!inspect_path.exists());
 }

@@ -563,13 +563,13 @@ fn kick_before_memory_is_harmless() {
 fn features_and_config() {
     let backend = VhostUserBufshareBackend::new(LIMITS).unwrap();
     let features = backend.features();
-    for bit in [32, 28, 29, 30] {
+    for bit in [32, 28, 29, 30, 0] {
         assert_ne!(features & (1 << bit), 0, "feature bit {bit}");
     }
     assert_eq!(
         features,
-        (1 << 32) | (1 << 28) | (1 << 29) | (1 << 30),
-        "VERSION_1, INDIRECT_DESC, EVENT_IDX, PROTOCOL_FEATURES and nothing else"
+        (1 << 32) | (1 << 28) | (1 << 29) | (1 << 30) | (1 << 0),
+        "VERSION_1, INDIRECT_DESC, EVENT_IDX, PROTOCOL_FEATURES, BUFFERS and nothing else"
     );
     let protocol = backend.protocol_features();
     assert!(protocol.contains(VhostUserProtocolFeatures::CONFIG));
@@ -599,3 +599,5 @@ fn config_is_read_only() {
 }
 
 mod faults;
+
+mod buffers;

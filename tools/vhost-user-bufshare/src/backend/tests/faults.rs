@@ -276,3 +276,67 @@ fn overlong_used_length_follows_the_writable_room() {
     assert_eq!(got, info_bytes(1));
     assert_eq!(f.s.read(BUF + 0x2000 + 40, 20), [POISON; 20]);
 }
+
+#[test]
+fn faults_on_buffer_commands() {
+    use super::buffers::{register, unregister, DATA};
+    use bufshare_uapi::VIRTIO_BUFSHARE_S_NO_BUFFER;
+
+    let mem = memory();
+    let mut f = Faulty::new(&mem, false);
+    f.s.backend.acked_features(1);
+    let registered = |f: &Faulty| f.s.backend.device().num_buffers();
+    // Sends `command`; returns (used length, first 8 bytes of the answer)
+    // or None if the chain is not returned.
+    let send = |f: &mut Faulty, command: &[u8]| {
+        f.s.write(BUF + 0x400, command);
+        let used = f.s.used_idx();
+        let answer = f.next_answer;
+        f.next_answer += 0x100;
+        f.s.add_chain(&[
+            Desc(BUF + 0x400, command.len() as u32, false),
+            Desc(answer, ROOM, true),
+        ]);
+        f.s.kick();
+        (f.s.used_idx() != used).then(|| (f.s.used(used).1, f.s.read(answer, 8)))
+    };
+    let reg = register(1, &[(DATA, 16)]);
+    let poison4 = [POISON; 4];
+
+    // Not carried out.
+    f.set("drop");
+    assert_eq!(send(&mut f, &reg), None);
+    for (word, status) in [
+        ("invalid", VIRTIO_BUFSHARE_S_INVALID),
+        ("unsupported", VIRTIO_BUFSHARE_S_UNSUPPORTED),
+        ("device-error", VIRTIO_BUFSHARE_S_DEVICE_ERROR),
+    ] {
+        f.set(word);
+        assert_eq!(send(&mut f, &reg), Some((8, status_only(status))), "{word}");
+    }
+    assert_eq!(registered(&f), 0);
+
+    // Carried out, answered wrong.
+    f.set("short");
+    let short = [&0u32.to_le_bytes()[..], &poison4].concat();
+    assert_eq!(send(&mut f, &reg), Some((4, short)));
+    assert_eq!(registered(&f), 1);
+    f.set("bad-status");
+    assert_eq!(send(&mut f, &unregister(1)), Some((8, status_only(0x7777))));
+    assert_eq!(registered(&f), 0);
+    f.set("truncated");
+    assert_eq!(send(&mut f, &unregister(1)), Some((8, status_only(0))));
+    f.set("overlong");
+    assert_eq!(send(&mut f, &reg), Some((ROOM + 4096, status_only(0))));
+    assert_eq!(registered(&f), 1);
+    // GET_INFO only faults answer normally.
+    for word in ["bad-version", "garbage-name", "none"] {
+        f.set(word);
+        assert_eq!(
+            send(&mut f, &unregister(9)),
+            Some((8, status_only(VIRTIO_BUFSHARE_S_NO_BUFFER))),
+            "{word}"
+        );
+    }
+    assert_eq!(registered(&f), 1);
+}

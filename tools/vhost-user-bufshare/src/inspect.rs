@@ -1,0 +1,476 @@
+// SPDX-License-Identifier: GPL-2.0-only WITH Linux-syscall-note OR BSD-3-Clause
+
+//! The inspect socket: lets host tools (`bufshare-inspect`) list the
+//! registered buffers and read or write their bytes straight in guest
+//! memory, with no command from the driver.
+//!
+//! A unix stream socket, mode 0600, served by a thread of its own, one
+//! client at a time, one request per connection. The protocol:
+//!
+//! ```text
+//! request:  list\n
+//!           read ID OFFSET LEN\n
+//!           write ID OFFSET LEN\n      (then, after "ready\n", LEN raw bytes)
+//! answer:   ok N\n then N bytes        (list: the listing; read: the bytes;
+//!                                       write: N = 0)
+//!           ready\n                    (write only: send the bytes now)
+//!           error MESSAGE\n            (then the connection is closed)
+//! ```
+//!
+//! Numbers are decimal. A request line has at most [`MAX_REQUEST_LINE`]
+//! bytes; a client has [`CLIENT_TIMEOUT`] for each read or write. Bytes are
+//! copied in pieces of [`CHUNK`] bytes, the buffer table being locked for
+//! each piece only: a buffer that goes away in the middle of a `read` makes
+//! the server close the connection before `N` bytes (the client reports the
+//! short answer), one that goes away in the middle of a `write` gets an
+//! `error` answer.
+
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use log::{debug, error, info, warn};
+use thiserror::Error as ThisError;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::buffers::SharedState;
+
+/// Longest request line, newline included.
+pub const MAX_REQUEST_LINE: usize = 128;
+/// Longest answer line a client accepts, newline included.
+pub const MAX_ANSWER_LINE: usize = 4096;
+/// Bytes copied per lock of the buffer table.
+pub const CHUNK: usize = 1 << 20;
+/// How long the server waits for a client to send or take bytes.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Errors of the inspect server.
+#[derive(Debug, ThisError)]
+pub enum Error {
+    /// Something is at the path, and not a socket.
+    #[error("{0} exists and is not a socket")]
+    NotASocket(PathBuf),
+    /// The socket could not be made.
+    #[error("cannot listen on {0}: {1}")]
+    Listen(PathBuf, io::Error),
+    /// The thread or its events could not be made.
+    #[error("cannot start the inspect server: {0}")]
+    Start(io::Error),
+}
+
+/// A request of a client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// `list`.
+    List,
+    /// `read ID OFFSET LEN`.
+    Read {
+        /// The buffer.
+        id: u64,
+        /// Where in it.
+        offset: u64,
+        /// How many bytes.
+        len: u64,
+    },
+    /// `write ID OFFSET LEN`.
+    Write {
+        /// The buffer.
+        id: u64,
+        /// Where in it.
+        offset: u64,
+        /// How many bytes.
+        len: u64,
+    },
+}
+
+impl Request {
+    /// Parses a request line, without its newline.
+    pub fn parse(line: &[u8]) -> Result<Self, String> {
+        let line = std::str::from_utf8(line).map_err(|_| "request is not text".to_string())?;
+        let words: Vec<&str> = line.split(' ').collect();
+        let number = |word: &str| -> Result<u64, String> {
+            if word.is_empty() || !word.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!("bad number {word:?}"));
+            }
+            word.parse().map_err(|_| format!("number {word} too large"))
+        };
+        match words[..] {
+            ["list"] => Ok(Request::List),
+            ["read", id, offset, len] => Ok(Request::Read {
+                id: number(id)?,
+                offset: number(offset)?,
+                len: number(len)?,
+            }),
+            ["write", id, offset, len] => Ok(Request::Write {
+                id: number(id)?,
+                offset: number(offset)?,
+                len: number(len)?,
+            }),
+            _ => Err(format!("bad request {line:?}")),
+        }
+    }
+
+    /// The request line, newline included.
+    pub fn line(&self) -> String {
+        match self {
+            Request::List => "list\n".to_string(),
+            Request::Read { id, offset, len } => format!("read {id} {offset} {len}\n"),
+            Request::Write { id, offset, len } => format!("write {id} {offset} {len}\n"),
+        }
+    }
+}
+
+/// Reads one line of at most `max` bytes (newline included) from `reader`;
+/// returns it without its newline.
+fn read_line(reader: &mut impl BufRead, max: usize) -> io::Result<Vec<u8>> {
+    let mut line = Vec::new();
+    reader
+        .by_ref()
+        .take(max as u64)
+        .read_until(b'\n', &mut line)?;
+    if line.last() != Some(&b'\n') {
+        let what = if line.len() >= max {
+            "line too long"
+        } else {
+            "connection closed in the middle of a line"
+        };
+        return Err(io::Error::new(io::ErrorKind::InvalidData, what));
+    }
+    line.pop();
+    Ok(line)
+}
+
+/// A running inspect server; dropping it stops the thread and removes the
+/// socket.
+pub struct InspectServer {
+    path: PathBuf,
+    stop: EventFd,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl InspectServer {
+    /// Listens on `path` (a stale socket there is replaced) and serves
+    /// `state` from a thread of its own.
+    ///
+    /// The socket is made under a temporary name, set to mode 0600 and then
+    /// renamed to `path`, so that it is never reachable with other modes.
+    pub fn start(path: &Path, state: Arc<SharedState>) -> Result<Self, Error> {
+        let listener = listen(path)?;
+        let stop = EventFd::new(EFD_NONBLOCK).map_err(Error::Start)?;
+        let thread_stop = stop.try_clone().map_err(Error::Start)?;
+        let thread = thread::Builder::new()
+            .name(String::from("inspect"))
+            .spawn(move || serve(&listener, &thread_stop, &state))
+            .map_err(Error::Start)?;
+        info!("inspect socket on {}", path.display());
+        Ok(Self {
+            path: path.to_path_buf(),
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for InspectServer {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop.write(1) {
+            error!("cannot stop the inspect server: {e}");
+            return;
+        }
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                error!("the inspect server panicked");
+            }
+        }
+        if let Err(e) = fs::remove_file(&self.path) {
+            debug!("cannot remove {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// Binds the socket at `path` with mode 0600.
+fn listen(path: &Path) -> Result<UnixListener, Error> {
+    let err = |e| Error::Listen(path.to_path_buf(), e);
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => fs::remove_file(path).map_err(err)?,
+        Ok(_) => return Err(Error::NotASocket(path.to_path_buf())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let name = path.file_name().ok_or_else(|| {
+        err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a file name",
+        ))
+    })?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    // A leftover of an earlier run with the same pid.
+    let _ = fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp).map_err(err)?;
+    let made = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))
+        .and_then(|()| fs::rename(&tmp, path))
+        .and_then(|()| listener.set_nonblocking(true));
+    if let Err(e) = made {
+        let _ = fs::remove_file(&tmp);
+        return Err(err(e));
+    }
+    Ok(listener)
+}
+
+/// The server's thread: serves clients one after the other until `stop`.
+fn serve(listener: &UnixListener, stop: &EventFd, state: &SharedState) {
+    const LISTENER: u64 = 0;
+    const STOP: u64 = 1;
+    let epoll = match Epoll::new() {
+        Ok(epoll) => epoll,
+        Err(e) => {
+            error!("inspect server: {e}");
+            return;
+        }
+    };
+    for (fd, token) in [(listener.as_raw_fd(), LISTENER), (stop.as_raw_fd(), STOP)] {
+        let event = EpollEvent::new(EventSet::IN, token);
+        if let Err(e) = epoll.ctl(ControlOperation::Add, fd, event) {
+            error!("inspect server: {e}");
+            return;
+        }
+    }
+    let mut events = [EpollEvent::default(); 2];
+    loop {
+        let n = match epoll.wait(-1, &mut events) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                error!("inspect server: {e}");
+                return;
+            }
+        };
+        if events[..n].iter().any(|e| e.data() == STOP) {
+            return;
+        }
+        match listener.accept() {
+            Ok((stream, _)) => {
+                if let Err(e) = serve_client(stream, state) {
+                    debug!("inspect client: {e}");
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => {
+                warn!("inspect server: cannot accept: {e}");
+                // Do not spin on a persistent error.
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// Serves one client's request.
+fn serve_client(stream: UnixStream, state: &SharedState) -> io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+    let mut out = stream.try_clone()?;
+    let mut input = BufReader::new(stream);
+    let line = match read_line(&mut input, MAX_REQUEST_LINE) {
+        Ok(line) => line,
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            return send_error(&mut out, &e.to_string());
+        }
+        Err(e) => return Err(e),
+    };
+    let request = match Request::parse(&line) {
+        Ok(request) => request,
+        Err(e) => return send_error(&mut out, &e),
+    };
+    debug!("inspect: {}", request.line().trim_end());
+    match request {
+        Request::List => {
+            let listing = state.lock().buffers.describe();
+            writeln!(out, "ok {}", listing.len())?;
+            out.write_all(&listing)
+        }
+        Request::Read { id, offset, len } => {
+            if let Err(e) = state.lock().check_access(id, offset, len) {
+                return send_error(&mut out, &e.to_string());
+            }
+            writeln!(out, "ok {len}")?;
+            let mut buf = vec![0; CHUNK.min(len as usize)];
+            let mut done = 0;
+            while done < len {
+                let n = (len - done).min(CHUNK as u64) as usize;
+                // A failure here (the buffer went away) ends the answer
+                // early: the client sees it short.
+                state
+                    .lock()
+                    .read(id, offset + done, &mut buf[..n])
+                    .map_err(io::Error::other)?;
+                out.write_all(&buf[..n])?;
+                done += n as u64;
+            }
+            Ok(())
+        }
+        Request::Write { id, offset, len } => {
+            if let Err(e) = state.lock().check_access(id, offset, len) {
+                return send_error(&mut out, &e.to_string());
+            }
+            out.write_all(b"ready\n")?;
+            let mut buf = vec![0; CHUNK.min(len as usize)];
+            let mut done = 0;
+            while done < len {
+                let n = (len - done).min(CHUNK as u64) as usize;
+                input.read_exact(&mut buf[..n])?;
+                if let Err(e) = state.lock().write(id, offset + done, &buf[..n]) {
+                    return send_error(&mut out, &e.to_string());
+                }
+                done += n as u64;
+            }
+            out.write_all(b"ok 0\n")
+        }
+    }
+}
+
+fn send_error(out: &mut UnixStream, message: &str) -> io::Result<()> {
+    // One line, whatever the message.
+    let message = message.replace(['\n', '\r'], " ");
+    writeln!(out, "error {message}")
+}
+
+/// Errors of a client.
+#[derive(Debug, ThisError)]
+pub enum ClientError {
+    /// The server could not be reached.
+    #[error("cannot connect to {0}: {1}")]
+    Connect(PathBuf, io::Error),
+    /// Talking to the server failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The server refused the request.
+    #[error("{0}")]
+    Refused(String),
+    /// The server said something that makes no sense.
+    #[error("bad answer from the server: {0}")]
+    Protocol(String),
+}
+
+/// A client of the inspect socket at a path.
+#[derive(Clone, Debug)]
+pub struct Client {
+    path: PathBuf,
+    timeout: Option<Duration>,
+}
+
+/// How a client waits for the server at most, by default.
+pub const CLIENT_WAIT: Duration = Duration::from_secs(60);
+
+impl Client {
+    /// A client of the socket at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            timeout: Some(CLIENT_WAIT),
+        }
+    }
+
+    fn connect(
+        &self,
+        request: &Request,
+    ) -> Result<(UnixStream, BufReader<UnixStream>), ClientError> {
+        let stream = UnixStream::connect(&self.path)
+            .map_err(|e| ClientError::Connect(self.path.clone(), e))?;
+        stream.set_read_timeout(self.timeout)?;
+        stream.set_write_timeout(self.timeout)?;
+        let mut out = stream.try_clone()?;
+        out.write_all(request.line().as_bytes())?;
+        Ok((out, BufReader::new(stream)))
+    }
+
+    /// Reads an answer line: `ok N` gives N, `ready` gives `None`.
+    fn answer(input: &mut impl BufRead) -> Result<Option<u64>, ClientError> {
+        let line =
+            read_line(input, MAX_ANSWER_LINE).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let line = String::from_utf8_lossy(&line);
+        if let Some(message) = line.strip_prefix("error ") {
+            return Err(ClientError::Refused(message.to_string()));
+        }
+        if line == "ready" {
+            return Ok(None);
+        }
+        line.strip_prefix("ok ")
+            .and_then(|n| n.parse().ok())
+            .map(Some)
+            .ok_or_else(|| ClientError::Protocol(format!("{line:?}")))
+    }
+
+    /// Copies exactly `n` bytes of the answer to `out`.
+    fn copy_answer(input: &mut impl Read, n: u64, out: &mut impl Write) -> Result<(), ClientError> {
+        let copied = io::copy(&mut input.take(n), out)?;
+        if copied != n {
+            return Err(ClientError::Protocol(format!(
+                "connection closed after {copied} of {n} bytes"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The listing of the buffers: for each, a line
+    /// `id=<n> application=<s> size=<n> ranges=<n> complete=<0|1> seqno=<n>`
+    /// then a TAB and `name=value` per property.
+    pub fn list(&self) -> Result<Vec<u8>, ClientError> {
+        let (_out, mut input) = self.connect(&Request::List)?;
+        let n = Self::answer(&mut input)?.ok_or_else(|| ClientError::Protocol("ready".into()))?;
+        let mut listing = Vec::new();
+        Self::copy_answer(&mut input, n, &mut listing)?;
+        Ok(listing)
+    }
+
+    /// Copies `len` bytes at `offset` of buffer `id` to `out`.
+    pub fn read(
+        &self,
+        id: u64,
+        offset: u64,
+        len: u64,
+        out: &mut impl Write,
+    ) -> Result<(), ClientError> {
+        let (_out, mut input) = self.connect(&Request::Read { id, offset, len })?;
+        match Self::answer(&mut input)? {
+            Some(n) if n == len => Self::copy_answer(&mut input, n, out),
+            other => Err(ClientError::Protocol(format!("{other:?} for {len} bytes"))),
+        }
+    }
+
+    /// Writes `data` at `offset` of buffer `id`.
+    pub fn write(&self, id: u64, offset: u64, data: &[u8]) -> Result<(), ClientError> {
+        let len = data.len() as u64;
+        let (mut out, mut input) = self.connect(&Request::Write { id, offset, len })?;
+        if Self::answer(&mut input)?.is_some() {
+            return Err(ClientError::Protocol("no ready".into()));
+        }
+        // The server may refuse in the middle: then its answer says why.
+        let sent = out.write_all(data);
+        match (Self::answer(&mut input), sent) {
+            (Ok(Some(0)), Ok(())) => Ok(()),
+            (Err(e @ ClientError::Refused(_)), _) => Err(e),
+            (_, Err(e)) => Err(e.into()),
+            (Ok(other), Ok(())) => Err(ClientError::Protocol(format!("{other:?}"))),
+            (Err(e), Ok(())) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
