@@ -493,11 +493,11 @@ impl Memory {
                 let pinned = PinnedFolios::pin(&file, offset, length)?;
                 let memory = match target {
                     DmaTarget::Api(dev) => {
+                        let dir = DataDirection::Bidirectional;
                         // SAFETY: The buffer, and so this mapping, is dropped before the driver
                         // unbinds from the virtio device (`Shared::shut_down`), so while a driver
                         // is bound to its transport device `dev`.
-                        let mapped =
-                            unsafe { pinned.dma_map(dev.clone(), DataDirection::Bidirectional) }?;
+                        let mapped = unsafe { pinned.dma_map(dev.clone(), dir) }?;
                         for (addr, len) in mapped.dma_ranges() {
                             ranges.push(addr, len as u64)?;
                         }
