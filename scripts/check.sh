@@ -72,17 +72,24 @@ fi
 # The guest tests.
 rm -rf "$RUN"
 mkdir -p "$RUN"
-MAX_RANGES=777 MAX_PROPS=3000 MAX_BUFFERS=99 MAX_SIZE=$((256 << 20))
+# Backend limits the tests fit in: a 256 MiB buffer of scattered pages
+# (65536 ranges), a buffer larger than the limit that the guest can still
+# make (sparse), and fewer buffers than the driver's own default limits
+# (1024 per file, 4096 in all) so that the device's is the one reached.
+MAX_RANGES=100000 MAX_PROPS=3000 MAX_BUFFERS=999 MAX_SIZE=$((512 << 20))
 cat > "$RUN/env" <<ENV
 export BUFSHARE_MODULE=/build/linux/drivers/virtio/virtio_bufshare.ko
 export BUFSHARE_TESTS=/build/tests
 export BUFSHARE_FAULT_FILE=/build/run/fault
+export BUFSHARE_RELAY_DIR=/build/run/relay
 export BUFSHARE_EXPECT_MAX_RANGES=$MAX_RANGES
 export BUFSHARE_EXPECT_MAX_PROPS_SIZE=$MAX_PROPS
 export BUFSHARE_EXPECT_MAX_BUFFERS=$MAX_BUFFERS
 export BUFSHARE_EXPECT_MAX_BUFFER_SIZE=$MAX_SIZE
 ENV
 log "guest tests"
+# The guest tests take longer than a boot's default bound.
+export BUFSHARE_VM_TIMEOUT=${BUFSHARE_VM_TIMEOUT:-2400}
 bash scripts/vm.sh --backend-args "--max-ranges $MAX_RANGES --max-props-size $MAX_PROPS \
 --max-buffers $MAX_BUFFERS --max-buffer-size $MAX_SIZE" \
 	-- /src/tests/run-guest.sh /build/run >/dev/null
@@ -91,7 +98,9 @@ if [ ! -e "$RUN/done" ]; then
 	tail -40 "$RUN/console.log"
 	fail "guest boot and run (vm.sh exit $vmrc)"
 fi
-for bin in "$BUILD"/tests/*_test; do
+# The kselftests, the crate's guest test and the example (see run-guest.sh).
+for bin in "$BUILD"/tests/*_test "$BUILD/tests/bufshare-crate-test" \
+	"$BUILD/tests/bufshare-example"; do
 	name=$(basename "$bin")
 	tap=$RUN/$name.tap
 	if [ ! -e "$tap" ]; then

@@ -8,7 +8,8 @@
 #
 # The guest's root is the toolchain tree over 9p; /src is the checkout,
 # /build the cache's work area, $RUN (/build/run) is writable and holds
-# the backend's socket, the guest's environment file and its results.
+# the backend's sockets, the guest's environment file, its results and
+# the relay's directory (scripts/relay.sh).
 #
 # TCG by default (the /dev/kvm of these hosts is PVM, under which a stock
 # guest hangs); BUFSHARE_KVM=1 uses KVM. Every boot is bounded by
@@ -35,16 +36,42 @@ BACKEND=${BUFSHARE_BACKEND:-$BUFSHARE_CACHE/cargo-target/release/vhost-user-bufs
 MEM=${BUFSHARE_VM_MEM:-2G}
 TIMEOUT=${BUFSHARE_VM_TIMEOUT:-1200}
 SOCK=$RUN/vhost.sock
+INSPECT=${BUFSHARE_INSPECT:-$BUFSHARE_CACHE/cargo-target/release/bufshare-inspect}
+# Host tools find the backend's inspect socket here.
+export BUFSHARE_INSPECT_SOCKET=$RUN/inspect.sock
+INSPECT_SOCK=$BUFSHARE_INSPECT_SOCKET
 
-# The backend, on the host.
-rm -f "$SOCK"
+# The backend, on the host, with its inspect socket for host tools.
+rm -f "$SOCK" "$INSPECT_SOCK"
 # shellcheck disable=SC2086
 RUST_LOG=${RUST_LOG:-info} "$BACKEND" --socket-path "$SOCK" \
+	--inspect-socket "$INSPECT_SOCK" \
 	--fault-file "$RUN/fault" $BACKEND_ARGS >"$RUN/backend.log" 2>&1 &
 backend=$!
-trap 'kill $backend 2>/dev/null; wait $backend 2>/dev/null' EXIT
+relay=""
+stop() {
+	if [ -n "$relay" ]; then
+		kill "$relay" 2>/dev/null || true
+		wait "$relay" 2>/dev/null || true
+	fi
+	kill "$backend" 2>/dev/null || true
+	wait "$backend" 2>/dev/null || true
+}
+trap stop EXIT
 for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
 [ -S "$SOCK" ] || { cat "$RUN/backend.log" >&2; die "backend did not start"; }
+
+# The relay (scripts/relay.sh): the guest tests' way to that socket,
+# through $RUN/relay (/build/run/relay in the guest).
+rm -rf "$RUN/relay"
+mkdir "$RUN/relay"
+if [ -x "$INSPECT" ]; then
+	bash "$TOPDIR/scripts/relay.sh" "$RUN/relay" "$INSPECT_SOCK" "$INSPECT" $$ \
+		>"$RUN/relay.log" 2>&1 &
+	relay=$!
+else
+	log "no $INSPECT: no relay"
+fi
 
 accel=--disable-kvm
 [ "${BUFSHARE_KVM:-0}" = 1 ] && accel=""

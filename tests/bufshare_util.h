@@ -10,7 +10,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <linux/bufshare.h>
+#include <linux/dma-buf.h>
+#include <linux/dma-heap.h>
+#include <linux/udmabuf.h>
 
 #define BUFSHARE_DEV		"/dev/bufshare"
 #define BUFSHARE_DRV_DIR	"/sys/bus/virtio/drivers/virtio_bufshare"
@@ -87,6 +95,292 @@ static inline int bound_device(char *name, size_t len)
 	}
 	closedir(d);
 	return ret;
+}
+
+/* Seals of a memfd that may be registered: its size is fixed. */
+#define BUFSHARE_SEALS		(F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
+
+/*
+ * A memfd of @size bytes with @seals added (0: none, and sealing stays
+ * possible). Returns the fd or -errno.
+ */
+static inline int make_memfd(size_t size, unsigned int seals)
+{
+	int fd = memfd_create("bufshare-test", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	int err;
+
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, size) || (seals && fcntl(fd, F_ADD_SEALS, seals))) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+/* A dma-buf of @size bytes from the system dma-heap. Returns the fd or -errno. */
+static inline int make_heap_dmabuf(size_t size)
+{
+	struct dma_heap_allocation_data data = {
+		.len = size,
+		.fd_flags = O_RDWR | O_CLOEXEC,
+	};
+	int heap = open("/dev/dma_heap/system", O_RDONLY | O_CLOEXEC);
+	int err = 0;
+
+	if (heap < 0)
+		return -errno;
+	if (ioctl(heap, DMA_HEAP_IOCTL_ALLOC, &data))
+		err = -errno;
+	close(heap);
+	return err ? err : (int)data.fd;
+}
+
+/*
+ * A udmabuf over @size bytes of a new sealed memfd; the memfd is returned
+ * in @memfd (the caller closes both). Returns the dma-buf fd or -errno.
+ */
+static inline int make_udmabuf(size_t size, int *memfd)
+{
+	struct udmabuf_create create = { .flags = UDMABUF_FLAGS_CLOEXEC, .size = size };
+	int dev, fd, err = 0;
+
+	*memfd = make_memfd(size, F_SEAL_SHRINK);
+	if (*memfd < 0)
+		return *memfd;
+	create.memfd = *memfd;
+	dev = open("/dev/udmabuf", O_RDWR | O_CLOEXEC);
+	if (dev < 0) {
+		err = -errno;
+		goto fail;
+	}
+	fd = ioctl(dev, UDMABUF_CREATE, &create);
+	if (fd < 0)
+		err = -errno;
+	close(dev);
+	if (!err)
+		return fd;
+fail:
+	close(*memfd);
+	*memfd = -1;
+	return err;
+}
+
+/* DMA_BUF_IOCTL_SYNC on a dma-buf: 0 or -errno. */
+static inline int dmabuf_sync(int fd, __u64 flags)
+{
+	struct dma_buf_sync sync = { .flags = flags };
+
+	return ioctl(fd, DMA_BUF_IOCTL_SYNC, &sync) ? -errno : 0;
+}
+
+/*
+ * REGISTER @len bytes at @offset of @fd under @app with @props_size bytes
+ * of properties; the id goes to @id. Returns 0 or the errno.
+ */
+static inline int bs_register(int dev, int fd, __u64 offset, __u64 len, const char *app,
+			      const void *props, __u32 props_size, __u64 *id)
+{
+	struct bufshare_register reg = {
+		.fd = fd,
+		.offset = offset,
+		.length = len,
+		.props = (uintptr_t)props,
+		.props_size = props_size,
+	};
+
+	if (id)
+		*id = 0;
+	/* Up to 64 bytes: an application of 64 characters has no NUL. */
+	memcpy(reg.application, app, strnlen(app, sizeof(reg.application)));
+	if (ioctl(dev, BUFSHARE_IOC_REGISTER, &reg))
+		return errno;
+	if (id)
+		*id = reg.id;
+	return 0;
+}
+
+static inline int bs_unregister(int dev, __u64 id)
+{
+	return ioctl(dev, BUFSHARE_IOC_UNREGISTER, &id) ? errno : 0;
+}
+
+/* BUFFER_INFO of @id into @info, properties into @props (may be NULL). */
+static inline int bs_buffer_info(int dev, __u64 id, struct bufshare_buffer_info *info,
+				 void *props, __u32 props_size)
+{
+	memset(info, 0, sizeof(*info));
+	info->id = id;
+	info->props = (uintptr_t)props;
+	info->props_size = props_size;
+	return ioctl(dev, BUFSHARE_IOC_BUFFER_INFO, info) ? errno : 0;
+}
+
+/* UPDATE: returns 0 or the errno; the seqno sent goes to *@seqno. */
+static inline int bs_update(int dev, struct bufshare_update *u, __u64 *seqno)
+{
+	if (ioctl(dev, BUFSHARE_IOC_UPDATE, u))
+		return errno;
+	if (seqno)
+		*seqno = u->seqno;
+	return 0;
+}
+
+static inline int bs_set_props(int dev, __u64 id, const void *props, __u32 size, __u32 flags)
+{
+	struct bufshare_set_properties sp = {
+		.id = id,
+		.props = (uintptr_t)props,
+		.props_size = size,
+		.flags = flags,
+	};
+
+	return ioctl(dev, BUFSHARE_IOC_SET_PROPERTIES, &sp) ? errno : 0;
+}
+
+/* The device's GET_INFO num_buffers through a file of its own, or -1. */
+static inline long long device_num_buffers(void)
+{
+	struct bufshare_info info;
+	int fd = open(BUFSHARE_DEV, O_RDWR | O_CLOEXEC);
+	long long n = -1;
+
+	if (fd < 0)
+		return -1;
+	if (!ioctl(fd, BUFSHARE_IOC_GET_INFO, &info))
+		n = info.num_buffers;
+	close(fd);
+	return n;
+}
+
+/* A small deterministic generator (xorshift64*), for patterns and shuffles. */
+static inline uint64_t prng_next(uint64_t *state)
+{
+	uint64_t x = *state ? *state : 0x9e3779b97f4a7c15ULL;
+
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	*state = x;
+	return x * 0x2545f4914f6cdd1dULL;
+}
+
+/* A seed that differs at every call and run. */
+static inline uint64_t fresh_seed(void)
+{
+	static uint64_t counter;
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ((uint64_t)ts.tv_sec * 1000000007ULL) ^ (uint64_t)ts.tv_nsec ^
+	       ((uint64_t)getpid() << 40) ^ (++counter * 0x9e3779b97f4a7c15ULL);
+}
+
+/* Fills @len bytes at @p with a pseudo-random pattern from @seed. */
+static inline void fill_random(void *p, size_t len, uint64_t seed)
+{
+	unsigned char *b = p;
+	uint64_t v;
+
+	for (size_t i = 0; i < len; i += 8) {
+		v = prng_next(&seed);
+		memcpy(b + i, &v, len - i < 8 ? len - i : 8);
+	}
+}
+
+/*
+ * A sealed memfd of @size bytes (a multiple of the page size), mapped at
+ * *@map, whose pages were first touched in a shuffled order, so that the
+ * pages backing consecutive offsets are scattered over physical memory.
+ * Each page starts with its own index. Returns the fd or -errno.
+ */
+static inline int make_scattered_memfd(size_t size, void **map)
+{
+	size_t page = sysconf(_SC_PAGESIZE), n = size / page;
+	uint32_t *order;
+	uint64_t seed = 0x5eed5eedULL;
+	unsigned char *m;
+	int fd, err;
+
+	*map = NULL;
+	fd = make_memfd(size, BUFSHARE_SEALS);
+	if (fd < 0)
+		return fd;
+	m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	order = malloc(n * sizeof(*order));
+	if (m == MAP_FAILED || !order) {
+		err = m == MAP_FAILED ? -errno : -ENOMEM;
+		if (m != MAP_FAILED)
+			munmap(m, size);
+		free(order);
+		close(fd);
+		return err;
+	}
+	for (size_t i = 0; i < n; i++)
+		order[i] = i;
+	for (size_t i = n - 1; i > 0; i--) {
+		size_t j = prng_next(&seed) % (i + 1);
+		uint32_t t = order[i];
+
+		order[i] = order[j];
+		order[j] = t;
+	}
+	for (size_t i = 0; i < n; i++) {
+		uint64_t idx = order[i];
+
+		memcpy(m + idx * page, &idx, sizeof(idx));
+	}
+	free(order);
+	*map = m;
+	return fd;
+}
+
+static inline int props_cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Whether two properties blobs hold the same strings, in any order. */
+static inline int props_same_set(const char *a, size_t asize, const char *b, size_t bsize)
+{
+	const char *as[64], *bs[64];
+	size_t na = 0, nb = 0;
+
+	if (asize != bsize)
+		return 0;
+	for (size_t i = 0; i < asize && na < 64; i += strlen(a + i) + 1)
+		as[na++] = a + i;
+	for (size_t i = 0; i < bsize && nb < 64; i += strlen(b + i) + 1)
+		bs[nb++] = b + i;
+	if (na != nb)
+		return 0;
+	qsort(as, na, sizeof(*as), props_cmp_str);
+	qsort(bs, nb, sizeof(*bs), props_cmp_str);
+	for (size_t i = 0; i < na; i++)
+		if (strcmp(as[i], bs[i]))
+			return 0;
+	return 1;
+}
+
+/* Reads /proc/self/fdinfo/@fd into @buf. Returns 0 or -errno. */
+static inline int read_fdinfo(int fd, char *buf, size_t len)
+{
+	char path[64];
+	ssize_t n, total = 0;
+	int f;
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	f = open(path, O_RDONLY | O_CLOEXEC);
+	if (f < 0)
+		return -errno;
+	while ((n = read(f, buf + total, len - 1 - total)) > 0)
+		total += n;
+	close(f);
+	if (n < 0)
+		return -errno;
+	buf[total] = '\0';
+	return 0;
 }
 
 #endif

@@ -5,7 +5,11 @@
 # the guest tests, then unloads the driver and collects the kernel's
 # reports. Results go to $OUT (a directory shared with the host).
 #
-#   run-guest.sh OUT [test...]     default: every tests/*_test binary
+#   run-guest.sh OUT [test...]
+#
+# By default: every *_test binary of $BUFSHARE_TESTS (kselftest harness),
+# bufshare-crate-test (the bufshare crate's, TAP too) and bufshare-example
+# (samples/bufshare, wrapped as a TAP test of one).
 
 OUT=${1:?usage: run-guest.sh OUT [test...]}
 shift
@@ -19,12 +23,28 @@ echo "guest: $(uname -r), $(nproc) cpus"
 insmod "$BUFSHARE_MODULE" || { echo "insmod failed"; exit 1; }
 for i in $(seq 100); do [ -c /dev/bufshare ] && break; sleep 0.1; done
 
+# run_example PROGRAM: a program that is no TAP test, as a TAP test of one.
+run_example() {
+	local name rc
+	name=$(basename "$1")
+	echo "TAP version 13"
+	echo "1..1"
+	"$1" 2>&1 | sed 's/^/# /'
+	rc=${PIPESTATUS[0]}
+	if [ "$rc" = 0 ]; then echo "ok 1 $name"; else echo "not ok 1 $name # exit $rc"; fi
+	return "$rc"
+}
+
 tests=("$@")
-[ ${#tests[@]} -gt 0 ] || tests=("$BUFSHARE_TESTS"/*_test)
+[ ${#tests[@]} -gt 0 ] || tests=("$BUFSHARE_TESTS"/*_test \
+	"$BUFSHARE_TESTS/bufshare-crate-test" "$BUFSHARE_TESTS/bufshare-example")
 for t in "${tests[@]}"; do
 	name=$(basename "$t")
 	echo "guest: running $name"
-	"$t" 2>&1 | tee "$OUT/$name.tap"
+	case "$name" in
+	bufshare-example) run_example "$t" 2>&1 | tee "$OUT/$name.tap" ;;
+	*) "$t" 2>&1 | tee "$OUT/$name.tap" ;;
+	esac
 	echo "exit=${PIPESTATUS[0]}" >> "$OUT/$name.tap"
 done
 
