@@ -750,38 +750,47 @@ impl Shared {
         }
     }
 
-    /// Sends a command whose answer is a bare header, and checks the answer.
-    fn command(&self, wire: Wire, wait: Wait) -> Result {
-        let cmd = Command::new(wire.0, RESP_HDR_LEN)?;
+    /// Sends a command and checks that the answer says OK and is `resp_len` bytes long; returns
+    /// what `parse` makes of it.
+    fn exchange<T>(
+        &self,
+        wire: Wire,
+        resp_len: usize,
+        wait: Wait,
+        parse: impl FnOnce(&[u8]) -> Result<T>,
+    ) -> Result<T> {
+        let cmd = Command::new(wire.0, resp_len)?;
         let resp = self.check_status(self.submit(&cmd, wait)?)?;
-        if resp.len() != RESP_HDR_LEN {
+        if resp.len() != resp_len {
             dev_err!(
                 self.dev.as_ref(),
                 "answer is {} bytes, expected {}\n",
                 resp.len(),
-                RESP_HDR_LEN
+                resp_len
             );
             return Err(EIO);
         }
-        Ok(())
+        parse(resp)
+    }
+
+    /// Sends a command whose answer is a bare header, and checks the answer.
+    fn command(&self, wire: Wire, wait: Wait) -> Result {
+        self.exchange(wire, RESP_HDR_LEN, wait, |_| Ok(()))
     }
 
     /// Asks the device for its version, limits and counters.
     fn get_info(&self) -> Result<Info> {
-        let info_len = size_of::<uapi::virtio_bufshare_resp_info>();
         let wire = Wire::new(uapi::VIRTIO_BUFSHARE_CMD_GET_INFO, 0)?;
-        let cmd = Command::new(wire.0, info_len)?;
-        let resp = self.check_status(self.submit(&cmd, Wait::Interruptible)?)?;
-        if resp.len() != info_len {
-            dev_err!(
-                self.dev.as_ref(),
-                "GET_INFO answer is {} bytes, expected {}\n",
-                resp.len(),
-                info_len
-            );
-            return Err(EIO);
-        }
+        self.exchange(
+            wire,
+            size_of::<uapi::virtio_bufshare_resp_info>(),
+            Wait::Interruptible,
+            |resp| self.parse_info(resp),
+        )
+    }
 
+    /// Reads the answer to GET_INFO.
+    fn parse_info(&self, resp: &[u8]) -> Result<Info> {
         type R = uapi::virtio_bufshare_resp_info;
         let field32 = |off| le32(resp, off).ok_or(EIO);
         let field64 = |off| le64(resp, off).ok_or(EIO);
