@@ -16,9 +16,9 @@ pub const DEFAULT_PATH: &str = "/dev/bufshare";
 /// Calls ioctl `req` on `fd` with `arg`.
 fn ioctl<T>(fd: BorrowedFd<'_>, req: u32, op: &'static str, arg: &mut T) -> Result<()> {
     // SAFETY: `req` is one of the bufshare ioctls, whose argument is a `T`
-    // (checked by the uapi module's layout asserts); `arg` is a valid,
-    // exclusive pointer to it for the duration of the call, and `fd` is
-    // an open file.
+    // (a bufshare-uapi struct, its layout checked against the C header);
+    // `arg` is a valid, exclusive pointer to it for the duration of the
+    // call, and `fd` is an open file.
     let r = unsafe {
         libc::ioctl(
             fd.as_raw_fd(),
@@ -184,17 +184,7 @@ impl Device {
 
     /// The device's version, limits and counters.
     pub fn info(&self) -> Result<DeviceInfo> {
-        let mut i = uapi::Info {
-            version: 0,
-            max_ranges: 0,
-            max_props_size: 0,
-            max_buffers: 0,
-            max_buffer_size: 0,
-            num_buffers: 0,
-            num_commands: 0,
-            features: 0,
-            name: [0; uapi::NAME_LEN],
-        };
+        let mut i = uapi::Info::default();
         ioctl(self.as_fd(), uapi::IOC_GET_INFO, "GET_INFO", &mut i)?;
         Ok(DeviceInfo {
             version: i.version,
@@ -228,7 +218,6 @@ impl Device {
         let blob = props.to_bytes();
         let mut reg = uapi::Register {
             fd: fd.as_raw_fd(),
-            flags: 0,
             offset,
             length: len,
             props: if blob.is_empty() {
@@ -240,9 +229,7 @@ impl Device {
                 op: "REGISTER",
                 source: std::io::Error::from_raw_os_error(libc::E2BIG),
             })?,
-            reserved: 0,
-            application: [0; uapi::APP_LEN],
-            id: 0,
+            ..Default::default()
         };
         reg.application[..application.len()].copy_from_slice(application.as_bytes());
         ioctl(self.as_fd(), uapi::IOC_REGISTER, "REGISTER", &mut reg)?;
@@ -261,12 +248,7 @@ impl Device {
                 id,
                 props: props.as_mut_ptr() as u64,
                 props_size: props.len() as u32,
-                kind: 0,
-                size: 0,
-                seqno: 0,
-                nr_ranges: 0,
-                reserved: 0,
-                application: [0; uapi::APP_LEN],
+                ..Default::default()
             };
             ioctl(self.as_fd(), uapi::IOC_BUFFER_INFO, "BUFFER_INFO", &mut bi)?;
             let size = bi.props_size as usize;

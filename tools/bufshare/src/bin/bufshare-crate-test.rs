@@ -5,7 +5,7 @@
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::process::ExitCode;
 
-use bufshare::{Device, Error, Kind, Mapping, Memfd, Properties, Update, SIZE_SEALS};
+use bufshare::{Buffer, Device, Error, Kind, Mapping, Memfd, Properties, Update, SIZE_SEALS};
 
 type TestResult = Result<(), String>;
 type Test = (&'static str, fn() -> TestResult);
@@ -55,6 +55,18 @@ fn frame_props() -> Properties {
 
 fn num_buffers(dev: &Device) -> Result<u64, String> {
     Ok(ctx(dev.info(), "GET_INFO")?.num_buffers)
+}
+
+/// A sealed memfd of `SIZE` bytes, registered whole with [`frame_props`]
+/// through a new open file (which the buffer keeps).
+fn register_frame() -> Result<(Memfd, Buffer), String> {
+    let dev = ctx(Device::open(), "Device::open")?;
+    let m = ctx(Memfd::create_sealed("crate-test", SIZE), "memfd")?;
+    let buf = ctx(
+        dev.register(m.as_fd(), 0, SIZE, "crate-test", &frame_props()),
+        "REGISTER",
+    )?;
+    Ok((m, buf))
 }
 
 fn open_and_info() -> TestResult {
@@ -120,12 +132,7 @@ fn register_memfd_and_info() -> TestResult {
 }
 
 fn update_seqnos() -> TestResult {
-    let dev = ctx(Device::open(), "Device::open")?;
-    let m = ctx(Memfd::create_sealed("crate-test", SIZE), "memfd")?;
-    let buf = ctx(
-        dev.register(m.as_fd(), 0, SIZE, "crate-test", &frame_props()),
-        "REGISTER",
-    )?;
+    let (_m, buf) = register_frame()?;
     check!(ctx(buf.update(Update::whole()), "UPDATE")? == 1);
     check!(ctx(buf.update(Update::range(4096, 4096)), "UPDATE")? == 2);
     check!(
@@ -152,12 +159,7 @@ fn update_seqnos() -> TestResult {
 }
 
 fn set_properties_merge_and_replace() -> TestResult {
-    let dev = ctx(Device::open(), "Device::open")?;
-    let m = ctx(Memfd::create_sealed("crate-test", SIZE), "memfd")?;
-    let buf = ctx(
-        dev.register(m.as_fd(), 0, SIZE, "crate-test", &frame_props()),
-        "REGISTER",
-    )?;
+    let (_m, buf) = register_frame()?;
     let change = ctx(
         Properties::new()
             .with("format", "0")
