@@ -21,17 +21,6 @@
 #define APP		"limits-test"
 #define MAX_FILES	8
 
-/* Waits up to 10 s for @path to (dis)appear. */
-static int wait_path(const char *path, int present)
-{
-	for (int i = 0; i < 1000; i++) {
-		if ((access(path, F_OK) == 0) == present)
-			return 0;
-		usleep(10000);
-	}
-	return -ETIMEDOUT;
-}
-
 /*
  * Unloads the driver (waiting up to 10 s for its last files to close) and
  * loads it again with @params. Returns 0 or -errno, with what failed in
@@ -39,11 +28,11 @@ static int wait_path(const char *path, int present)
  */
 static int reload(const char *params, const char **what)
 {
-	const char *path = getenv("BUFSHARE_MODULE");
-	int ko, i, err = 0;
+	int i;
 
+	/* Checked first: without it, the driver would stay unloaded. */
 	*what = "BUFSHARE_MODULE";
-	if (!path)
+	if (!getenv("BUFSHARE_MODULE"))
 		return -ENOENT;
 	*what = "delete_module";
 	for (i = 0; i < 1000; i++) {
@@ -58,17 +47,8 @@ static int reload(const char *params, const char **what)
 	*what = "waiting for /dev/bufshare to go";
 	if (wait_path(BUFSHARE_DEV, 0))
 		return -ETIMEDOUT;
-	*what = "finit_module";
-	ko = open(path, O_RDONLY | O_CLOEXEC);
-	if (ko < 0)
-		return -errno;
-	if (syscall(SYS_finit_module, ko, params, 0))
-		err = -errno;
-	close(ko);
-	if (err)
-		return err;
-	*what = "waiting for /dev/bufshare";
-	return wait_path(BUFSHARE_DEV, 1);
+	*what = "load_module";
+	return load_module(params);
 }
 
 /* The value of module parameter @name, if sysfs shows it; else -1. */

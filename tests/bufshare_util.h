@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -74,6 +75,38 @@ static inline int set_fault(const char *mode)
 		err = errno ? -errno : -EIO;
 	close(fd);
 	return err;
+}
+
+/* Waits up to 10 s for @path to (dis)appear. Returns 0 or -ETIMEDOUT. */
+static inline int wait_path(const char *path, int present)
+{
+	for (int i = 0; i < 1000; i++) {
+		if ((access(path, F_OK) == 0) == present)
+			return 0;
+		usleep(10000);
+	}
+	return -ETIMEDOUT;
+}
+
+/*
+ * Loads the driver from the .ko named by BUFSHARE_MODULE, with module
+ * parameters @params, and waits up to 10 s for /dev/bufshare. Returns 0 or
+ * -errno (-ETIMEDOUT: loaded, but no /dev/bufshare).
+ */
+static inline int load_module(const char *params)
+{
+	const char *path = getenv("BUFSHARE_MODULE");
+	int ko, err = 0;
+
+	if (!path)
+		return -ENOENT;
+	ko = open(path, O_RDONLY | O_CLOEXEC);
+	if (ko < 0)
+		return -errno;
+	if (syscall(SYS_finit_module, ko, params, 0))
+		err = -errno;
+	close(ko);
+	return err ? err : wait_path(BUFSHARE_DEV, 1);
 }
 
 /* The name of the virtio device bound to the driver (virtioN), or -ENOENT. */

@@ -87,6 +87,24 @@ static int host_lookup(__u64 id, struct host_buf *hb, char *err, size_t err_len)
 }
 
 /*
+ * Copies @len bytes of the guest's mapping @guest to @dst, synced as CPU
+ * reads for @dmabuf >= 0. Returns 0 or -errno.
+ */
+static int guest_reads(void *dst, const volatile void *guest, size_t len, int dmabuf)
+{
+	int ret = 0;
+
+	if (dmabuf >= 0)
+		ret = dmabuf_sync(dmabuf, DMA_BUF_SYNC_START | DMA_BUF_SYNC_READ);
+	if (ret)
+		return ret;
+	memcpy(dst, (const void *)guest, len);
+	if (dmabuf >= 0)
+		dmabuf_sync(dmabuf, DMA_BUF_SYNC_END | DMA_BUF_SYNC_READ);
+	return 0;
+}
+
+/*
  * The host reads @len bytes at @off of buffer @id: 0 if they are those of
  * @guest, else -1 with what differs in @err. @dmabuf, if >= 0, is synced
  * for reading.
@@ -94,22 +112,16 @@ static int host_lookup(__u64 id, struct host_buf *hb, char *err, size_t err_len)
 static int host_sees(__u64 id, __u64 off, const void *guest, size_t len, int dmabuf,
 		     char *err, size_t err_len)
 {
-	unsigned char *buf = malloc(len), *g = malloc(len);
+	/* What the host read, then what the guest sees. */
+	unsigned char *buf = malloc(2 * len), *g;
 	int ret;
 
-	if (!buf || !g) {
-		free(buf);
-		free(g);
+	if (!buf)
 		return -1;
-	}
+	g = buf + len;
 	ret = relay_read(id, off, buf, len, err, err_len);
-	if (!ret && dmabuf >= 0)
-		ret = dmabuf_sync(dmabuf, DMA_BUF_SYNC_START | DMA_BUF_SYNC_READ);
-	if (!ret) {
-		memcpy(g, guest, len);
-		if (dmabuf >= 0)
-			dmabuf_sync(dmabuf, DMA_BUF_SYNC_END | DMA_BUF_SYNC_READ);
-	}
+	if (!ret)
+		ret = guest_reads(g, guest, len, dmabuf);
 	if (!ret && memcmp(buf, g, len)) {
 		size_t i, n = 0;
 
@@ -123,7 +135,6 @@ static int host_sees(__u64 id, __u64 off, const void *guest, size_t len, int dma
 		ret = -1;
 	}
 	free(buf);
-	free(g);
 	return ret;
 }
 
@@ -135,36 +146,29 @@ static int host_sees(__u64 id, __u64 off, const void *guest, size_t len, int dma
 static int guest_sees(__u64 id, __u64 off, const volatile void *guest, size_t len, int dmabuf,
 		      char *err, size_t err_len)
 {
-	unsigned char *pattern = malloc(len), *seen = malloc(len);
+	/* What the host wrote, then what the guest sees. */
+	unsigned char *pattern = malloc(2 * len), *seen;
 	int ret;
 
-	if (!pattern || !seen) {
-		free(pattern);
-		free(seen);
+	if (!pattern)
 		return -1;
-	}
+	seen = pattern + len;
 	fill_random(pattern, len, fresh_seed());
 	ret = relay_write(id, off, pattern, len, err, err_len);
-	if (!ret && dmabuf >= 0)
-		ret = dmabuf_sync(dmabuf, DMA_BUF_SYNC_START | DMA_BUF_SYNC_READ);
-	if (!ret) {
-		/* Copied out of the mapping only now, after the host wrote. */
-		memcpy(seen, (const void *)guest, len);
-		if (dmabuf >= 0)
-			dmabuf_sync(dmabuf, DMA_BUF_SYNC_END | DMA_BUF_SYNC_READ);
-		if (memcmp(seen, pattern, len)) {
-			size_t i;
+	/* Copied out of the mapping only now, after the host wrote. */
+	if (!ret)
+		ret = guest_reads(seen, guest, len, dmabuf);
+	if (!ret && memcmp(seen, pattern, len)) {
+		size_t i;
 
-			for (i = 0; seen[i] == pattern[i]; i++)
-				;
-			snprintf(err, err_len,
-				 "guest does not see the host's write at offset %llu (guest %02x, host %02x)",
-				 (unsigned long long)(off + i), seen[i], pattern[i]);
-			ret = -1;
-		}
+		for (i = 0; seen[i] == pattern[i]; i++)
+			;
+		snprintf(err, err_len,
+			 "guest does not see the host's write at offset %llu (guest %02x, host %02x)",
+			 (unsigned long long)(off + i), seen[i], pattern[i]);
+		ret = -1;
 	}
 	free(pattern);
-	free(seen);
 	return ret;
 }
 
