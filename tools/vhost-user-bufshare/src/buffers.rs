@@ -8,11 +8,19 @@
 //! thread that serves the command queue and the inspect socket
 //! ([`crate::inspect`]), which reads and writes buffers directly in guest
 //! memory.
+//!
+//! The table's changes that host programs hear about (a buffer complete,
+//! updated, given new properties, removed; every buffer dropped) are told to
+//! a [`TableObserver`], the consumer socket ([`crate::consumer`]), with the
+//! state locked: in the order they happen.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::io::Write;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+pub use bufshare_consumer::ResetReason;
+use bufshare_consumer::{ByteRange, Rect};
 use thiserror::Error as ThisError;
 use vm_memory::{
     Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend,
@@ -343,6 +351,33 @@ impl BufferTable {
     }
 }
 
+/// An UPDATE the device accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpdateInfo {
+    /// The buffer's new sequence number.
+    pub seqno: u64,
+    /// The bytes that changed, with `VIRTIO_BUFSHARE_UPDATE_F_RANGE`.
+    pub range: Option<ByteRange>,
+    /// The pixels that changed, with `VIRTIO_BUFSHARE_UPDATE_F_RECT`.
+    pub rect: Option<Rect>,
+}
+
+/// Hears about the changes of a buffer table that host programs see, in
+/// order, while the table is locked: it must not block.
+pub trait TableObserver: Send + Sync + fmt::Debug {
+    /// `buffer` is complete: all its ranges arrived. `mem` is the guest
+    /// memory its segments are in.
+    fn added(&self, buffer: &Buffer, mem: Option<&GuestMemoryMmap>);
+    /// The complete `buffer` was updated.
+    fn updated(&self, buffer: &Buffer, update: &UpdateInfo);
+    /// The complete `buffer` has new properties.
+    fn properties(&self, buffer: &Buffer);
+    /// The complete `buffer` was unregistered.
+    fn removed(&self, buffer: &Buffer);
+    /// Every buffer was dropped, `reason` being why.
+    fn reset(&self, reason: ResetReason);
+}
+
 /// What the command queue and the inspect socket share: the buffer table
 /// and the guest memory of the connected frontend.
 #[derive(Debug, Default)]
@@ -357,9 +392,64 @@ pub struct State {
     pub buffers: BufferTable,
     /// The guest memory, once the frontend gave its table.
     pub mem: Option<GuestMemoryAtomic<GuestMemoryMmap>>,
+    /// Who hears about the table's changes, if anyone.
+    pub observer: Option<Arc<dyn TableObserver>>,
 }
 
 impl State {
+    /// Tells the observer that buffer `id` is complete, if it is.
+    pub fn announce_added(&self, id: u64) {
+        let (Some(observer), Some(buffer)) = (&self.observer, self.buffers.get(id)) else {
+            return;
+        };
+        if buffer.complete {
+            let mem = self.memory();
+            observer.added(buffer, mem.as_deref());
+        }
+    }
+
+    /// Tells the observer that the complete buffer `id` was updated.
+    pub fn announce_update(&self, id: u64, update: &UpdateInfo) {
+        if let (Some(observer), Some(buffer)) = (&self.observer, self.buffers.get(id)) {
+            if buffer.complete {
+                observer.updated(buffer, update);
+            }
+        }
+    }
+
+    /// Tells the observer that buffer `id` has new properties, if it is
+    /// complete (an incomplete one is announced with its properties when it
+    /// is complete).
+    pub fn announce_properties(&self, id: u64) {
+        if let (Some(observer), Some(buffer)) = (&self.observer, self.buffers.get(id)) {
+            if buffer.complete {
+                observer.properties(buffer);
+            }
+        }
+    }
+
+    /// Removes buffer `id`, telling the observer if it was complete.
+    pub fn remove(&mut self, id: u64) -> Option<Buffer> {
+        let buffer = self.buffers.remove(id)?;
+        if let Some(observer) = &self.observer {
+            if buffer.complete {
+                observer.removed(&buffer);
+            }
+        }
+        Some(buffer)
+    }
+
+    /// Drops every buffer (a device reset, or the frontend gone), telling
+    /// the observer; returns how many there were.
+    pub fn drop_all(&mut self, reason: ResetReason) -> usize {
+        let count = self.buffers.len();
+        self.buffers.clear();
+        if let Some(observer) = &self.observer {
+            observer.reset(reason);
+        }
+        count
+    }
+
     /// A snapshot of the current guest memory.
     pub fn memory(&self) -> Option<GuestMemoryLoadGuard<GuestMemoryMmap>> {
         self.mem.as_ref().map(|m| m.memory())

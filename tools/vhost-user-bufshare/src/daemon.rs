@@ -2,12 +2,15 @@
 
 //! The serving loop: listen on the socket, serve one frontend (QEMU) at a
 //! time with a fresh device, and listen again when it goes away, until told
-//! to stop. The inspect socket, if asked for, is served all along by a
-//! thread of its own and sees the device of the connection being served.
+//! to stop. The inspect socket and the consumer socket, if asked for, are
+//! served all along by threads of their own and see the device of the
+//! connection being served; for consumers, the device is the guest
+//! [`Config::guest_name`], whose buffers go away (RESET) when its frontend
+//! disconnects and come back as it registers them again.
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -19,8 +22,12 @@ use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use bufshare_consumer::props::{is_name_char, NAME_MAX};
+use bufshare_consumer::wire::MAX_PROPS_SIZE;
+
 use crate::backend::{self, VhostUserBufshareBackend};
-use crate::buffers::SharedState;
+use crate::buffers::{ResetReason, SharedState};
+use crate::consumer::{self, ConsumerConfig, ConsumerServer};
 use crate::device::Limits;
 use crate::fault::FaultFile;
 use crate::inspect::{self, InspectServer};
@@ -46,6 +53,12 @@ pub enum Error {
     /// The inspect socket could not be served.
     #[error("inspect socket: {0}")]
     Inspect(#[from] inspect::Error),
+    /// The consumer socket could not be served.
+    #[error("{0}")]
+    Consumer(#[from] consumer::Error),
+    /// The configuration does not hold together.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// What the daemon serves.
@@ -61,6 +74,45 @@ pub struct Config {
     pub fault_file: Option<PathBuf>,
     /// Where to serve the inspect socket ([`crate::inspect`]), if anywhere.
     pub inspect_socket: Option<PathBuf>,
+    /// How to serve the consumer socket ([`crate::consumer`]), if at all.
+    pub consumer: Option<ConsumerConfig>,
+    /// The guest's name, in what consumers receive.
+    pub guest_name: String,
+}
+
+/// The guest name made of a socket path: its file name without extension,
+/// with characters out of `[A-Za-z0-9_.-]` made `_`, at most 63 of them;
+/// `guest` if that leaves nothing.
+pub fn default_guest_name(socket_path: &Path) -> String {
+    let stem = socket_path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii() && is_name_char(c as u8) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(NAME_MAX)
+        .collect();
+    if name.is_empty() {
+        String::from("guest")
+    } else {
+        name
+    }
+}
+
+/// Detaches the consumer server from the state when dropped.
+struct Observed<'a>(&'a SharedState);
+
+impl Drop for Observed<'_> {
+    fn drop(&mut self) {
+        self.0.lock().observer = None;
+    }
 }
 
 /// Asks a running [`serve`] to stop, from any thread: the connection being
@@ -129,10 +181,31 @@ pub fn serve(config: &Config, shutdown: &Shutdown) -> Result<(), Error> {
         Ok::<_, Error>(listener)
     };
     let state = Arc::new(SharedState::default());
-    // Up before the vhost-user socket; stopped, and its socket removed, when
-    // dropped on return.
+    // Up before the vhost-user socket; stopped, and their sockets removed,
+    // when dropped on return.
     let _inspect = match &config.inspect_socket {
         Some(path) => Some(InspectServer::start(path, Arc::clone(&state))?),
+        None => None,
+    };
+    let consumers = match &config.consumer {
+        Some(consumer) => {
+            if config.limits.max_props_size as usize > MAX_PROPS_SIZE {
+                return Err(Error::Config(format!(
+                    "consumers take at most {MAX_PROPS_SIZE} bytes of properties: \
+                     lower --max-props-size"
+                )));
+            }
+            Some(ConsumerServer::start(consumer.clone())?)
+        }
+        None => None,
+    };
+    // Dropped before the consumer server.
+    let _observed = match &consumers {
+        Some(server) => {
+            state.lock().observer = Some(server.guest(&config.guest_name)?);
+            info!("guest {} for consumers", config.guest_name);
+            Some(Observed(&state))
+        }
         None => None,
     };
     let mut listener = listen()?;
@@ -172,13 +245,10 @@ fn serve_connection(
 ) -> Result<(), Error> {
     let result = run_connection(config, shutdown, listener, state);
     let mut state = state.lock();
-    if !state.buffers.is_empty() {
-        info!(
-            "{} buffers dropped with the connection",
-            state.buffers.len()
-        );
+    let dropped = state.drop_all(ResetReason::Disconnected);
+    if dropped != 0 {
+        info!("{dropped} buffers dropped with the connection");
     }
-    state.buffers.clear();
     state.mem = None;
     result
 }
@@ -255,5 +325,28 @@ fn wait_for_connection(listener: &Listener, shutdown: &Shutdown) -> Result<bool,
         if events[..n].iter().any(|e| e.data() == LISTENER) {
             return Ok(true);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_names() {
+        for (path, name) in [
+            ("/run/vm0.sock", "vm0"),
+            ("/tmp/bufshare.sock", "bufshare"),
+            ("relative/my-vm.2", "my-vm"),
+            ("/run/a b/c d+e.sock", "c_d_e"),
+            ("/run/é.sock", "_"),
+            ("/", "guest"),
+            ("", "guest"),
+            ("/run/.sock", ".sock"),
+        ] {
+            assert_eq!(default_guest_name(Path::new(path)), name, "{path}");
+        }
+        let long = format!("/run/{}.sock", "x".repeat(100));
+        assert_eq!(default_guest_name(Path::new(&long)), "x".repeat(63));
     }
 }

@@ -29,7 +29,7 @@ use bufshare_uapi::{
 use log::{debug, info, warn};
 use vm_memory::{ByteValued, GuestMemoryAtomic, GuestMemoryMmap};
 
-use crate::buffers::SharedState;
+use crate::buffers::{ResetReason, SharedState};
 
 mod commands;
 
@@ -106,7 +106,7 @@ impl BufshareDevice {
     /// A device, just reset, with these limits, keeping its buffers and
     /// guest memory in `state` (whose buffers are dropped).
     pub fn with_state(limits: Limits, state: Arc<SharedState>) -> Self {
-        state.lock().buffers.clear();
+        state.lock().drop_all(ResetReason::Disconnected);
         let mut name = [0u8; VIRTIO_BUFSHARE_NAME_LEN];
         let full = device_name();
         // Keep at least one NUL at the end.
@@ -160,10 +160,9 @@ impl BufshareDevice {
     /// Device reset: forget everything the driver did, buffers included.
     pub fn reset(&mut self) {
         self.num_commands = 0;
-        let mut state = self.state.lock();
-        if !state.buffers.is_empty() {
-            info!("device reset: {} buffers dropped", state.buffers.len());
-            state.buffers.clear();
+        let dropped = self.state.lock().drop_all(ResetReason::DeviceReset);
+        if dropped != 0 {
+            info!("device reset: {dropped} buffers dropped");
         }
     }
 

@@ -28,7 +28,6 @@
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,6 +40,7 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::buffers::SharedState;
+use crate::socket::ListenError;
 
 /// Longest request line, newline included.
 pub const MAX_REQUEST_LINE: usize = 128;
@@ -202,34 +202,10 @@ impl Drop for InspectServer {
 
 /// Binds the socket at `path` with mode 0600.
 fn listen(path: &Path) -> Result<UnixListener, Error> {
-    let err = |e| Error::Listen(path.to_path_buf(), e);
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => fs::remove_file(path).map_err(err)?,
-        Ok(_) => return Err(Error::NotASocket(path.to_path_buf())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err(e)),
-    }
-    let name = path.file_name().ok_or_else(|| {
-        err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a file name",
-        ))
-    })?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    // A leftover of an earlier run with the same pid.
-    let _ = fs::remove_file(&tmp);
-    let listener = UnixListener::bind(&tmp).map_err(err)?;
-    let made = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))
-        .and_then(|()| fs::rename(&tmp, path))
-        .and_then(|()| listener.set_nonblocking(true));
-    if let Err(e) = made {
-        let _ = fs::remove_file(&tmp);
-        return Err(err(e));
-    }
-    Ok(listener)
+    crate::socket::listen(path, 0o600).map_err(|e| match e {
+        ListenError::NotASocket(path) => Error::NotASocket(path),
+        ListenError::Io(path, e) => Error::Listen(path, e),
+    })
 }
 
 /// The server's thread: serves clients one after the other until `stop`.

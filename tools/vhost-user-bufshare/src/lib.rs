@@ -7,6 +7,8 @@
 //!   memory, and [`props`]: their properties and application names;
 //! * [`inspect`]: the inspect socket, through which host tools see the
 //!   buffers (and the client `bufshare-inspect` uses);
+//! * [`consumer`]: the consumer socket, which hands the buffers to host
+//!   programs as file descriptors, with their updates;
 //! * [`backend`]: the vhost-user glue around it (features, configuration
 //!   space, the command virtqueue);
 //! * [`daemon`]: the serving loop of the `vhost-user-bufshare` program;
@@ -15,8 +17,10 @@
 
 pub mod backend;
 pub mod buffers;
+pub mod consumer;
 pub mod daemon;
 pub mod device;
 pub mod fault;
 pub mod inspect;
 pub mod props;
+pub mod socket;

@@ -16,10 +16,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::thread;
 
+use bufshare_consumer::props::is_name;
 use clap::Parser;
 use log::{error, info};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use vhost_user_bufshare::consumer::access::{AccessPolicy, AllowRule};
+use vhost_user_bufshare::consumer::{ConsumerConfig, DEFAULT_MAX_CONSUMERS, DEFAULT_QUEUE_LIMIT};
 use vhost_user_bufshare::daemon::{self, Config, Shutdown};
 use vhost_user_bufshare::device::{device_name, Limits};
 
@@ -85,10 +88,71 @@ struct BufshareArgs {
     /// 0600): list the buffers, read and write their bytes in guest memory.
     #[arg(long, value_name = "PATH")]
     inspect_socket: Option<PathBuf>,
+
+    /// Hand the guest's buffers to host programs on a unix socket at PATH
+    /// (Documentation/host/bufshare-consumer.rst).
+    #[arg(long, value_name = "PATH")]
+    consumer_socket: Option<PathBuf>,
+
+    /// File mode of the consumer socket, in octal.
+    #[arg(long, value_name = "MODE", default_value = "600", value_parser = parse_mode)]
+    consumer_socket_mode: u32,
+
+    /// Let processes of uid UID (and gid GID, if given; UID may be *)
+    /// subscribe to APPS: application names separated by commas, or * for
+    /// all. May be given more than once. The backend's own uid may always
+    /// subscribe to everything; without --allow, nobody else may.
+    #[arg(long = "allow", value_name = "UID[:GID]=APPS")]
+    allow: Vec<AllowRule>,
+
+    /// Events queued for a consumer before it overflows (and is
+    /// disconnected).
+    #[arg(long, default_value_t = DEFAULT_QUEUE_LIMIT as u32,
+          value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
+    consumer_queue: u32,
+
+    /// Consumers connected at a time.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONSUMERS as u32,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    max_consumers: u32,
+
+    /// The guest's name, in what consumers receive (1 to 63 characters out
+    /// of [A-Za-z0-9_.-]). Default: the socket path's file name without its
+    /// extension.
+    #[arg(long, value_name = "NAME", value_parser = parse_guest_name)]
+    guest_name: Option<String>,
+}
+
+/// An octal file mode, at most 0777.
+fn parse_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text, 8)
+        .ok()
+        .filter(|mode| *mode <= 0o777)
+        .ok_or_else(|| format!("{text:?} is not an octal mode (0 to 777)"))
+}
+
+fn parse_guest_name(text: &str) -> Result<String, String> {
+    if is_name(text) {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "{text:?}: 1 to 63 characters out of [A-Za-z0-9_.-]"
+        ))
+    }
 }
 
 impl From<BufshareArgs> for Config {
     fn from(args: BufshareArgs) -> Self {
+        let consumer = args.consumer_socket.map(|path| ConsumerConfig {
+            mode: args.consumer_socket_mode,
+            access: AccessPolicy::for_this_process(args.allow),
+            queue_limit: args.consumer_queue as usize,
+            max_consumers: args.max_consumers as usize,
+            ..ConsumerConfig::new(path)
+        });
+        let guest_name = args
+            .guest_name
+            .unwrap_or_else(|| daemon::default_guest_name(&args.socket_path));
         Config {
             socket_path: args.socket_path,
             limits: Limits {
@@ -100,6 +164,8 @@ impl From<BufshareArgs> for Config {
             once: args.once,
             fault_file: args.fault_file,
             inspect_socket: args.inspect_socket,
+            consumer,
+            guest_name,
         }
     }
 }
@@ -172,6 +238,68 @@ mod tests {
         assert!(!config.once);
         assert_eq!(config.fault_file, None);
         assert_eq!(config.inspect_socket, None);
+        assert_eq!(config.consumer, None);
+        assert_eq!(config.guest_name, "s");
+    }
+
+    #[test]
+    fn consumer_options() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["prog", "--socket-path", "/run/vm-1.sock"];
+            argv.extend_from_slice(extra);
+            BufshareArgs::try_parse_from(argv).map(Config::from)
+        };
+        let config = parse(&["--consumer-socket", "/run/c.sock"]).unwrap();
+        let consumer = config.consumer.unwrap();
+        assert_eq!(consumer, ConsumerConfig::new("/run/c.sock"));
+        assert_eq!(consumer.mode, 0o600);
+        assert_eq!(consumer.queue_limit, 1024);
+        assert_eq!(consumer.max_consumers, 16);
+        assert!(consumer.access.rules.is_empty());
+        assert_eq!(config.guest_name, "vm-1");
+
+        let config = parse(&[
+            "--consumer-socket",
+            "/run/c.sock",
+            "--consumer-socket-mode",
+            "0666",
+            "--allow",
+            "1000=camera,weston",
+            "--allow",
+            "*:44=*",
+            "--consumer-queue",
+            "8",
+            "--max-consumers",
+            "2",
+            "--guest-name",
+            "desktop.1",
+        ])
+        .unwrap();
+        let consumer = config.consumer.unwrap();
+        assert_eq!(consumer.mode, 0o666);
+        assert_eq!(
+            consumer.access.rules,
+            [
+                "1000=camera,weston".parse().unwrap(),
+                "*:44=*".parse().unwrap()
+            ]
+        );
+        assert_eq!(consumer.queue_limit, 8);
+        assert_eq!(consumer.max_consumers, 2);
+        assert_eq!(config.guest_name, "desktop.1");
+
+        for bad in [
+            &["--consumer-socket-mode", "8"][..],
+            &["--consumer-socket-mode", "1000"],
+            &["--allow", "x=camera"],
+            &["--allow", "1000"],
+            &["--consumer-queue", "0"],
+            &["--max-consumers", "0"],
+            &["--guest-name", "a b"],
+            &["--guest-name", ""],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -142,6 +142,19 @@ impl Properties {
         Ok(Self(props))
     }
 
+    /// The properties as the driver sent them: `name=value` strings, each
+    /// with its NUL.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for prop in &self.0 {
+            out.extend_from_slice(prop.name.as_bytes());
+            out.push(b'=');
+            out.extend_from_slice(&prop.value);
+            out.push(0);
+        }
+        out
+    }
+
     /// The properties, in order.
     pub fn iter(&self) -> impl Iterator<Item = &Property> {
         self.0.iter()
@@ -236,6 +249,11 @@ mod tests {
         assert_eq!(props.get("format"), Some(&b"XR24"[..]));
         assert_eq!(props.get("Format"), None);
         assert_eq!(props.iter().next().unwrap().to_string(), "width=640");
+        assert_eq!(
+            props.to_bytes(),
+            b"width=640\0height=480\0format=XR24\0empty=\0eq=a=b\0"
+        );
+        assert!(Properties::default().to_bytes().is_empty());
     }
 
     #[test]

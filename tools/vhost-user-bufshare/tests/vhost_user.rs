@@ -12,9 +12,15 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use std::os::unix::fs::PermissionsExt;
+
+use bufshare_consumer::{
+    Client, Error as ConsumerError, ErrorCode, Event, MappedBuffer, MemoryForm, ResetReason,
+};
 use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserProtocolFeatures};
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use vhost_user_bufshare::consumer::ConsumerConfig;
 use vhost_user_bufshare::daemon::{serve, Config, Shutdown};
 use vhost_user_bufshare::device::Limits;
 use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
@@ -48,6 +54,8 @@ fn config(path: &Path, once: bool) -> Config {
         once,
         fault_file: None,
         inspect_socket: None,
+        consumer: None,
+        guest_name: String::from("vm"),
     }
 }
 
@@ -682,4 +690,179 @@ fn program_serves_the_inspect_socket() {
     signal(&child, "TERM");
     assert!(wait_within(&mut child).success());
     assert!(!inspect_path.exists());
+}
+
+/// A consumer of the daemon's consumer socket at `path`, once it is there.
+fn consumer(path: &Path, apps: &[&str]) -> Client {
+    let start = Instant::now();
+    let mut client = loop {
+        match Client::connect(path) {
+            Ok(client) => break client,
+            Err(e) => assert!(start.elapsed() < TIMEOUT, "{e}"),
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    client.set_read_timeout(Some(TIMEOUT)).unwrap();
+    client.subscribe(apps).unwrap();
+    client
+}
+
+fn consumer_config(path: &Path) -> ConsumerConfig {
+    ConsumerConfig {
+        udmabuf: None,
+        ..ConsumerConfig::new(path)
+    }
+}
+
+#[test]
+fn consumers_get_the_guests_buffers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = socket_path(&dir);
+    let consumer_path = dir.path().join("consumer.sock");
+    let shutdown = Shutdown::new().unwrap();
+    let daemon = spawn_daemon(
+        Config {
+            consumer: Some(consumer_config(&consumer_path)),
+            limits: Limits::default(),
+            ..config(&path, false)
+        },
+        Arc::clone(&shutdown),
+    );
+    // Connected before the guest is: it will see it come and go.
+    let mut client = consumer(&consumer_path, &["e2e-tests"]);
+    let expect_add = |client: &mut Client| match client.next_event().unwrap() {
+        Event::Add(add) => add,
+        other => panic!("not an ADD: {other:?}"),
+    };
+    let expect_reset = |client: &mut Client| match client.next_event().unwrap() {
+        Event::Reset(reset) => {
+            assert_eq!(reset.guest, "vm");
+            reset.reason
+        }
+        other => panic!("not a RESET: {other:?}"),
+    };
+
+    let mut frontend = connect(&path);
+    negotiate(&mut frontend);
+    let mut guest = Guest::new();
+    guest.start_queue(&mut frontend, true);
+    let pattern: Vec<u8> = (0..=255).collect();
+    guest
+        .mem
+        .write_slice(&pattern[..0x80], GuestAddress(0x8_1000))
+        .unwrap();
+    guest
+        .mem
+        .write_slice(&pattern[0x80..], GuestAddress(0x8_0000))
+        .unwrap();
+    let (_, answer) = guest.command(&register(5, &[(0x8_1000, 0x80), (0x8_0000, 0x80)]), 8);
+    assert_eq!(answer, [0; 8]);
+
+    // The buffer, its memory passed as the guest's memory file.
+    let add = expect_add(&mut client);
+    assert_eq!(
+        (
+            add.guest.as_str(),
+            add.buffer_id,
+            add.application.as_str(),
+            add.size
+        ),
+        ("vm", 5, "e2e-tests", 256)
+    );
+    assert_eq!(add.properties.get_u64("width"), Some(8));
+    assert_eq!(add.memory.form(), MemoryForm::Segments);
+    let map = MappedBuffer::new(&add, true).unwrap();
+    let mut got = vec![0; 256];
+    map.read(0, &mut got).unwrap();
+    assert_eq!(got, pattern);
+    map.write(0x7f, b"AB").unwrap();
+    let mut two = [0; 1];
+    guest
+        .mem
+        .read_slice(&mut two, GuestAddress(0x8_0000))
+        .unwrap();
+    assert_eq!(&two, b"B");
+
+    // The driver resets the device.
+    frontend.get_vring_base(0).unwrap();
+    assert_eq!(expect_reset(&mut client), ResetReason::DeviceReset);
+    guest.clear_rings();
+    guest.start_queue(&mut frontend, true);
+    guest.command(&register(5, &[(0x8_0000, 0x100)]), 8);
+    assert_eq!(expect_add(&mut client).size, 0x100);
+
+    // QEMU goes away, and comes back: the device with it.
+    drop(frontend);
+    assert_eq!(expect_reset(&mut client), ResetReason::Disconnected);
+    let mut frontend = connect(&path);
+    negotiate(&mut frontend);
+    let mut guest = Guest::new();
+    guest.start_queue(&mut frontend, true);
+    guest.command(&register(6, &[(0x8_0000, 0x10)]), 8);
+    assert_eq!(expect_add(&mut client).buffer_id, 6);
+    // A consumer connecting now gets what exists.
+    let mut late = consumer(&consumer_path, &["*"]);
+    assert_eq!(expect_add(&mut late).buffer_id, 6);
+
+    // The daemon stops: consumers are told that the guest went, then
+    // that the daemon did.
+    shutdown.request();
+    join_within(daemon, "the daemon");
+    for client in [&mut client, &mut late] {
+        assert_eq!(expect_reset(client), ResetReason::Disconnected);
+        match client.next_event() {
+            Err(ConsumerError::Ended(e)) => assert_eq!(e.code, ErrorCode::Shutdown),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(!consumer_path.exists());
+    drop(frontend);
+}
+
+#[test]
+fn consumers_take_limited_properties() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = socket_path(&dir);
+    let consumer_path = dir.path().join("consumer.sock");
+    let config = Config {
+        consumer: Some(consumer_config(&consumer_path)),
+        limits: Limits {
+            max_props_size: 65537,
+            ..Limits::default()
+        },
+        ..config(&path, true)
+    };
+    let e = serve(&config, &Shutdown::new().unwrap()).unwrap_err();
+    assert!(e.to_string().contains("--max-props-size"), "{e}");
+    assert!(!consumer_path.exists());
+    assert!(!path.exists());
+}
+
+#[test]
+fn program_serves_the_consumer_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let consumer_path = dir.path().join("consumer.sock");
+    let mut child = spawn_program(
+        &dir,
+        &[
+            "--consumer-socket",
+            consumer_path.to_str().unwrap(),
+            "--guest-name",
+            "desktop",
+        ],
+    );
+    let mut client = consumer(&consumer_path, &["*"]);
+    assert_eq!(client.welcome().unwrap().version, 1);
+    let mode = std::fs::metadata(&consumer_path)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    signal(&child, "TERM");
+    assert!(wait_within(&mut child).success());
+    match client.next_event() {
+        Err(ConsumerError::Ended(e)) => assert_eq!(e.code, ErrorCode::Shutdown),
+        other => panic!("{other:?}"),
+    }
+    assert!(!consumer_path.exists());
 }

@@ -17,6 +17,7 @@
 use std::fmt;
 use std::mem::size_of;
 
+use bufshare_consumer::{ByteRange, Rect};
 use bufshare_uapi::{
     VirtioBufshareCmdAddRanges, VirtioBufshareCmdRegister, VirtioBufshareCmdSetProperties,
     VirtioBufshareCmdUnregister, VirtioBufshareCmdUpdate, VirtioBufshareRange,
@@ -28,7 +29,7 @@ use log::{debug, warn};
 use vm_memory::GuestMemoryMmap;
 
 use super::{read_obj, BufshareDevice};
-use crate::buffers::{resolve_range, Buffer, Segment};
+use crate::buffers::{resolve_range, Buffer, Segment, UpdateInfo};
 use crate::props::{parse_application, Properties};
 
 const RANGE_SIZE: u64 = size_of::<VirtioBufshareRange>() as u64;
@@ -214,6 +215,7 @@ impl BufshareDevice {
             buffer.application
         );
         state.buffers.insert(buffer);
+        state.announce_added(id);
         Ok(())
     }
 
@@ -265,6 +267,7 @@ impl BufshareDevice {
         )?;
         buffer.push_ranges(resolved.segments, nr_ranges, resolved.bytes);
         debug!("{CMD} {id}: {}/{} ranges", buffer.ranges, buffer.num_ranges);
+        state.announce_added(id);
         Ok(())
     }
 
@@ -314,6 +317,11 @@ impl BufshareDevice {
                 buffer.seqno
             )));
         }
+        let mut info = UpdateInfo {
+            seqno,
+            range: None,
+            rect: None,
+        };
         if flags & VIRTIO_BUFSHARE_UPDATE_F_RANGE != 0 {
             let (offset, length) = (cmd.offset.to_native(), cmd.length.to_native());
             let inside = offset
@@ -325,6 +333,10 @@ impl BufshareDevice {
                     buffer.size
                 )));
             }
+            info.range = Some(ByteRange {
+                offset,
+                len: length,
+            });
         }
         if flags & VIRTIO_BUFSHARE_UPDATE_F_RECT != 0 {
             let (x, y) = (cmd.x.to_native(), cmd.y.to_native());
@@ -347,9 +359,16 @@ impl BufshareDevice {
                     )));
                 }
             }
+            info.rect = Some(Rect {
+                x,
+                y,
+                width,
+                height,
+            });
         }
         buffer.seqno = seqno;
         debug!("{CMD} {id}: seqno {seqno}");
+        state.announce_update(id, &info);
         Ok(())
     }
 
@@ -377,6 +396,7 @@ impl BufshareDevice {
         buffer.props = Properties::parse(props, max as usize)
             .map_err(|e| invalid(format_args!("{CMD} {id}: {e}")))?;
         debug!("{CMD} {id}: {} properties", buffer.props.len());
+        state.announce_properties(id);
         Ok(())
     }
 
@@ -386,7 +406,7 @@ impl BufshareDevice {
         let (cmd, rest) = fixed::<VirtioBufshareCmdUnregister>(CMD, request)?;
         exact_len(CMD, rest, 0)?;
         let id = cmd.buffer_id.to_native();
-        match self.state.lock().buffers.remove(id) {
+        match self.state.lock().remove(id) {
             Some(_) => {
                 debug!("{CMD} {id}");
                 Ok(())

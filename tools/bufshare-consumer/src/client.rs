@@ -1,0 +1,388 @@
+// SPDX-License-Identifier: GPL-2.0-only WITH Linux-syscall-note OR BSD-3-Clause
+
+//! A blocking consumer: connect, subscribe, then take events one by one.
+//!
+//! ```no_run
+//! use bufshare_consumer::{Client, Event};
+//!
+//! let mut client = Client::connect("/run/bufshare/consumer.sock")?;
+//! let welcome = client.subscribe(&["camera"])?;
+//! println!("memory as {}", welcome.memory_form);
+//! loop {
+//!     match client.next_event()? {
+//!         Event::Add(add) => println!("{} {}: {} bytes", add.guest, add.buffer_id, add.size),
+//!         Event::Remove(remove) => println!("{} {} gone", remove.guest, remove.buffer_id),
+//!         other => println!("{other:?}"),
+//!     }
+//! }
+//! # Ok::<(), bufshare_consumer::Error>(())
+//! ```
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use log::debug;
+use thiserror::Error as ThisError;
+
+use crate::io::{recv_message, send_message, RecvError};
+use crate::wire::{ErrorMessage, Event, Hello, Message, MessageType, Welcome, WireError, VERSION};
+
+/// Errors of a [`Client`].
+#[derive(Debug, ThisError)]
+pub enum Error {
+    /// The socket could not be reached.
+    #[error("cannot connect to {0}: {1}")]
+    Connect(PathBuf, io::Error),
+    /// Talking to the backend failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// What the backend sent could not be received or is malformed.
+    #[error("{0}")]
+    Recv(#[from] RecvError),
+    /// The subscription cannot be encoded (a bad application name).
+    #[error("bad subscription: {0}")]
+    Subscription(WireError),
+    /// The backend refused the subscription.
+    #[error("refused: {0}")]
+    Refused(ErrorMessage),
+    /// The backend ended the connection with an error (queue overflow,
+    /// shutdown).
+    #[error("ended by the backend: {0}")]
+    Ended(ErrorMessage),
+    /// The backend closed the connection.
+    #[error("connection closed by the backend")]
+    Closed,
+    /// The backend sent a message that has no place here.
+    #[error("unexpected {0} from the backend")]
+    Unexpected(MessageType),
+    /// The backend answered with a version this crate does not speak.
+    #[error("the backend speaks version {0}, not {VERSION}")]
+    Version(u32),
+    /// [`Client::next_event`] before [`Client::subscribe`].
+    #[error("not subscribed")]
+    NotSubscribed,
+    /// [`Client::subscribe`] twice.
+    #[error("already subscribed")]
+    AlreadySubscribed,
+    /// An earlier error left the connection unusable.
+    #[error("the connection failed earlier")]
+    Broken,
+}
+
+impl Error {
+    /// Whether the error leaves the connection usable: only a read timeout
+    /// before a message does.
+    fn is_recoverable(&self) -> bool {
+        matches!(self, Error::Recv(RecvError::Timeout))
+    }
+}
+
+/// A connection to the backend's consumer socket.
+#[derive(Debug)]
+pub struct Client {
+    stream: UnixStream,
+    welcome: Option<Welcome>,
+    broken: bool,
+}
+
+impl Client {
+    /// Connects to the consumer socket at `path`.
+    pub fn connect(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let stream =
+            UnixStream::connect(path).map_err(|e| Error::Connect(path.to_path_buf(), e))?;
+        Ok(Self::from_stream(stream))
+    }
+
+    /// A client on a connected stream.
+    pub fn from_stream(stream: UnixStream) -> Self {
+        Self {
+            stream,
+            welcome: None,
+            broken: false,
+        }
+    }
+
+    /// How long [`Client::subscribe`] and [`Client::next_event`] wait for a
+    /// message (`None`: forever, the default). A wait that ends before a
+    /// message begins returns [`RecvError::Timeout`] and leaves the
+    /// connection usable; one that ends in the middle of a message breaks
+    /// it.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.stream.set_read_timeout(timeout)
+    }
+
+    /// Subscribes to the buffers of `applications` (names, or just
+    /// [`crate::ALL_APPLICATIONS`]), speaking version [`VERSION`]; returns
+    /// the backend's WELCOME.
+    pub fn subscribe<S: AsRef<str>>(&mut self, applications: &[S]) -> Result<&Welcome, Error> {
+        if self.broken {
+            return Err(Error::Broken);
+        }
+        if self.welcome.is_some() {
+            return Err(Error::AlreadySubscribed);
+        }
+        let hello: Message = Message::Hello(Hello {
+            version: VERSION,
+            applications: applications
+                .iter()
+                .map(|a| a.as_ref().to_string())
+                .collect(),
+        });
+        let encoded = hello.encode().map_err(Error::Subscription)?;
+        let result = match send_message(self.stream.as_fd(), &encoded.bytes, &[]) {
+            Ok(()) => self.recv(),
+            // The backend may have refused the connection before reading
+            // the HELLO, and closed it: its ERROR is waiting.
+            Err(e) => match self.recv() {
+                Ok(Message::Error(error)) => Ok(Message::Error(error)),
+                _ => Err(Error::Io(e)),
+            },
+        };
+        let welcome = match result {
+            Ok(Message::Welcome(welcome)) => welcome,
+            Ok(Message::Error(error)) => return Err(self.fail(Error::Refused(error))),
+            Ok(other) => return Err(self.fail(Error::Unexpected(other.kind()))),
+            Err(e) => return Err(self.fail(e)),
+        };
+        if welcome.version != VERSION {
+            return Err(self.fail(Error::Version(welcome.version)));
+        }
+        debug!(
+            "subscribed to {}: memory as {}, queue of {}",
+            welcome.server, welcome.memory_form, welcome.queue_limit
+        );
+        Ok(self.welcome.insert(welcome))
+    }
+
+    /// The backend's WELCOME, once subscribed.
+    pub fn welcome(&self) -> Option<&Welcome> {
+        self.welcome.as_ref()
+    }
+
+    /// Waits for the next event. An ERROR from the backend is
+    /// [`Error::Ended`]; the end of the stream is [`Error::Closed`]. After
+    /// any error but a timeout, the connection is unusable.
+    pub fn next_event(&mut self) -> Result<Event, Error> {
+        if self.broken {
+            return Err(Error::Broken);
+        }
+        if self.welcome.is_none() {
+            return Err(Error::NotSubscribed);
+        }
+        match self.recv() {
+            Ok(Message::Event(event)) => Ok(event),
+            Ok(Message::Error(error)) => Err(self.fail(Error::Ended(error))),
+            Ok(other) => Err(self.fail(Error::Unexpected(other.kind()))),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    fn recv(&mut self) -> Result<Message, Error> {
+        recv_message(self.stream.as_fd())?.ok_or(Error::Closed)
+    }
+
+    fn fail(&mut self, e: Error) -> Error {
+        if !e.is_recoverable() {
+            self.broken = true;
+        }
+        e
+    }
+}
+
+impl AsFd for Client {
+    /// The socket, to wait for events with `poll()`.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+}
+
+impl AsRawFd for Client {
+    fn as_raw_fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::thread;
+
+    use super::*;
+    use crate::io::recv_message;
+    use crate::wire::{ErrorCode, MemoryForm, Remove, Reset, ResetReason};
+
+    fn welcome(version: u32) -> Message {
+        Message::Welcome(Welcome {
+            version,
+            memory_form: MemoryForm::Segments,
+            queue_limit: 8,
+            server: "test".into(),
+        })
+    }
+
+    fn send(sock: &UnixStream, message: &Message) {
+        let encoded = message.encode().unwrap();
+        send_message(sock.as_fd(), &encoded.bytes, &encoded.fds).unwrap();
+    }
+
+    /// A client and the other end, on which `server` runs in a thread: it
+    /// gets the HELLO and sends `answers`.
+    fn serve(answers: Vec<Message>) -> (Client, thread::JoinHandle<Hello>) {
+        let (a, b) = UnixStream::pair().unwrap();
+        let server = thread::spawn(move || {
+            let Some(Message::Hello(hello)) = recv_message(b.as_fd()).unwrap() else {
+                panic!("no HELLO");
+            };
+            for answer in &answers {
+                send(&b, answer);
+            }
+            hello
+        });
+        (Client::from_stream(a), server)
+    }
+
+    fn remove() -> Message {
+        Message::Event(Event::Remove(Remove {
+            guest: "g".into(),
+            buffer_id: 3,
+        }))
+    }
+
+    #[test]
+    fn subscribe_and_events() {
+        let end = Message::Error(ErrorMessage::new(ErrorCode::Overflow, "too slow"));
+        let reset = Message::Event(Event::Reset(Reset {
+            guest: "g".into(),
+            reason: ResetReason::Disconnected,
+        }));
+        let (mut client, server) = serve(vec![welcome(1), remove(), reset, end]);
+        assert!(matches!(client.next_event(), Err(Error::NotSubscribed)));
+        let welcome = client.subscribe(&["a", "b"]).unwrap();
+        assert_eq!(welcome.queue_limit, 8);
+        assert_eq!(client.welcome().unwrap().server, "test");
+        let hello = server.join().unwrap();
+        assert_eq!(hello.version, VERSION);
+        assert_eq!(hello.applications, ["a", "b"]);
+        assert!(matches!(
+            client.subscribe(&["a"]),
+            Err(Error::AlreadySubscribed)
+        ));
+        assert!(matches!(
+            client.next_event().unwrap(),
+            Event::Remove(Remove { buffer_id: 3, .. })
+        ));
+        assert!(matches!(client.next_event().unwrap(), Event::Reset(_)));
+        match client.next_event() {
+            Err(Error::Ended(e)) => assert_eq!(e.code, ErrorCode::Overflow),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(client.next_event(), Err(Error::Broken)));
+    }
+
+    #[test]
+    fn refused() {
+        let denied = Message::Error(ErrorMessage::new(ErrorCode::Denied, "no camera for you"));
+        let (mut client, _server) = serve(vec![denied]);
+        match client.subscribe(&["camera"]) {
+            Err(Error::Refused(e)) => {
+                assert_eq!(e.code, ErrorCode::Denied);
+                assert_eq!(e.to_string(), "denied: no camera for you");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(client.subscribe(&["camera"]), Err(Error::Broken)));
+    }
+
+    #[test]
+    fn refused_before_the_hello() {
+        // The backend refuses at once and closes: the HELLO cannot be
+        // sent, but the ERROR is there to read.
+        let (a, b) = UnixStream::pair().unwrap();
+        send(
+            &b,
+            &Message::Error(ErrorMessage::new(ErrorCode::Busy, "16 consumers")),
+        );
+        drop(b);
+        let mut client = Client::from_stream(a);
+        match client.subscribe(&["a"]) {
+            Err(Error::Refused(e)) => assert_eq!(e.code, ErrorCode::Busy),
+            other => panic!("{other:?}"),
+        }
+        // Closed without a word: the send error.
+        let (a, b) = UnixStream::pair().unwrap();
+        drop(b);
+        let mut client = Client::from_stream(a);
+        assert!(matches!(client.subscribe(&["a"]), Err(Error::Io(_))));
+    }
+
+    #[test]
+    fn bad_answers() {
+        let (mut client, _server) = serve(vec![welcome(2)]);
+        assert!(matches!(client.subscribe(&["a"]), Err(Error::Version(2))));
+        let (mut client, _server) = serve(vec![remove()]);
+        assert!(matches!(
+            client.subscribe(&["a"]),
+            Err(Error::Unexpected(MessageType::Remove))
+        ));
+        let (mut client, _server) = serve(vec![]);
+        assert!(matches!(client.subscribe(&["a"]), Err(Error::Closed)));
+        let (mut client, _server) = serve(vec![welcome(1), welcome(1)]);
+        client.subscribe(&["a"]).unwrap();
+        assert!(matches!(
+            client.next_event(),
+            Err(Error::Unexpected(MessageType::Welcome))
+        ));
+        let (mut client, server) = serve(vec![welcome(1)]);
+        client.subscribe(&["a"]).unwrap();
+        server.join().unwrap();
+        assert!(matches!(client.next_event(), Err(Error::Closed)));
+    }
+
+    #[test]
+    fn bad_subscription_is_not_sent() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let mut client = Client::from_stream(a);
+        assert!(matches!(
+            client.subscribe(&["bad name"]),
+            Err(Error::Subscription(_))
+        ));
+        let none: [&str; 0] = [];
+        assert!(matches!(
+            client.subscribe(&none),
+            Err(Error::Subscription(_))
+        ));
+        assert!(client.as_raw_fd() >= 0);
+    }
+
+    #[test]
+    fn timeout_keeps_the_connection() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut client = Client::from_stream(a);
+        client
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let server = thread::spawn(move || {
+            recv_message(b.as_fd()).unwrap();
+            send(&b, &welcome(1));
+            b
+        });
+        client.subscribe(&[crate::ALL_APPLICATIONS]).unwrap();
+        let b = server.join().unwrap();
+        assert!(matches!(
+            client.next_event(),
+            Err(Error::Recv(RecvError::Timeout))
+        ));
+        send(&b, &remove());
+        assert!(matches!(client.next_event(), Ok(Event::Remove(_))));
+    }
+
+    #[test]
+    fn connect_failure() {
+        let e = Client::connect("/nonexistent/bufshare.sock").unwrap_err();
+        assert!(matches!(e, Error::Connect(..)));
+        assert!(e.to_string().contains("/nonexistent/bufshare.sock"));
+    }
+}

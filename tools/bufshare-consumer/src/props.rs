@@ -1,0 +1,282 @@
+// SPDX-License-Identifier: GPL-2.0-only WITH Linux-syscall-note OR BSD-3-Clause
+
+//! Names and properties, as the guest gave them to the device and the
+//! backend passes them on.
+//!
+//! * A name (application or guest) is 1 to [`NAME_MAX`] characters out of
+//!   `[A-Za-z0-9_.-]`; on the wire, a [`NAME_LEN`]-byte field padded with
+//!   NUL bytes.
+//! * Properties are a sequence of NUL-terminated `name=value` strings: a
+//!   property name as above (at most [`NAME_MAX`] characters), at most once;
+//!   a value of bytes that are not control characters (below 0x20, or 0x7f).
+
+use std::fmt;
+
+use thiserror::Error as ThisError;
+
+/// Length of a name field on the wire.
+pub const NAME_LEN: usize = 64;
+/// Longest name, in characters.
+pub const NAME_MAX: usize = NAME_LEN - 1;
+
+/// Whether `c` may be part of a name.
+pub fn is_name_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-')
+}
+
+/// Whether `name` is a valid application, guest or property name.
+pub fn is_name(name: &str) -> bool {
+    (1..=NAME_MAX).contains(&name.len()) && name.bytes().all(is_name_char)
+}
+
+/// Whether `c` may be part of a property value.
+pub fn is_value_byte(c: u8) -> bool {
+    c >= 0x20 && c != 0x7f
+}
+
+/// Why properties are refused.
+#[derive(Clone, Debug, PartialEq, Eq, ThisError)]
+pub enum PropsError {
+    /// The last string has no terminating NUL.
+    #[error("property at byte {0} is not NUL-terminated")]
+    Unterminated(usize),
+    /// A string without `=`.
+    #[error("property at byte {0} has no '='")]
+    NoEquals(usize),
+    /// A name that is empty, too long or has a character out of the set.
+    #[error("property at byte {0} has a bad name")]
+    BadName(usize),
+    /// A value with a control character.
+    #[error("property at byte {0} has a control character in its value")]
+    BadValue(usize),
+    /// The same name twice.
+    #[error("property {0:?} appears more than once")]
+    Duplicate(String),
+}
+
+/// One property.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Property {
+    /// Its name, out of `[A-Za-z0-9_.-]`.
+    pub name: String,
+    /// Its value: bytes that are not control characters, not necessarily
+    /// UTF-8.
+    pub value: Vec<u8>,
+}
+
+impl fmt::Display for Property {
+    /// `name=value`, with the value's bytes that are not UTF-8 replaced.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.name, String::from_utf8_lossy(&self.value))
+    }
+}
+
+/// The properties of a buffer, in the guest's order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Properties(Vec<Property>);
+
+impl Properties {
+    /// Parses and validates the wire form.
+    pub fn parse(bytes: &[u8]) -> Result<Self, PropsError> {
+        let mut props: Vec<Property> = Vec::new();
+        let mut start = 0;
+        while start < bytes.len() {
+            let rest = &bytes[start..];
+            let nul = rest
+                .iter()
+                .position(|&b| b == 0)
+                .ok_or(PropsError::Unterminated(start))?;
+            let string = &rest[..nul];
+            let eq = string
+                .iter()
+                .position(|&b| b == b'=')
+                .ok_or(PropsError::NoEquals(start))?;
+            let (name, value) = (&string[..eq], &string[eq + 1..]);
+            let name = std::str::from_utf8(name)
+                .ok()
+                .filter(|n| is_name(n))
+                .ok_or(PropsError::BadName(start))?;
+            if !value.iter().all(|&b| is_value_byte(b)) {
+                return Err(PropsError::BadValue(start));
+            }
+            if props.iter().any(|p| p.name == name) {
+                return Err(PropsError::Duplicate(name.to_string()));
+            }
+            props.push(Property {
+                name: name.to_string(),
+                value: value.to_vec(),
+            });
+            start += nul + 1;
+        }
+        Ok(Self(props))
+    }
+
+    /// Properties from `(name, value)` pairs, validated.
+    pub fn from_pairs<N, V>(pairs: impl IntoIterator<Item = (N, V)>) -> Result<Self, PropsError>
+    where
+        N: AsRef<str>,
+        V: AsRef<[u8]>,
+    {
+        let mut bytes = Vec::new();
+        for (name, value) in pairs {
+            bytes.extend_from_slice(name.as_ref().as_bytes());
+            bytes.push(b'=');
+            bytes.extend_from_slice(value.as_ref());
+            bytes.push(0);
+        }
+        Self::parse(&bytes)
+    }
+
+    /// The wire form.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.wire_len());
+        for prop in &self.0 {
+            out.extend_from_slice(prop.name.as_bytes());
+            out.push(b'=');
+            out.extend_from_slice(&prop.value);
+            out.push(0);
+        }
+        out
+    }
+
+    /// Length of the wire form, in bytes.
+    pub fn wire_len(&self) -> usize {
+        self.0
+            .iter()
+            .map(|p| p.name.len() + p.value.len() + 2)
+            .sum()
+    }
+
+    /// The properties, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Property> {
+        self.0.iter()
+    }
+
+    /// Number of properties.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The value of the property `name`, if there is one.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.0
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.value.as_slice())
+    }
+
+    /// The value of the property `name`, if there is one and it is a
+    /// decimal integer that fits in a `u64`.
+    pub fn get_u64(&self, name: &str) -> Option<u64> {
+        let value = self.get(name)?;
+        if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(value).ok()?.parse().ok()
+    }
+}
+
+/// Encodes a name into its wire field. The caller checked it with
+/// [`is_name`] (or it is the HELLO wildcard).
+pub(crate) fn name_field(name: &str) -> [u8; NAME_LEN] {
+    let mut field = [0; NAME_LEN];
+    let len = name.len().min(NAME_LEN);
+    field[..len].copy_from_slice(&name.as_bytes()[..len]);
+    field
+}
+
+/// Decodes a name field: the text before the first NUL, if every byte
+/// after it is NUL too. The text is not checked.
+pub(crate) fn field_text(field: &[u8]) -> Option<&str> {
+    let nul = field.iter().position(|&b| b == 0)?;
+    if field[nul..].iter().any(|&b| b != 0) {
+        return None;
+    }
+    std::str::from_utf8(&field[..nul]).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(is_name("weston"));
+        assert!(is_name("A.b-c_9"));
+        assert!(is_name(&"x".repeat(NAME_MAX)));
+        assert!(!is_name(&"x".repeat(NAME_LEN)));
+        for bad in ["", "a b", "a/b", "*", "é", "a\0"] {
+            assert!(!is_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn fields() {
+        let f = name_field("abc");
+        assert_eq!(&f[..4], b"abc\0");
+        assert_eq!(field_text(&f), Some("abc"));
+        assert_eq!(field_text(&[0; NAME_LEN]), Some(""));
+        assert_eq!(field_text(&[b'a'; NAME_LEN]), None);
+        let mut garbage = name_field("abc");
+        garbage[10] = 1;
+        assert_eq!(field_text(&garbage), None);
+        let mut utf = [0u8; 8];
+        utf[0] = 0xff;
+        assert_eq!(field_text(&utf), None);
+    }
+
+    #[test]
+    fn round_trip() {
+        let bytes = b"width=640\0height=480\0empty=\0v= ~\x80\xff\0eq=a=b\0";
+        let props = Properties::parse(bytes).unwrap();
+        assert_eq!(props.len(), 5);
+        assert_eq!(props.to_bytes(), bytes);
+        assert_eq!(props.wire_len(), bytes.len());
+        assert_eq!(props.get("height"), Some(&b"480"[..]));
+        assert_eq!(props.get_u64("width"), Some(640));
+        assert_eq!(props.get_u64("v"), None);
+        assert_eq!(props.get_u64("empty"), None);
+        assert_eq!(props.get("missing"), None);
+        assert_eq!(
+            props.iter().nth(3).unwrap().to_string(),
+            "v= ~\u{fffd}\u{fffd}"
+        );
+        assert!(Properties::parse(b"").unwrap().is_empty());
+        let pairs = Properties::from_pairs([("a", &b"1"[..]), ("b", b"")]).unwrap();
+        assert_eq!(pairs.to_bytes(), b"a=1\0b=\0");
+        assert_eq!(
+            Properties::from_pairs([("a b", "1")]),
+            Err(PropsError::BadName(0))
+        );
+    }
+
+    #[test]
+    fn rejections() {
+        let cases: &[(&[u8], PropsError)] = &[
+            (b"a=1", PropsError::Unterminated(0)),
+            (b"a=1\0b=2", PropsError::Unterminated(4)),
+            (b"\0", PropsError::NoEquals(0)),
+            (b"abc\0", PropsError::NoEquals(0)),
+            (b"=v\0", PropsError::BadName(0)),
+            (b"a b=v\0", PropsError::BadName(0)),
+            (b"\xc3\xa9=v\0", PropsError::BadName(0)),
+            (b"a=1\0b\x01=2\0", PropsError::BadName(4)),
+            (b"a=\x1f\0", PropsError::BadValue(0)),
+            (b"a=\x7f\0", PropsError::BadValue(0)),
+            (b"a=1\0a=2\0", PropsError::Duplicate("a".into())),
+        ];
+        for (bytes, error) in cases {
+            assert_eq!(Properties::parse(bytes).as_ref(), Err(error), "{bytes:?}");
+        }
+        let long = format!("{}=1\0", "n".repeat(NAME_LEN));
+        assert_eq!(
+            Properties::parse(long.as_bytes()),
+            Err(PropsError::BadName(0))
+        );
+    }
+}

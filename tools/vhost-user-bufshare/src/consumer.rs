@@ -1,0 +1,583 @@
+// SPDX-License-Identifier: GPL-2.0-only WITH Linux-syscall-note OR BSD-3-Clause
+
+//! The consumer socket: hands the guests' buffers to host programs, as file
+//! descriptors, by application, with their updates, as
+//! `Documentation/host/bufshare-consumer.rst` specifies.
+//!
+//! * [`access`]: who may subscribe to what;
+//! * [`hub`]: the buffers handed over, and a bounded queue per consumer;
+//! * [`export`]: a buffer's memory as file descriptors (memory files and
+//!   segments, or a dma-buf made with udmabuf);
+//! * here, the server: a thread accepts connections on a unix socket (mode
+//!   0600 unless configured otherwise); each consumer gets a thread of its
+//!   own, which checks its credentials (`SO_PEERCRED`) and its HELLO, then
+//!   sends what its queue holds.
+
+pub mod access;
+pub mod export;
+pub mod hub;
+
+use std::fs;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use bufshare_consumer::io::send_message;
+use bufshare_consumer::wire::{Header, HEADER_SIZE};
+use bufshare_consumer::{ErrorCode, ErrorMessage, MemoryForm, Message, Welcome, VERSION};
+use log::{debug, error, info, warn};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use thiserror::Error as ThisError;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use self::access::AccessPolicy;
+use self::export::Udmabuf;
+use self::hub::{ConsumerQueue, GuestEvents, Hub, HubError, Next};
+use crate::device::device_name;
+use crate::socket::{self, ListenError};
+
+/// Default number of events queued for a consumer.
+pub const DEFAULT_QUEUE_LIMIT: usize = 1024;
+/// Default number of consumers at a time.
+pub const DEFAULT_MAX_CONSUMERS: usize = 16;
+/// How long a consumer has to send its HELLO, and to take each message.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long consumers have to take their SHUTDOWN when the server stops.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// Errors of the consumer server.
+#[derive(Debug, ThisError)]
+pub enum Error {
+    /// The socket could not be made.
+    #[error("consumer socket: {0}")]
+    Listen(#[from] ListenError),
+    /// The thread or its events could not be made.
+    #[error("cannot start the consumer server: {0}")]
+    Start(io::Error),
+    /// A guest could not be added.
+    #[error("{0}")]
+    Guest(#[from] HubError),
+}
+
+/// How the consumer socket is served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsumerConfig {
+    /// Where the socket is.
+    pub path: PathBuf,
+    /// Its file mode.
+    pub mode: u32,
+    /// Who may subscribe to what.
+    pub access: AccessPolicy,
+    /// Events queued for a consumer before it overflows.
+    pub queue_limit: usize,
+    /// Consumers at a time, handshakes included.
+    pub max_consumers: usize,
+    /// The udmabuf device to make dma-bufs with, if it works; `None`:
+    /// hand memory over as segments.
+    pub udmabuf: Option<PathBuf>,
+    /// How long a consumer has to send its HELLO, and to take each message.
+    pub client_timeout: Duration,
+}
+
+impl ConsumerConfig {
+    /// The defaults, for a socket at `path`: mode 0600, only this process's
+    /// uid allowed, /dev/udmabuf if it works.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            mode: 0o600,
+            access: AccessPolicy::for_this_process(Vec::new()),
+            queue_limit: DEFAULT_QUEUE_LIMIT,
+            max_consumers: DEFAULT_MAX_CONSUMERS,
+            udmabuf: Some(PathBuf::from(Udmabuf::DEVICE)),
+            client_timeout: CLIENT_TIMEOUT,
+        }
+    }
+}
+
+/// A consumer's connection, seen from the accepting thread.
+struct Connection {
+    thread: JoinHandle<()>,
+    /// To cut it short at shutdown.
+    stream: UnixStream,
+}
+
+/// What the server's threads share.
+struct Shared {
+    hub: Arc<Hub>,
+    access: AccessPolicy,
+    max_consumers: usize,
+    client_timeout: Duration,
+    /// Connections open, handshakes included.
+    active: AtomicUsize,
+}
+
+/// A running consumer server; dropping it ends every consumer (with ERROR
+/// SHUTDOWN), stops its threads and removes the socket.
+pub struct ConsumerServer {
+    path: PathBuf,
+    hub: Arc<Hub>,
+    shared: Arc<Shared>,
+    stop: EventFd,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ConsumerServer {
+    /// Listens on `config.path` and serves consumers from threads of their
+    /// own. The memory form is decided here: dma-bufs if `config.udmabuf`
+    /// opens and makes one, segments otherwise.
+    pub fn start(config: ConsumerConfig) -> Result<Self, Error> {
+        let udmabuf = config
+            .udmabuf
+            .as_deref()
+            .and_then(|path| match Udmabuf::open(path) {
+                Ok(udmabuf) => Some(udmabuf),
+                Err(e) => {
+                    info!(
+                        "{}: {e}: memory goes to consumers as segments",
+                        path.display()
+                    );
+                    None
+                }
+            });
+        let hub = Arc::new(Hub::new(config.queue_limit.max(1), udmabuf));
+        let listener = socket::listen(&config.path, config.mode)?;
+        let stop = EventFd::new(EFD_NONBLOCK).map_err(Error::Start)?;
+        let thread_stop = stop.try_clone().map_err(Error::Start)?;
+        let shared = Arc::new(Shared {
+            hub: Arc::clone(&hub),
+            access: config.access,
+            max_consumers: config.max_consumers.max(1),
+            client_timeout: config.client_timeout,
+            active: AtomicUsize::new(0),
+        });
+        let thread_shared = Arc::clone(&shared);
+        let thread = thread::Builder::new()
+            .name(String::from("consumers"))
+            .spawn(move || accept_loop(&listener, &thread_stop, &thread_shared))
+            .map_err(Error::Start)?;
+        info!(
+            "consumer socket on {}, memory as {}",
+            config.path.display(),
+            hub.memory_form()
+        );
+        Ok(Self {
+            path: config.path,
+            hub,
+            shared,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Adds a guest; its buffer table tells the returned observer.
+    pub fn guest(&self, name: &str) -> Result<Arc<GuestEvents>, Error> {
+        Ok(self.hub.add_guest(name)?)
+    }
+
+    /// How memory goes over.
+    pub fn memory_form(&self) -> MemoryForm {
+        self.hub.memory_form()
+    }
+
+    /// The hub.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Connections open, handshakes included.
+    pub fn connections(&self) -> usize {
+        self.shared.active.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for ConsumerServer {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop.write(1) {
+            error!("cannot stop the consumer server: {e}");
+            return;
+        }
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                error!("the consumer server panicked");
+            }
+        }
+        if let Err(e) = fs::remove_file(&self.path) {
+            debug!("cannot remove {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// The accepting thread: until `stop`, accepts consumers and starts a
+/// thread for each; then ends them all.
+fn accept_loop(listener: &UnixListener, stop: &EventFd, shared: &Arc<Shared>) {
+    const LISTENER: u64 = 0;
+    const STOP: u64 = 1;
+    let mut connections: Vec<Connection> = Vec::new();
+    let epoll = Epoll::new().and_then(|epoll| {
+        for (fd, token) in [(listener.as_raw_fd(), LISTENER), (stop.as_raw_fd(), STOP)] {
+            epoll.ctl(
+                ControlOperation::Add,
+                fd,
+                EpollEvent::new(EventSet::IN, token),
+            )?;
+        }
+        Ok(epoll)
+    });
+    match epoll {
+        Ok(epoll) => {
+            let mut events = [EpollEvent::default(); 2];
+            loop {
+                let n = match epoll.wait(-1, &mut events) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        error!("consumer server: {e}");
+                        break;
+                    }
+                };
+                if events[..n].iter().any(|e| e.data() == STOP) {
+                    break;
+                }
+                connections.retain(|c| !c.thread.is_finished());
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        if let Some(c) = start_connection(stream, shared) {
+                            connections.push(c);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => {
+                        warn!("consumer server: cannot accept: {e}");
+                        thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        }
+        Err(e) => error!("consumer server: {e}"),
+    }
+    finish(connections, shared);
+}
+
+/// Ends every consumer: each gets what is queued for it, then ERROR
+/// SHUTDOWN, and [`SHUTDOWN_GRACE`] to take them; then the connections are
+/// cut.
+fn finish(connections: Vec<Connection>, shared: &Shared) {
+    shared.hub.finish_all(&ErrorMessage::new(
+        ErrorCode::Shutdown,
+        "the backend is stopping",
+    ));
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    while Instant::now() < deadline && connections.iter().any(|c| !c.thread.is_finished()) {
+        thread::sleep(Duration::from_millis(5));
+    }
+    for c in connections {
+        if !c.thread.is_finished() {
+            // Unblocks a thread stuck sending, or waiting for a HELLO.
+            let _ = c.stream.shutdown(std::net::Shutdown::Both);
+        }
+        if c.thread.join().is_err() {
+            error!("a consumer's thread panicked");
+        }
+    }
+}
+
+/// Starts serving a consumer, unless there are too many.
+fn start_connection(stream: UnixStream, shared: &Arc<Shared>) -> Option<Connection> {
+    if shared.active.load(Ordering::SeqCst) >= shared.max_consumers {
+        warn!(
+            "consumer refused: {} consumers already",
+            shared.max_consumers
+        );
+        let refusal = ErrorMessage::new(
+            ErrorCode::Busy,
+            format!("{} consumers already connected", shared.max_consumers),
+        );
+        let _ = stream
+            .set_nonblocking(false)
+            .and_then(|()| stream.set_write_timeout(Some(Duration::from_secs(1))));
+        send_error(&stream, refusal);
+        return None;
+    }
+    let handle = match stream.try_clone() {
+        Ok(handle) => handle,
+        Err(e) => {
+            warn!("consumer refused: {e}");
+            return None;
+        }
+    };
+    shared.active.fetch_add(1, Ordering::SeqCst);
+    let thread_shared = Arc::clone(shared);
+    let spawned = thread::Builder::new()
+        .name(String::from("consumer"))
+        .spawn(move || {
+            serve_consumer(&stream, &thread_shared);
+            // Closed now, though the accepting thread holds a handle.
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            thread_shared.active.fetch_sub(1, Ordering::SeqCst);
+        });
+    match spawned {
+        Ok(thread) => Some(Connection {
+            thread,
+            stream: handle,
+        }),
+        Err(e) => {
+            shared.active.fetch_sub(1, Ordering::SeqCst);
+            error!("cannot start a consumer's thread: {e}");
+            None
+        }
+    }
+}
+
+/// Sends `error`, the last message of a connection.
+fn send_error(stream: &UnixStream, error: ErrorMessage) {
+    let message: Message = Message::Error(error);
+    match message.encode() {
+        Ok(encoded) => {
+            if let Err(e) = send_message(stream.as_fd(), &encoded.bytes, &[]) {
+                debug!("cannot send an error to a consumer: {e}");
+            }
+        }
+        Err(e) => error!("cannot encode an error: {e}"),
+    }
+}
+
+/// Why a handshake failed.
+enum Refusal {
+    /// Tell the consumer.
+    Send(ErrorMessage),
+    /// The consumer is gone; nothing to say.
+    Gone(io::Error),
+}
+
+impl From<io::Error> for Refusal {
+    fn from(e: io::Error) -> Self {
+        Refusal::Gone(e)
+    }
+}
+
+fn protocol(message: impl AsRef<str>) -> Refusal {
+    Refusal::Send(ErrorMessage::new(ErrorCode::Protocol, message))
+}
+
+/// Serves one consumer: handshake, then events until it goes, overflows,
+/// or the server stops.
+fn serve_consumer(stream: &UnixStream, shared: &Shared) {
+    let creds = match getsockopt(stream, PeerCredentials) {
+        Ok(creds) => creds,
+        Err(e) => {
+            warn!("consumer refused: no credentials: {e}");
+            return;
+        }
+    };
+    let (uid, gid) = (creds.uid(), creds.gid());
+    let who = format!("pid {} uid {uid} gid {gid}", creds.pid());
+    match handshake(stream, shared, &who, uid, gid) {
+        Ok(queue) => {
+            info!("consumer {who} subscribed to {}", queue.applications());
+            send_events(stream, shared, &queue);
+            shared.hub.unsubscribe(&queue);
+            info!("consumer {who} gone");
+        }
+        Err(Refusal::Send(error)) => {
+            warn!("consumer {who} refused: {error}");
+            send_error(stream, error);
+        }
+        Err(Refusal::Gone(e)) => debug!("consumer {who} gone during its handshake: {e}"),
+    }
+}
+
+/// Reads exactly `buf.len()` bytes by `deadline`.
+fn read_exact(
+    stream: &UnixStream,
+    buf: &mut [u8],
+    deadline: Instant,
+    what: &str,
+) -> Result<(), Refusal> {
+    let late = || protocol(format!("no {what} within the time allowed"));
+    let mut got = 0;
+    while got < buf.len() {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .filter(|left| !left.is_zero())
+            .ok_or_else(late)?;
+        stream.set_read_timeout(Some(left))?;
+        match (&*stream).read(&mut buf[got..]) {
+            Ok(0) => return Err(Refusal::Gone(io::ErrorKind::UnexpectedEof.into())),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(late());
+            }
+            Err(e) => return Err(Refusal::Gone(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Checks the consumer's credentials and HELLO; subscribes it and sends
+/// WELCOME.
+fn handshake(
+    stream: &UnixStream,
+    shared: &Shared,
+    who: &str,
+    uid: u32,
+    gid: u32,
+) -> Result<Arc<ConsumerQueue>, Refusal> {
+    stream.set_nonblocking(false)?;
+    let deadline = Instant::now() + shared.client_timeout;
+    stream.set_write_timeout(Some(shared.client_timeout))?;
+    if shared.access.allowed(uid, gid).is_none() {
+        return Err(Refusal::Send(ErrorMessage::new(
+            ErrorCode::Denied,
+            format!("uid {uid} gid {gid} may not subscribe to any application"),
+        )));
+    }
+    // Read without ancillary data: descriptors sent along are closed by
+    // the kernel.
+    let mut header = [0u8; HEADER_SIZE];
+    read_exact(stream, &mut header, deadline, "HELLO")?;
+    let header = Header::parse(&header).map_err(|e| protocol(e.to_string()))?;
+    if header.kind != bufshare_consumer::wire::MessageType::Hello {
+        return Err(protocol(format!("{} before HELLO", header.kind)));
+    }
+    let mut body = vec![0u8; header.size];
+    read_exact(stream, &mut body, deadline, "HELLO")?;
+    let hello = match Message::decode(&header, &body, Vec::new()) {
+        Ok(Message::Hello(hello)) => hello,
+        Ok(other) => return Err(protocol(format!("{} before HELLO", other.kind()))),
+        Err(e) => return Err(protocol(e.to_string())),
+    };
+    if hello.version == 0 {
+        return Err(Refusal::Send(ErrorMessage::new(
+            ErrorCode::Version,
+            format!("version 0: this backend speaks version {VERSION}"),
+        )));
+    }
+    let applications = shared
+        .access
+        .check(uid, gid, &hello.applications)
+        .map_err(|e| Refusal::Send(ErrorMessage::new(ErrorCode::Denied, e)))?;
+    let queue = shared.hub.subscribe(who.to_string(), applications)?;
+    let welcome: Message = Message::Welcome(Welcome {
+        version: hello.version.min(VERSION),
+        memory_form: shared.hub.memory_form(),
+        queue_limit: u32::try_from(shared.hub.queue_limit()).unwrap_or(u32::MAX),
+        server: device_name(),
+    });
+    let sent = welcome
+        .encode()
+        .map_err(io::Error::other)
+        .and_then(|encoded| send_message(stream.as_fd(), &encoded.bytes, &[]));
+    if let Err(e) = sent {
+        shared.hub.unsubscribe(&queue);
+        return Err(Refusal::Gone(e));
+    }
+    Ok(queue)
+}
+
+/// Sends what `queue` holds as it comes, until the consumer goes, the queue
+/// ends (overflow, shutdown) or a send fails or times out.
+fn send_events(stream: &UnixStream, shared: &Shared, queue: &ConsumerQueue) {
+    let who = queue.who();
+    // Reads only happen once poll() says there is something.
+    if let Err(e) = stream.set_read_timeout(None) {
+        warn!("consumer {who}: {e}");
+        return;
+    }
+    loop {
+        match queue.pop() {
+            Next::Item(item) => {
+                let message = item.to_message(shared.hub.udmabuf());
+                let encoded = match message.encode() {
+                    Ok(encoded) => encoded,
+                    Err(e) => {
+                        error!("consumer {who}: cannot encode {}: {e}", message.kind());
+                        return;
+                    }
+                };
+                if let Err(e) = send_message(stream.as_fd(), &encoded.bytes, &encoded.fds) {
+                    warn!("consumer {who}: cannot send {}: {e}", message.kind());
+                    return;
+                }
+            }
+            Next::End(error) => {
+                send_error(stream, error);
+                return;
+            }
+            Next::Done => return,
+            Next::Idle => {
+                if !wait(stream, queue) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Waits until the queue may have something; `false` if the consumer went
+/// away, or sent something (which it may not).
+fn wait(stream: &UnixStream, queue: &ConsumerQueue) -> bool {
+    let who = queue.who();
+    loop {
+        let mut fds = [
+            PollFd::new(stream.as_fd(), PollFlags::POLLIN),
+            PollFd::new(queue.wake_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                error!("consumer {who}: {e}");
+                return false;
+            }
+        }
+        let socket = fds[0].revents().unwrap_or(PollFlags::empty());
+        let wake = fds[1].revents().unwrap_or(PollFlags::empty());
+        if !socket.is_empty() {
+            let mut byte = [0u8; 1];
+            return match (&*stream).read(&mut byte) {
+                Ok(0) => false,
+                Ok(_) => {
+                    warn!("consumer {who} sent something after its HELLO");
+                    send_error(
+                        stream,
+                        ErrorMessage::new(
+                            ErrorCode::Protocol,
+                            "consumers send nothing after HELLO",
+                        ),
+                    );
+                    false
+                }
+                Err(e) => {
+                    debug!("consumer {who}: {e}");
+                    false
+                }
+            };
+        }
+        if wake.contains(PollFlags::POLLIN) {
+            queue.clear_wake();
+            return true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

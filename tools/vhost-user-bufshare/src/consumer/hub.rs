@@ -1,0 +1,756 @@
+// SPDX-License-Identifier: GPL-2.0-only WITH Linux-syscall-note OR BSD-3-Clause
+
+//! Dispatch: the buffers each guest handed over, the consumers, and a
+//! bounded queue of events per consumer.
+//!
+//! Each guest's buffer table tells its [`GuestEvents`] about its changes,
+//! with the table locked. The hub keeps a mirror of the buffers it handed
+//! over (for the consumers that subscribe later) and puts an event in the
+//! queue of each consumer subscribed to the buffer's application. Nothing
+//! here blocks on a consumer: a consumer's thread takes the events out of
+//! its queue ([`ConsumerQueue::pop`]) and sends them.
+//!
+//! Locks are taken in this order: a guest's state, the hub, a queue.
+//!
+//! A queue holds at most `limit` events besides the ADDs of the buffers
+//! that existed when the consumer subscribed; an event that finds it full
+//! overflows it: everything queued is dropped, the consumer gets ERROR
+//! OVERFLOW and is disconnected. Events that no longer matter are
+//! withdrawn (see [`ConsumerQueue::push`]).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bufshare_consumer::props::is_name;
+use bufshare_consumer::wire::MAX_PROPS_SIZE;
+use bufshare_consumer::{
+    Add, ErrorCode, ErrorMessage, Event, MemoryForm, Message, Properties, PropertiesChanged,
+    Remove, Reset, ResetReason, Update,
+};
+use log::{debug, warn};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use vm_memory::GuestMemoryMmap;
+
+use super::access::Applications;
+use super::export::{Export, Udmabuf};
+use crate::buffers::{Buffer, TableObserver, UpdateInfo};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// An event waiting in a consumer's queue.
+#[derive(Clone, Debug)]
+pub enum Item {
+    /// ADD.
+    Add {
+        /// The guest.
+        guest: Arc<str>,
+        /// The buffer.
+        id: u64,
+        /// Its application.
+        application: Arc<str>,
+        /// Its size.
+        size: u64,
+        /// Its last update's number.
+        seqno: u64,
+        /// Its properties.
+        props: Arc<Properties>,
+        /// Its memory.
+        export: Arc<Export>,
+    },
+    /// UPDATE.
+    Update {
+        /// The guest.
+        guest: Arc<str>,
+        /// The buffer.
+        id: u64,
+        /// What changed.
+        info: UpdateInfo,
+    },
+    /// PROPERTIES.
+    Properties {
+        /// The guest.
+        guest: Arc<str>,
+        /// The buffer.
+        id: u64,
+        /// Its properties.
+        props: Arc<Properties>,
+    },
+    /// REMOVE.
+    Remove {
+        /// The guest.
+        guest: Arc<str>,
+        /// The buffer.
+        id: u64,
+    },
+    /// RESET.
+    Reset {
+        /// The guest.
+        guest: Arc<str>,
+        /// Why.
+        reason: ResetReason,
+    },
+}
+
+impl Item {
+    /// The guest it is about.
+    pub fn guest(&self) -> &Arc<str> {
+        match self {
+            Item::Add { guest, .. }
+            | Item::Update { guest, .. }
+            | Item::Properties { guest, .. }
+            | Item::Remove { guest, .. }
+            | Item::Reset { guest, .. } => guest,
+        }
+    }
+
+    /// The buffer it is about, if one.
+    pub fn id(&self) -> Option<u64> {
+        match self {
+            Item::Add { id, .. }
+            | Item::Update { id, .. }
+            | Item::Properties { id, .. }
+            | Item::Remove { id, .. } => Some(*id),
+            Item::Reset { .. } => None,
+        }
+    }
+
+    /// Whether it is about buffer `id` of `guest`.
+    fn is_about(&self, guest: &str, id: u64) -> bool {
+        &**self.guest() == guest && self.id() == Some(id)
+    }
+
+    /// The message to send; an ADD's memory as `udmabuf` allows.
+    pub fn to_message<'a>(&'a self, udmabuf: Option<&Udmabuf>) -> Message<BorrowedFd<'a>> {
+        let event = match self {
+            Item::Add {
+                guest,
+                id,
+                application,
+                size,
+                seqno,
+                props,
+                export,
+            } => Event::Add(Add {
+                guest: guest.to_string(),
+                buffer_id: *id,
+                application: application.to_string(),
+                size: *size,
+                seqno: *seqno,
+                properties: (**props).clone(),
+                memory: export.memory(udmabuf),
+            }),
+            Item::Update { guest, id, info } => Event::Update(Update {
+                guest: guest.to_string(),
+                buffer_id: *id,
+                seqno: info.seqno,
+                range: info.range,
+                rect: info.rect,
+            }),
+            Item::Properties { guest, id, props } => Event::Properties(PropertiesChanged {
+                guest: guest.to_string(),
+                buffer_id: *id,
+                properties: (**props).clone(),
+            }),
+            Item::Remove { guest, id } => Event::Remove(Remove {
+                guest: guest.to_string(),
+                buffer_id: *id,
+            }),
+            Item::Reset { guest, reason } => Event::Reset(Reset {
+                guest: guest.to_string(),
+                reason: *reason,
+            }),
+        };
+        Message::Event(event)
+    }
+}
+
+/// What a consumer's thread does next.
+#[derive(Debug)]
+pub enum Next {
+    /// Send this event.
+    Item(Item),
+    /// Send this error, then close the connection.
+    End(ErrorMessage),
+    /// Nothing to send: wait for the queue's wake-up descriptor.
+    Idle,
+    /// The error was taken: close the connection.
+    Done,
+}
+
+#[derive(Debug)]
+struct Entry {
+    item: Item,
+    /// One of the ADDs queued on subscription, which the limit does not
+    /// count.
+    snapshot: bool,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    entries: VecDeque<Entry>,
+    /// Entries that are not from the subscription.
+    live: usize,
+    /// The buffers of each guest whose ADD was taken, and whose REMOVE or
+    /// RESET was not.
+    held: HashMap<Arc<str>, HashSet<u64>>,
+    /// The error that ends the connection at once, dropping what is
+    /// queued, once there is one.
+    end: Option<ErrorMessage>,
+    /// The error that ends the connection after what is queued.
+    closing: Option<ErrorMessage>,
+    /// Whether the error was taken.
+    done: bool,
+}
+
+impl QueueState {
+    /// Withdraws the entries `f` picks; returns whether an ADD was among
+    /// them.
+    fn withdraw(&mut self, f: impl Fn(&Item) -> bool) -> bool {
+        let mut add = false;
+        let mut live = self.live;
+        self.entries.retain(|e| {
+            if !f(&e.item) {
+                return true;
+            }
+            add |= matches!(e.item, Item::Add { .. });
+            if !e.snapshot {
+                live -= 1;
+            }
+            false
+        });
+        self.live = live;
+        add
+    }
+
+    fn holds(&self, guest: &str, id: u64) -> bool {
+        self.held.get(guest).is_some_and(|ids| ids.contains(&id))
+    }
+}
+
+/// The events waiting for one consumer.
+pub struct ConsumerQueue {
+    who: String,
+    applications: Applications,
+    limit: usize,
+    state: Mutex<QueueState>,
+    wake: EventFd,
+}
+
+impl fmt::Debug for ConsumerQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsumerQueue")
+            .field("who", &self.who)
+            .field("applications", &self.applications)
+            .field("limit", &self.limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConsumerQueue {
+    fn new(who: String, applications: Applications, limit: usize) -> io::Result<Self> {
+        Ok(Self {
+            who,
+            applications,
+            limit,
+            state: Mutex::new(QueueState::default()),
+            wake: EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?,
+        })
+    }
+
+    /// Who the consumer is, for logs.
+    pub fn who(&self) -> &str {
+        &self.who
+    }
+
+    /// What it subscribed to.
+    pub fn applications(&self) -> &Applications {
+        &self.applications
+    }
+
+    fn wake(&self) {
+        if let Err(e) = self.wake.write(1) {
+            warn!("cannot wake consumer {} up: {e}", self.who);
+        }
+    }
+
+    /// Readable when there may be something to take.
+    pub fn wake_fd(&self) -> BorrowedFd<'_> {
+        self.wake.as_fd()
+    }
+
+    /// Clears the wake-up descriptor; call before taking the events.
+    pub fn clear_wake(&self) {
+        // Nothing to read is fine: it was cleared already.
+        let _ = self.wake.read();
+    }
+
+    /// Queues an ADD on subscription, outside the limit.
+    fn push_snapshot(&self, item: Item) {
+        lock(&self.state).entries.push_back(Entry {
+            item,
+            snapshot: true,
+        });
+    }
+
+    /// Queues a live event; returns `false` if the consumer is done with
+    /// (it overflowed now or earlier), so that the hub forgets it.
+    ///
+    /// Events that no longer matter are withdrawn first: a REMOVE withdraws
+    /// the buffer's ADD if it is still queued, with every event queued for
+    /// the buffer, and is then not queued itself; a RESET withdraws every
+    /// event queued for the guest. A REMOVE or RESET about nothing the
+    /// consumer was given is not queued.
+    pub fn push(&self, item: Item) -> bool {
+        let mut st = lock(&self.state);
+        if st.end.is_some() || st.closing.is_some() {
+            return false;
+        }
+        match &item {
+            Item::Remove { guest, id } => {
+                let queued_add = st
+                    .entries
+                    .iter()
+                    .any(|e| matches!(e.item, Item::Add { .. }) && e.item.is_about(guest, *id));
+                if queued_add {
+                    st.withdraw(|i| i.is_about(guest, *id));
+                    return true;
+                }
+                if !st.holds(guest, *id) {
+                    return true;
+                }
+            }
+            Item::Reset { guest, .. } => {
+                st.withdraw(|i| i.guest() == guest);
+                if st.held.get(guest).is_none_or(HashSet::is_empty) {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+        if st.live >= self.limit {
+            st.entries.clear();
+            st.live = 0;
+            st.end = Some(ErrorMessage::new(
+                ErrorCode::Overflow,
+                format!(
+                    "more than {} events waiting: disconnected; connect again to get the buffers as they are",
+                    self.limit
+                ),
+            ));
+            drop(st);
+            warn!("consumer {}: queue overflow, disconnecting it", self.who);
+            self.wake();
+            return false;
+        }
+        st.entries.push_back(Entry {
+            item,
+            snapshot: false,
+        });
+        st.live += 1;
+        drop(st);
+        self.wake();
+        true
+    }
+
+    /// Drops everything queued: the consumer gets `error` and is
+    /// disconnected.
+    pub fn end(&self, error: ErrorMessage) {
+        let mut st = lock(&self.state);
+        if st.end.is_none() {
+            st.entries.clear();
+            st.live = 0;
+            st.end = Some(error);
+        }
+        drop(st);
+        self.wake();
+    }
+
+    /// Takes no more events: the consumer gets what is queued, then
+    /// `error`, and is disconnected.
+    pub fn finish(&self, error: ErrorMessage) {
+        let mut st = lock(&self.state);
+        if st.end.is_none() && st.closing.is_none() {
+            st.closing = Some(error);
+        }
+        drop(st);
+        self.wake();
+    }
+
+    /// Takes what to do next. Taking an ADD, REMOVE or RESET counts as
+    /// handing it over.
+    pub fn pop(&self) -> Next {
+        let mut st = lock(&self.state);
+        if st.done {
+            return Next::Done;
+        }
+        if let Some(error) = st.end.clone() {
+            st.done = true;
+            return Next::End(error);
+        }
+        let Some(entry) = st.entries.pop_front() else {
+            if let Some(error) = st.closing.clone() {
+                st.done = true;
+                return Next::End(error);
+            }
+            return Next::Idle;
+        };
+        if !entry.snapshot {
+            st.live -= 1;
+        }
+        match &entry.item {
+            Item::Add { guest, id, .. } => {
+                st.held.entry(Arc::clone(guest)).or_default().insert(*id);
+            }
+            Item::Remove { guest, id } => {
+                if let Some(ids) = st.held.get_mut(guest) {
+                    ids.remove(id);
+                }
+            }
+            Item::Reset { guest, .. } => {
+                st.held.remove(guest);
+            }
+            Item::Update { .. } | Item::Properties { .. } => {}
+        }
+        Next::Item(entry.item)
+    }
+
+    /// Number of events queued (for tests and logs).
+    pub fn len(&self) -> usize {
+        lock(&self.state).entries.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A buffer handed over, as the hub remembers it.
+#[derive(Debug)]
+struct Announced {
+    application: Arc<str>,
+    size: u64,
+    seqno: u64,
+    props: Arc<Properties>,
+    export: Arc<Export>,
+}
+
+#[derive(Debug, Default)]
+struct HubInner {
+    /// The buffers of each guest that were handed over.
+    guests: BTreeMap<Arc<str>, BTreeMap<u64, Announced>>,
+    consumers: Vec<Arc<ConsumerQueue>>,
+}
+
+impl HubInner {
+    /// Queues `item` for every consumer that wants it: those subscribed to
+    /// `application`, or every one for `None`; forgets the consumers that
+    /// are done with.
+    fn dispatch(&mut self, application: Option<&str>, item: &Item) {
+        self.consumers.retain(|queue| {
+            let wanted = application.is_none_or(|app| queue.applications.contains(app));
+            !wanted || queue.push(item.clone())
+        });
+    }
+}
+
+/// Why a guest cannot be added.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HubError {
+    /// Not 1 to 63 characters out of `[A-Za-z0-9_.-]`.
+    #[error("bad guest name {0:?}: 1 to 63 characters out of [A-Za-z0-9_.-]")]
+    BadName(String),
+    /// Another guest has that name.
+    #[error("there is already a guest named {0}")]
+    Duplicate(String),
+}
+
+/// The guests' buffers and the consumers.
+#[derive(Debug)]
+pub struct Hub {
+    inner: Mutex<HubInner>,
+    queue_limit: usize,
+    udmabuf: Option<Udmabuf>,
+}
+
+impl Hub {
+    /// A hub with no guest and no consumer, whose consumers queue at most
+    /// `queue_limit` events, and that hands memory over as dma-bufs made
+    /// with `udmabuf` if given.
+    pub fn new(queue_limit: usize, udmabuf: Option<Udmabuf>) -> Self {
+        Self {
+            inner: Mutex::new(HubInner::default()),
+            queue_limit,
+            udmabuf,
+        }
+    }
+
+    /// The udmabuf device, if memory goes over as dma-bufs.
+    pub fn udmabuf(&self) -> Option<&Udmabuf> {
+        self.udmabuf.as_ref()
+    }
+
+    /// How memory goes over.
+    pub fn memory_form(&self) -> MemoryForm {
+        match self.udmabuf {
+            Some(_) => MemoryForm::DmaBuf,
+            None => MemoryForm::Segments,
+        }
+    }
+
+    /// The most events queued for a consumer.
+    pub fn queue_limit(&self) -> usize {
+        self.queue_limit
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HubInner> {
+        lock(&self.inner)
+    }
+
+    /// Adds a guest named `name`; what its buffer table tells the returned
+    /// observer goes to the consumers. Dropping the observer removes the
+    /// guest (as if it went away).
+    pub fn add_guest(self: &Arc<Self>, name: &str) -> Result<Arc<GuestEvents>, HubError> {
+        if !is_name(name) {
+            return Err(HubError::BadName(name.to_string()));
+        }
+        let mut inner = self.lock();
+        if inner.guests.contains_key(name) {
+            return Err(HubError::Duplicate(name.to_string()));
+        }
+        let name: Arc<str> = Arc::from(name);
+        inner.guests.insert(Arc::clone(&name), BTreeMap::new());
+        Ok(Arc::new(GuestEvents {
+            hub: Arc::clone(self),
+            name,
+        }))
+    }
+
+    /// Subscribes a consumer to `applications`: queues an ADD for each
+    /// buffer of those applications that exists (guests by name, buffers
+    /// by id), and from then on the changes.
+    pub fn subscribe(
+        &self,
+        who: String,
+        applications: Applications,
+    ) -> io::Result<Arc<ConsumerQueue>> {
+        let queue = Arc::new(ConsumerQueue::new(who, applications, self.queue_limit)?);
+        let mut inner = self.lock();
+        for (guest, buffers) in &inner.guests {
+            for (id, b) in buffers {
+                if queue.applications.contains(&b.application) {
+                    queue.push_snapshot(Item::Add {
+                        guest: Arc::clone(guest),
+                        id: *id,
+                        application: Arc::clone(&b.application),
+                        size: b.size,
+                        seqno: b.seqno,
+                        props: Arc::clone(&b.props),
+                        export: Arc::clone(&b.export),
+                    });
+                }
+            }
+        }
+        inner.consumers.push(Arc::clone(&queue));
+        Ok(queue)
+    }
+
+    /// Forgets a consumer.
+    pub fn unsubscribe(&self, queue: &Arc<ConsumerQueue>) {
+        self.lock().consumers.retain(|q| !Arc::ptr_eq(q, queue));
+    }
+
+    /// Number of consumers subscribed.
+    pub fn consumers(&self) -> usize {
+        self.lock().consumers.len()
+    }
+
+    /// Ends every consumer with `error`, after what is queued for it, and
+    /// forgets them.
+    pub fn finish_all(&self, error: &ErrorMessage) {
+        for queue in std::mem::take(&mut self.lock().consumers) {
+            queue.finish(error.clone());
+        }
+    }
+}
+
+/// A guest, as its buffer table sees the hub.
+#[derive(Debug)]
+pub struct GuestEvents {
+    hub: Arc<Hub>,
+    name: Arc<str>,
+}
+
+impl GuestEvents {
+    /// The guest's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Forgets the guest's buffers and tells the consumers.
+    fn reset_guest(&self, inner: &mut HubInner, reason: ResetReason) {
+        if let Some(buffers) = inner.guests.get_mut(&self.name) {
+            buffers.clear();
+        }
+        let item = Item::Reset {
+            guest: Arc::clone(&self.name),
+            reason,
+        };
+        inner.dispatch(None, &item);
+    }
+}
+
+/// The properties of `buffer` as consumers get them, if they fit in a
+/// message.
+fn properties_of(buffer: &Buffer) -> Option<Properties> {
+    let bytes = buffer.props.to_bytes();
+    if bytes.len() > MAX_PROPS_SIZE {
+        warn!(
+            "buffer {}: {} bytes of properties, more than consumers take ({MAX_PROPS_SIZE})",
+            buffer.id,
+            bytes.len()
+        );
+        return None;
+    }
+    // The device checked them by the same rules.
+    Properties::parse(&bytes)
+        .inspect_err(|e| warn!("buffer {}: {e}", buffer.id))
+        .ok()
+}
+
+impl TableObserver for GuestEvents {
+    fn added(&self, buffer: &Buffer, mem: Option<&GuestMemoryMmap>) {
+        let export = match Export::new(buffer, mem) {
+            Ok(export) => Arc::new(export),
+            Err(e) => {
+                warn!(
+                    "guest {} buffer {}: not handed to consumers: {e}",
+                    self.name, buffer.id
+                );
+                return;
+            }
+        };
+        let Some(props) = properties_of(buffer) else {
+            return;
+        };
+        let props = Arc::new(props);
+        let application: Arc<str> = Arc::from(buffer.application.as_str());
+        let mut inner = self.hub.lock();
+        let Some(buffers) = inner.guests.get_mut(&self.name) else {
+            return;
+        };
+        buffers.insert(
+            buffer.id,
+            Announced {
+                application: Arc::clone(&application),
+                size: buffer.size,
+                seqno: buffer.seqno,
+                props: Arc::clone(&props),
+                export: Arc::clone(&export),
+            },
+        );
+        debug!(
+            "guest {} buffer {}: handed to consumers of {application}",
+            self.name, buffer.id
+        );
+        let item = Item::Add {
+            guest: Arc::clone(&self.name),
+            id: buffer.id,
+            application: Arc::clone(&application),
+            size: buffer.size,
+            seqno: buffer.seqno,
+            props,
+            export,
+        };
+        inner.dispatch(Some(&application), &item);
+    }
+
+    fn updated(&self, buffer: &Buffer, update: &UpdateInfo) {
+        let mut inner = self.hub.lock();
+        let Some(b) = inner
+            .guests
+            .get_mut(&self.name)
+            .and_then(|buffers| buffers.get_mut(&buffer.id))
+        else {
+            return;
+        };
+        b.seqno = update.seqno;
+        let application = Arc::clone(&b.application);
+        let item = Item::Update {
+            guest: Arc::clone(&self.name),
+            id: buffer.id,
+            info: *update,
+        };
+        inner.dispatch(Some(&application), &item);
+    }
+
+    fn properties(&self, buffer: &Buffer) {
+        let props = properties_of(buffer);
+        let mut inner = self.hub.lock();
+        let Some(buffers) = inner.guests.get_mut(&self.name) else {
+            return;
+        };
+        let Some(b) = buffers.get_mut(&buffer.id) else {
+            return;
+        };
+        let application = Arc::clone(&b.application);
+        let item = match props {
+            Some(props) => {
+                let props = Arc::new(props);
+                b.props = Arc::clone(&props);
+                Item::Properties {
+                    guest: Arc::clone(&self.name),
+                    id: buffer.id,
+                    props,
+                }
+            }
+            None => {
+                // Properties consumers cannot take: the buffer is no longer
+                // theirs.
+                buffers.remove(&buffer.id);
+                Item::Remove {
+                    guest: Arc::clone(&self.name),
+                    id: buffer.id,
+                }
+            }
+        };
+        inner.dispatch(Some(&application), &item);
+    }
+
+    fn removed(&self, buffer: &Buffer) {
+        let mut inner = self.hub.lock();
+        let Some(b) = inner
+            .guests
+            .get_mut(&self.name)
+            .and_then(|buffers| buffers.remove(&buffer.id))
+        else {
+            return;
+        };
+        let item = Item::Remove {
+            guest: Arc::clone(&self.name),
+            id: buffer.id,
+        };
+        inner.dispatch(Some(&b.application), &item);
+    }
+
+    fn reset(&self, reason: ResetReason) {
+        let mut inner = self.hub.lock();
+        self.reset_guest(&mut inner, reason);
+    }
+}
+
+impl Drop for GuestEvents {
+    fn drop(&mut self) {
+        let mut inner = self.hub.lock();
+        self.reset_guest(&mut inner, ResetReason::Disconnected);
+        inner.guests.remove(&self.name);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,435 @@
+// SPDX-License-Identifier: GPL-2.0-only WITH Linux-syscall-note OR BSD-3-Clause
+
+//! The hub without sockets: dispatch by application, subscription,
+//! withdrawals, overflow, guests coming and going.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+
+use bufshare_consumer::{ByteRange, Rect};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use vm_memory::{FileOffset, GuestAddress};
+
+use super::*;
+use crate::buffers::resolve_range;
+use crate::props::Properties as DeviceProperties;
+
+/// Guest RAM of 1 MiB in a file, and a region that no file backs.
+fn memory() -> (GuestMemoryMmap, File) {
+    let file = tempfile::tempfile().unwrap();
+    file.set_len(0x10_0000).unwrap();
+    let mem = GuestMemoryMmap::from_ranges_with_files(&[
+        (
+            GuestAddress(0),
+            0x10_0000,
+            Some(FileOffset::new(file.try_clone().unwrap(), 0)),
+        ),
+        (GuestAddress(0x100_0000), 0x1000, None),
+    ])
+    .unwrap();
+    (mem, file)
+}
+
+/// A complete buffer of one range of 0x1000 bytes at `id * 0x1000`.
+fn buffer(mem: &GuestMemoryMmap, id: u64, app: &str) -> Buffer {
+    let props = DeviceProperties::parse(b"width=4\0", 100).unwrap();
+    let mut b = Buffer::new(id, app.into(), 0x1000, 1, props);
+    b.push_ranges(
+        resolve_range(mem, 0, id * 0x1000, 0x1000).unwrap(),
+        1,
+        0x1000,
+    );
+    b
+}
+
+fn only(names: &[&str]) -> Applications {
+    Applications::Only(names.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>())
+}
+
+fn update(seqno: u64) -> UpdateInfo {
+    UpdateInfo {
+        seqno,
+        range: None,
+        rect: None,
+    }
+}
+
+/// What a queue holds, in short: ("add", guest, id) and so on.
+fn drain(queue: &ConsumerQueue) -> Vec<String> {
+    let mut out = Vec::new();
+    loop {
+        match queue.pop() {
+            Next::Item(item) => out.push(match item {
+                Item::Add {
+                    guest, id, seqno, ..
+                } => format!("add {guest} {id} {seqno}"),
+                Item::Update { guest, id, info } => format!("update {guest} {id} {}", info.seqno),
+                Item::Properties { guest, id, props } => {
+                    format!("props {guest} {id} {}", props.len())
+                }
+                Item::Remove { guest, id } => format!("remove {guest} {id}"),
+                Item::Reset { guest, reason } => format!("reset {guest} {reason:?}"),
+            }),
+            Next::End(e) => out.push(format!("end {:?}", e.code)),
+            Next::Idle | Next::Done => return out,
+        }
+    }
+}
+
+fn hub(limit: usize) -> Arc<Hub> {
+    Arc::new(Hub::new(limit, None))
+}
+
+#[test]
+fn dispatch_by_application() {
+    let (mem, _file) = memory();
+    let hub = hub(100);
+    let guest = hub.add_guest("vm0").unwrap();
+    let cam = hub.subscribe("cam".into(), only(&["cam"])).unwrap();
+    let all = hub.subscribe("all".into(), Applications::All).unwrap();
+    let other = hub
+        .subscribe("other".into(), only(&["other", "x"]))
+        .unwrap();
+    assert_eq!(hub.consumers(), 3);
+
+    let b = buffer(&mem, 1, "cam");
+    let mut got = vec![Vec::new(); 3];
+    let mut take = || {
+        for (q, got) in [&cam, &all, &other].into_iter().zip(&mut got) {
+            got.extend(drain(q));
+        }
+    };
+    guest.added(&b, Some(&mem));
+    take();
+    guest.updated(&b, &update(5));
+    guest.properties(&b);
+    guest.removed(&b);
+    take();
+    let expected = [
+        "add vm0 1 0",
+        "update vm0 1 5",
+        "props vm0 1 1",
+        "remove vm0 1",
+    ];
+    assert_eq!(got[0], expected);
+    assert_eq!(got[1], expected);
+    assert!(got[2].is_empty());
+    // Events about buffers never handed over are ignored.
+    guest.updated(&b, &update(6));
+    guest.removed(&b);
+    assert!(cam.is_empty() && all.is_empty());
+    assert_eq!(cam.who(), "cam");
+}
+
+#[test]
+fn subscription_gets_what_exists() {
+    let (mem, _file) = memory();
+    let hub = hub(1);
+    let b_guest = hub.add_guest("b-vm").unwrap();
+    let a_guest = hub.add_guest("a-vm").unwrap();
+    for id in [3, 1, 2] {
+        b_guest.added(&buffer(&mem, id, "cam"), Some(&mem));
+    }
+    a_guest.added(&buffer(&mem, 9, "cam"), Some(&mem));
+    a_guest.added(&buffer(&mem, 8, "other"), Some(&mem));
+    // The subscription sees the last seqno.
+    b_guest.updated(&buffer(&mem, 2, "cam"), &update(7));
+
+    let q = hub.subscribe("q".into(), only(&["cam"])).unwrap();
+    // Four ADDs with a limit of 1: they do not count; one live event fits.
+    assert_eq!(q.len(), 4);
+    b_guest.updated(&buffer(&mem, 1, "cam"), &update(1));
+    assert_eq!(
+        drain(&q),
+        [
+            "add a-vm 9 0",
+            "add b-vm 1 0",
+            "add b-vm 2 7",
+            "add b-vm 3 0",
+            "update b-vm 1 1"
+        ]
+    );
+    assert_eq!(hub.consumers(), 1);
+}
+
+#[test]
+fn overflow_ends_the_consumer() {
+    let (mem, _file) = memory();
+    let hub = hub(3);
+    let guest = hub.add_guest("vm0").unwrap();
+    let slow = hub.subscribe("slow".into(), Applications::All).unwrap();
+    let fast = hub.subscribe("fast".into(), Applications::All).unwrap();
+    let b = buffer(&mem, 1, "cam");
+    guest.added(&b, Some(&mem));
+    for seqno in 1..=2 {
+        guest.updated(&b, &update(seqno));
+    }
+    assert_eq!(slow.len(), 3);
+    drain(&fast);
+    // The fourth live event overflows the slow one, not the other.
+    guest.updated(&b, &update(3));
+    assert_eq!(hub.consumers(), 1);
+    assert!(slow.is_empty());
+    assert_eq!(drain(&fast), ["update vm0 1 3"]);
+    // Nothing more goes to it; it gets OVERFLOW, once.
+    guest.updated(&b, &update(4));
+    assert!(!slow.push(Item::Remove {
+        guest: Arc::from("vm0"),
+        id: 1
+    }));
+    match slow.pop() {
+        Next::End(e) => {
+            assert_eq!(e.code, ErrorCode::Overflow);
+            assert!(e.message.contains("more than 3 events"), "{}", e.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(slow.pop(), Next::Done));
+    assert!(matches!(slow.pop(), Next::Done));
+}
+
+#[test]
+fn remove_withdraws_what_was_not_sent() {
+    let (mem, _file) = memory();
+    let hub = hub(100);
+    let guest = hub.add_guest("vm0").unwrap();
+    let q = hub.subscribe("q".into(), Applications::All).unwrap();
+    let (b1, b2) = (buffer(&mem, 1, "cam"), buffer(&mem, 2, "cam"));
+    guest.added(&b1, Some(&mem));
+    guest.added(&b2, Some(&mem));
+    guest.updated(&b1, &update(1));
+    guest.updated(&b2, &update(1));
+    guest.properties(&b1);
+    // Buffer 1 goes before its ADD was taken: nothing of it is left.
+    guest.removed(&b1);
+    assert_eq!(drain(&q), ["add vm0 2 0", "update vm0 2 1"]);
+
+    // Its ADD taken, its events stay, and its REMOVE is sent.
+    guest.updated(&b2, &update(2));
+    guest.removed(&b2);
+    assert_eq!(drain(&q), ["update vm0 2 2", "remove vm0 2"]);
+}
+
+#[test]
+fn reset_goes_to_those_who_hold_buffers() {
+    let (mem, _file) = memory();
+    let hub = hub(100);
+    let vm0 = hub.add_guest("vm0").unwrap();
+    let vm1 = hub.add_guest("vm1").unwrap();
+    let holder = hub.subscribe("holder".into(), Applications::All).unwrap();
+    let b = buffer(&mem, 1, "cam");
+    vm0.added(&b, Some(&mem));
+    vm1.added(&b, Some(&mem));
+    assert_eq!(drain(&holder), ["add vm0 1 0", "add vm1 1 0"]);
+    // Subscribed now: its ADDs are still queued.
+    let late = hub.subscribe("late".into(), Applications::All).unwrap();
+    let bystander = hub.subscribe("bystander".into(), only(&["other"])).unwrap();
+    vm0.updated(&b, &update(1));
+    vm1.updated(&b, &update(1));
+    vm0.reset(ResetReason::DeviceReset);
+    // Everything queued about vm0 is withdrawn; only the holder is told.
+    assert_eq!(drain(&holder), ["update vm1 1 1", "reset vm0 DeviceReset"]);
+    assert_eq!(drain(&late), ["add vm1 1 0", "update vm1 1 1"]);
+    assert!(drain(&bystander).is_empty());
+
+    // The guest registers buffer 1 again; two resets in a row are one.
+    vm0.added(&b, Some(&mem));
+    vm0.reset(ResetReason::DeviceReset);
+    assert!(drain(&holder).is_empty());
+    vm0.added(&b, Some(&mem));
+    assert_eq!(drain(&holder), ["add vm0 1 0"]);
+    vm0.updated(&b, &update(1));
+    vm0.reset(ResetReason::DeviceReset);
+    vm0.added(&b, Some(&mem));
+    vm0.reset(ResetReason::Disconnected);
+    assert_eq!(drain(&holder), ["reset vm0 Disconnected"]);
+    // Told, it holds nothing of vm0 any more.
+    vm0.reset(ResetReason::DeviceReset);
+    assert!(drain(&holder).is_empty());
+    // A new subscriber gets nothing of vm0.
+    let q = hub.subscribe("q".into(), Applications::All).unwrap();
+    assert_eq!(drain(&q), ["add vm1 1 1"]);
+}
+
+#[test]
+fn same_id_again_after_a_reset() {
+    let (mem, _file) = memory();
+    let hub = hub(100);
+    let vm0 = hub.add_guest("vm0").unwrap();
+    let q = hub.subscribe("q".into(), Applications::All).unwrap();
+    let b = buffer(&mem, 1, "cam");
+    vm0.added(&b, Some(&mem));
+    assert_eq!(drain(&q), ["add vm0 1 0"]);
+    // Not taken yet: RESET, then the new buffer 1 and its removal.
+    vm0.reset(ResetReason::DeviceReset);
+    vm0.added(&b, Some(&mem));
+    vm0.removed(&b);
+    assert_eq!(drain(&q), ["reset vm0 DeviceReset"]);
+    vm0.added(&b, Some(&mem));
+    vm0.reset(ResetReason::DeviceReset);
+    vm0.added(&b, Some(&mem));
+    assert_eq!(drain(&q), ["add vm0 1 0"]);
+    vm0.removed(&b);
+    assert_eq!(drain(&q), ["remove vm0 1"]);
+}
+
+#[test]
+fn guests_come_and_go() {
+    let (mem, _file) = memory();
+    let hub = hub(100);
+    assert_eq!(
+        hub.add_guest("a b").unwrap_err(),
+        HubError::BadName("a b".into())
+    );
+    assert!(hub.add_guest("").is_err());
+    assert!(hub.add_guest(&"x".repeat(64)).is_err());
+    let vm0 = hub.add_guest("vm0").unwrap();
+    assert_eq!(vm0.name(), "vm0");
+    assert_eq!(
+        hub.add_guest("vm0").unwrap_err(),
+        HubError::Duplicate("vm0".into())
+    );
+    let q = hub.subscribe("q".into(), Applications::All).unwrap();
+    vm0.added(&buffer(&mem, 1, "cam"), Some(&mem));
+    drain(&q);
+    // The guest goes away: its buffers with it.
+    drop(vm0);
+    assert_eq!(drain(&q), ["reset vm0 Disconnected"]);
+    let vm0 = hub.add_guest("vm0").unwrap();
+    assert!(drain(&hub.subscribe("new".into(), Applications::All).unwrap()).is_empty());
+    drop(vm0);
+}
+
+#[test]
+fn buffers_that_cannot_be_handed_over() {
+    let (mem, _file) = memory();
+    let hub = hub(100);
+    let vm0 = hub.add_guest("vm0").unwrap();
+    let q = hub.subscribe("q".into(), Applications::All).unwrap();
+    // In memory that no file backs.
+    let props = DeviceProperties::default();
+    let mut anon = Buffer::new(1, "cam".into(), 0x10, 1, props);
+    anon.push_ranges(resolve_range(&mem, 0, 0x100_0000, 0x10).unwrap(), 1, 0x10);
+    vm0.added(&anon, Some(&mem));
+    // No memory.
+    vm0.added(&buffer(&mem, 2, "cam"), None);
+    vm0.updated(&anon, &update(1));
+    vm0.removed(&anon);
+    assert!(q.is_empty());
+
+    // Properties too large for consumers: the buffer is theirs no more.
+    let mut b = buffer(&mem, 3, "cam");
+    vm0.added(&b, Some(&mem));
+    assert_eq!(drain(&q), ["add vm0 3 0"]);
+    let big = format!("p={}\0", "x".repeat(MAX_PROPS_SIZE));
+    b.props = DeviceProperties::parse(big.as_bytes(), usize::MAX).unwrap();
+    vm0.properties(&b);
+    vm0.updated(&b, &update(1));
+    assert_eq!(drain(&q), ["remove vm0 3"]);
+    // And one that is too large from the start is never handed over.
+    b.id = 4;
+    vm0.added(&b, Some(&mem));
+    assert!(q.is_empty());
+}
+
+#[test]
+fn finish_all_and_unsubscribe() {
+    let (mem, _file) = memory();
+    let hub = hub(100);
+    let vm0 = hub.add_guest("vm0").unwrap();
+    let a = hub.subscribe("a".into(), Applications::All).unwrap();
+    let b = hub.subscribe("b".into(), Applications::All).unwrap();
+    hub.unsubscribe(&b);
+    assert_eq!(hub.consumers(), 1);
+    vm0.added(&buffer(&mem, 1, "cam"), Some(&mem));
+    hub.finish_all(&ErrorMessage::new(ErrorCode::Shutdown, "bye"));
+    assert_eq!(hub.consumers(), 0);
+    // What was queued comes first; nothing more is taken.
+    assert!(!a.push(Item::Remove {
+        guest: Arc::from("vm0"),
+        id: 1
+    }));
+    assert_eq!(drain(&a), ["add vm0 1 0", "end Shutdown"]);
+    assert!(matches!(b.pop(), Next::Idle));
+    // Neither a second finish nor an end replaces the first.
+    a.finish(ErrorMessage::new(ErrorCode::Busy, ""));
+    a.end(ErrorMessage::new(ErrorCode::Overflow, ""));
+    assert!(matches!(a.pop(), Next::Done));
+
+    // An end (overflow) drops what is queued and wins over a finish.
+    let c = hub.subscribe("c".into(), Applications::All).unwrap();
+    vm0.added(&buffer(&mem, 2, "cam"), Some(&mem));
+    c.finish(ErrorMessage::new(ErrorCode::Shutdown, ""));
+    c.end(ErrorMessage::new(ErrorCode::Overflow, ""));
+    assert_eq!(drain(&c), ["end Overflow"]);
+}
+
+fn readable(queue: &ConsumerQueue) -> bool {
+    let mut fds = [PollFd::new(queue.wake_fd(), PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO).unwrap() == 1
+}
+
+#[test]
+fn wake_ups() {
+    let (mem, _file) = memory();
+    let hub = hub(100);
+    let vm0 = hub.add_guest("vm0").unwrap();
+    let q = hub.subscribe("q".into(), Applications::All).unwrap();
+    assert!(!readable(&q));
+    vm0.added(&buffer(&mem, 1, "cam"), Some(&mem));
+    assert!(readable(&q));
+    q.clear_wake();
+    assert!(!readable(&q));
+    q.clear_wake();
+    q.end(ErrorMessage::new(ErrorCode::Shutdown, ""));
+    assert!(readable(&q));
+}
+
+#[test]
+fn items_make_valid_messages() {
+    let (mem, _file) = memory();
+    let hub = hub(100);
+    let vm0 = hub.add_guest("vm0").unwrap();
+    let q = hub.subscribe("q".into(), Applications::All).unwrap();
+    let b = buffer(&mem, 1, "cam");
+    let mut kinds = Vec::new();
+    let mut take = |q: &ConsumerQueue| {
+        while let Next::Item(item) = q.pop() {
+            let message = item.to_message(None);
+            message.encode().unwrap();
+            if let Message::Event(event) = &message {
+                assert_eq!(event.guest(), "vm0");
+            }
+            kinds.push(message.kind().to_string());
+        }
+    };
+    vm0.added(&b, Some(&mem));
+    take(&q);
+    vm0.updated(
+        &b,
+        &UpdateInfo {
+            seqno: 2,
+            range: Some(ByteRange { offset: 0, len: 1 }),
+            rect: Some(Rect {
+                x: 0,
+                y: 0,
+                width: 1,
+                height: 1,
+            }),
+        },
+    );
+    vm0.properties(&b);
+    vm0.removed(&b);
+    take(&q);
+    vm0.added(&b, Some(&mem));
+    take(&q);
+    vm0.reset(ResetReason::DeviceReset);
+    take(&q);
+    assert_eq!(
+        kinds,
+        ["ADD", "UPDATE", "PROPERTIES", "REMOVE", "ADD", "RESET"]
+    );
+    assert_eq!(hub.memory_form(), MemoryForm::Segments);
+    assert!(hub.udmabuf().is_none());
+    assert_eq!(hub.queue_limit(), 100);
+}
