@@ -45,6 +45,12 @@
 //! snprintf(value, sizeof(value), "%08lx", crc);  /* then crc32=<value> */
 //! ```
 //!
+//! # Events
+//!
+//! [`watch::run`] connects to the consumer socket, subscribes, and prints
+//! a line per event ([`lines`]); on UPDATE it dumps and verifies the frames
+//! of buffers whose properties describe one.
+//!
 //! # Use
 //!
 //! ```no_run
@@ -61,6 +67,8 @@ pub mod checksum;
 pub mod dump;
 pub mod format;
 pub mod frame;
+pub mod lines;
+pub mod watch;
 
 pub use format::Format;
 pub use frame::{convert, ColorType, FrameError, FrameSpec, Image};
