@@ -4,8 +4,9 @@
 //! ranges resolved to segments of guest memory, and zero-copy access to
 //! their bytes through those segments.
 //!
-//! The table and the guest memory are shared ([`SharedState`]) between the
-//! thread that serves the command queue and the inspect socket
+//! The table and the guest memory of a guest are shared ([`SharedState`],
+//! one per guest) between the thread that serves its command queue and the
+//! inspect socket
 //! ([`crate::inspect`]), which reads and writes buffers directly in guest
 //! memory.
 //!
@@ -394,6 +395,9 @@ pub struct State {
     pub mem: Option<GuestMemoryAtomic<GuestMemoryMmap>>,
     /// Who hears about the table's changes, if anyone.
     pub observer: Option<Arc<dyn TableObserver>>,
+    /// Whether a frontend is connected (for the inspect socket's
+    /// `guests`).
+    pub connected: bool,
 }
 
 impl State {

@@ -1,18 +1,24 @@
 // SPDX-License-Identifier: GPL-2.0-only WITH Linux-syscall-note OR BSD-3-Clause
 
-//! The serving loop: listen on the socket, serve one frontend (QEMU) at a
-//! time with a fresh device, and listen again when it goes away, until told
-//! to stop. The inspect socket and the consumer socket, if asked for, are
-//! served all along by threads of their own and see the device of the
-//! connection being served; for consumers, the device is the guest
-//! [`Config::guest_name`], whose buffers go away (RESET) when its frontend
-//! disconnects and come back as it registers them again.
+//! The serving loop: one vhost-user socket per guest, each listened on by
+//! a thread of its own, which serves one frontend (QEMU) at a time with a
+//! fresh device and listens again when it goes away, until told to stop.
+//! Each guest has its own device state (buffer table, guest memory); a
+//! frontend that disconnects drops its guest's buffers only.
+//!
+//! The inspect socket and the consumer socket, if asked for, are served all
+//! along by threads of their own and see every guest: for consumers, each
+//! guest is [`GuestConfig::name`], whose buffers go away (RESET) when its
+//! frontend disconnects and come back as it registers them again.
 
+use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::os::fd::AsRawFd;
+use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::thread;
 
 use log::{error, info};
 use thiserror::Error as ThisError;
@@ -22,7 +28,7 @@ use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use bufshare_consumer::props::{is_name_char, NAME_MAX};
+use bufshare_consumer::props::{is_name, is_name_char, NAME_MAX};
 use bufshare_consumer::wire::MAX_PROPS_SIZE;
 
 use crate::backend::{self, VhostUserBufshareBackend};
@@ -30,9 +36,9 @@ use crate::buffers::{ResetReason, SharedState};
 use crate::consumer::{self, ConsumerConfig, ConsumerServer};
 use crate::device::Limits;
 use crate::fault::FaultFile;
-use crate::inspect::{self, InspectServer};
+use crate::inspect::{self, InspectGuest, InspectServer};
 
-/// Errors that stop the daemon.
+/// Errors that stop the daemon, or the serving of a guest.
 #[derive(Debug, ThisError)]
 pub enum Error {
     /// The socket could not be made.
@@ -59,25 +65,112 @@ pub enum Error {
     /// The configuration does not hold together.
     #[error("{0}")]
     Config(String),
+    /// A guest's thread could not be started.
+    #[error("cannot start a thread for guest {0}: {1}")]
+    Thread(String, io::Error),
+}
+
+/// One guest: a vhost-user socket, and the name consumers and the inspect
+/// socket know its device by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuestConfig {
+    /// Its name: 1 to 63 characters out of `[A-Za-z0-9_.-]`, unique.
+    pub name: String,
+    /// The vhost-user socket its frontend connects to.
+    pub socket_path: PathBuf,
+}
+
+impl GuestConfig {
+    /// A guest named `name` on the socket at `socket_path`.
+    pub fn new(name: impl Into<String>, socket_path: impl Into<PathBuf>) -> Self {
+        Self {
+            name: name.into(),
+            socket_path: socket_path.into(),
+        }
+    }
+
+    /// A guest on the socket at `socket_path`, named after it
+    /// ([`default_guest_name`]).
+    pub fn from_socket(socket_path: impl Into<PathBuf>) -> Self {
+        let socket_path = socket_path.into();
+        Self {
+            name: default_guest_name(&socket_path),
+            socket_path,
+        }
+    }
 }
 
 /// What the daemon serves.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// The vhost-user socket to listen on.
-    pub socket_path: PathBuf,
-    /// The device's limits.
+    /// The guests, each on a vhost-user socket of its own.
+    pub guests: Vec<GuestConfig>,
+    /// The devices' limits (the same for every guest).
     pub limits: Limits,
-    /// Stop after the first connection instead of listening again.
+    /// Serve one connection per guest socket instead of listening again:
+    /// the daemon stops when each guest's first frontend went away.
     pub once: bool,
-    /// The file that says which fault to inject ([`crate::fault`]), if any.
+    /// The file that says which fault to inject ([`crate::fault`]), if
+    /// any: read by every guest's device, before each of its commands.
     pub fault_file: Option<PathBuf>,
     /// Where to serve the inspect socket ([`crate::inspect`]), if anywhere.
     pub inspect_socket: Option<PathBuf>,
     /// How to serve the consumer socket ([`crate::consumer`]), if at all.
     pub consumer: Option<ConsumerConfig>,
-    /// The guest's name, in what consumers receive.
-    pub guest_name: String,
+}
+
+impl Config {
+    /// Serves `guests` with the default limits, listening again after each
+    /// connection, with no fault injection, inspect socket or consumer
+    /// socket.
+    pub fn new(guests: Vec<GuestConfig>) -> Self {
+        Self {
+            guests,
+            limits: Limits::default(),
+            once: false,
+            fault_file: None,
+            inspect_socket: None,
+            consumer: None,
+        }
+    }
+
+    /// Checks that the configuration holds together: at least one guest,
+    /// names that are names, no two guests with the same name or socket,
+    /// properties that consumers can take.
+    pub fn check(&self) -> Result<(), Error> {
+        if self.guests.is_empty() {
+            return Err(Error::Config(String::from("no guest to serve")));
+        }
+        let mut names = HashSet::new();
+        let mut sockets = HashSet::new();
+        for guest in &self.guests {
+            if !is_name(&guest.name) {
+                return Err(Error::Config(format!(
+                    "bad guest name {:?}: 1 to 63 characters out of [A-Za-z0-9_.-]",
+                    guest.name
+                )));
+            }
+            if !names.insert(guest.name.as_str()) {
+                return Err(Error::Config(format!(
+                    "two guests are named {}",
+                    guest.name
+                )));
+            }
+            if !sockets.insert(guest.socket_path.as_path()) {
+                return Err(Error::Config(format!(
+                    "two guests on the socket {}",
+                    guest.socket_path.display()
+                )));
+            }
+        }
+        if self.consumer.is_some() && self.limits.max_props_size as usize > MAX_PROPS_SIZE {
+            return Err(Error::Config(format!(
+                "consumers take at most {MAX_PROPS_SIZE} bytes of properties: \
+                 lower --max-props-size"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The guest name made of a socket path: its file name without extension,
@@ -106,21 +199,24 @@ pub fn default_guest_name(socket_path: &Path) -> String {
     }
 }
 
-/// Detaches the consumer server from the state when dropped.
-struct Observed<'a>(&'a SharedState);
+/// Detaches the consumer server from the guests' states when dropped.
+struct Observed<'a>(&'a [Arc<SharedState>]);
 
 impl Drop for Observed<'_> {
     fn drop(&mut self) {
-        self.0.lock().observer = None;
+        for state in self.0 {
+            state.lock().observer = None;
+        }
     }
 }
 
-/// Asks a running [`serve`] to stop, from any thread: the connection being
-/// served is shut down and the socket is no longer listened on.
+/// Asks a running [`serve`] to stop, from any thread: the connections being
+/// served are shut down and the sockets are no longer listened on.
 pub struct Shutdown {
     requested: AtomicBool,
     event: EventFd,
-    connection: Mutex<Option<ShutdownHandle>>,
+    /// The connection being served, by guest.
+    connections: Mutex<BTreeMap<usize, ShutdownHandle>>,
 }
 
 impl Shutdown {
@@ -129,17 +225,18 @@ impl Shutdown {
         Ok(Arc::new(Self {
             requested: AtomicBool::new(false),
             event: EventFd::new(EFD_NONBLOCK).map_err(Error::ShutdownEvent)?,
-            connection: Mutex::new(None),
+            connections: Mutex::new(BTreeMap::new()),
         }))
     }
 
     /// Asks the daemon to stop.
     pub fn request(&self) {
         self.requested.store(true, Ordering::SeqCst);
+        // Never read: it stays readable for every guest's thread.
         if let Err(e) = self.event.write(1) {
             error!("cannot wake the daemon up: {e}");
         }
-        if let Some(conn) = lock(&self.connection).as_ref() {
+        for conn in lock(&self.connections).values() {
             conn.shutdown();
         }
     }
@@ -149,13 +246,20 @@ impl Shutdown {
         self.requested.load(Ordering::SeqCst)
     }
 
-    fn set_connection(&self, conn: Option<ShutdownHandle>) {
-        let mut slot = lock(&self.connection);
-        *slot = conn;
-        // A request that came before the handle was stored still counts.
-        if self.requested() {
-            if let Some(conn) = slot.as_ref() {
-                conn.shutdown();
+    /// Sets (or clears) the connection being served for guest `guest`.
+    fn set_connection(&self, guest: usize, conn: Option<ShutdownHandle>) {
+        let mut connections = lock(&self.connections);
+        match conn {
+            Some(conn) => {
+                // A request that came before the handle was stored still
+                // counts.
+                if self.requested() {
+                    conn.shutdown();
+                }
+                connections.insert(guest, conn);
+            }
+            None => {
+                connections.remove(&guest);
             }
         }
     }
@@ -165,71 +269,159 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Serves frontends on `config.socket_path`, one at a time, each with a
-/// freshly reset device, until `shutdown` is requested (or, with
-/// `config.once`, until the first connection ends).
+/// Binds the vhost-user socket of `guest` (a stale file there is removed).
+fn listen(guest: &GuestConfig) -> Result<Listener, Error> {
+    let listener = Listener::new(&guest.socket_path, true)
+        .map_err(|e| Error::Listen(guest.socket_path.clone(), e))?;
+    info!(
+        "guest {}: listening on {}",
+        guest.name,
+        guest.socket_path.display()
+    );
+    Ok(listener)
+}
+
+/// Serves the frontends of every guest of `config`, each guest on its
+/// socket, one frontend at a time per guest, each with a freshly reset
+/// device, until `shutdown` is requested (or, with `config.once`, until the
+/// first connection of every guest ended).
 ///
-/// A stale socket file is removed first. The socket stays bound between
-/// connections, so that a frontend reconnecting at any time finds it (and
-/// waits in the backlog if another one is being served); it is made again if
-/// someone removed the file, and removed on return.
+/// The configuration is checked first ([`Config::check`]); then the
+/// inspect and consumer sockets and every guest's socket are made (a stale
+/// socket file is removed): an error there is returned before anything is
+/// served. Each guest's socket stays bound between connections, so that a
+/// frontend reconnecting at any time finds it (and waits in the backlog if
+/// another one is being served); it is made again if someone removed the
+/// file, and removed when the guest is no longer served.
+///
+/// An error while serving a guest (its socket cannot be made again, the
+/// vhost-user daemon cannot start) ends the serving of that guest only; it
+/// is logged, and returned once every guest is done.
 pub fn serve(config: &Config, shutdown: &Shutdown) -> Result<(), Error> {
-    let listen = || {
-        let listener = Listener::new(&config.socket_path, true)
-            .map_err(|e| Error::Listen(config.socket_path.clone(), e))?;
-        info!("listening on {}", config.socket_path.display());
-        Ok::<_, Error>(listener)
-    };
-    let state = Arc::new(SharedState::default());
-    // Up before the vhost-user socket; stopped, and their sockets removed,
+    config.check()?;
+    let states: Vec<Arc<SharedState>> = config
+        .guests
+        .iter()
+        .map(|_| Arc::new(SharedState::default()))
+        .collect();
+    // Up before the vhost-user sockets; stopped, and their sockets removed,
     // when dropped on return.
     let _inspect = match &config.inspect_socket {
-        Some(path) => Some(InspectServer::start(path, Arc::clone(&state))?),
+        Some(path) => {
+            let guests = config
+                .guests
+                .iter()
+                .zip(&states)
+                .map(|(guest, state)| InspectGuest::new(&guest.name, Arc::clone(state)))
+                .collect();
+            Some(InspectServer::start(path, guests)?)
+        }
         None => None,
     };
     let consumers = match &config.consumer {
-        Some(consumer) => {
-            if config.limits.max_props_size as usize > MAX_PROPS_SIZE {
-                return Err(Error::Config(format!(
-                    "consumers take at most {MAX_PROPS_SIZE} bytes of properties: \
-                     lower --max-props-size"
-                )));
-            }
-            Some(ConsumerServer::start(consumer.clone())?)
-        }
+        Some(consumer) => Some(ConsumerServer::start(consumer.clone())?),
         None => None,
     };
     // Dropped before the consumer server.
     let _observed = match &consumers {
         Some(server) => {
-            state.lock().observer = Some(server.guest(&config.guest_name)?);
-            info!("guest {} for consumers", config.guest_name);
-            Some(Observed(&state))
+            let observed = Observed(&states);
+            for (guest, state) in config.guests.iter().zip(&states) {
+                state.lock().observer = Some(server.guest(&guest.name)?);
+                info!("guest {} for consumers", guest.name);
+            }
+            Some(observed)
         }
         None => None,
     };
-    let mut listener = listen()?;
+    let listeners = config
+        .guests
+        .iter()
+        .map(listen)
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut results: Vec<Result<(), Error>> = Vec::new();
+    thread::scope(|scope| {
+        let mut threads = Vec::new();
+        for (index, ((guest, state), listener)) in
+            config.guests.iter().zip(&states).zip(listeners).enumerate()
+        {
+            let spawned = thread::Builder::new()
+                .name(format!("guest-{}", guest.name))
+                .spawn_scoped(scope, move || {
+                    let result = panic::catch_unwind(AssertUnwindSafe(|| {
+                        serve_guest(config, index, listener, state, shutdown)
+                    }))
+                    .unwrap_or_else(|panicked| {
+                        // A bug: stop every guest, then pass it on.
+                        shutdown.request();
+                        panic::resume_unwind(panicked)
+                    });
+                    if let Err(e) = &result {
+                        error!("guest {}: no longer served: {e}", guest.name);
+                    }
+                    result
+                });
+            match spawned {
+                Ok(thread) => threads.push(thread),
+                Err(e) => {
+                    // Stop the guests already served.
+                    results.push(Err(Error::Thread(guest.name.clone(), e)));
+                    shutdown.request();
+                    break;
+                }
+            }
+        }
+        let mut panicked = None;
+        for thread in threads {
+            match thread.join() {
+                Ok(result) => results.push(result),
+                Err(panic) => {
+                    panicked.get_or_insert(panic);
+                }
+            }
+        }
+        if let Some(panic) = panicked {
+            panic::resume_unwind(panic);
+        }
+    });
+    if shutdown.requested() {
+        info!("shut down");
+    } else {
+        info!("every guest is done");
+    }
+    results.into_iter().collect()
+}
+
+/// Serves the frontends of guest `index` of `config`, one at a time, on
+/// `listener`, keeping its device's buffers and guest memory in `state`.
+fn serve_guest(
+    config: &Config,
+    index: usize,
+    mut listener: Listener,
+    state: &Arc<SharedState>,
+    shutdown: &Shutdown,
+) -> Result<(), Error> {
+    let guest = &config.guests[index];
     loop {
         if !wait_for_connection(&listener, shutdown)? {
-            info!("shutting down");
             return Ok(());
         }
 
-        serve_connection(config, shutdown, &mut listener, &state)?;
+        serve_connection(config, index, shutdown, &mut listener, state)?;
 
-        if shutdown.requested() {
-            info!("shutting down");
+        if shutdown.requested() || config.once {
             return Ok(());
         }
-        if config.once {
-            return Ok(());
-        }
-        if !config.socket_path.exists() {
-            info!("the socket file was removed");
+        if !guest.socket_path.exists() {
+            info!("guest {}: the socket file was removed", guest.name);
             drop(listener);
-            listener = listen()?;
+            listener = listen(guest)?;
         } else {
-            info!("waiting for the frontend to reconnect");
+            info!(
+                "guest {}: waiting for the frontend to reconnect",
+                guest.name
+            );
         }
     }
 }
@@ -239,15 +431,20 @@ pub fn serve(config: &Config, shutdown: &Shutdown) -> Result<(), Error> {
 /// ends.
 fn serve_connection(
     config: &Config,
+    index: usize,
     shutdown: &Shutdown,
     listener: &mut Listener,
     state: &Arc<SharedState>,
 ) -> Result<(), Error> {
-    let result = run_connection(config, shutdown, listener, state);
+    let result = run_connection(config, index, shutdown, listener, state);
     let mut state = state.lock();
+    state.connected = false;
     let dropped = state.drop_all(ResetReason::Disconnected);
     if dropped != 0 {
-        info!("{dropped} buffers dropped with the connection");
+        info!(
+            "guest {}: {dropped} buffers dropped with the connection",
+            config.guests[index].name
+        );
     }
     state.mem = None;
     result
@@ -255,27 +452,30 @@ fn serve_connection(
 
 fn run_connection(
     config: &Config,
+    index: usize,
     shutdown: &Shutdown,
     listener: &mut Listener,
     state: &Arc<SharedState>,
 ) -> Result<(), Error> {
+    let name = &config.guests[index].name;
     let mut backend = VhostUserBufshareBackend::with_state(config.limits, Arc::clone(state))?;
     if let Some(path) = &config.fault_file {
         backend = backend.with_fault_file(FaultFile::new(path));
     }
     let backend = Arc::new(RwLock::new(backend));
     let mut daemon = VhostUserDaemon::new(
-        String::from("vhost-user-bufshare"),
+        format!("bufshare-{name}"),
         backend,
         GuestMemoryAtomic::new(GuestMemoryMmap::new()),
     )
     .map_err(Error::Daemon)?;
 
     daemon.start(listener).map_err(Error::Daemon)?;
-    info!("frontend connected");
-    shutdown.set_connection(daemon.shutdown_handle());
+    info!("guest {name}: frontend connected");
+    state.lock().connected = true;
+    shutdown.set_connection(index, daemon.shutdown_handle());
     let result = daemon.wait();
-    shutdown.set_connection(None);
+    shutdown.set_connection(index, None);
 
     // A frontend that goes away, even in the middle of a message, is no
     // reason to stop serving.
@@ -283,8 +483,8 @@ fn run_connection(
         Ok(())
         | Err(DaemonError::HandleRequest(
             VhostUserError::Disconnected | VhostUserError::PartialMessage,
-        )) => info!("frontend disconnected"),
-        Err(e) => error!("connection ended: {e}"),
+        )) => info!("guest {name}: frontend disconnected"),
+        Err(e) => error!("guest {name}: connection ended: {e}"),
     }
     // Dropping the daemon stops its worker threads.
     Ok(())

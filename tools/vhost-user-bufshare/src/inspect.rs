@@ -1,21 +1,28 @@
 // SPDX-License-Identifier: GPL-2.0-only WITH Linux-syscall-note OR BSD-3-Clause
 
 //! The inspect socket: lets host tools (`bufshare-inspect`) list the
-//! registered buffers and read or write their bytes straight in guest
-//! memory, with no command from the driver.
+//! registered buffers of every guest and read or write their bytes straight
+//! in guest memory, with no command from the driver.
 //!
 //! A unix stream socket, mode 0600, served by a thread of its own, one
 //! client at a time, one request per connection. The protocol:
 //!
 //! ```text
-//! request:  list\n
-//!           read ID OFFSET LEN\n
-//!           write ID OFFSET LEN\n      (then, after "ready\n", LEN raw bytes)
-//! answer:   ok N\n then N bytes        (list: the listing; read: the bytes;
-//!                                       write: N = 0)
+//! request:  [guest=NAME ]list\n
+//!           [guest=NAME ]read ID OFFSET LEN\n
+//!           [guest=NAME ]write ID OFFSET LEN\n  (then, after "ready\n", LEN raw bytes)
+//!           guests\n
+//! answer:   ok N\n then N bytes        (list, guests: the listing; read: the
+//!                                       bytes; write: N = 0)
 //!           ready\n                    (write only: send the bytes now)
 //!           error MESSAGE\n            (then the connection is closed)
 //! ```
+//!
+//! A request without `guest=NAME` is about the only guest when the backend
+//! serves one; when it serves several, `list` lists every guest's buffers,
+//! each buffer's line starting with `guest=NAME `, and `read` and `write`
+//! are refused. `guests` lists the guests, one line each:
+//! `guest=NAME connected=<0|1> buffers=<n>`.
 //!
 //! Numbers are decimal. A request line has at most [`MAX_REQUEST_LINE`]
 //! bytes; a client has [`CLIENT_TIMEOUT`] for each read or write. Bytes are
@@ -34,6 +41,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+use bufshare_consumer::props::is_name;
 use log::{debug, error, info, warn};
 use thiserror::Error as ThisError;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
@@ -43,7 +51,7 @@ use crate::buffers::SharedState;
 use crate::socket::ListenError;
 
 /// Longest request line, newline included.
-pub const MAX_REQUEST_LINE: usize = 128;
+pub const MAX_REQUEST_LINE: usize = 256;
 /// Longest answer line a client accepts, newline included.
 pub const MAX_ANSWER_LINE: usize = 4096;
 /// Bytes copied per lock of the buffer table.
@@ -63,13 +71,18 @@ pub enum Error {
     /// The thread or its events could not be made.
     #[error("cannot start the inspect server: {0}")]
     Start(io::Error),
+    /// The guests do not hold together.
+    #[error("{0}")]
+    Guests(String),
 }
 
-/// A request of a client.
+/// What a client asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Request {
+pub enum Command {
     /// `list`.
     List,
+    /// `guests`.
+    Guests,
     /// `read ID OFFSET LEN`.
     Read {
         /// The buffer.
@@ -90,40 +103,164 @@ pub enum Request {
     },
 }
 
+/// A request of a client: a command, about a guest or not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// The guest, if named (`guest=NAME`).
+    pub guest: Option<String>,
+    /// What to do.
+    pub command: Command,
+}
+
 impl Request {
+    /// `command`, about the only guest (or, for `list`, every guest).
+    pub fn new(command: Command) -> Self {
+        Self {
+            guest: None,
+            command,
+        }
+    }
+
     /// Parses a request line, without its newline.
     pub fn parse(line: &[u8]) -> Result<Self, String> {
         let line = std::str::from_utf8(line).map_err(|_| "request is not text".to_string())?;
-        let words: Vec<&str> = line.split(' ').collect();
+        let mut words: Vec<&str> = line.split(' ').collect();
+        let guest = match words.first().and_then(|w| w.strip_prefix("guest=")) {
+            Some(name) if is_name(name) => {
+                let name = name.to_string();
+                words.remove(0);
+                Some(name)
+            }
+            Some(name) => return Err(format!("bad guest name {name:?}")),
+            None => None,
+        };
         let number = |word: &str| -> Result<u64, String> {
             if word.is_empty() || !word.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(format!("bad number {word:?}"));
             }
             word.parse().map_err(|_| format!("number {word} too large"))
         };
-        match words[..] {
-            ["list"] => Ok(Request::List),
-            ["read", id, offset, len] => Ok(Request::Read {
+        let command = match words[..] {
+            ["list"] => Command::List,
+            ["guests"] if guest.is_none() => Command::Guests,
+            ["read", id, offset, len] => Command::Read {
                 id: number(id)?,
                 offset: number(offset)?,
                 len: number(len)?,
-            }),
-            ["write", id, offset, len] => Ok(Request::Write {
+            },
+            ["write", id, offset, len] => Command::Write {
                 id: number(id)?,
                 offset: number(offset)?,
                 len: number(len)?,
-            }),
-            _ => Err(format!("bad request {line:?}")),
-        }
+            },
+            _ => return Err(format!("bad request {line:?}")),
+        };
+        Ok(Self { guest, command })
     }
 
     /// The request line, newline included.
     pub fn line(&self) -> String {
-        match self {
-            Request::List => "list\n".to_string(),
-            Request::Read { id, offset, len } => format!("read {id} {offset} {len}\n"),
-            Request::Write { id, offset, len } => format!("write {id} {offset} {len}\n"),
+        let command = match self.command {
+            Command::List => "list".to_string(),
+            Command::Guests => "guests".to_string(),
+            Command::Read { id, offset, len } => format!("read {id} {offset} {len}"),
+            Command::Write { id, offset, len } => format!("write {id} {offset} {len}"),
+        };
+        match &self.guest {
+            Some(guest) => format!("guest={guest} {command}\n"),
+            None => format!("{command}\n"),
         }
+    }
+}
+
+/// A guest whose buffers the inspect socket serves.
+#[derive(Clone, Debug)]
+pub struct InspectGuest {
+    /// Its name.
+    pub name: String,
+    /// Its buffers and guest memory.
+    pub state: Arc<SharedState>,
+}
+
+impl InspectGuest {
+    /// The guest `name`, whose buffers and guest memory are in `state`.
+    pub fn new(name: impl Into<String>, state: Arc<SharedState>) -> Self {
+        Self {
+            name: name.into(),
+            state,
+        }
+    }
+}
+
+/// The guests served, by name.
+#[derive(Debug)]
+struct Guests(Vec<InspectGuest>);
+
+impl Guests {
+    /// The guest a request names, or the only one.
+    fn pick(&self, name: Option<&str>) -> Result<&SharedState, String> {
+        match name {
+            Some(name) => self
+                .0
+                .iter()
+                .find(|g| g.name == name)
+                .map(|g| &*g.state)
+                .ok_or_else(|| format!("no guest {name}")),
+            None => match &self.0[..] {
+                [only] => Ok(&only.state),
+                guests => Err(format!(
+                    "the backend serves {} guests ({}): name one",
+                    guests.len(),
+                    self.names()
+                )),
+            },
+        }
+    }
+
+    fn names(&self) -> String {
+        self.0
+            .iter()
+            .map(|g| g.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// What `list` answers: the buffers of the guest named, or of the only
+    /// one; with no guest named and several guests, those of every guest,
+    /// each buffer's line starting with `guest=NAME `.
+    fn list(&self, name: Option<&str>) -> Result<Vec<u8>, String> {
+        if name.is_some() || self.0.len() == 1 {
+            return Ok(self.pick(name)?.lock().buffers.describe());
+        }
+        let mut out = Vec::new();
+        for guest in &self.0 {
+            let listing = guest.state.lock().buffers.describe();
+            for line in listing.split_inclusive(|&b| b == b'\n') {
+                if line.first() != Some(&b'\t') {
+                    out.extend_from_slice(format!("guest={} ", guest.name).as_bytes());
+                }
+                out.extend_from_slice(line);
+            }
+        }
+        Ok(out)
+    }
+
+    /// What `guests` answers: `guest=NAME connected=<0|1> buffers=<n>` per
+    /// guest.
+    fn describe(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for guest in &self.0 {
+            let state = guest.state.lock();
+            // Writing to a Vec cannot fail.
+            let _ = writeln!(
+                out,
+                "guest={} connected={} buffers={}",
+                guest.name,
+                u8::from(state.connected),
+                state.buffers.len()
+            );
+        }
+        out
     }
 }
 
@@ -157,17 +294,25 @@ pub struct InspectServer {
 
 impl InspectServer {
     /// Listens on `path` (a stale socket there is replaced) and serves
-    /// `state` from a thread of its own.
+    /// the buffers of `guests` from a thread of its own.
     ///
     /// The socket is made under a temporary name, set to mode 0600 and then
     /// renamed to `path`, so that it is never reachable with other modes.
-    pub fn start(path: &Path, state: Arc<SharedState>) -> Result<Self, Error> {
+    pub fn start(path: &Path, mut guests: Vec<InspectGuest>) -> Result<Self, Error> {
+        if guests.is_empty() {
+            return Err(Error::Guests("no guest".into()));
+        }
+        guests.sort_by(|a, b| a.name.cmp(&b.name));
+        if let Some(pair) = guests.windows(2).find(|pair| pair[0].name == pair[1].name) {
+            return Err(Error::Guests(format!("two guests named {}", pair[0].name)));
+        }
+        let guests = Guests(guests);
         let listener = listen(path)?;
         let stop = EventFd::new(EFD_NONBLOCK).map_err(Error::Start)?;
         let thread_stop = stop.try_clone().map_err(Error::Start)?;
         let thread = thread::Builder::new()
             .name(String::from("inspect"))
-            .spawn(move || serve(&listener, &thread_stop, &state))
+            .spawn(move || serve(&listener, &thread_stop, &guests))
             .map_err(Error::Start)?;
         info!("inspect socket on {}", path.display());
         Ok(Self {
@@ -209,7 +354,7 @@ fn listen(path: &Path) -> Result<UnixListener, Error> {
 }
 
 /// The server's thread: serves clients one after the other until `stop`.
-fn serve(listener: &UnixListener, stop: &EventFd, state: &SharedState) {
+fn serve(listener: &UnixListener, stop: &EventFd, guests: &Guests) {
     const LISTENER: u64 = 0;
     const STOP: u64 = 1;
     let epoll = match Epoll::new() {
@@ -241,7 +386,7 @@ fn serve(listener: &UnixListener, stop: &EventFd, state: &SharedState) {
         }
         match listener.accept() {
             Ok((stream, _)) => {
-                if let Err(e) = serve_client(stream, state) {
+                if let Err(e) = serve_client(stream, guests) {
                     debug!("inspect client: {e}");
                 }
             }
@@ -256,7 +401,7 @@ fn serve(listener: &UnixListener, stop: &EventFd, state: &SharedState) {
 }
 
 /// Serves one client's request.
-fn serve_client(stream: UnixStream, state: &SharedState) -> io::Result<()> {
+fn serve_client(stream: UnixStream, guests: &Guests) -> io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
     stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
@@ -274,13 +419,27 @@ fn serve_client(stream: UnixStream, state: &SharedState) -> io::Result<()> {
         Err(e) => return send_error(&mut out, &e),
     };
     debug!("inspect: {}", request.line().trim_end());
-    match request {
-        Request::List => {
-            let listing = state.lock().buffers.describe();
-            writeln!(out, "ok {}", listing.len())?;
-            out.write_all(&listing)
-        }
-        Request::Read { id, offset, len } => {
+    let guest = request.guest.as_deref();
+    let listing = match request.command {
+        Command::List => Some(guests.list(guest)),
+        Command::Guests => Some(Ok(guests.describe())),
+        Command::Read { .. } | Command::Write { .. } => None,
+    };
+    if let Some(listing) = listing {
+        return match listing {
+            Ok(listing) => {
+                writeln!(out, "ok {}", listing.len())?;
+                out.write_all(&listing)
+            }
+            Err(e) => send_error(&mut out, &e),
+        };
+    }
+    let state = match guests.pick(guest) {
+        Ok(state) => state,
+        Err(e) => return send_error(&mut out, &e),
+    };
+    match request.command {
+        Command::Read { id, offset, len } => {
             if let Err(e) = state.lock().check_access(id, offset, len) {
                 return send_error(&mut out, &e.to_string());
             }
@@ -300,7 +459,7 @@ fn serve_client(stream: UnixStream, state: &SharedState) -> io::Result<()> {
             }
             Ok(())
         }
-        Request::Write { id, offset, len } => {
+        Command::Write { id, offset, len } => {
             if let Err(e) = state.lock().check_access(id, offset, len) {
                 return send_error(&mut out, &e.to_string());
             }
@@ -317,6 +476,7 @@ fn serve_client(stream: UnixStream, state: &SharedState) -> io::Result<()> {
             }
             out.write_all(b"ok 0\n")
         }
+        Command::List | Command::Guests => Ok(()),
     }
 }
 
@@ -347,6 +507,7 @@ pub enum ClientError {
 #[derive(Clone, Debug)]
 pub struct Client {
     path: PathBuf,
+    guest: Option<String>,
     timeout: Option<Duration>,
 }
 
@@ -354,11 +515,26 @@ pub struct Client {
 pub const CLIENT_WAIT: Duration = Duration::from_secs(60);
 
 impl Client {
-    /// A client of the socket at `path`.
+    /// A client of the socket at `path`, about the only guest of the
+    /// backend (or, for [`Client::list`], every guest).
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
+            guest: None,
             timeout: Some(CLIENT_WAIT),
+        }
+    }
+
+    /// The same client, about the guest `guest` (`None`: the only one).
+    pub fn with_guest(mut self, guest: Option<String>) -> Self {
+        self.guest = guest;
+        self
+    }
+
+    fn request(&self, command: Command) -> Request {
+        Request {
+            guest: self.guest.clone(),
+            command,
         }
     }
 
@@ -403,15 +579,27 @@ impl Client {
         Ok(())
     }
 
-    /// The listing of the buffers: for each, a line
-    /// `id=<n> application=<s> size=<n> ranges=<n> complete=<0|1> seqno=<n>`
-    /// then a TAB and `name=value` per property.
-    pub fn list(&self) -> Result<Vec<u8>, ClientError> {
-        let (_out, mut input) = self.connect(&Request::List)?;
+    /// The answer to `request`: `ok N` and N bytes.
+    fn listing(&self, request: &Request) -> Result<Vec<u8>, ClientError> {
+        let (_out, mut input) = self.connect(request)?;
         let n = Self::answer(&mut input)?.ok_or_else(|| ClientError::Protocol("ready".into()))?;
         let mut listing = Vec::new();
         Self::copy_answer(&mut input, n, &mut listing)?;
         Ok(listing)
+    }
+
+    /// The listing of the buffers: for each, a line
+    /// `id=<n> application=<s> size=<n> ranges=<n> complete=<0|1> seqno=<n>`
+    /// then a TAB and `name=value` per property. Without a guest named, of
+    /// a backend of several guests: every guest's buffers, their lines
+    /// starting with `guest=NAME `.
+    pub fn list(&self) -> Result<Vec<u8>, ClientError> {
+        self.listing(&self.request(Command::List))
+    }
+
+    /// The guests: a line `guest=NAME connected=<0|1> buffers=<n>` each.
+    pub fn guests(&self) -> Result<Vec<u8>, ClientError> {
+        self.listing(&Request::new(Command::Guests))
     }
 
     /// Copies `len` bytes at `offset` of buffer `id` to `out`.
@@ -422,7 +610,7 @@ impl Client {
         len: u64,
         out: &mut impl Write,
     ) -> Result<(), ClientError> {
-        let (_out, mut input) = self.connect(&Request::Read { id, offset, len })?;
+        let (_out, mut input) = self.connect(&self.request(Command::Read { id, offset, len }))?;
         match Self::answer(&mut input)? {
             Some(n) if n == len => Self::copy_answer(&mut input, n, out),
             other => Err(ClientError::Protocol(format!("{other:?} for {len} bytes"))),
@@ -432,7 +620,8 @@ impl Client {
     /// Writes `data` at `offset` of buffer `id`.
     pub fn write(&self, id: u64, offset: u64, data: &[u8]) -> Result<(), ClientError> {
         let len = data.len() as u64;
-        let (mut out, mut input) = self.connect(&Request::Write { id, offset, len })?;
+        let (mut out, mut input) =
+            self.connect(&self.request(Command::Write { id, offset, len }))?;
         if Self::answer(&mut input)?.is_some() {
             return Err(ClientError::Protocol("no ready".into()));
         }

@@ -10,6 +10,12 @@
 //!     -device vhost-user-test-device-pci,chardev=c0,virtio-id=37,num_vqs=1,config_size=24 \
 //!     -object memory-backend-memfd,id=mem,size=1G,share=on -numa node,memdev=mem
 //! ```
+//!
+//! or one device to each of several VMs, each on a socket of its own:
+//!
+//! ```text
+//! vhost-user-bufshare --guest vm0=/run/vm0.sock --guest vm1=/run/vm1.sock
+//! ```
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,23 +23,32 @@ use std::sync::Arc;
 use std::thread;
 
 use bufshare_consumer::props::is_name;
-use clap::Parser;
+use clap::{ArgGroup, Parser};
 use log::{error, info};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use vhost_user_bufshare::consumer::access::{AccessPolicy, AllowRule};
 use vhost_user_bufshare::consumer::{ConsumerConfig, DEFAULT_MAX_CONSUMERS, DEFAULT_QUEUE_LIMIT};
-use vhost_user_bufshare::daemon::{self, Config, Shutdown};
+use vhost_user_bufshare::daemon::{self, Config, GuestConfig, Shutdown};
 use vhost_user_bufshare::device::{device_name, Limits};
 
 /// vhost-user backend of the virtio-bufshare device (virtio id 37).
 #[derive(Debug, Parser)]
 #[command(version, about)]
+#[command(group(ArgGroup::new("sockets").required(true).args(["socket_path", "guests"])))]
 struct BufshareArgs {
     /// Path of the vhost-user socket to listen on (a stale file there is
-    /// removed).
-    #[arg(long)]
-    socket_path: PathBuf,
+    /// removed), for a single guest. See also --guest.
+    #[arg(long, conflicts_with = "guests")]
+    socket_path: Option<PathBuf>,
+
+    /// Serve the guest NAME on the vhost-user socket SOCKET_PATH (a stale
+    /// file there is removed). May be given more than once: one device per
+    /// guest, each on its socket, all in this process. NAME is the guest's
+    /// name for consumers and bufshare-inspect (1 to 63 characters out of
+    /// [A-Za-z0-9_.-]); names and sockets are unique.
+    #[arg(long = "guest", value_name = "NAME=SOCKET_PATH", value_parser = parse_guest)]
+    guests: Vec<GuestConfig>,
 
     /// Largest number of memory ranges in one buffer (65536: 256 MiB of 4 KiB
     /// pages).
@@ -52,14 +67,16 @@ struct BufshareArgs {
     #[arg(long, default_value_t = 1 << 30, value_parser = clap::value_parser!(u64).range(1..))]
     max_buffer_size: u64,
 
-    /// Exit when the first frontend disconnects, instead of waiting for the
-    /// next one.
+    /// Serve one frontend per guest socket: exit when it disconnected,
+    /// instead of waiting for the next one (with several guests, once every
+    /// guest's frontend has).
     #[arg(long)]
     once: bool,
 
     /// Fault injection (to test drivers): misbehave as PATH says
     ///
-    /// Before each command, read PATH and misbehave as the word in it says.
+    /// Before each command, read PATH and misbehave as the word in it says
+    /// (with several guests: every guest's device reads the same PATH).
     /// A missing or empty file, `none`, an unknown word (warned about once)
     /// or a read error mean no fault. Whitespace around the word is ignored.
     /// The words:
@@ -85,11 +102,12 @@ struct BufshareArgs {
     fault_file: Option<PathBuf>,
 
     /// Serve host tools (bufshare-inspect) on a unix socket at PATH (mode
-    /// 0600): list the buffers, read and write their bytes in guest memory.
+    /// 0600): list the buffers of every guest, read and write their bytes in
+    /// guest memory.
     #[arg(long, value_name = "PATH")]
     inspect_socket: Option<PathBuf>,
 
-    /// Hand the guest's buffers to host programs on a unix socket at PATH
+    /// Hand the guests' buffers to host programs on a unix socket at PATH
     /// (Documentation/host/bufshare-consumer.rst).
     #[arg(long, value_name = "PATH")]
     consumer_socket: Option<PathBuf>,
@@ -116,10 +134,10 @@ struct BufshareArgs {
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     max_consumers: u32,
 
-    /// The guest's name, in what consumers receive (1 to 63 characters out
-    /// of [A-Za-z0-9_.-]). Default: the socket path's file name without its
-    /// extension.
-    #[arg(long, value_name = "NAME", value_parser = parse_guest_name)]
+    /// With --socket-path: the guest's name, in what consumers receive (1
+    /// to 63 characters out of [A-Za-z0-9_.-]). Default: the socket path's
+    /// file name without its extension.
+    #[arg(long, value_name = "NAME", value_parser = parse_guest_name, conflicts_with = "guests")]
     guest_name: Option<String>,
 }
 
@@ -141,6 +159,17 @@ fn parse_guest_name(text: &str) -> Result<String, String> {
     }
 }
 
+/// `NAME=SOCKET_PATH`.
+fn parse_guest(text: &str) -> Result<GuestConfig, String> {
+    let (name, path) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: NAME=SOCKET_PATH expected"))?;
+    if path.is_empty() {
+        return Err(format!("{text:?}: no socket path"));
+    }
+    Ok(GuestConfig::new(parse_guest_name(name)?, path))
+}
+
 impl From<BufshareArgs> for Config {
     fn from(args: BufshareArgs) -> Self {
         let consumer = args.consumer_socket.map(|path| ConsumerConfig {
@@ -150,11 +179,15 @@ impl From<BufshareArgs> for Config {
             max_consumers: args.max_consumers as usize,
             ..ConsumerConfig::new(path)
         });
-        let guest_name = args
-            .guest_name
-            .unwrap_or_else(|| daemon::default_guest_name(&args.socket_path));
+        let guests = match args.socket_path {
+            Some(path) => vec![match args.guest_name {
+                Some(name) => GuestConfig::new(name, path),
+                None => GuestConfig::from_socket(path),
+            }],
+            None => args.guests,
+        };
         Config {
-            socket_path: args.socket_path,
+            guests,
             limits: Limits {
                 max_ranges: args.max_ranges,
                 max_props_size: args.max_props_size,
@@ -165,7 +198,6 @@ impl From<BufshareArgs> for Config {
             fault_file: args.fault_file,
             inspect_socket: args.inspect_socket,
             consumer,
-            guest_name,
         }
     }
 }
@@ -173,6 +205,10 @@ impl From<BufshareArgs> for Config {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let config = Config::from(BufshareArgs::parse());
+    if let Err(e) = config.check() {
+        error!("{e}");
+        return ExitCode::FAILURE;
+    }
 
     let shutdown = match Shutdown::new() {
         Ok(shutdown) => shutdown,
@@ -224,7 +260,7 @@ mod tests {
     fn defaults() {
         let args = BufshareArgs::try_parse_from(["prog", "--socket-path", "/tmp/s"]).unwrap();
         let config = Config::from(args);
-        assert_eq!(config.socket_path, PathBuf::from("/tmp/s"));
+        assert_eq!(config.guests, [GuestConfig::new("s", "/tmp/s")]);
         assert_eq!(config.limits, Limits::default());
         assert_eq!(
             config.limits,
@@ -239,7 +275,6 @@ mod tests {
         assert_eq!(config.fault_file, None);
         assert_eq!(config.inspect_socket, None);
         assert_eq!(config.consumer, None);
-        assert_eq!(config.guest_name, "s");
     }
 
     #[test]
@@ -256,7 +291,7 @@ mod tests {
         assert_eq!(consumer.queue_limit, 1024);
         assert_eq!(consumer.max_consumers, 16);
         assert!(consumer.access.rules.is_empty());
-        assert_eq!(config.guest_name, "vm-1");
+        assert_eq!(config.guests[0].name, "vm-1");
 
         let config = parse(&[
             "--consumer-socket",
@@ -286,7 +321,10 @@ mod tests {
         );
         assert_eq!(consumer.queue_limit, 8);
         assert_eq!(consumer.max_consumers, 2);
-        assert_eq!(config.guest_name, "desktop.1");
+        assert_eq!(
+            config.guests,
+            [GuestConfig::new("desktop.1", "/run/vm-1.sock")]
+        );
 
         for bad in [
             &["--consumer-socket-mode", "8"][..],
@@ -339,6 +377,53 @@ mod tests {
             config.inspect_socket,
             Some(PathBuf::from("/run/inspect.sock"))
         );
+    }
+
+    #[test]
+    fn several_guests() {
+        let parse = |argv: &[&str]| {
+            let mut all = vec!["prog"];
+            all.extend_from_slice(argv);
+            BufshareArgs::try_parse_from(all).map(Config::from)
+        };
+        let config = parse(&[
+            "--guest",
+            "vm0=/run/vm0.sock",
+            "--guest",
+            "desktop.1=rel/a=b.sock",
+            "--consumer-socket",
+            "/run/c.sock",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.guests,
+            [
+                GuestConfig::new("vm0", "/run/vm0.sock"),
+                GuestConfig::new("desktop.1", "rel/a=b.sock"),
+            ]
+        );
+        assert!(config.check().is_ok());
+        let config = parse(&["--guest", "vm0=/run/vm0.sock"]).unwrap();
+        assert_eq!(config.guests, [GuestConfig::new("vm0", "/run/vm0.sock")]);
+
+        // Parsed, but refused by the check.
+        for argv in [
+            &["--guest", "a=/s0", "--guest", "a=/s1"][..],
+            &["--guest", "a=/s0", "--guest", "b=/s0"],
+        ] {
+            assert!(parse(argv).unwrap().check().is_err(), "{argv:?}");
+        }
+        for bad in [
+            &["--guest", "vm0"][..],
+            &["--guest", "=/run/s"],
+            &["--guest", "vm0="],
+            &["--guest", "a b=/run/s"],
+            &["--guest", "vm0=/s", "--socket-path", "/t"],
+            &["--guest", "vm0=/s", "--guest-name", "x"],
+            &["--guest-name", "x"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserProtocolFeatures
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
 use vhost_user_bufshare::consumer::ConsumerConfig;
-use vhost_user_bufshare::daemon::{serve, Config, Shutdown};
+use vhost_user_bufshare::daemon::{serve, Config, GuestConfig, Shutdown};
 use vhost_user_bufshare::device::Limits;
 use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
@@ -49,13 +49,9 @@ fn limits() -> Limits {
 
 fn config(path: &Path, once: bool) -> Config {
     Config {
-        socket_path: path.to_path_buf(),
         limits: limits(),
         once,
-        fault_file: None,
-        inspect_socket: None,
-        consumer: None,
-        guest_name: String::from("vm"),
+        ..Config::new(vec![GuestConfig::new("vm", path)])
     }
 }
 
@@ -865,4 +861,284 @@ fn program_serves_the_consumer_socket() {
         other => panic!("{other:?}"),
     }
     assert!(!consumer_path.exists());
+}
+
+fn expect_add(client: &mut Client) -> bufshare_consumer::Add {
+    match client.next_event().unwrap() {
+        Event::Add(add) => add,
+        other => panic!("not an ADD: {other:?}"),
+    }
+}
+
+fn expect_reset(client: &mut Client) -> bufshare_consumer::Reset {
+    match client.next_event().unwrap() {
+        Event::Reset(reset) => reset,
+        other => panic!("not a RESET: {other:?}"),
+    }
+}
+
+/// Waits until `path` exists.
+fn wait_for(path: &Path) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(start.elapsed() < TIMEOUT, "no {}", path.display());
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// An UNREGISTER of buffer `id`.
+fn unregister(id: u64) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&0x104u32.to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(&id.to_le_bytes());
+    b
+}
+
+#[test]
+fn several_guests_in_one_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = [dir.path().join("vm0.sock"), dir.path().join("vm1.sock")];
+    let consumer_path = dir.path().join("consumer.sock");
+    let inspect_path = dir.path().join("inspect.sock");
+    let shutdown = Shutdown::new().unwrap();
+    let daemon = spawn_daemon(
+        Config {
+            limits: Limits::default(),
+            consumer: Some(consumer_config(&consumer_path)),
+            inspect_socket: Some(inspect_path.clone()),
+            ..Config::new(vec![
+                GuestConfig::new("vm0", &paths[0]),
+                GuestConfig::new("vm1", &paths[1]),
+            ])
+        },
+        Arc::clone(&shutdown),
+    );
+    let mut client = consumer(&consumer_path, &["e2e-tests"]);
+
+    // Two frontends, one per socket, each with its own memory; both
+    // register a buffer 5, with different bytes.
+    let mut frontends = [connect(&paths[0]), connect(&paths[1])];
+    let mut guests = [Guest::new(), Guest::new()];
+    for (i, (frontend, guest)) in frontends.iter_mut().zip(&mut guests).enumerate() {
+        negotiate(frontend);
+        guest.start_queue(frontend, true);
+        guest
+            .mem
+            .write_slice(&[i as u8 + 1; 0x100], GuestAddress(0x8_0000))
+            .unwrap();
+        let (_, answer) = guest.command(&register(5, &[(0x8_0000, 0x100)]), 8);
+        assert_eq!(answer, [0; 8]);
+    }
+    // Each ADD says whose it is, and maps that guest's memory.
+    let mut adds = [expect_add(&mut client), expect_add(&mut client)];
+    adds.sort_by(|a, b| a.guest.cmp(&b.guest));
+    for (i, add) in adds.iter().enumerate() {
+        assert_eq!(add.guest, format!("vm{i}"));
+        assert_eq!((add.buffer_id, add.size), (5, 0x100));
+        let mut got = [0; 0x100];
+        MappedBuffer::new(add, false)
+            .unwrap()
+            .read(0, &mut got)
+            .unwrap();
+        assert_eq!(got, [i as u8 + 1; 0x100]);
+    }
+
+    // The inspect socket sees both.
+    let out = inspect(&inspect_path, &["list"], b"");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "guest=vm0 id=5 application=e2e-tests size=256 ranges=1 complete=1 seqno=0\n\
+         \twidth=8\n\theight=4\n\
+         guest=vm1 id=5 application=e2e-tests size=256 ranges=1 complete=1 seqno=0\n\
+         \twidth=8\n\theight=4\n"
+    );
+    let out = inspect(
+        &inspect_path,
+        &["--guest", "vm1", "read", "5", "0", "2"],
+        b"",
+    );
+    assert_eq!(out.stdout, [2, 2]);
+    let out = inspect(&inspect_path, &["write", "--guest", "vm0", "5", "0"], b"AB");
+    assert!(out.status.success(), "{out:?}");
+    let mut got = [0; 2];
+    guests[0]
+        .mem
+        .read_slice(&mut got, GuestAddress(0x8_0000))
+        .unwrap();
+    assert_eq!(&got, b"AB");
+    let out = inspect(&inspect_path, &["read", "5", "0", "2"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("name one"));
+    let out = inspect(&inspect_path, &["guests"], b"");
+    assert_eq!(
+        out.stdout,
+        b"guest=vm0 connected=1 buffers=1\nguest=vm1 connected=1 buffers=1\n"
+    );
+
+    // vm1's QEMU goes away: RESET for vm1 only.
+    let [frontend0, frontend1] = frontends;
+    drop(frontend1);
+    let reset = expect_reset(&mut client);
+    assert_eq!(
+        (reset.guest.as_str(), reset.reason),
+        ("vm1", ResetReason::Disconnected)
+    );
+    let out = inspect(&inspect_path, &["guests"], b"");
+    assert_eq!(
+        out.stdout,
+        b"guest=vm0 connected=1 buffers=1\nguest=vm1 connected=0 buffers=0\n"
+    );
+    // vm0 goes on, its buffer still there.
+    assert_eq!(num_commands(&guests[0].get_info()), 2);
+
+    // vm1's QEMU comes back, on the same socket.
+    let mut frontend1 = connect(&paths[1]);
+    negotiate(&mut frontend1);
+    guests[1] = Guest::new();
+    guests[1].start_queue(&mut frontend1, true);
+    assert_eq!(num_commands(&guests[1].get_info()), 1);
+    guests[1].command(&register(7, &[(0x8_0000, 0x10)]), 8);
+    let add = expect_add(&mut client);
+    assert_eq!((add.guest.as_str(), add.buffer_id), ("vm1", 7));
+    // vm0 was never reset: its buffer 5 is still there to unregister.
+    assert_eq!(guests[0].command(&unregister(5), 8), (8, vec![0; 8]));
+    match client.next_event().unwrap() {
+        Event::Remove(remove) => {
+            assert_eq!((remove.guest.as_str(), remove.buffer_id), ("vm0", 5));
+        }
+        other => panic!("not a REMOVE: {other:?}"),
+    }
+
+    // The daemon stops: both sockets go, the consumer hears of vm1 (whose
+    // buffer it holds), then of the shutdown.
+    shutdown.request();
+    join_within(daemon, "the daemon");
+    let reset = expect_reset(&mut client);
+    assert_eq!(
+        (reset.guest.as_str(), reset.reason),
+        ("vm1", ResetReason::Disconnected)
+    );
+    match client.next_event() {
+        Err(ConsumerError::Ended(e)) => assert_eq!(e.code, ErrorCode::Shutdown),
+        other => panic!("{other:?}"),
+    }
+    for path in paths.iter().chain([&consumer_path, &inspect_path]) {
+        assert!(!path.exists(), "{} left behind", path.display());
+    }
+    drop((frontend0, frontend1));
+}
+
+#[test]
+fn several_guests_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = [dir.path().join("a.sock"), dir.path().join("b.sock")];
+    let daemon = spawn_daemon(
+        Config {
+            once: true,
+            ..Config::new(vec![
+                GuestConfig::new("a", &paths[0]),
+                GuestConfig::new("b", &paths[1]),
+            ])
+        },
+        Shutdown::new().unwrap(),
+    );
+    let mut a = connect(&paths[0]);
+    negotiate(&mut a);
+    drop(a);
+    // a's socket goes; b is still served.
+    let start = Instant::now();
+    while paths[0].exists() {
+        assert!(start.elapsed() < TIMEOUT, "a's socket is left behind");
+        thread::sleep(Duration::from_millis(5));
+    }
+    let mut b = connect(&paths[1]);
+    negotiate(&mut b);
+    assert_eq!(read_config(&mut b)[..4], [0, 0, 1, 0]);
+    assert!(!daemon.is_finished());
+    drop(b);
+    join_within(daemon, "the daemon, with --once,");
+    assert!(!paths[1].exists());
+}
+
+#[test]
+fn guests_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let shutdown = Shutdown::new().unwrap();
+    for guests in [
+        vec![],
+        vec![
+            GuestConfig::new("a", path("a.sock")),
+            GuestConfig::new("a", path("b.sock")),
+        ],
+        vec![
+            GuestConfig::new("a", path("a.sock")),
+            GuestConfig::new("b", path("a.sock")),
+        ],
+        vec![GuestConfig::new("a b", path("a.sock"))],
+    ] {
+        let e = serve(&Config::new(guests.clone()), &shutdown).unwrap_err();
+        assert!(
+            matches!(e, vhost_user_bufshare::daemon::Error::Config(_)),
+            "{guests:?}: {e}"
+        );
+    }
+    // A socket that cannot be made: nothing is served, and the other
+    // guest's socket is not left behind.
+    let config = Config {
+        inspect_socket: Some(path("inspect.sock")),
+        ..Config::new(vec![
+            GuestConfig::new("a", path("a.sock")),
+            GuestConfig::new("b", "/nonexistent-dir/b.sock"),
+        ])
+    };
+    assert!(serve(&config, &shutdown).is_err());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn program_serves_several_guests() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = [dir.path().join("vm0.sock"), dir.path().join("vm1.sock")];
+    let inspect_path = dir.path().join("inspect.sock");
+    let guest = |name: &str, path: &Path| format!("{name}={}", path.display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vhost-user-bufshare"))
+        .args(["--guest", &guest("vm0", &paths[0])])
+        .args(["--guest", &guest("vm1", &paths[1])])
+        .arg("--inspect-socket")
+        .arg(&inspect_path)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&inspect_path);
+    let mut frontend = connect(&paths[1]);
+    negotiate(&mut frontend);
+    let mut g = Guest::new();
+    g.start_queue(&mut frontend, true);
+    assert_eq!(num_commands(&g.get_info()), 1);
+    wait_for(&paths[0]);
+    let out = inspect(&inspect_path, &["guests"], b"");
+    assert_eq!(
+        out.stdout,
+        b"guest=vm0 connected=0 buffers=0\nguest=vm1 connected=1 buffers=0\n"
+    );
+    signal(&child, "TERM");
+    assert!(wait_within(&mut child).success());
+    for path in paths.iter().chain([&inspect_path]) {
+        assert!(!path.exists(), "{} left behind", path.display());
+    }
+
+    // Two guests of one name: refused at once.
+    let status = Command::new(env!("CARGO_BIN_EXE_vhost-user-bufshare"))
+        .args(["--guest", &guest("vm0", &paths[0])])
+        .args(["--guest", &guest("vm0", &paths[1])])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+    assert!(!paths[0].exists());
 }

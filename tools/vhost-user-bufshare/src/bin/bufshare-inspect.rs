@@ -4,13 +4,17 @@
 //! `vhost-user-bufshare` through its inspect socket (`--inspect-socket`).
 //!
 //! ```text
-//! bufshare-inspect --socket PATH list
-//! bufshare-inspect --socket PATH read ID OFFSET LEN > bytes
-//! bufshare-inspect --socket PATH write ID OFFSET < bytes
+//! bufshare-inspect --socket PATH [--guest NAME] list
+//! bufshare-inspect --socket PATH [--guest NAME] read ID OFFSET LEN > bytes
+//! bufshare-inspect --socket PATH [--guest NAME] write ID OFFSET < bytes
+//! bufshare-inspect --socket PATH guests
 //! ```
 //!
-//! `read` and `write` go straight to the buffer's guest memory. Errors are
-//! reported on stderr, with exit status 1.
+//! `read` and `write` go straight to the buffer's guest memory. Without
+//! `--guest`, they are about the backend's only guest (an error if it
+//! serves several), and `list` lists the only guest's buffers, or every
+//! guest's, each line starting with `guest=NAME `. Errors are reported on
+//! stderr, with exit status 1.
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
@@ -27,6 +31,12 @@ struct Args {
     #[arg(long, value_name = "PATH")]
     socket: PathBuf,
 
+    /// The guest whose buffers to look at (the backend's --guest NAME).
+    /// Default: the backend's only guest; for list, with several guests,
+    /// every guest.
+    #[arg(long, global = true, value_name = "NAME", value_parser = parse_guest)]
+    guest: Option<String>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -35,7 +45,11 @@ struct Args {
 enum Command {
     /// One line per buffer: `id=<n> application=<s> size=<n> ranges=<n>
     /// complete=<0|1> seqno=<n>`, then a TAB and `name=value` per property.
+    /// Without --guest, of a backend of several guests: every guest's
+    /// buffers, each line starting with `guest=<name> `.
     List,
+    /// One line per guest: `guest=<name> connected=<0|1> buffers=<n>`.
+    Guests,
     /// Writes LEN bytes of buffer ID, from OFFSET, to stdout.
     Read {
         /// The buffer's id.
@@ -59,6 +73,15 @@ enum Command {
     },
 }
 
+/// A guest name: 1 to 63 characters out of `[A-Za-z0-9_.-]`.
+fn parse_guest(s: &str) -> Result<String, String> {
+    if bufshare_consumer::props::is_name(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?}: 1 to 63 characters out of [A-Za-z0-9_.-]"))
+    }
+}
+
 /// A number, decimal or with `0x` hexadecimal.
 fn parse_u64(s: &str) -> Result<u64, String> {
     let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
@@ -79,16 +102,17 @@ enum Error {
 }
 
 fn run(args: Args) -> Result<(), Error> {
-    let client = Client::new(&args.socket);
+    let client = Client::new(&args.socket).with_guest(args.guest);
+    let print = |listing: Vec<u8>| {
+        let mut stdout = io::stdout().lock();
+        stdout
+            .write_all(&listing)
+            .and_then(|()| stdout.flush())
+            .map_err(Error::Stdout)
+    };
     match args.command {
-        Command::List => {
-            let listing = client.list()?;
-            let mut stdout = io::stdout().lock();
-            stdout
-                .write_all(&listing)
-                .and_then(|()| stdout.flush())
-                .map_err(Error::Stdout)
-        }
+        Command::List => print(client.list()?),
+        Command::Guests => print(client.guests()?),
         Command::Read { id, offset, len } => {
             let mut stdout = io::BufWriter::new(io::stdout().lock());
             // A failure to write stdout comes as a client I/O error.
@@ -137,6 +161,22 @@ mod tests {
         let args = Args::try_parse_from(["x", "--socket", "s", "write", "7", "0"]).unwrap();
         assert!(matches!(args.command, Command::Write { id: 7, offset: 0 }));
         assert!(Args::try_parse_from(["x", "--socket", "s", "list"]).is_ok());
+        // --guest, before or after the command.
+        let args = Args::try_parse_from([
+            "x", "--socket", "s", "--guest", "vm1", "read", "1", "2", "3",
+        ])
+        .unwrap();
+        assert_eq!(args.guest.as_deref(), Some("vm1"));
+        let args =
+            Args::try_parse_from(["x", "--socket", "s", "write", "--guest", "vm.2", "1", "2"])
+                .unwrap();
+        assert_eq!(args.guest.as_deref(), Some("vm.2"));
+        assert!(matches!(args.command, Command::Write { id: 1, offset: 2 }));
+        let args = Args::try_parse_from(["x", "--socket", "s", "guests"]).unwrap();
+        assert!(matches!(args.command, Command::Guests));
+        assert_eq!(args.guest, None);
+        assert!(Args::try_parse_from(["x", "--socket", "s", "--guest", "a b", "list"]).is_err());
+        assert!(Args::try_parse_from(["x", "--socket", "s", "--guest", "", "list"]).is_err());
         assert!(Args::try_parse_from(["x", "list"]).is_err());
         assert!(Args::try_parse_from(["x", "--socket", "s", "read", "1", "2"]).is_err());
         assert!(Args::try_parse_from(["x", "--socket", "s", "read", "-1", "0", "1"]).is_err());

@@ -223,6 +223,22 @@ impl Udmabuf {
         Ok(udmabuf)
     }
 
+    /// The most pieces a dma-buf may have: udmabuf's `list_limit`.
+    pub fn list_limit(&self) -> usize {
+        self.list_limit
+    }
+
+    /// The most bytes a dma-buf may have: udmabuf's `size_limit_mb`, in
+    /// bytes.
+    pub fn size_limit(&self) -> u64 {
+        self.size_limit
+    }
+
+    /// The page size, which pieces must be aligned to.
+    pub fn page_size(&self) -> u64 {
+        self.page
+    }
+
     /// Makes and drops a dma-buf of one page of a sealed memfd.
     fn probe(&self) -> io::Result<()> {
         use nix::fcntl::{fcntl, FcntlArg, SealFlag};

@@ -34,6 +34,11 @@ fn buffer(mem: &GuestMemoryMmap, id: u64, num_ranges: u32, ranges: &[(u64, u64)]
     b
 }
 
+/// The guest `vm0`, alone.
+fn one_guest(state: &Arc<SharedState>) -> Vec<InspectGuest> {
+    vec![InspectGuest::new("vm0", Arc::clone(state))]
+}
+
 struct Fixture {
     _dir: tempfile::TempDir,
     path: PathBuf,
@@ -57,7 +62,7 @@ impl Fixture {
                 .insert(buffer(&mem, 1, 2, &[(0xfff8, 0x10), (0x100, 0x10)]));
             s.buffers.insert(buffer(&mem, 2, 2, &[(0x200, 0x10)]));
         }
-        let server = InspectServer::start(&path, Arc::clone(&state)).unwrap();
+        let server = InspectServer::start(&path, one_guest(&state)).unwrap();
         Self {
             _dir: dir,
             path,
@@ -163,7 +168,7 @@ fn large_transfers_in_chunks() {
         );
         s.buffers.insert(b);
     }
-    let _server = InspectServer::start(&path, Arc::clone(&state)).unwrap();
+    let _server = InspectServer::start(&path, one_guest(&state)).unwrap();
     let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
     let client = Client::new(&path);
     client.write(9, 0, &data).unwrap();
@@ -223,6 +228,10 @@ fn bad_requests() {
         b"delete 1\n",
         b"\xff\xfe\n",
         b"list\r\n",
+        b"guest=vm0\n",
+        b"guest=vm0 guests\n",
+        b"guest= list\n",
+        b"guest=vm1 list\n",
         &long,
     ];
     for case in cases {
@@ -279,40 +288,251 @@ fn socket_file() {
     // A stale socket is replaced.
     let stale = std::os::unix::net::UnixListener::bind(&f.path).unwrap();
     drop(stale);
-    let server = InspectServer::start(&f.path, Arc::clone(&f.state)).unwrap();
+    let server = InspectServer::start(&f.path, one_guest(&f.state)).unwrap();
     assert!(f.client().list().is_ok());
     drop(server);
 
     // Anything else is not.
     std::fs::write(&f.path, b"precious").unwrap();
     assert!(matches!(
-        InspectServer::start(&f.path, Arc::clone(&f.state)),
+        InspectServer::start(&f.path, one_guest(&f.state)),
         Err(Error::NotASocket(_))
     ));
     assert_eq!(std::fs::read(&f.path).unwrap(), b"precious");
-    assert!(InspectServer::start(Path::new("/nonexistent-dir/s"), Arc::clone(&f.state)).is_err());
+    assert!(InspectServer::start(Path::new("/nonexistent-dir/s"), one_guest(&f.state)).is_err());
+    // No guest, or two with one name.
+    let other = f.path.with_file_name("other.sock");
+    assert!(matches!(
+        InspectServer::start(&other, Vec::new()),
+        Err(Error::Guests(_))
+    ));
+    let mut two = one_guest(&f.state);
+    two.extend(one_guest(&f.state));
+    assert!(matches!(
+        InspectServer::start(&other, two),
+        Err(Error::Guests(_))
+    ));
+    assert!(!other.exists());
 }
 
 #[test]
 fn request_lines() {
-    for request in [
-        Request::List,
-        Request::Read {
-            id: 1,
-            offset: 2,
-            len: 3,
-        },
-        Request::Write {
-            id: u64::MAX,
-            offset: 0,
-            len: u64::MAX,
-        },
+    let read = Command::Read {
+        id: 1,
+        offset: 2,
+        len: 3,
+    };
+    let longest = Command::Write {
+        id: u64::MAX,
+        offset: u64::MAX,
+        len: u64::MAX,
+    };
+    let name63 = "n".repeat(63);
+    for (request, line) in [
+        (Request::new(Command::List), "list\n".to_string()),
+        (Request::new(Command::Guests), "guests\n".to_string()),
+        (Request::new(read), "read 1 2 3\n".to_string()),
+        (
+            Request {
+                guest: Some("vm-1.a_b".into()),
+                command: read,
+            },
+            "guest=vm-1.a_b read 1 2 3\n".to_string(),
+        ),
+        (
+            Request {
+                guest: Some("0".into()),
+                command: Command::List,
+            },
+            "guest=0 list\n".to_string(),
+        ),
+        (
+            Request {
+                guest: Some(name63.clone()),
+                command: longest,
+            },
+            format!("guest={name63} write {m} {m} {m}\n", m = u64::MAX),
+        ),
     ] {
-        let line = request.line();
+        assert_eq!(request.line(), line);
         assert!(line.len() <= MAX_REQUEST_LINE);
         assert_eq!(
             Request::parse(line.strip_suffix('\n').unwrap().as_bytes()),
             Ok(request)
         );
     }
+    for bad in [
+        &b"guest= list"[..],
+        b"guest=a b list",
+        b"guest=vm0",
+        b"guest=vm0 guests",
+        b"guest=vm0 guest=vm1 list",
+        b"list guest=vm0",
+        b"guest=\xff list",
+        b"guest=a,b list",
+        b" guest=a list",
+    ] {
+        assert!(Request::parse(bad).is_err(), "{bad:?}");
+    }
+    let long = format!("guest={} list", "n".repeat(64));
+    assert!(Request::parse(long.as_bytes()).is_err());
+}
+
+/// Two guests, `vm0` and `vm1`, with buffers of the same ids in different
+/// memory.
+struct TwoGuests {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    mems: [GuestMemoryMmap; 2],
+    states: [Arc<SharedState>; 2],
+    _server: InspectServer,
+}
+
+impl TwoGuests {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inspect.sock");
+        let mems = [memory(), memory()];
+        let states = [
+            Arc::new(SharedState::default()),
+            Arc::new(SharedState::default()),
+        ];
+        for (i, (mem, state)) in mems.iter().zip(&states).enumerate() {
+            let mut s = state.lock();
+            s.mem = Some(GuestMemoryAtomic::new(mem.clone()));
+            s.connected = i == 0;
+            s.buffers.insert(buffer(mem, 1, 1, &[(0x100, 0x10)]));
+            if i == 1 {
+                s.buffers.insert(buffer(mem, 3, 1, &[(0x200, 0x20)]));
+            }
+            mem.write_slice(
+                format!("guest {i} bytes...").as_bytes(),
+                GuestAddress(0x100),
+            )
+            .unwrap();
+        }
+        // Given out of order: served by name.
+        let server = InspectServer::start(
+            &path,
+            vec![
+                InspectGuest::new("vm1", Arc::clone(&states[1])),
+                InspectGuest::new("vm0", Arc::clone(&states[0])),
+            ],
+        )
+        .unwrap();
+        Self {
+            _dir: dir,
+            path,
+            mems,
+            states,
+            _server: server,
+        }
+    }
+
+    fn client(&self, guest: Option<&str>) -> Client {
+        Client::new(&self.path).with_guest(guest.map(String::from))
+    }
+}
+
+#[test]
+fn several_guests() {
+    let f = TwoGuests::new();
+    // Every guest's buffers, each line with its guest first.
+    assert_eq!(
+        String::from_utf8(f.client(None).list().unwrap()).unwrap(),
+        "guest=vm0 id=1 application=app1 size=16 ranges=1 complete=1 seqno=0\n\
+         \twidth=4\n\tformat=XR24\n\
+         guest=vm1 id=1 application=app1 size=16 ranges=1 complete=1 seqno=0\n\
+         \twidth=4\n\tformat=XR24\n\
+         guest=vm1 id=3 application=app3 size=32 ranges=1 complete=1 seqno=0\n\
+         \twidth=4\n\tformat=XR24\n"
+    );
+    // One guest's, as with a single guest.
+    assert_eq!(
+        f.client(Some("vm1")).list().unwrap(),
+        f.states[1].lock().buffers.describe()
+    );
+    assert_eq!(
+        f.client(Some("vm0")).list().unwrap(),
+        f.states[0].lock().buffers.describe()
+    );
+    assert_eq!(
+        String::from_utf8(f.client(None).guests().unwrap()).unwrap(),
+        "guest=vm0 connected=1 buffers=1\nguest=vm1 connected=0 buffers=2\n"
+    );
+    // The guests' guest=NAME is ignored for `guests`.
+    assert_eq!(
+        f.client(Some("vm0")).guests().unwrap(),
+        f.client(None).guests().unwrap()
+    );
+
+    // Each guest's buffer 1 is in its own memory.
+    for (i, name) in ["vm0", "vm1"].into_iter().enumerate() {
+        let mut out = Vec::new();
+        f.client(Some(name)).read(1, 0, 16, &mut out).unwrap();
+        assert_eq!(out, format!("guest {i} bytes...").as_bytes());
+    }
+    f.client(Some("vm1")).write(1, 6, b"ONE").unwrap();
+    let mut raw = [0; 3];
+    f.mems[1].read_slice(&mut raw, GuestAddress(0x106)).unwrap();
+    assert_eq!(&raw, b"ONE");
+    f.mems[0].read_slice(&mut raw, GuestAddress(0x106)).unwrap();
+    assert_eq!(&raw, b"0 b");
+
+    // Refusals: no guest named, an unknown guest, a buffer of the other.
+    let refused = |r: Result<(), ClientError>| match r {
+        Err(ClientError::Refused(message)) => message,
+        other => panic!("{other:?}"),
+    };
+    let mut out = Vec::new();
+    assert_eq!(
+        refused(f.client(None).read(1, 0, 1, &mut out)),
+        "the backend serves 2 guests (vm0, vm1): name one"
+    );
+    assert!(refused(f.client(None).write(1, 0, b"x")).contains("name one"));
+    assert_eq!(
+        refused(f.client(Some("vm2")).read(1, 0, 1, &mut out)),
+        "no guest vm2"
+    );
+    assert!(matches!(
+        f.client(Some("vm2")).list(),
+        Err(ClientError::Refused(m)) if m == "no guest vm2"
+    ));
+    assert_eq!(
+        refused(f.client(Some("vm0")).read(3, 0, 1, &mut out)),
+        "no buffer 3"
+    );
+    assert!(out.is_empty());
+    f.client(Some("vm1")).read(3, 0, 1, &mut out).unwrap();
+
+    // A guest with no frontend: its buffers are there, not its memory.
+    f.states[0].lock().mem = None;
+    assert_eq!(
+        refused(f.client(Some("vm0")).read(1, 0, 1, &mut out)),
+        "no guest memory"
+    );
+    f.client(Some("vm1")).read(1, 0, 1, &mut out).unwrap();
+}
+
+#[test]
+fn a_single_guest_answers_without_its_name() {
+    let f = Fixture::new();
+    // Named or not, the same.
+    let named = f.client().with_guest(Some("vm0".into()));
+    assert_eq!(named.list().unwrap(), f.client().list().unwrap());
+    assert!(!named.list().unwrap().starts_with(b"guest="));
+    named.write(1, 0, b"ab").unwrap();
+    let mut out = Vec::new();
+    f.client().read(1, 0, 2, &mut out).unwrap();
+    assert_eq!(out, b"ab");
+    assert_eq!(
+        f.client().guests().unwrap(),
+        b"guest=vm0 connected=0 buffers=2\n"
+    );
+    assert!(matches!(
+        f.client().with_guest(Some("vm1".into())).list(),
+        Err(ClientError::Refused(m)) if m == "no guest vm1"
+    ));
+    assert_eq!(f.raw(b"guest=vm0 read 1 0 2\n"), b"ok 2\nab");
+    assert_eq!(f.raw(b"guest=x read 1 0 2\n"), b"error no guest x\n");
 }
