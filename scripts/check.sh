@@ -98,9 +98,10 @@ if [ ! -e "$RUN/done" ]; then
 	tail -40 "$RUN/console.log"
 	fail "guest boot and run (vm.sh exit $vmrc)"
 fi
-# The kselftests, the crate's guest test and the example (see run-guest.sh).
+# The kselftests, the crate's guest test, the backend's udmabuf self-test
+# and the example (see run-guest.sh).
 for bin in "$BUILD"/tests/*_test "$BUILD/tests/bufshare-crate-test" \
-	"$BUILD/tests/bufshare-example"; do
+	"$BUILD/tests/bufshare-udmabuf-selftest" "$BUILD/tests/bufshare-example"; do
 	name=$(basename "$bin")
 	tap=$RUN/$name.tap
 	if [ ! -e "$tap" ]; then

@@ -37,15 +37,18 @@ MEM=${BUFSHARE_VM_MEM:-2G}
 TIMEOUT=${BUFSHARE_VM_TIMEOUT:-1200}
 SOCK=$RUN/vhost.sock
 INSPECT=${BUFSHARE_INSPECT:-$BUFSHARE_CACHE/cargo-target/release/bufshare-inspect}
+# Host programs (bufshare-watch) get the guest's buffers here.
+export BUFSHARE_CONSUMER_SOCKET=$RUN/consumer.sock
 # Host tools find the backend's inspect socket here.
 export BUFSHARE_INSPECT_SOCKET=$RUN/inspect.sock
 INSPECT_SOCK=$BUFSHARE_INSPECT_SOCKET
 
 # The backend, on the host, with its inspect socket for host tools.
-rm -f "$SOCK" "$INSPECT_SOCK"
+rm -f "$SOCK" "$INSPECT_SOCK" "$BUFSHARE_CONSUMER_SOCKET"
 # shellcheck disable=SC2086
 RUST_LOG=${RUST_LOG:-info} "$BACKEND" --socket-path "$SOCK" \
-	--inspect-socket "$INSPECT_SOCK" \
+	--inspect-socket "$INSPECT_SOCK" --consumer-socket "$BUFSHARE_CONSUMER_SOCKET" \
+	--guest-name guest0 --allow 65534=permitted \
 	--fault-file "$RUN/fault" $BACKEND_ARGS >"$RUN/backend.log" 2>&1 &
 backend=$!
 relay=""
@@ -61,12 +64,16 @@ trap stop EXIT
 for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
 [ -S "$SOCK" ] || { cat "$RUN/backend.log" >&2; die "backend did not start"; }
 
-# The relay (scripts/relay.sh): the guest tests' way to that socket,
+# The relay (scripts/relay.sh): the guest tests' way to the inspect
+# socket, and to host consumers (bufshare-watch) on the consumer socket,
 # through $RUN/relay (/build/run/relay in the guest).
+WATCH=${BUFSHARE_WATCH:-$BUFSHARE_CACHE/cargo-target/release/bufshare-watch}
 rm -rf "$RUN/relay"
 mkdir "$RUN/relay"
 if [ -x "$INSPECT" ]; then
-	bash "$TOPDIR/scripts/relay.sh" "$RUN/relay" "$INSPECT_SOCK" "$INSPECT" $$ \
+	bash "$TOPDIR/scripts/relay.sh" --watch "$WATCH" \
+		--consumer-socket "$BUFSHARE_CONSUMER_SOCKET" \
+		"$RUN/relay" "$INSPECT_SOCK" "$INSPECT" $$ \
 		>"$RUN/relay.log" 2>&1 &
 	relay=$!
 else

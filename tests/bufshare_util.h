@@ -416,4 +416,32 @@ static inline int read_fdinfo(int fd, char *buf, size_t len)
 	return 0;
 }
 
+/*
+ * zlib's crc32(): the CRC-32 of ISO HDLC, Ethernet and PNG (reflected,
+ * polynomial 0xedb88320, all ones in and out). crc32(0, buf, len) is the
+ * CRC of @len bytes; crc32(crc32(0, a, n), b, m) that of a then b.
+ */
+static inline uint32_t crc32(uint32_t crc, const void *buf, size_t len)
+{
+	static uint32_t table[256];
+	static volatile int ready;
+	const unsigned char *p = buf;
+
+	if (!ready) {
+		/* Racing initializers write the same values. */
+		for (uint32_t i = 0; i < 256; i++) {
+			uint32_t c = i;
+
+			for (int k = 0; k < 8; k++)
+				c = c & 1 ? 0xedb88320U ^ (c >> 1) : c >> 1;
+			table[i] = c;
+		}
+		__atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
+	}
+	crc = ~crc;
+	while (len--)
+		crc = table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+	return ~crc;
+}
+
 #endif

@@ -11,6 +11,12 @@
  * rename). The relay answers with TAG.out (bufshare-inspect's standard
  * output), TAG.err (its standard error) and last TAG.status (its exit
  * status, in decimal), each made atomically too.
+ *
+ * The relay also runs host consumers, bufshare-watch, on the backend's
+ * consumer socket: "watch NAME APPS [nobody]" starts one, "watch-stop
+ * NAME" and "watch-kill NAME" end it (relay_watch() and the helpers after
+ * it). The relay copies the watcher's log, one line per event, to
+ * DIR/NAME.log as it grows, and its standard error to DIR/NAME.stderr.
  */
 #ifndef BUFSHARE_RELAY_H
 #define BUFSHARE_RELAY_H
@@ -272,6 +278,217 @@ static inline const char *relay_list_find(const char *list, __u64 id)
 			p++;
 	}
 	return NULL;
+}
+
+/* How long to wait for a watcher's line, by default. */
+#define RELAY_WATCH_TIMEOUT_MS	30000
+
+/*
+ * Starts watcher @name (1 to 32 characters of [A-Za-z0-9_-]) on the host,
+ * subscribed to @apps: "*" for every application, or names separated by
+ * commas. With @nobody it runs as uid 65534, which the backend should
+ * refuse. Its log starts empty. Returns 0, or the relay's error as
+ * relay_run() (2: refused, e.g. a watcher of that name still runs).
+ */
+static inline int relay_watch(const char *name, const char *apps, int nobody)
+{
+	char cmd[4400];
+
+	if ((size_t)snprintf(cmd, sizeof(cmd), "watch %s %s%s", name, apps,
+			     nobody ? " nobody" : "") >= sizeof(cmd))
+		return -E2BIG;
+	return relay_run(cmd, NULL, 0, NULL, NULL, NULL, 0);
+}
+
+/* Runs "watch-stop NAME" or "watch-kill NAME"; the exit status in *@status. */
+static inline int relay_watch_end(const char *what, const char *name, int *status)
+{
+	char cmd[128], *out = NULL;
+	size_t len = 0;
+	int ret;
+
+	snprintf(cmd, sizeof(cmd), "watch-%s %s", what, name);
+	ret = relay_run(cmd, NULL, 0, &out, &len, NULL, 0);
+	/* The answer is "exit=N"; a refusal (no such watcher) has none. */
+	if (ret >= 0 && out && !strncmp(out, "exit=", 5)) {
+		if (status)
+			*status = atoi(out + 5);
+		ret = 0;
+	} else if (ret >= 0) {
+		ret = ret ? ret : -EIO;
+	}
+	free(out);
+	return ret;
+}
+
+/*
+ * Stops watcher @name (SIGTERM, and waits); its exit status goes to
+ * *@status (may be NULL): 0 when stopped normally, 2 when the backend
+ * refused it, 3 when the backend ended it with an ERROR. A watcher that
+ * ended by itself gives its exit status too. Returns 0, or the relay's
+ * error (2: no such watcher).
+ */
+static inline int relay_watch_stop(const char *name, int *status)
+{
+	return relay_watch_end("stop", name, status);
+}
+
+/* Kills watcher @name with SIGKILL, and waits for it. Returns 0 or as above. */
+static inline int relay_watch_kill(const char *name)
+{
+	return relay_watch_end("kill", name, NULL);
+}
+
+/* Watcher @name's log as published so far, in *@log (to free). 0 or -errno. */
+static inline int relay_watch_log(const char *name, char **log, size_t *len)
+{
+	char file[64];
+
+	snprintf(file, sizeof(file), "%s.log", name);
+	return relay_get(file, log, len);
+}
+
+/* Whether the @len bytes at @tok are the @plen bytes of @pat (a '*' ending @pat: a prefix). */
+static inline int relay_token_matches(const char *tok, size_t len, const char *pat, size_t plen)
+{
+	if (plen && pat[plen - 1] == '*')
+		return len >= plen - 1 && !memcmp(tok, pat, plen - 1);
+	return len == plen && !memcmp(tok, pat, plen);
+}
+
+/*
+ * Whether a log line (@len bytes, no newline) matches @pattern: tokens
+ * separated by spaces, each of which must be a whole token of the line.
+ * A token without '=' is the line's keyword, its first token ("ADD",
+ * "ERROR"); the others ("id=3", "guest=guest0") may be anywhere. A token
+ * ending with '*' matches the tokens it starts ("crc32=*"). So "UPDATE
+ * id=3 seqno=7" matches "UPDATE guest=guest0 id=3 seqno=7 range=- ...",
+ * and "id=3" any line about buffer 3.
+ */
+static inline int relay_line_matches(const char *line, size_t len, const char *pattern)
+{
+	const char *p = pattern, *end = line + len;
+
+	while (*p) {
+		size_t plen = strcspn(p, " ");
+		int keyword = !memchr(p, '=', plen), found = 0;
+
+		for (const char *t = line; t < end && !found;) {
+			const char *te = memchr(t, ' ', end - t);
+
+			te = te ? te : end;
+			found = relay_token_matches(t, te - t, p, plen);
+			if (keyword)
+				break;
+			t = te + 1;
+		}
+		if (plen && !found)
+			return 0;
+		p += plen;
+		while (*p == ' ')
+			p++;
+	}
+	return 1;
+}
+
+/*
+ * Looks for a line of watcher @name's log matching @pattern
+ * (relay_line_matches()), after its first @after lines; only whole lines
+ * count (a line is whole once its newline is there). Returns the number
+ * of the first match (from 1), with the line in @line (@line_len bytes,
+ * may be 0), 0 if none matches, or -errno (-ENOENT: no log yet). With
+ * @count, counts the matches instead (returned, 0 if none).
+ */
+static inline int relay_scan_lines(const char *name, const char *pattern, int after, int count,
+				   char *line, size_t line_len)
+{
+	char *log = NULL, *p, *nl;
+	size_t len = 0;
+	int ret, n = 0, matches = 0;
+
+	ret = relay_watch_log(name, &log, &len);
+	if (ret)
+		return ret;
+	for (p = log; (nl = memchr(p, '\n', log + len - p)); p = nl + 1) {
+		if (++n <= after || !relay_line_matches(p, nl - p, pattern))
+			continue;
+		matches++;
+		if (count)
+			continue;
+		if (line_len)
+			snprintf(line, line_len, "%.*s", (int)(nl - p), p);
+		free(log);
+		return n;
+	}
+	free(log);
+	return count ? matches : 0;
+}
+
+/*
+ * Waits up to @timeout_ms for a line of watcher @name's log matching
+ * @pattern, after its first @after lines. Returns its number (from 1),
+ * with the line in @line (@line_len bytes), or -ETIMEDOUT (or -errno).
+ */
+static inline int relay_wait_line_after(const char *name, const char *pattern, int after,
+					int timeout_ms, char *line, size_t line_len)
+{
+	struct timespec start, now;
+	int ret;
+
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	for (;;) {
+		ret = relay_scan_lines(name, pattern, after, 0, line, line_len);
+		if (ret > 0 || (ret < 0 && ret != -ENOENT))
+			return ret;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 >=
+		    timeout_ms)
+			return -ETIMEDOUT;
+		usleep(RELAY_POLL_US);
+	}
+}
+
+/* As relay_wait_line_after(), from the first line. */
+static inline int relay_wait_line(const char *name, const char *pattern, int timeout_ms,
+				  char *line, size_t line_len)
+{
+	return relay_wait_line_after(name, pattern, 0, timeout_ms, line, line_len);
+}
+
+/* How many lines of watcher @name's log match @pattern now, or -errno. */
+static inline int relay_count_lines(const char *name, const char *pattern)
+{
+	return relay_scan_lines(name, pattern, 0, 1, NULL, 0);
+}
+
+/* Whether no line of watcher @name's log matches @pattern (1), or some does (0). */
+static inline int relay_no_line(const char *name, const char *pattern)
+{
+	return relay_count_lines(name, pattern) == 0;
+}
+
+/*
+ * The value of field @key in a log line ("crc32" in "... crc32=1a2b3c4d
+ * ..."), copied to @buf (@len bytes). Returns 0, or -ENOENT without it.
+ */
+static inline int relay_line_field(const char *line, const char *key, char *buf, size_t len)
+{
+	size_t klen = strlen(key);
+	const char *p = line;
+
+	while (p && *p) {
+		if (!strncmp(p, key, klen) && p[klen] == '=') {
+			p += klen + 1;
+			snprintf(buf, len, "%.*s", (int)strcspn(p, " "), p);
+			return 0;
+		}
+		p = strchr(p, ' ');
+		if (p)
+			p++;
+	}
+	if (len)
+		buf[0] = '\0';
+	return -ENOENT;
 }
 
 #endif

@@ -8,8 +8,9 @@
 #   run-guest.sh OUT [test...]
 #
 # By default: every *_test binary of $BUFSHARE_TESTS (kselftest harness),
-# bufshare-crate-test (the bufshare crate's, TAP too) and bufshare-example
-# (samples/bufshare, wrapped as a TAP test of one).
+# bufshare-crate-test (the bufshare crate's, TAP too),
+# bufshare-udmabuf-selftest (tools/vhost-user-bufshare's, TAP too) and
+# bufshare-example (samples/bufshare, wrapped as a TAP test of one).
 
 OUT=${1:?usage: run-guest.sh OUT [test...]}
 shift
@@ -37,7 +38,8 @@ run_example() {
 
 tests=("$@")
 [ ${#tests[@]} -gt 0 ] || tests=("$BUFSHARE_TESTS"/*_test \
-	"$BUFSHARE_TESTS/bufshare-crate-test" "$BUFSHARE_TESTS/bufshare-example")
+	"$BUFSHARE_TESTS/bufshare-crate-test" "$BUFSHARE_TESTS/bufshare-udmabuf-selftest" \
+	"$BUFSHARE_TESTS/bufshare-example")
 for t in "${tests[@]}"; do
 	name=$(basename "$t")
 	echo "guest: running $name"
