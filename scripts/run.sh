@@ -2,18 +2,53 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # make run: build what is missing, boot a guest with the device attached,
-# load the driver and show a round trip through it to the backend.
+# load the driver, and show the main job: bufshare-animate in the guest
+# draws an animated test pattern into a shared framebuffer, 60 times a
+# second for a few seconds, and bufshare-watch on the host receives the
+# buffer over the backend's consumer socket and writes every updated frame
+# as a PNG, checking each frame's crc32 property against the bytes.
+#
+#   BUFSHARE_RUN_SECONDS   how long the guest animates (default 3)
+#   BUFSHARE_RUN_FRAMES    where the PNGs go (default $RUN/frames)
 
 . "$(dirname "$0")/lib.sh"
 
+SECONDS_=${BUFSHARE_RUN_SECONDS:-3}
+WATCH=$BUFSHARE_CACHE/cargo-target/release/bufshare-watch
+
 prepare_vm
-guest='set -x
+FRAMES=${BUFSHARE_RUN_FRAMES:-$RUN/frames}
+mkdir -p "$FRAMES"
+[ -x "$WATCH" ] || die "no $WATCH (scripts/tools.sh build)"
+
+# The watcher connects once vm.sh's backend has made its consumer socket.
+(
+	for _ in $(seq 600); do
+		[ -S "$RUN/consumer.sock" ] && break
+		sleep 0.1
+	done
+	exec "$WATCH" --socket "$RUN/consumer.sock" --app framebuffer \
+		--dump "$FRAMES" --verify --log "$RUN/watch.log"
+) &
+watch=$!
+trap 'kill $watch 2>/dev/null; wait $watch 2>/dev/null' EXIT
+
+guest="set -x
 insmod /build/linux/drivers/virtio/virtio_bufshare.ko
-ls -l /dev/bufshare
 /build/tests/bufshare_info
-/build/tests/bufshare_info -n 1000
-dmesg | grep -i bufshare
-rmmod virtio_bufshare'
+/build/tests/bufshare-animate -s $SECONDS_ -r 60
+rmmod virtio_bufshare"
 bash "$TOPDIR/scripts/vm.sh" -- bash -c "$guest"
-echo "backend log ($RUN/backend.log):"
-tail -n 20 "$RUN/backend.log"
+
+kill -TERM "$watch" 2>/dev/null || true
+wait "$watch" 2>/dev/null || true
+trap - EXIT
+
+frames=$(find "$FRAMES" -name '*.png' | wc -l)
+ok=$(grep -c '^VERIFY .* ok' "$RUN/watch.log" 2>/dev/null || true)
+bad=$(grep -c '^VERIFY .* mismatch' "$RUN/watch.log" 2>/dev/null || true)
+last=$(find "$FRAMES" -name '*.png' | sort -V | tail -1)
+echo
+echo "host: $frames frames written to $FRAMES, crc32 checked: ${ok:-0} ok, ${bad:-0} mismatched"
+[ -n "$last" ] && echo "host: last frame: $last"
+echo "backend log: $RUN/backend.log, watcher log: $RUN/watch.log"

@@ -1,0 +1,223 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * bufshare-animate: draws an animated test pattern into a framebuffer
+ * shared with the host through /dev/bufshare, and tells the host about
+ * every frame.
+ *
+ * The framebuffer is a sealed memfd registered under the application
+ * "framebuffer" with the properties width, height, stride, format (the
+ * DRM fourcc of XRGB8888, as a decimal number) and crc32, the CRC-32
+ * (zlib's) of the frame's bytes, which a host watcher can check. Each
+ * frame is drawn in place, then its crc32 is set (SET_PROPERTIES, merge)
+ * and the host is told (UPDATE with the whole frame as the rectangle).
+ * Frames are paced to the requested rate; the achieved rate is printed.
+ *
+ *   bufshare-animate [-s SECONDS] [-r RATE] [-W WIDTH] [-H HEIGHT]
+ *
+ * Uses only <linux/bufshare.h> and the C library.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/bufshare.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DRM_FORMAT_XRGB8888	0x34325258u	/* 'X' 'R' '2' '4' */
+
+static uint32_t crc_table[256];
+
+static void crc32_init(void)
+{
+	for (uint32_t i = 0; i < 256; i++) {
+		uint32_t c = i;
+
+		for (int k = 0; k < 8; k++)
+			c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
+		crc_table[i] = c;
+	}
+}
+
+/* CRC-32 as zlib's crc32(0, buf, len). */
+static uint32_t crc32(const uint8_t *buf, size_t len)
+{
+	uint32_t c = 0xffffffffu;
+
+	while (len--)
+		c = crc_table[(c ^ *buf++) & 0xff] ^ (c >> 8);
+	return c ^ 0xffffffffu;
+}
+
+/* A colour wheel: hue 0..1535 to XRGB. */
+static uint32_t hue(unsigned int h)
+{
+	unsigned int x = h % 256;
+
+	switch ((h / 256) % 6) {
+	case 0: return 0xff0000u | x << 8;
+	case 1: return (255 - x) << 16 | 0xff00u;
+	case 2: return 0xff00u | x;
+	case 3: return (255 - x) << 8 | 0xffu;
+	case 4: return x << 16 | 0xffu;
+	default: return 0xff0000u | (255 - x);
+	}
+}
+
+static void draw(uint32_t *px, unsigned int w, unsigned int h, unsigned int stride,
+		 unsigned int frame)
+{
+	unsigned int sq = h / 4;
+	/* The square bounces across the frame. */
+	unsigned int span_x = w - sq, span_y = h - sq;
+	unsigned int t = frame * 4;
+	unsigned int sx = t % (2 * span_x), sy = (t * 3 / 4) % (2 * span_y);
+
+	if (sx > span_x)
+		sx = 2 * span_x - sx;
+	if (sy > span_y)
+		sy = 2 * span_y - sy;
+
+	for (unsigned int y = 0; y < h; y++) {
+		uint32_t *row = (uint32_t *)((char *)px + (size_t)y * stride);
+
+		for (unsigned int x = 0; x < w; x++) {
+			uint32_t c;
+
+			if (y < h / 8)
+				/* Colour bars scrolling left. */
+				c = hue(((x + frame * 8) * 1536 / w) % 1536);
+			else if (y >= h - h / 8)
+				/* A grey ramp, fixed: shows the stride is right. */
+				c = (x * 255 / w) * 0x010101u;
+			else
+				/* A slowly turning gradient. */
+				c = hue((x + y + frame * 6) * 2 % 1536) & 0x7f7f7fu;
+			if (x >= sx && x < sx + sq && y >= sy && y < sy + sq)
+				c = 0xffffffu;
+			row[x] = c;
+		}
+	}
+}
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+int main(int argc, char **argv)
+{
+	unsigned int w = 320, h = 240, seconds = 3, rate = 60;
+	struct bufshare_register reg = { 0 };
+	struct bufshare_set_properties set = { 0 };
+	struct bufshare_update upd = { 0 };
+	char props[256], crcprop[32];
+	unsigned int stride, frames;
+	struct timespec next;
+	double start, took;
+	size_t size;
+	uint32_t *px;
+	int opt, dev, m, len;
+
+	while ((opt = getopt(argc, argv, "s:r:W:H:")) != -1) {
+		switch (opt) {
+		case 's': seconds = strtoul(optarg, NULL, 0); break;
+		case 'r': rate = strtoul(optarg, NULL, 0); break;
+		case 'W': w = strtoul(optarg, NULL, 0); break;
+		case 'H': h = strtoul(optarg, NULL, 0); break;
+		default:
+			fprintf(stderr, "usage: %s [-s SECONDS] [-r RATE] [-W WIDTH] [-H HEIGHT]\n",
+				argv[0]);
+			return 2;
+		}
+	}
+	if (!rate || rate > 1000 || w < 16 || h < 16 || w > 4096 || h > 4096) {
+		fprintf(stderr, "bufshare-animate: bad rate or size\n");
+		return 2;
+	}
+	crc32_init();
+	stride = w * 4;
+	size = ((size_t)stride * h + 4095) & ~(size_t)4095;
+
+	dev = open("/dev/bufshare", O_RDWR | O_CLOEXEC);
+	if (dev < 0) {
+		perror("open /dev/bufshare");
+		return 1;
+	}
+	m = memfd_create("framebuffer", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (m < 0 || ftruncate(m, size) || fcntl(m, F_ADD_SEALS, F_SEAL_SHRINK)) {
+		perror("memfd");
+		return 1;
+	}
+	px = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, m, 0);
+	if (px == MAP_FAILED) {
+		perror("mmap");
+		return 1;
+	}
+	draw(px, w, h, stride, 0);
+
+	/* Every string NUL-terminated, the set ends with the last NUL. */
+	len = snprintf(props, sizeof(props), "width=%u%cheight=%u%cstride=%u%cformat=%u%ccrc32=%08x",
+		       w, 0, h, 0, stride, 0, DRM_FORMAT_XRGB8888, 0,
+		       crc32((uint8_t *)px, (size_t)stride * h));
+	reg.fd = m;
+	reg.length = size;
+	reg.props = (uintptr_t)props;
+	reg.props_size = len + 1;
+	strcpy(reg.application, "framebuffer");
+	if (ioctl(dev, BUFSHARE_IOC_REGISTER, &reg)) {
+		perror("BUFSHARE_IOC_REGISTER");
+		return 1;
+	}
+	printf("bufshare-animate: buffer %llu, %ux%u XRGB8888, %u frames/s for %u s\n",
+	       (unsigned long long)reg.id, w, h, rate, seconds);
+	fflush(stdout);
+
+	set.id = reg.id;
+	set.props = (uintptr_t)crcprop;
+	set.flags = BUFSHARE_PROPS_MERGE;
+	upd.id = reg.id;
+	upd.flags = BUFSHARE_UPDATE_RECT;
+	upd.width = w;
+	upd.height = h;
+
+	start = now();
+	clock_gettime(CLOCK_MONOTONIC, &next);
+	for (frames = 1; frames <= seconds * rate; frames++) {
+		draw(px, w, h, stride, frames);
+		len = snprintf(crcprop, sizeof(crcprop), "crc32=%08x",
+			       crc32((uint8_t *)px, (size_t)stride * h));
+		set.props_size = len + 1;
+		upd.seqno = 0;
+		if (ioctl(dev, BUFSHARE_IOC_SET_PROPERTIES, &set) ||
+		    ioctl(dev, BUFSHARE_IOC_UPDATE, &upd)) {
+			perror("bufshare-animate: frame");
+			return 1;
+		}
+		/* Absolute deadlines: a slow frame does not push the others back. */
+		next.tv_nsec += 1000000000L / rate;
+		if (next.tv_nsec >= 1000000000L) {
+			next.tv_sec++;
+			next.tv_nsec -= 1000000000L;
+		}
+		while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL) == EINTR)
+			;
+	}
+	took = now() - start;
+	printf("bufshare-animate: %u frames in %.2f s: %.1f frames/s (asked %u)\n",
+	       frames - 1, took, (frames - 1) / took, rate);
+
+	if (ioctl(dev, BUFSHARE_IOC_UNREGISTER, &reg.id)) {
+		perror("BUFSHARE_IOC_UNREGISTER");
+		return 1;
+	}
+	return 0;
+}
