@@ -6,10 +6,13 @@
  *
  * The framebuffer is a sealed memfd registered under the application
  * "framebuffer" with the properties width, height, stride, format (the
- * DRM fourcc of XRGB8888, as a decimal number) and crc32, the CRC-32
- * (zlib's) of the frame's bytes, which a host watcher can check. Each
- * frame is drawn in place, then its crc32 is set (SET_PROPERTIES, merge)
- * and the host is told (UPDATE with the whole frame as the rectangle).
+ * DRM fourcc of XRGB8888, as a decimal number), offset (where the frame
+ * starts in the buffer) and crc32, the CRC-32 (zlib's) of the frame's
+ * bytes, which a host watcher can check. The buffer holds two frames:
+ * each frame is drawn into the half the host is not looking at, then
+ * offset and crc32 are set (SET_PROPERTIES, merge) and the host is told
+ * (UPDATE with the whole frame as the rectangle), so the host never reads
+ * a frame while it is being drawn.
  * Frames are paced to the requested rate; the achieved rate is printed.
  *
  *   bufshare-animate [-s SECONDS] [-r RATE] [-W WIDTH] [-H HEIGHT]
@@ -119,8 +122,9 @@ int main(int argc, char **argv)
 	struct bufshare_register reg = { 0 };
 	struct bufshare_set_properties set = { 0 };
 	struct bufshare_update upd = { 0 };
-	char props[256], crcprop[32];
+	char props[256], frameprops[64];
 	unsigned int stride, frames;
+	size_t half;
 	struct timespec next;
 	double start, took;
 	size_t size;
@@ -145,7 +149,8 @@ int main(int argc, char **argv)
 	}
 	crc32_init();
 	stride = w * 4;
-	size = ((size_t)stride * h + 4095) & ~(size_t)4095;
+	half = ((size_t)stride * h + 4095) & ~(size_t)4095;
+	size = 2 * half;
 
 	dev = open("/dev/bufshare", O_RDWR | O_CLOEXEC);
 	if (dev < 0) {
@@ -165,8 +170,9 @@ int main(int argc, char **argv)
 	draw(px, w, h, stride, 0);
 
 	/* Every string NUL-terminated, the set ends with the last NUL. */
-	len = snprintf(props, sizeof(props), "width=%u%cheight=%u%cstride=%u%cformat=%u%ccrc32=%08x",
-		       w, 0, h, 0, stride, 0, DRM_FORMAT_XRGB8888, 0,
+	len = snprintf(props, sizeof(props),
+		       "width=%u%cheight=%u%cstride=%u%cformat=%u%coffset=0%ccrc32=%08x",
+		       w, 0, h, 0, stride, 0, DRM_FORMAT_XRGB8888, 0, 0,
 		       crc32((uint8_t *)px, (size_t)stride * h));
 	reg.fd = m;
 	reg.length = size;
@@ -182,7 +188,7 @@ int main(int argc, char **argv)
 	fflush(stdout);
 
 	set.id = reg.id;
-	set.props = (uintptr_t)crcprop;
+	set.props = (uintptr_t)frameprops;
 	set.flags = BUFSHARE_PROPS_MERGE;
 	upd.id = reg.id;
 	upd.flags = BUFSHARE_UPDATE_RECT;
@@ -192,9 +198,13 @@ int main(int argc, char **argv)
 	start = now();
 	clock_gettime(CLOCK_MONOTONIC, &next);
 	for (frames = 1; frames <= seconds * rate; frames++) {
-		draw(px, w, h, stride, frames);
-		len = snprintf(crcprop, sizeof(crcprop), "crc32=%08x",
-			       crc32((uint8_t *)px, (size_t)stride * h));
+		size_t off = (frames % 2) * half;
+		uint32_t *frame = (uint32_t *)((char *)px + off);
+
+		draw(frame, w, h, stride, frames);
+		/* Two NUL-terminated strings in one set. */
+		len = snprintf(frameprops, sizeof(frameprops), "offset=%zu%ccrc32=%08x", off, 0,
+			       crc32((uint8_t *)frame, (size_t)stride * h));
 		set.props_size = len + 1;
 		upd.seqno = 0;
 		if (ioctl(dev, BUFSHARE_IOC_SET_PROPERTIES, &set) ||
