@@ -681,7 +681,7 @@ mod tests {
         let mut b = buffer(&mem, &[(0, 0x10)]);
         b.id = 7;
         b.seqno = 3;
-        b.props = Properties::parse(b"width=2\0x=\xff\0", 100).unwrap();
+        b.props = crate::props::parse_properties(b"width=2\0x=\xff\0", 100).unwrap();
         table.insert(b);
         let mut c = Buffer::new(3, "other".into(), 5, 2, Properties::default());
         c.push_ranges(vec![seg(0, 0, 1)], 1, 1);

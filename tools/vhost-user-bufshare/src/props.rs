@@ -12,9 +12,11 @@
 //!   characters out of `[A-Za-z0-9_.-]`, then NUL padding (every byte after
 //!   the first NUL is 0).
 
-use std::fmt;
-
-use bufshare_uapi::{VIRTIO_BUFSHARE_APP_LEN, VIRTIO_BUFSHARE_PROP_NAME_MAX};
+use bufshare_consumer::props::{is_name, is_name_char, PropsError as MalformedProps};
+pub use bufshare_consumer::props::{Properties, Property};
+use bufshare_uapi::VIRTIO_BUFSHARE_APP_LEN;
+#[cfg(test)]
+use bufshare_uapi::VIRTIO_BUFSHARE_PROP_NAME_MAX;
 use thiserror::Error as ThisError;
 
 /// Why properties are refused.
@@ -46,6 +48,18 @@ pub enum PropsError {
 }
 
 /// Why an application name is refused.
+impl From<MalformedProps> for PropsError {
+    fn from(e: MalformedProps) -> Self {
+        match e {
+            MalformedProps::Unterminated(at) => PropsError::Unterminated(at),
+            MalformedProps::NoEquals(at) => PropsError::NoEquals(at),
+            MalformedProps::BadName(at) => PropsError::BadName(at),
+            MalformedProps::BadValue(at) => PropsError::BadValue(at),
+            MalformedProps::Duplicate(name) => PropsError::Duplicate(name),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, ThisError)]
 pub enum AppError {
     /// No character before the first NUL.
@@ -62,131 +76,22 @@ pub enum AppError {
     Garbage,
 }
 
-/// Whether `c` may be part of a property or application name.
-pub fn is_name_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-')
-}
-
-/// Whether `c` may be part of a property value.
-pub fn is_value_byte(c: u8) -> bool {
-    c >= 0x20 && c != 0x7f
-}
-
 /// Whether `name` is a valid property name.
 pub fn is_prop_name(name: &[u8]) -> bool {
-    (1..=VIRTIO_BUFSHARE_PROP_NAME_MAX).contains(&name.len())
-        && name.iter().all(|&c| is_name_char(c))
+    std::str::from_utf8(name).is_ok_and(is_name)
 }
 
-/// One property.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Property {
-    /// Its name, out of `[A-Za-z0-9_.-]`.
-    pub name: String,
-    /// Its value: bytes that are not control characters, not necessarily
-    /// UTF-8.
-    pub value: Vec<u8>,
-}
-
-impl fmt::Display for Property {
-    /// `name=value`, with the value's bytes that are not UTF-8 replaced.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}={}", self.name, String::from_utf8_lossy(&self.value))
+/// Parses and validates the properties in `bytes`, refusing more than `max`
+/// of them. The rules are the consumer protocol's, which carries the same
+/// properties on to host programs.
+pub fn parse_properties(bytes: &[u8], max: usize) -> Result<Properties, PropsError> {
+    if bytes.len() > max {
+        return Err(PropsError::TooLarge {
+            size: bytes.len(),
+            max,
+        });
     }
-}
-
-/// The properties of a buffer, in the order the driver gave them.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Properties(Vec<Property>);
-
-impl Properties {
-    /// Parses and validates `bytes`, refusing more than `max` of them.
-    pub fn parse(bytes: &[u8], max: usize) -> Result<Self, PropsError> {
-        if bytes.len() > max {
-            return Err(PropsError::TooLarge {
-                size: bytes.len(),
-                max,
-            });
-        }
-        let mut props: Vec<Property> = Vec::new();
-        let mut start = 0;
-        while start < bytes.len() {
-            let rest = &bytes[start..];
-            let nul = rest
-                .iter()
-                .position(|&b| b == 0)
-                .ok_or(PropsError::Unterminated(start))?;
-            let string = &rest[..nul];
-            let eq = string
-                .iter()
-                .position(|&b| b == b'=')
-                .ok_or(PropsError::NoEquals(start))?;
-            let (name, value) = (&string[..eq], &string[eq + 1..]);
-            if !is_prop_name(name) {
-                return Err(PropsError::BadName(start));
-            }
-            if !value.iter().all(|&b| is_value_byte(b)) {
-                return Err(PropsError::BadValue(start));
-            }
-            // Names are ASCII: checked above.
-            let name = String::from_utf8_lossy(name).into_owned();
-            if props.iter().any(|p| p.name == name) {
-                return Err(PropsError::Duplicate(name));
-            }
-            props.push(Property {
-                name,
-                value: value.to_vec(),
-            });
-            start += nul + 1;
-        }
-        Ok(Self(props))
-    }
-
-    /// The properties as the driver sent them: `name=value` strings, each
-    /// with its NUL.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        for prop in &self.0 {
-            out.extend_from_slice(prop.name.as_bytes());
-            out.push(b'=');
-            out.extend_from_slice(&prop.value);
-            out.push(0);
-        }
-        out
-    }
-
-    /// The properties, in order.
-    pub fn iter(&self) -> impl Iterator<Item = &Property> {
-        self.0.iter()
-    }
-
-    /// Number of properties.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// The value of the property `name`, if there is one.
-    pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.0
-            .iter()
-            .find(|p| p.name == name)
-            .map(|p| p.value.as_slice())
-    }
-
-    /// The value of the property `name`, if there is one and it is an
-    /// integer: 1 to 20 decimal digits that fit in a `u64`.
-    pub fn get_u64(&self, name: &str) -> Option<u64> {
-        let value = self.get(name)?;
-        if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        std::str::from_utf8(value).ok()?.parse().ok()
-    }
+    Properties::parse(bytes).map_err(PropsError::from)
 }
 
 /// Validates an application name; returns it without its padding.
@@ -213,7 +118,7 @@ mod tests {
     use super::*;
 
     fn parse(bytes: &[u8]) -> Result<Properties, PropsError> {
-        Properties::parse(bytes, 4096)
+        parse_properties(bytes, 4096)
     }
 
     fn pairs(props: &Properties) -> Vec<(&str, &[u8])> {
@@ -229,7 +134,7 @@ mod tests {
         assert!(props.is_empty());
         assert_eq!(props.len(), 0);
         assert_eq!(props.get("width"), None);
-        assert_eq!(Properties::parse(b"", 0), Ok(Properties::default()));
+        assert_eq!(parse_properties(b"", 0), Ok(Properties::default()));
     }
 
     #[test]
@@ -310,9 +215,9 @@ mod tests {
     #[test]
     fn size_limit() {
         let bytes = b"a=12\0";
-        assert!(Properties::parse(bytes, 5).is_ok());
+        assert!(parse_properties(bytes, 5).is_ok());
         assert_eq!(
-            Properties::parse(bytes, 4),
+            parse_properties(bytes, 4),
             Err(PropsError::TooLarge { size: 5, max: 4 })
         );
     }

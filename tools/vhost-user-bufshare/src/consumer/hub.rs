@@ -606,21 +606,17 @@ impl GuestEvents {
 }
 
 /// The properties of `buffer` as consumers get them, if they fit in a
-/// message.
+/// message. The device checked them by the consumer protocol's rules.
 fn properties_of(buffer: &Buffer) -> Option<Properties> {
-    let bytes = buffer.props.to_bytes();
-    if bytes.len() > MAX_PROPS_SIZE {
+    let size = buffer.props.wire_len();
+    if size > MAX_PROPS_SIZE {
         warn!(
-            "buffer {}: {} bytes of properties, more than consumers take ({MAX_PROPS_SIZE})",
-            buffer.id,
-            bytes.len()
+            "buffer {}: {size} bytes of properties, more than consumers take ({MAX_PROPS_SIZE})",
+            buffer.id
         );
         return None;
     }
-    // The device checked them by the same rules.
-    Properties::parse(&bytes)
-        .inspect_err(|e| warn!("buffer {}: {e}", buffer.id))
-        .ok()
+    Some(buffer.props.clone())
 }
 
 impl TableObserver for GuestEvents {

@@ -30,7 +30,7 @@ use vm_memory::GuestMemoryMmap;
 
 use super::{read_obj, BufshareDevice};
 use crate::buffers::{resolve_range, Buffer, Segment, UpdateInfo};
-use crate::props::{parse_application, Properties};
+use crate::props::{parse_application, parse_properties};
 
 const RANGE_SIZE: u64 = size_of::<VirtioBufshareRange>() as u64;
 
@@ -189,7 +189,7 @@ impl BufshareDevice {
                 "{CMD} {id}: padding after the properties not 0"
             )));
         }
-        let props = Properties::parse(props, limits.max_props_size as usize)
+        let props = parse_properties(props, limits.max_props_size as usize)
             .map_err(|e| invalid(format_args!("{CMD} {id}: {e}")))?;
         let application = parse_application(&cmd.application)
             .map_err(|e| invalid(format_args!("{CMD} {id}: {e}")))?;
@@ -393,7 +393,7 @@ impl BufshareDevice {
             )));
         }
         exact_len(CMD, props, u64::from(props_size))?;
-        buffer.props = Properties::parse(props, max as usize)
+        buffer.props = parse_properties(props, max as usize)
             .map_err(|e| invalid(format_args!("{CMD} {id}: {e}")))?;
         debug!("{CMD} {id}: {} properties", buffer.props.len());
         state.announce_properties(id);

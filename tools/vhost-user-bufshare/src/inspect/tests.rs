@@ -9,7 +9,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryAtomic, GuestMemoryMmap};
 
 use super::*;
 use crate::buffers::{resolve_range, Buffer};
-use crate::props::Properties;
+use crate::props::{parse_properties, Properties};
 
 /// Guest RAM: two adjacent regions.
 fn memory() -> GuestMemoryMmap {
@@ -24,7 +24,7 @@ fn memory() -> GuestMemoryMmap {
 fn buffer(mem: &GuestMemoryMmap, id: u64, num_ranges: u32, ranges: &[(u64, u64)]) -> Buffer {
     let size = ranges.iter().map(|r| r.1).sum::<u64>()
         + 0x10 * u64::from(num_ranges - ranges.len() as u32);
-    let props = Properties::parse(b"width=4\0format=XR24\0", 100).unwrap();
+    let props = parse_properties(b"width=4\0format=XR24\0", 100).unwrap();
     let mut b = Buffer::new(id, format!("app{id}"), size, num_ranges, props);
     let mut offset = 0;
     for &(addr, len) in ranges {

@@ -12,7 +12,7 @@ use vm_memory::{FileOffset, GuestAddress};
 
 use super::*;
 use crate::buffers::resolve_range;
-use crate::props::Properties as DeviceProperties;
+use crate::props::parse_properties;
 
 /// Guest RAM of 1 MiB in a file, and a region that no file backs.
 fn memory() -> (GuestMemoryMmap, File) {
@@ -32,7 +32,7 @@ fn memory() -> (GuestMemoryMmap, File) {
 
 /// A complete buffer of one range of 0x1000 bytes at `id * 0x1000`.
 fn buffer(mem: &GuestMemoryMmap, id: u64, app: &str) -> Buffer {
-    let props = DeviceProperties::parse(b"width=4\0", 100).unwrap();
+    let props = parse_properties(b"width=4\0", 100).unwrap();
     let mut b = Buffer::new(id, app.into(), 0x1000, 1, props);
     b.push_ranges(
         resolve_range(mem, 0, id * 0x1000, 0x1000).unwrap(),
@@ -307,7 +307,7 @@ fn buffers_that_cannot_be_handed_over() {
     let vm0 = hub.add_guest("vm0").unwrap();
     let q = hub.subscribe("q".into(), Applications::All).unwrap();
     // In memory that no file backs.
-    let props = DeviceProperties::default();
+    let props = crate::props::Properties::default();
     let mut anon = Buffer::new(1, "cam".into(), 0x10, 1, props);
     anon.push_ranges(resolve_range(&mem, 0, 0x100_0000, 0x10).unwrap(), 1, 0x10);
     vm0.added(&anon, Some(&mem));
@@ -322,7 +322,7 @@ fn buffers_that_cannot_be_handed_over() {
     vm0.added(&b, Some(&mem));
     assert_eq!(drain(&q), ["add vm0 3 0"]);
     let big = format!("p={}\0", "x".repeat(MAX_PROPS_SIZE));
-    b.props = DeviceProperties::parse(big.as_bytes(), usize::MAX).unwrap();
+    b.props = parse_properties(big.as_bytes(), usize::MAX).unwrap();
     vm0.properties(&b);
     vm0.updated(&b, &update(1));
     assert_eq!(drain(&q), ["remove vm0 3"]);
