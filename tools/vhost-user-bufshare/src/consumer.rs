@@ -17,7 +17,6 @@ pub mod access;
 pub mod export;
 pub mod hub;
 
-use std::fs;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -35,13 +34,13 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use thiserror::Error as ThisError;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::eventfd::EventFd;
 
 use self::access::AccessPolicy;
 use self::export::Udmabuf;
 use self::hub::{ConsumerQueue, GuestEvents, Hub, HubError, Next};
 use crate::device::device_name;
-use crate::socket::{self, ListenError};
+use crate::socket::{self, ListenError, SocketThread};
 
 /// Default number of events queued for a consumer.
 pub const DEFAULT_QUEUE_LIMIT: usize = 1024;
@@ -122,11 +121,9 @@ struct Shared {
 /// A running consumer server; dropping it ends every consumer (with ERROR
 /// SHUTDOWN), stops its threads and removes the socket.
 pub struct ConsumerServer {
-    path: PathBuf,
     hub: Arc<Hub>,
     shared: Arc<Shared>,
-    stop: EventFd,
-    thread: Option<JoinHandle<()>>,
+    server: SocketThread,
 }
 
 impl ConsumerServer {
@@ -149,8 +146,6 @@ impl ConsumerServer {
             });
         let hub = Arc::new(Hub::new(config.queue_limit.max(1), udmabuf));
         let listener = socket::listen(&config.path, config.mode)?;
-        let stop = EventFd::new(EFD_NONBLOCK).map_err(Error::Start)?;
-        let thread_stop = stop.try_clone().map_err(Error::Start)?;
         let shared = Arc::new(Shared {
             hub: Arc::clone(&hub),
             access: config.access,
@@ -159,21 +154,23 @@ impl ConsumerServer {
             active: AtomicUsize::new(0),
         });
         let thread_shared = Arc::clone(&shared);
-        let thread = thread::Builder::new()
-            .name(String::from("consumers"))
-            .spawn(move || accept_loop(&listener, &thread_stop, &thread_shared))
-            .map_err(Error::Start)?;
+        let server = SocketThread::spawn(
+            "consumer",
+            "consumers",
+            &config.path,
+            listener,
+            move |listener, stop| accept_loop(listener, stop, &thread_shared),
+        )
+        .map_err(Error::Start)?;
         info!(
             "consumer socket on {}, memory as {}",
             config.path.display(),
             hub.memory_form()
         );
         Ok(Self {
-            path: config.path,
             hub,
             shared,
-            stop,
-            thread: Some(thread),
+            server,
         })
     }
 
@@ -194,29 +191,12 @@ impl ConsumerServer {
 
     /// The socket's path.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.server.path()
     }
 
     /// Connections open, handshakes included.
     pub fn connections(&self) -> usize {
         self.shared.active.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for ConsumerServer {
-    fn drop(&mut self) {
-        if let Err(e) = self.stop.write(1) {
-            error!("cannot stop the consumer server: {e}");
-            return;
-        }
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                error!("the consumer server panicked");
-            }
-        }
-        if let Err(e) = fs::remove_file(&self.path) {
-            debug!("cannot remove {}: {e}", self.path.display());
-        }
     }
 }
 

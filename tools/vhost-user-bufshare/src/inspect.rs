@@ -32,23 +32,22 @@
 //! short answer), one that goes away in the middle of a `write` gets an
 //! `error` answer.
 
-use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::Duration;
 
 use bufshare_consumer::props::is_name;
 use log::{debug, error, info, warn};
 use thiserror::Error as ThisError;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::eventfd::EventFd;
 
 use crate::buffers::SharedState;
-use crate::socket::ListenError;
+use crate::socket::{ListenError, SocketThread};
 
 /// Longest request line, newline included.
 pub const MAX_REQUEST_LINE: usize = 256;
@@ -287,9 +286,7 @@ fn read_line(reader: &mut impl BufRead, max: usize) -> io::Result<Vec<u8>> {
 /// A running inspect server; dropping it stops the thread and removes the
 /// socket.
 pub struct InspectServer {
-    path: PathBuf,
-    stop: EventFd,
-    thread: Option<JoinHandle<()>>,
+    server: SocketThread,
 }
 
 impl InspectServer {
@@ -308,40 +305,17 @@ impl InspectServer {
         }
         let guests = Guests(guests);
         let listener = listen(path)?;
-        let stop = EventFd::new(EFD_NONBLOCK).map_err(Error::Start)?;
-        let thread_stop = stop.try_clone().map_err(Error::Start)?;
-        let thread = thread::Builder::new()
-            .name(String::from("inspect"))
-            .spawn(move || serve(&listener, &thread_stop, &guests))
-            .map_err(Error::Start)?;
-        info!("inspect socket on {}", path.display());
-        Ok(Self {
-            path: path.to_path_buf(),
-            stop,
-            thread: Some(thread),
+        let server = SocketThread::spawn("inspect", "inspect", path, listener, move |l, stop| {
+            serve(l, stop, &guests)
         })
+        .map_err(Error::Start)?;
+        info!("inspect socket on {}", path.display());
+        Ok(Self { server })
     }
 
     /// The socket's path.
     pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for InspectServer {
-    fn drop(&mut self) {
-        if let Err(e) = self.stop.write(1) {
-            error!("cannot stop the inspect server: {e}");
-            return;
-        }
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                error!("the inspect server panicked");
-            }
-        }
-        if let Err(e) = fs::remove_file(&self.path) {
-            debug!("cannot remove {}: {e}", self.path.display());
-        }
+        self.server.path()
     }
 }
 

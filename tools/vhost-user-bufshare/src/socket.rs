@@ -1,15 +1,19 @@
 // SPDX-License-Identifier: GPL-2.0-only WITH Linux-syscall-note OR BSD-3-Clause
 
 //! The unix sockets the backend serves host programs on (inspect,
-//! consumers): made with their mode from the start.
+//! consumers): made with their mode from the start, each served by a thread
+//! of its own.
 
 use std::fs;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
+use std::thread::{self, JoinHandle};
 
+use log::{debug, error};
 use thiserror::Error as ThisError;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 /// Why a socket could not be made.
 #[derive(Debug, ThisError)]
@@ -57,4 +61,63 @@ pub fn listen(path: &Path, mode: u32) -> Result<UnixListener, ListenError> {
         return Err(err(e));
     }
     Ok(listener)
+}
+
+/// A listening socket served by a thread of its own. Dropping it stops the
+/// thread (through an eventfd the thread polls), waits for it and removes
+/// the socket.
+pub struct SocketThread {
+    what: &'static str,
+    path: PathBuf,
+    stop: EventFd,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SocketThread {
+    /// Serves `listener`, bound at `path`, with `serve(listener, stop)` on a
+    /// thread named `thread_name`; `what` names the server in log messages.
+    pub fn spawn<F>(
+        what: &'static str,
+        thread_name: &str,
+        path: &Path,
+        listener: UnixListener,
+        serve: F,
+    ) -> io::Result<Self>
+    where
+        F: FnOnce(&UnixListener, &EventFd) + Send + 'static,
+    {
+        let stop = EventFd::new(EFD_NONBLOCK)?;
+        let thread_stop = stop.try_clone()?;
+        let thread = thread::Builder::new()
+            .name(String::from(thread_name))
+            .spawn(move || serve(&listener, &thread_stop))?;
+        Ok(Self {
+            what,
+            path: path.to_path_buf(),
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for SocketThread {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop.write(1) {
+            error!("cannot stop the {} server: {e}", self.what);
+            return;
+        }
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                error!("the {} server panicked", self.what);
+            }
+        }
+        if let Err(e) = fs::remove_file(&self.path) {
+            debug!("cannot remove {}: {e}", self.path.display());
+        }
+    }
 }
