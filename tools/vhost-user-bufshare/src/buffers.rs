@@ -502,7 +502,7 @@ impl SharedState {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::props::Properties;
 
@@ -585,7 +585,7 @@ mod tests {
     }
 
     /// A complete buffer made of `ranges`.
-    fn buffer(mem: &GuestMemoryMmap, ranges: &[(u64, u64)]) -> Buffer {
+    pub(crate) fn buffer(mem: &GuestMemoryMmap, ranges: &[(u64, u64)]) -> Buffer {
         let size = ranges.iter().map(|r| r.1).sum();
         let mut b = Buffer::new(
             1,

@@ -340,8 +340,7 @@ mod tests {
     use vm_memory::FileOffset;
 
     use super::*;
-    use crate::buffers::resolve_range;
-    use crate::props::Properties;
+    use crate::buffers::tests::buffer;
 
     #[test]
     fn ioctl_layout() {
@@ -377,23 +376,6 @@ mod tests {
         ])
         .unwrap();
         (mem, f0, f1)
-    }
-
-    fn buffer(mem: &GuestMemoryMmap, ranges: &[(u64, u64)]) -> Buffer {
-        let size = ranges.iter().map(|r| r.1).sum();
-        let mut b = Buffer::new(
-            1,
-            "app".into(),
-            size,
-            ranges.len() as u32,
-            Properties::default(),
-        );
-        let mut offset = 0;
-        for &(addr, len) in ranges {
-            b.push_ranges(resolve_range(mem, offset, addr, len).unwrap(), 1, len);
-            offset += len;
-        }
-        b
     }
 
     fn seg(file: u32, offset: u64, len: u64) -> Segment {
