@@ -472,7 +472,7 @@ enum Memory {
 impl Memory {
     /// Takes the memory of `length` bytes at `offset` in the memfd or dma-buf open as `fd`, for
     /// the device reached as `target`; returns it, its kind, and its ranges (at most
-    /// `max_ranges`).
+    /// `max_ranges`). `offset` and `length` are page-aligned, `length` non-zero.
     fn take(
         fd: i32,
         offset: u64,
@@ -516,8 +516,8 @@ impl Memory {
                 drop(file);
                 let dmabuf = DmaBuf::from_fd(fd)?;
                 let end = offset.checked_add(length).ok_or(EINVAL)?;
-                if offset % PAGE_SIZE != 0 || length % PAGE_SIZE != 0 || end > dmabuf.size() as u64
-                {
+                // Alignment was checked by the caller.
+                if end > dmabuf.size() as u64 {
                     return Err(EINVAL);
                 }
                 // SAFETY: As for the memfd mapping above: the attachment is dropped before the
@@ -846,10 +846,7 @@ impl Shared {
         if self.features & (1 << uapi::VIRTIO_BUFSHARE_F_BUFFERS) == 0 {
             return Err(EOPNOTSUPP);
         }
-        let dma = match table.dma.as_ref().ok_or(EOPNOTSUPP)? {
-            DmaTarget::Api(dev) => DmaTarget::Api(dev.clone()),
-            DmaTarget::Physical(dev) => DmaTarget::Physical(dev.clone()),
-        };
+        let dma = table.dma.clone().ok_or(EOPNOTSUPP)?;
         table.inflight += 1;
         Ok((Op { shared: self }, dma))
     }

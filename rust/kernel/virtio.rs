@@ -448,6 +448,7 @@ pub trait VirtqueueHandler: Send + Sync {
 }
 
 /// How a virtio device reaches memory that its driver describes to it by address.
+#[derive(Clone)]
 pub enum DmaTarget {
     /// Memory is mapped for this device with the DMA API, and the virtio device is given the DMA
     /// addresses (`VIRTIO_F_ACCESS_PLATFORM`, or a platform that forces the DMA API).
