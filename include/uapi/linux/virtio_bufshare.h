@@ -26,8 +26,14 @@
  *
  * VIRTIO_BUFSHARE_F_BUFFERS: the device keeps buffers: it accepts the
  * REGISTER, ADD_RANGES, UPDATE, SET_PROPERTIES and UNREGISTER commands.
+ *
+ * VIRTIO_BUFSHARE_F_GENERATION: every answer carries the device's
+ * generation (virtio_bufshare_resp_hdr.generation). It changes when the
+ * device lost its buffers other than by a reset, as a restarted device
+ * implementation does; the driver then registers its buffers again.
  */
 #define VIRTIO_BUFSHARE_F_BUFFERS		0
+#define VIRTIO_BUFSHARE_F_GENERATION		1
 
 /* Device configuration space layout. */
 struct virtio_bufshare_config {
@@ -74,7 +80,11 @@ struct virtio_bufshare_cmd_hdr {
 /* Every answer starts with this header, in device-writable buffers. */
 struct virtio_bufshare_resp_hdr {
 	__le32 status;
-	__le32 reserved;
+	/*
+	 * With VIRTIO_BUFSHARE_F_GENERATION: the generation of the device
+	 * that carried the command out. 0 otherwise.
+	 */
+	__le32 generation;
 };
 
 /* Length of the NUL-padded device name in virtio_bufshare_resp_info. */

@@ -20,6 +20,11 @@ pub const VIRTIO_BUFSHARE_VERSION: u32 = 1;
 /// Feature bit: the device keeps buffers, it accepts the REGISTER,
 /// ADD_RANGES, UPDATE, SET_PROPERTIES and UNREGISTER commands.
 pub const VIRTIO_BUFSHARE_F_BUFFERS: u32 = 0;
+/// Feature bit: every answer carries the device's generation
+/// ([`VirtioBufshareRespHdr::generation`]), which changes when the device
+/// lost its buffers other than by a reset (a restarted device
+/// implementation); the driver then registers its buffers again.
+pub const VIRTIO_BUFSHARE_F_GENERATION: u32 = 1;
 
 /// Command `GET_INFO` (`virtio_bufshare_cmd_hdr.type`).
 pub const VIRTIO_BUFSHARE_CMD_GET_INFO: u32 = 0x0001;
@@ -83,8 +88,9 @@ uapi_struct! {
     pub struct VirtioBufshareRespHdr {
         /// `VIRTIO_BUFSHARE_S_*`.
         pub status: Le32,
-        /// Reserved, zero.
-        pub reserved: Le32,
+        /// With [`VIRTIO_BUFSHARE_F_GENERATION`], the generation of the
+        /// device that carried the command out; 0 otherwise.
+        pub generation: Le32,
     }
 }
 
@@ -240,11 +246,11 @@ uapi_struct! {
 }
 
 impl VirtioBufshareRespHdr {
-    /// A header with `status` and a zero reserved field.
+    /// A header with `status` and a zero generation.
     pub fn with_status(status: u32) -> Self {
         Self {
             status: status.into(),
-            reserved: 0.into(),
+            generation: 0.into(),
         }
     }
 }

@@ -412,7 +412,7 @@ mod tests {
         let (info, rest) = read_obj::<VirtioBufshareRespInfo>(&answer).unwrap();
         assert!(rest.is_empty());
         assert_eq!(info.hdr.status.to_native(), VIRTIO_BUFSHARE_S_OK);
-        assert_eq!(info.hdr.reserved.to_native(), 0);
+        assert_eq!(info.hdr.generation.to_native(), 0);
         assert_eq!(info.version.to_native(), VIRTIO_BUFSHARE_VERSION);
         assert_eq!(info.max_ranges.to_native(), 7);
         assert_eq!(info.max_props_size.to_native(), 8);

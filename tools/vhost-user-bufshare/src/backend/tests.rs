@@ -210,7 +210,7 @@ fn status_only(status: u32) -> Vec<u8> {
 fn info_bytes(num_commands: u64) -> Vec<u8> {
     let mut b = Vec::new();
     b.extend_from_slice(&[0, 0, 0, 0]); // hdr.status = S_OK
-    b.extend_from_slice(&[0, 0, 0, 0]); // hdr.reserved
+    b.extend_from_slice(&[0, 0, 0, 0]); // hdr.generation
     b.extend_from_slice(&[1, 0, 0, 0]); // version
     b.extend_from_slice(&[0x44, 0x33, 0x22, 0x11]); // max_ranges
     b.extend_from_slice(&[0x88, 0x77, 0x66, 0x55]); // max_props_size

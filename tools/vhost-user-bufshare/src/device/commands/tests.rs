@@ -57,7 +57,7 @@ fn run(dev: &mut BufshareDevice, request: &[u8]) -> u32 {
     let answer = dev.process(request, 8).unwrap();
     assert_eq!(answer.len(), 8);
     let (hdr, _) = read_obj::<VirtioBufshareRespHdr>(&answer).unwrap();
-    assert_eq!(hdr.reserved.to_native(), 0);
+    assert_eq!(hdr.generation.to_native(), 0);
     hdr.status.to_native()
 }
 
