@@ -88,6 +88,11 @@ use kernel::{
 
 /// How long a caller waits for the device to complete a command.
 const COMMAND_TIMEOUT_MS: u32 = 10_000;
+/// Set in [`Shared::generation`] once the device's generation is known.
+const GENERATION_KNOWN: u64 = 1 << 32;
+/// How many times in a row the driver registers its buffers again for a device that keeps losing
+/// them before it lets the operation that found out go on.
+const MAX_RECOVERIES: u32 = 3;
 
 /// Room for the largest answer the driver expects.
 const RESP_MAX: usize = 128;
@@ -218,6 +223,9 @@ struct Command {
     resp: KBox<Opaque<[u8; RESP_MAX]>>,
     resp_len: usize,
     used: Atomic<i64>,
+    /// How many times the device had lost its buffers when it answered ([`Shared::losses`]);
+    /// written before the command is seen complete, under the queues' lock.
+    epoch: Atomic<u64>,
 }
 
 impl Command {
@@ -232,6 +240,7 @@ impl Command {
                 resp: KBox::new(Opaque::zeroed(), GFP_KERNEL)?,
                 resp_len,
                 used: Atomic::new(-1),
+                epoch: Atomic::new(0),
             },
             GFP_KERNEL,
         )?)
@@ -574,6 +583,11 @@ struct Buffer {
     application: [u8; APP_LEN],
     /// The number of the last update; written with `state` locked.
     seqno: Atomic<u64>,
+    /// Its memory as the device reaches it, as registered.
+    ranges: KVVec<Range>,
+    /// [`Shared::losses`] when the device last confirmed registering it: the buffer is the
+    /// device's as long as the device has not lost its buffers since.
+    epoch: Atomic<u64>,
     #[pin]
     state: Mutex<BufferState>,
     /// Dropped, so unmapped and unpinned, only once the device gave the buffer up or was reset.
@@ -606,6 +620,10 @@ struct Table {
     zombies: KVec<Arc<Buffer>>,
     /// How the device reaches memory; `None` if it cannot be given buffers.
     dma: Option<DmaTarget>,
+    /// The [`Shared::losses`] the buffers were last registered again for.
+    synced: u64,
+    /// Set while the buffers are being registered again: no operation starts meanwhile.
+    recovering: bool,
 }
 
 /// A buffer operation in progress; the device's shutdown waits for it.
@@ -638,6 +656,15 @@ struct Shared {
     /// Signalled when the last buffer operation ends.
     #[pin]
     idle: CondVar,
+    /// Signalled when the buffers were registered again.
+    #[pin]
+    recovered: CondVar,
+    /// The device's generation, with [`GENERATION_KNOWN`] set once an answer told it; written
+    /// under the queues' lock.
+    generation: Atomic<u64>,
+    /// How many times the answers showed a new generation, that is the device lost its buffers;
+    /// written under the queues' lock, in the order the device answered.
+    losses: Atomic<u64>,
     dev: ARef<virtio::Device>,
     limits: Limits,
     features: u64,
@@ -648,13 +675,53 @@ struct Shared {
 }
 
 impl Shared {
-    /// Takes back every command the device has used.
-    fn reap(queues: &mut Queues) {
+    /// Takes back every command the device has used, in the order it used them, and follows
+    /// the device's generation through their answers.
+    fn reap(&self, queues: &mut Queues) {
         let Some(vq) = queues.get_mut(uapi::VIRTIO_BUFSHARE_VQ_CMD as usize) else {
             return;
         };
         while let Some((cmd, len)) = vq.get_buf() {
             cmd.complete(len);
+            // Waiters read the epoch with the queues locked, as they are here.
+            cmd.epoch.store(self.follow_generation(&cmd), Relaxed);
+        }
+    }
+
+    /// Notes the generation in the answer to `cmd`, which the device just gave back, and returns
+    /// how many times the device has lost its buffers so far. Called with the queues locked, so
+    /// answers are seen in the order the device gave them back, which is the order it carried
+    /// the commands out.
+    fn follow_generation(&self, cmd: &Command) -> u64 {
+        let losses = self.losses.load(Relaxed);
+        if self.features & (1 << uapi::VIRTIO_BUFSHARE_F_GENERATION) == 0 {
+            return losses;
+        }
+        // Answers too short to hold a header say nothing, and fail anyway.
+        let Some(Ok(resp)) = cmd.response() else {
+            return losses;
+        };
+        // Only answers of a size the driver takes: a bare header, or the full answer.
+        if resp.len() != RESP_HDR_LEN && resp.len() != cmd.resp_len {
+            return losses;
+        }
+        let off = offset_of!(uapi::virtio_bufshare_resp_hdr, generation);
+        let Some(generation) = le32(resp, off) else {
+            return losses;
+        };
+        let known = u64::from(generation) | GENERATION_KNOWN;
+        match self.generation.load(Relaxed) {
+            current if current == known => losses,
+            0 => {
+                self.generation.store(known, Relaxed);
+                losses
+            }
+            _ => {
+                self.generation.store(known, Relaxed);
+                let losses = losses.wrapping_add(1);
+                self.losses.store(losses, Relaxed);
+                losses
+            }
         }
     }
 
@@ -674,14 +741,15 @@ impl Shared {
         }
     }
 
-    /// Queues `cmd` and sleeps until the device answers; returns the answer.
-    fn submit<'a>(&self, cmd: &'a Arc<Command>, wait: Wait) -> Result<&'a [u8]> {
+    /// Queues `cmd` and sleeps until the device answers; returns the answer and its epoch (see
+    /// [`Shared::losses`]).
+    fn submit<'a>(&self, cmd: &'a Arc<Command>, wait: Wait) -> Result<(&'a [u8], u64)> {
         let mut guard = self.queues.lock();
 
         // Queue it, waiting for room if the ring is full.
         loop {
             let queues = Option::as_mut(&mut *guard).ok_or(ENODEV)?;
-            Self::reap(queues);
+            self.reap(queues);
             let vq = queues
                 .get_mut(uapi::VIRTIO_BUFSHARE_VQ_CMD as usize)
                 .ok_or(ENODEV)?;
@@ -703,12 +771,12 @@ impl Shared {
         // device may still write its answer, and the memory stays valid for it.
         loop {
             if let Some(resp) = cmd.response() {
-                return resp;
+                return Ok((resp?, cmd.epoch.load(Relaxed)));
             }
             let queues = Option::as_mut(&mut *guard).ok_or(ENODEV)?;
-            Self::reap(queues);
+            self.reap(queues);
             if let Some(resp) = cmd.response() {
-                return resp;
+                return Ok((resp?, cmd.epoch.load(Relaxed)));
             }
             if let Err(e) = self.sleep(&mut guard, wait) {
                 if e == ETIMEDOUT {
@@ -759,8 +827,21 @@ impl Shared {
         wait: Wait,
         parse: impl FnOnce(&[u8]) -> Result<T>,
     ) -> Result<T> {
+        self.exchange_epoch(wire, resp_len, wait, parse)
+            .map(|(value, _)| value)
+    }
+
+    /// Like [`Shared::exchange`]; also returns the answer's epoch (see [`Shared::losses`]).
+    fn exchange_epoch<T>(
+        &self,
+        wire: Wire,
+        resp_len: usize,
+        wait: Wait,
+        parse: impl FnOnce(&[u8]) -> Result<T>,
+    ) -> Result<(T, u64)> {
         let cmd = Command::new(wire.0, resp_len)?;
-        let resp = self.check_status(self.submit(&cmd, wait)?)?;
+        let (resp, epoch) = self.submit(&cmd, wait)?;
+        let resp = self.check_status(resp)?;
         if resp.len() != resp_len {
             dev_err!(
                 self.dev.as_ref(),
@@ -770,12 +851,18 @@ impl Shared {
             );
             return Err(EIO);
         }
-        parse(resp)
+        Ok((parse(resp)?, epoch))
     }
 
     /// Sends a command whose answer is a bare header, and checks the answer.
     fn command(&self, wire: Wire, wait: Wait) -> Result {
         self.exchange(wire, RESP_HDR_LEN, wait, |_| Ok(()))
+    }
+
+    /// Like [`Shared::command`]; returns the answer's epoch (see [`Shared::losses`]).
+    fn command_epoch(&self, wire: Wire, wait: Wait) -> Result<u64> {
+        self.exchange_epoch(wire, RESP_HDR_LEN, wait, |_| Ok(()))
+            .map(|((), epoch)| epoch)
     }
 
     /// Asks the device for its version, limits and counters.
@@ -838,17 +925,123 @@ impl Shared {
 
     /// Starts a buffer operation: fails with `ENODEV` once the device is gone, and returns the
     /// way the device reaches memory (`EOPNOTSUPP` if it cannot be given buffers).
+    ///
+    /// If the device lost its buffers since they were last registered, registers them again
+    /// first (see [`Shared::recover`]).
     fn begin(&self) -> Result<(Op<'_>, DmaTarget)> {
         let mut table = self.table.lock();
-        if table.gone {
-            return Err(ENODEV);
-        }
-        if self.features & (1 << uapi::VIRTIO_BUFSHARE_F_BUFFERS) == 0 {
-            return Err(EOPNOTSUPP);
+        let mut recoveries = 0;
+        loop {
+            if table.gone {
+                return Err(ENODEV);
+            }
+            if self.features & (1 << uapi::VIRTIO_BUFSHARE_F_BUFFERS) == 0 {
+                return Err(EOPNOTSUPP);
+            }
+            if table.recovering {
+                self.recovered.wait(&mut table);
+                continue;
+            }
+            let losses = self.losses.load(Relaxed);
+            if losses == table.synced {
+                break;
+            }
+            if recoveries == MAX_RECOVERIES {
+                dev_err!(
+                    self.dev.as_ref(),
+                    "device keeps losing its buffers; giving up registering them again\n"
+                );
+                table.synced = losses;
+                break;
+            }
+            recoveries += 1;
+
+            // Alone with the device: the operations running finish first, none starts meanwhile.
+            table.recovering = true;
+            while table.inflight > 0 {
+                self.idle.wait(&mut table);
+            }
+            table.inflight += 1;
+            let op = Op { shared: self };
+            drop(table);
+            self.recover(losses);
+            drop(op);
+            table = self.table.lock();
+            table.recovering = false;
+            table.synced = losses;
+            self.recovered.notify_all();
         }
         let dma = table.dma.clone().ok_or(EOPNOTSUPP)?;
         table.inflight += 1;
         Ok((Op { shared: self }, dma))
+    }
+
+    /// Whether the device lost buffers that have not been registered again yet.
+    fn lost_buffers(&self) -> bool {
+        self.losses.load(Relaxed) != self.table.lock().synced
+    }
+
+    /// Runs the buffer operation `op`, and once more if the device did not know the buffer
+    /// because it had lost its buffers: the second run starts by registering them again.
+    fn retry_lost<T>(&self, mut op: impl FnMut() -> Result<T>) -> Result<T> {
+        match op() {
+            Err(e) if e == ENOENT && self.lost_buffers() => op(),
+            result => result,
+        }
+    }
+
+    /// Registers again every buffer the device had before it lost them, that is before `losses`
+    /// (see [`Shared::losses`]); called by [`Shared::begin`] while no other operation runs.
+    ///
+    /// A buffer the device refuses now stays registered with the driver, and so pinned, until
+    /// its owner unregisters it; the device answers `S_NO_BUFFER` to the commands about it
+    /// meanwhile.
+    fn recover(&self, losses: u64) {
+        let mut lost = KVVec::new();
+        {
+            let table = self.table.lock();
+            for buf in table.buffers.values() {
+                if buf.epoch.load(Relaxed) >= losses {
+                    // Registered since, with the device that lost the others.
+                    continue;
+                }
+                if lost.push(buf.clone(), GFP_KERNEL).is_err() {
+                    // Those left out fail with ENOENT, as refused ones do.
+                    break;
+                }
+            }
+        }
+        let (mut registered, mut refused) = (0usize, 0usize);
+        for buf in lost {
+            let state = buf.state.lock();
+            match self.send_registration(&buf, &state.props, Wait::Uninterruptible) {
+                Ok(epoch) => {
+                    buf.epoch.store(epoch, Relaxed);
+                    registered += 1;
+                }
+                Err(e) => {
+                    refused += 1;
+                    dev_warn!(
+                        self.dev.as_ref(),
+                        "buffer {}: not registered again ({:?})\n",
+                        buf.id,
+                        e
+                    );
+                    if e == ETIMEDOUT || e == ENODEV {
+                        break;
+                    }
+                    // It may hold a part of the buffer.
+                    let _ = self.unregister_command(buf.id);
+                }
+            }
+        }
+        dev_info!(
+            self.dev.as_ref(),
+            "device lost its buffers (generation {:#x}): {} registered again, {} not\n",
+            self.generation.load(Relaxed) & u64::from(u32::MAX),
+            registered,
+            refused
+        );
     }
 
     /// Returns the buffer `id` if the open file `owner` has it.
@@ -866,11 +1059,7 @@ impl Shared {
     /// Tells the device that buffer `id` is gone, and lets its memory go once the device
     /// confirmed (or was reset). Returns false if the device did not answer in time.
     fn unregister_on_device(&self, buf: Arc<Buffer>) -> bool {
-        let result = Wire::new(uapi::VIRTIO_BUFSHARE_CMD_UNREGISTER, 8).and_then(|mut wire| {
-            wire.u64(buf.id)?;
-            self.command(wire, Wait::Uninterruptible)
-        });
-        match result {
+        match self.unregister_command(buf.id) {
             // The device let go of it, does not know it, or was reset: the memory is ours again.
             Ok(()) => true,
             Err(e) if e == ENOENT || e == ENODEV => true,
@@ -886,6 +1075,13 @@ impl Shared {
                 e != ETIMEDOUT
             }
         }
+    }
+
+    /// Sends UNREGISTER for buffer `id`, waiting uninterruptibly for the answer.
+    fn unregister_command(&self, id: u64) -> Result {
+        let mut wire = Wire::new(uapi::VIRTIO_BUFSHARE_CMD_UNREGISTER, 8)?;
+        wire.u64(id)?;
+        self.command(wire, Wait::Uninterruptible)
     }
 
     /// Keeps the memory of `buf`, which the device may still use, until the device is reset.
@@ -983,8 +1179,7 @@ impl Shared {
             dma,
             self.limits.max_ranges as usize,
         )?;
-        let list = &ranges.list;
-        let num_ranges = u32::try_from(list.len()).map_err(|_| E2BIG)?;
+        let num_ranges = u32::try_from(ranges.list.len()).map_err(|_| E2BIG)?;
         let id = self.next_id.fetch_add(1, Relaxed);
 
         let buf = Arc::pin_init(
@@ -996,59 +1191,67 @@ impl Shared {
                 nr_ranges: num_ranges,
                 application,
                 seqno: Atomic::new(0),
+                ranges: ranges.list,
+                epoch: Atomic::new(0),
                 state <- new_mutex!(BufferState { props }, "virtio_bufshare:buffer"),
                 _memory: memory,
             }),
             GFP_KERNEL,
         )?;
 
-        let first = list.len().min(RANGES_PER_CMD);
-        let result = (|| -> Result {
+        let result = {
             let state = buf.state.lock();
-            let props_size = state.props.len();
-            let mut wire = Wire::new(
-                uapi::VIRTIO_BUFSHARE_CMD_REGISTER,
-                size_of::<uapi::virtio_bufshare_cmd_register>()
-                    + props_size
-                    + 8
-                    + first * RANGE_SIZE,
-            )?;
-            wire.u64(id)?;
-            wire.u64(req.length)?;
-            wire.u32(num_ranges)?;
-            wire.u32(first as u32)?;
-            wire.u32(props_size as u32)?;
-            wire.u32(0)?;
-            wire.bytes(&application)?;
-            wire.bytes(&state.props)?;
-            wire.pad8()?;
-            wire.ranges(&list[..first])?;
-            drop(state);
-            self.command(wire, Wait::Interruptible)?;
-
-            let mut sent = first;
-            while sent < list.len() {
-                let n = (list.len() - sent).min(RANGES_PER_CMD);
-                let mut wire =
-                    Wire::new(uapi::VIRTIO_BUFSHARE_CMD_ADD_RANGES, 16 + n * RANGE_SIZE)?;
-                wire.u64(id)?;
-                wire.u32(sent as u32)?;
-                wire.u32(n as u32)?;
-                wire.ranges(&list[sent..sent + n])?;
-                self.command(wire, Wait::Interruptible)?;
-                sent += n;
+            self.send_registration(&buf, &state.props, Wait::Interruptible)
+        };
+        match result {
+            Ok(epoch) => {
+                buf.epoch.store(epoch, Relaxed);
+                Ok(buf)
             }
-            Ok(())
-        })();
-
-        if let Err(e) = result {
-            // The device may hold a part of the buffer: take it back before the memory goes.
-            if e != ENODEV {
-                self.unregister_on_device(buf);
+            Err(e) => {
+                // The device may hold a part of the buffer: take it back before the memory goes.
+                if e != ENODEV {
+                    self.unregister_on_device(buf);
+                }
+                Err(e)
             }
-            return Err(e);
         }
-        Ok(buf)
+    }
+
+    /// Gives `buf`, with properties `props`, to the device: REGISTER with as many ranges as fit,
+    /// then ADD_RANGES for the rest. Returns the epoch of the last answer (see
+    /// [`Shared::losses`]).
+    fn send_registration(&self, buf: &Buffer, props: &[u8], wait: Wait) -> Result<u64> {
+        let list = &buf.ranges;
+        let first = list.len().min(RANGES_PER_CMD);
+        let mut wire = Wire::new(
+            uapi::VIRTIO_BUFSHARE_CMD_REGISTER,
+            size_of::<uapi::virtio_bufshare_cmd_register>() + props.len() + 8 + first * RANGE_SIZE,
+        )?;
+        wire.u64(buf.id)?;
+        wire.u64(buf.size)?;
+        wire.u32(buf.nr_ranges)?;
+        wire.u32(first as u32)?;
+        wire.u32(props.len() as u32)?;
+        wire.u32(0)?;
+        wire.bytes(&buf.application)?;
+        wire.bytes(props)?;
+        wire.pad8()?;
+        wire.ranges(&list[..first])?;
+        let mut epoch = self.command_epoch(wire, wait)?;
+
+        let mut sent = first;
+        while sent < list.len() {
+            let n = (list.len() - sent).min(RANGES_PER_CMD);
+            let mut wire = Wire::new(uapi::VIRTIO_BUFSHARE_CMD_ADD_RANGES, 16 + n * RANGE_SIZE)?;
+            wire.u64(buf.id)?;
+            wire.u32(sent as u32)?;
+            wire.u32(n as u32)?;
+            wire.ranges(&list[sent..sent + n])?;
+            epoch = self.command_epoch(wire, wait)?;
+            sent += n;
+        }
+        Ok(epoch)
     }
 
     /// Unregisters buffer `id` of the open file `owner`.
@@ -1250,7 +1453,7 @@ impl Shared {
 impl virtio::VirtqueueHandler for Shared {
     fn used(&self, _index: usize) {
         if let Some(queues) = Option::as_mut(&mut *self.queues.lock()) {
-            Self::reap(queues);
+            self.reap(queues);
         }
         self.used.notify_all();
     }
@@ -1333,10 +1536,15 @@ impl SharedOwner {
                         buffers: RBTree::new(),
                         zombies: KVec::new(),
                         dma: None,
+                        synced: 0,
+                        recovering: false,
                     },
                     "virtio_bufshare:table"
                 ),
                 idle <- new_condvar!("virtio_bufshare:idle"),
+                recovered <- new_condvar!("virtio_bufshare:recovered"),
+                generation: Atomic::new(0),
+                losses: Atomic::new(0),
                 dev: vdev.into(),
                 limits,
                 features: vdev.features(),
@@ -1382,7 +1590,10 @@ impl virtio::Driver for BufshareDriver {
     type Data<'bound> = Self;
 
     const ID_TABLE: virtio::IdTable = &VIRTIO_BUFSHARE_IDS;
-    const FEATURES: &'static [u32] = &[uapi::VIRTIO_BUFSHARE_F_BUFFERS];
+    const FEATURES: &'static [u32] = &[
+        uapi::VIRTIO_BUFSHARE_F_BUFFERS,
+        uapi::VIRTIO_BUFSHARE_F_GENERATION,
+    ];
 
     fn probe<'bound>(
         vdev: &'bound virtio::Device<Core<'_>>,
@@ -1467,7 +1678,7 @@ impl MiscDevice for BufshareFile {
             }
             BUFSHARE_IOC_REGISTER => {
                 let mut req = read_arg::<RegisterArg>(arg)?;
-                let id = shared.register(me, &req.0)?;
+                let id = shared.retry_lost(|| shared.register(me, &req.0))?;
                 req.0.id = id;
                 if let Err(e) = write_arg(arg, &req) {
                     // The caller cannot learn the id: do not leave the buffer behind.
@@ -1477,12 +1688,12 @@ impl MiscDevice for BufshareFile {
             }
             BUFSHARE_IOC_UPDATE => {
                 let mut req = read_arg::<UpdateArg>(arg)?;
-                shared.update(me, &mut req.0)?;
+                shared.retry_lost(|| shared.update(me, &mut req.0))?;
                 write_arg(arg, &req)?;
             }
             BUFSHARE_IOC_SET_PROPERTIES => {
                 let req = read_arg::<SetPropertiesArg>(arg)?;
-                shared.set_properties(me, &req.0)?;
+                shared.retry_lost(|| shared.set_properties(me, &req.0))?;
             }
             BUFSHARE_IOC_UNREGISTER => {
                 let id = read_arg::<u64>(arg)?;
