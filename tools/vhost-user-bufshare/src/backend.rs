@@ -8,7 +8,10 @@
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
-use bufshare_uapi::{VIRTIO_BUFSHARE_F_BUFFERS, VIRTIO_BUFSHARE_NUM_VQS, VIRTIO_BUFSHARE_VQ_CMD};
+use bufshare_uapi::{
+    VIRTIO_BUFSHARE_F_BUFFERS, VIRTIO_BUFSHARE_F_GENERATION, VIRTIO_BUFSHARE_NUM_VQS,
+    VIRTIO_BUFSHARE_VQ_CMD,
+};
 use log::{debug, error, info, warn};
 use thiserror::Error as ThisError;
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
@@ -153,6 +156,9 @@ impl VhostUserBufshareBackend {
         for chain in &chains {
             let head = chain.head_index();
             let fault = self.fault();
+            // Whatever becomes of the chain: a lose-buffers TOKEN is acted
+            // on once, when it is read.
+            fault.before_chain(&mut self.device);
             if fault.drops_chain() {
                 info!("chain {head} left outstanding (fault injection)");
                 continue;
@@ -185,7 +191,8 @@ impl VhostUserBufshareBackend {
 
     /// Serves one chain under `fault` (normally [`Fault::None`]); returns
     /// the used length to report: normally the number of bytes written into
-    /// it.
+    /// it. The answer is made by [`Fault::answer`], which writes the
+    /// generation into it last.
     fn process_chain(&mut self, mem: &GuestMemoryMmap, chain: &Chain, fault: Fault) -> u32 {
         let head = chain.head_index();
         let mut reader = match Reader::new(mem, chain.clone()) {
@@ -249,6 +256,7 @@ impl VhostUserBackendMut for VhostUserBufshareBackend {
             | (1 << VIRTIO_RING_F_INDIRECT_DESC)
             | (1 << VIRTIO_RING_F_EVENT_IDX)
             | (1 << VIRTIO_BUFSHARE_F_BUFFERS)
+            | (1 << VIRTIO_BUFSHARE_F_GENERATION)
             | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
     }
 

@@ -2,7 +2,8 @@
 
 //! The serving loop: one vhost-user socket per guest, each listened on by
 //! a thread of its own, which serves one frontend (QEMU) at a time with a
-//! fresh device and listens again when it goes away, until told to stop.
+//! fresh device (no buffers, a generation of its own) and listens again
+//! when it goes away, until told to stop.
 //! Each guest has its own device state (buffer table, guest memory); a
 //! frontend that disconnects drops its guest's buffers only.
 //!

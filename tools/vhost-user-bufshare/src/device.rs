@@ -5,17 +5,31 @@
 //! configuration space.
 //!
 //! The vhost-user glue ([`crate::backend`]) copies a command out of guest
-//! memory, hands it to [`BufshareDevice::process`] together with the room the
-//! driver gave for the answer, and copies the answer back. New commands are
-//! added to [`BufshareDevice::execute`]; the buffer commands are in
+//! memory, hands it to [`Fault::answer`](crate::fault::Fault::answer)
+//! together with the room the driver gave for the answer, and copies the
+//! answer back. That has [`BufshareDevice::process`] carry the command out
+//! (or [`BufshareDevice::refuse`] refuse it), rewrites the answer as a fault
+//! may say, and lastly has [`BufshareDevice::stamp`] write the device's
+//! generation into it. New commands are added to
+//! [`BufshareDevice::execute`]; the buffer commands are in
 //! `device/commands.rs`.
+//!
+//! The generation ([`BufshareDevice::generation`], with
+//! `VIRTIO_BUFSHARE_F_GENERATION`) is taken at random when a device is made,
+//! that is for each vhost-user connection, so that a restarted backend, or a
+//! new connection, very likely has another one than the device the driver
+//! knew. A device reset keeps it; [`BufshareDevice::lose_buffers`] (fault
+//! injection, `lose-buffers`) takes a new one.
 //!
 //! The buffers live in a [`SharedState`], shared with the inspect socket
 //! ([`crate::inspect`]), together with the guest memory their ranges are
 //! resolved against.
 
-use std::mem::size_of;
+use std::fs::File;
+use std::io::{self, Read};
+use std::mem::{offset_of, size_of};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bufshare_uapi::{
     VirtioBufshareCmdHdr, VirtioBufshareCmdRegister, VirtioBufshareCmdSetProperties,
@@ -23,8 +37,9 @@ use bufshare_uapi::{
     VirtioBufshareRespInfo, VIRTIO_BUFSHARE_CMD_ADD_RANGES, VIRTIO_BUFSHARE_CMD_GET_INFO,
     VIRTIO_BUFSHARE_CMD_REGISTER, VIRTIO_BUFSHARE_CMD_SET_PROPERTIES,
     VIRTIO_BUFSHARE_CMD_UNREGISTER, VIRTIO_BUFSHARE_CMD_UPDATE, VIRTIO_BUFSHARE_F_BUFFERS,
-    VIRTIO_BUFSHARE_MAX_RANGES_PER_CMD, VIRTIO_BUFSHARE_NAME_LEN, VIRTIO_BUFSHARE_S_INVALID,
-    VIRTIO_BUFSHARE_S_OK, VIRTIO_BUFSHARE_S_UNSUPPORTED, VIRTIO_BUFSHARE_VERSION,
+    VIRTIO_BUFSHARE_F_GENERATION, VIRTIO_BUFSHARE_MAX_RANGES_PER_CMD, VIRTIO_BUFSHARE_NAME_LEN,
+    VIRTIO_BUFSHARE_S_INVALID, VIRTIO_BUFSHARE_S_OK, VIRTIO_BUFSHARE_S_UNSUPPORTED,
+    VIRTIO_BUFSHARE_VERSION,
 };
 use log::{debug, info, warn};
 use vm_memory::{ByteValued, GuestMemoryAtomic, GuestMemoryMmap};
@@ -38,6 +53,13 @@ pub const CMD_HDR_SIZE: usize = size_of::<VirtioBufshareCmdHdr>();
 /// Size of `struct virtio_bufshare_resp_hdr`: the least room a driver must
 /// give for an answer.
 pub const RESP_HDR_SIZE: usize = size_of::<VirtioBufshareRespHdr>();
+/// Offset of `generation` in `struct virtio_bufshare_resp_hdr`.
+const GENERATION_OFFSET: usize = offset_of!(VirtioBufshareRespHdr, generation);
+/// Why consumers are told that a guest's buffers are gone when the device
+/// loses them ([`BufshareDevice::lose_buffers`]): what they would be told if
+/// the frontend lost its connection to the backend and made a new one, as
+/// it does to a restarted backend (the driver did not reset the device).
+pub const LOST_BUFFERS_REASON: ResetReason = ResetReason::Disconnected;
 
 /// Largest legal command for a device with `limits`, in bytes: a REGISTER
 /// with the largest properties and the most ranges one command may carry.
@@ -93,6 +115,10 @@ pub struct BufshareDevice {
     name: [u8; VIRTIO_BUFSHARE_NAME_LEN],
     /// Whether the driver acked `VIRTIO_BUFSHARE_F_BUFFERS`.
     buffers_enabled: bool,
+    /// Whether the driver acked `VIRTIO_BUFSHARE_F_GENERATION`.
+    generation_enabled: bool,
+    /// The device's generation: random, never 0; kept across resets.
+    generation: u32,
     /// The buffers and the guest memory.
     state: Arc<SharedState>,
 }
@@ -104,7 +130,8 @@ impl BufshareDevice {
     }
 
     /// A device, just reset, with these limits, keeping its buffers and
-    /// guest memory in `state` (whose buffers are dropped).
+    /// guest memory in `state` (whose buffers are dropped), and a random
+    /// generation of its own.
     pub fn with_state(limits: Limits, state: Arc<SharedState>) -> Self {
         state.lock().drop_all(ResetReason::Disconnected);
         let mut name = [0u8; VIRTIO_BUFSHARE_NAME_LEN];
@@ -117,6 +144,8 @@ impl BufshareDevice {
             num_commands: 0,
             name,
             buffers_enabled: false,
+            generation_enabled: false,
+            generation: next_generation(0, random_u32),
             state,
         }
     }
@@ -132,9 +161,58 @@ impl BufshareDevice {
     }
 
     /// The features the driver acked: without
-    /// `VIRTIO_BUFSHARE_F_BUFFERS`, the buffer commands are unsupported.
+    /// `VIRTIO_BUFSHARE_F_BUFFERS`, the buffer commands are unsupported;
+    /// with `VIRTIO_BUFSHARE_F_GENERATION`, the answers carry the
+    /// generation ([`BufshareDevice::stamp`]).
     pub fn set_driver_features(&mut self, features: u64) {
         self.buffers_enabled = features & (1 << VIRTIO_BUFSHARE_F_BUFFERS) != 0;
+        self.generation_enabled = features & (1 << VIRTIO_BUFSHARE_F_GENERATION) != 0;
+    }
+
+    /// The device's generation: taken at random (never 0) when the device
+    /// is made, kept across resets, changed only by
+    /// [`BufshareDevice::lose_buffers`]. The answers carry it once the
+    /// driver acked `VIRTIO_BUFSHARE_F_GENERATION`.
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// Writes the generation into the `virtio_bufshare_resp_hdr` at the
+    /// start of `answer`: the device's if the driver acked
+    /// `VIRTIO_BUFSHARE_F_GENERATION`, 0 otherwise. An answer shorter than a
+    /// resp_hdr is left as it is.
+    ///
+    /// This comes last, once the answer is made and any fault rewrote it
+    /// ([`crate::fault::Fault::answer`]): [`BufshareDevice::process`] and
+    /// [`BufshareDevice::refuse`] answer with generation 0.
+    pub fn stamp(&self, answer: &mut [u8]) {
+        let generation = if self.generation_enabled {
+            self.generation
+        } else {
+            0
+        };
+        if let Some(field) = answer.get_mut(GENERATION_OFFSET..RESP_HDR_SIZE) {
+            field.copy_from_slice(&generation.to_le_bytes());
+        }
+    }
+
+    /// Loses every buffer without a reset, as a device implementation that
+    /// restarts does (fault injection: `lose-buffers`, [`crate::fault`]):
+    /// drops them as a reset does, the consumers being told RESET
+    /// [`LOST_BUFFERS_REASON`], and takes a new generation, other than the
+    /// one before. Nothing else changes: the counter of commands, the
+    /// features and the guest memory stay. Returns how many buffers there
+    /// were.
+    pub fn lose_buffers(&mut self) -> usize {
+        let dropped = self.state.lock().drop_all(LOST_BUFFERS_REASON);
+        let old = self.generation;
+        self.generation = next_generation(old, random_u32);
+        info!(
+            "buffers lost without a reset (fault injection): {dropped} dropped, \
+             generation {old:#010x} -> {:#010x}",
+            self.generation
+        );
+        dropped
     }
 
     /// Number of buffers registered, complete or not.
@@ -158,6 +236,7 @@ impl BufshareDevice {
     }
 
     /// Device reset: forget everything the driver did, buffers included.
+    /// The generation stays: the driver knows that it reset the device.
     pub fn reset(&mut self) {
         self.num_commands = 0;
         let dropped = self.state.lock().drop_all(ResetReason::DeviceReset);
@@ -233,7 +312,8 @@ impl BufshareDevice {
     /// Answers one command with a bare header with `status`, without
     /// carrying it out (for fault injection, [`crate::fault`]). Like
     /// [`BufshareDevice::process`], returns `None` if `writable` cannot hold
-    /// the answer, and counts the command otherwise.
+    /// the answer, and counts the command otherwise. The generation is
+    /// left 0, as for [`BufshareDevice::process`].
     ///
     /// As for any `S_INVALID` answer to an ADD_RANGES, an incomplete buffer
     /// the command names is dropped if `status` is `S_INVALID`.
@@ -327,6 +407,49 @@ impl BufshareDevice {
         };
         debug!("GET_INFO: {} commands so far", self.num_commands);
         Ok(info.as_slice().to_vec())
+    }
+}
+
+/// A new generation after `old`: a value of `random`, neither 0 nor `old`.
+/// Should `random` keep giving those (it never does, unless broken), the
+/// one after `old`, skipping 0.
+fn next_generation(old: u32, mut random: impl FnMut() -> u32) -> u32 {
+    for _ in 0..4 {
+        let generation = random();
+        if generation != 0 && generation != old {
+            return generation;
+        }
+    }
+    old.checked_add(1).unwrap_or(1)
+}
+
+/// 32 random bits: from `getrandom(2)`, else `/dev/urandom`, else (neither
+/// works: logged) from the clock and the process id, which still differ from
+/// a predecessor's with high probability.
+fn random_u32() -> u32 {
+    let mut bytes = [0u8; 4];
+    loop {
+        // SAFETY: getrandom() writes at most `bytes.len()` bytes into
+        // `bytes`, which is that long and ours alone.
+        let n =
+            unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), libc::GRND_NONBLOCK) };
+        if n == bytes.len() as isize {
+            return u32::from_ne_bytes(bytes);
+        }
+        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        break;
+    }
+    match File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)) {
+        Ok(()) => u32::from_ne_bytes(bytes),
+        Err(e) => {
+            warn!("no random generation (getrandom, /dev/urandom: {e}): one of the clock");
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            (nanos as u32) ^ ((nanos >> 32) as u32) ^ std::process::id().rotate_left(16)
+        }
     }
 }
 
@@ -510,6 +633,94 @@ mod tests {
         dev.reset();
         assert_eq!(dev.num_commands(), 0);
         assert_eq!(count(&mut dev), 1);
+    }
+
+    #[test]
+    fn generation_only_with_the_feature() {
+        let mut dev = BufshareDevice::new(Limits::default());
+        let generation = dev.generation();
+        assert_ne!(generation, 0);
+        let stamped = |dev: &mut BufshareDevice, request: &[u8]| {
+            let mut answer = dev.process(request, INFO_SIZE).unwrap();
+            assert_eq!(answer[4..8], [0; 4], "process leaves it 0");
+            dev.stamp(&mut answer);
+            u32::from_le_bytes(answer[4..8].try_into().unwrap())
+        };
+        let get_info = cmd(VIRTIO_BUFSHARE_CMD_GET_INFO, 0);
+        let unknown = cmd(0x77, 0);
+        // Not acked: 0.
+        assert_eq!(stamped(&mut dev, &get_info), 0);
+        dev.set_driver_features(1 << VIRTIO_BUFSHARE_F_BUFFERS);
+        assert_eq!(stamped(&mut dev, &unknown), 0);
+        // Acked: the same in every answer, a reset or not.
+        dev.set_driver_features(1 << VIRTIO_BUFSHARE_F_GENERATION);
+        for request in [&get_info, &unknown, &get_info[..4], &vec![0; 200_000]] {
+            assert_eq!(stamped(&mut dev, request), generation);
+        }
+        dev.reset();
+        assert_eq!(dev.generation(), generation);
+        assert_eq!(stamped(&mut dev, &get_info), generation);
+        let mut refused = dev
+            .refuse(&get_info, RESP_HDR_SIZE, VIRTIO_BUFSHARE_S_DEVICE_ERROR)
+            .unwrap();
+        dev.stamp(&mut refused);
+        assert_eq!(refused[4..], generation.to_le_bytes());
+        // Shorter than a header: left as it is.
+        let mut short = vec![1, 2, 3, 4, 5, 6, 7];
+        dev.stamp(&mut short);
+        assert_eq!(short, [1, 2, 3, 4, 5, 6, 7]);
+        // Not acked any more: 0 again, even over something else.
+        dev.set_driver_features(0);
+        let mut answer = vec![0xff; 12];
+        dev.stamp(&mut answer);
+        assert_eq!(
+            answer,
+            [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]
+        );
+        assert_eq!(dev.generation(), generation);
+    }
+
+    #[test]
+    fn each_device_its_own_generation() {
+        // Two random 32-bit values: equal once in 2^32 runs.
+        let a = BufshareDevice::new(Limits::default());
+        let b = BufshareDevice::new(Limits::default());
+        assert_ne!(a.generation(), b.generation());
+        assert_ne!(a.generation(), 0);
+        assert_ne!(b.generation(), 0);
+        // A device on the state of another is a new device too.
+        let c = BufshareDevice::with_state(Limits::default(), Arc::clone(a.state()));
+        assert_ne!(c.generation(), a.generation());
+    }
+
+    #[test]
+    fn lose_buffers_changes_the_generation() {
+        let mut dev = BufshareDevice::new(Limits::default());
+        dev.set_driver_features(1 << VIRTIO_BUFSHARE_F_GENERATION);
+        dev.process(&cmd(0x77, 0), INFO_SIZE).unwrap();
+        for _ in 0..8 {
+            let old = dev.generation();
+            assert_eq!(dev.lose_buffers(), 0);
+            assert_ne!(dev.generation(), old);
+            assert_ne!(dev.generation(), 0);
+        }
+        assert_eq!(dev.num_commands(), 1, "losing buffers counts nothing");
+    }
+
+    #[test]
+    fn next_generation_is_neither_0_nor_the_old_one() {
+        assert_eq!(next_generation(5, || 9), 9);
+        assert_eq!(next_generation(0, || 9), 9);
+        // Values to skip.
+        let mut values = [0, 5, 0, 7].into_iter();
+        assert_eq!(next_generation(5, || values.next().unwrap()), 7);
+        // A source stuck on them.
+        assert_eq!(next_generation(5, || 5), 6);
+        assert_eq!(next_generation(5, || 0), 6);
+        assert_eq!(next_generation(0, || 0), 1);
+        assert_eq!(next_generation(u32::MAX, || u32::MAX), 1);
+        // The real source.
+        assert!((0..64).map(|_| random_u32()).any(|r| r != random_u32()));
     }
 
     #[test]

@@ -8,6 +8,11 @@
 //! misbehaves on that command; `none`, an empty or missing file, an unknown
 //! word or an unreadable file mean no fault at all.
 //!
+//! The file may also hold `lose-buffers TOKEN` ([`Directive::LoseBuffers`]):
+//! once per TOKEN, before the next command, the device loses its buffers as
+//! a restarted device implementation does ([`Fault::LoseBuffers`],
+//! [`BufshareDevice::lose_buffers`]), and answers that command normally.
+//!
 //! Except [`Fault::Drop`], faults only change what is answered to a command
 //! the device answers: a chain with broken descriptors, or with less room
 //! than a `virtio_bufshare_resp_hdr`, is returned with a used length of 0 as
@@ -19,6 +24,10 @@
 //! [`Fault::Invalid`], [`Fault::Unsupported`], [`Fault::DeviceError`] and
 //! [`Fault::Drop`] do not, except that an ADD_RANGES refused with
 //! `S_INVALID` drops its incomplete buffer, as a real `S_INVALID` does.
+//!
+//! Whatever the fault, an answer that holds a whole resp_hdr carries the
+//! device's generation (with `VIRTIO_BUFSHARE_F_GENERATION`): it is written
+//! last ([`Fault::answer`]).
 
 use std::collections::HashSet;
 use std::fmt;
@@ -48,6 +57,10 @@ pub const BAD_VERSION: u32 = 99;
 pub const SHORT_LEN: usize = 4;
 /// How much [`Fault::Overlong`] adds to the writable room in the used length.
 pub const OVERLONG_EXTRA: usize = 4096;
+/// The first word of [`Directive::LoseBuffers`].
+pub const LOSE_BUFFERS: &str = "lose-buffers";
+/// Most characters of the TOKEN of `lose-buffers TOKEN`.
+pub const MAX_TOKEN_LEN: usize = 32;
 /// The pattern the GET_INFO name is filled with under
 /// [`Fault::GarbageName`]: control characters, DEL, bytes that are not UTF-8,
 /// and never a NUL.
@@ -88,11 +101,17 @@ pub enum Fault {
     /// (nor notified): it stays outstanding until the driver resets the
     /// device. The chains after it are served.
     Drop,
+    /// `lose-buffers TOKEN` ([`Directive::LoseBuffers`]), for the one
+    /// command after the file came to hold a TOKEN not acted on yet: before
+    /// the chain is served, the device loses its buffers
+    /// ([`Fault::before_chain`], [`BufshareDevice::lose_buffers`]); the
+    /// command is then carried out and answered normally.
+    LoseBuffers,
 }
 
 impl Fault {
     /// Every fault, [`Fault::None`] first.
-    pub const ALL: [Fault; 11] = [
+    pub const ALL: [Fault; 12] = [
         Fault::None,
         Fault::Short,
         Fault::Truncated,
@@ -104,9 +123,11 @@ impl Fault {
         Fault::BadVersion,
         Fault::GarbageName,
         Fault::Drop,
+        Fault::LoseBuffers,
     ];
 
-    /// The word that selects this fault.
+    /// The word that selects this fault ([`Fault::LoseBuffers`]: the first
+    /// of two, [`LOSE_BUFFERS`]).
     pub fn name(self) -> &'static str {
         match self {
             Fault::None => "none",
@@ -120,6 +141,17 @@ impl Fault {
             Fault::BadVersion => "bad-version",
             Fault::GarbageName => "garbage-name",
             Fault::Drop => "drop",
+            Fault::LoseBuffers => LOSE_BUFFERS,
+        }
+    }
+
+    /// Does to `device` what the fault does before its chain is served,
+    /// whatever becomes of the chain then (even one that cannot be
+    /// answered): [`Fault::LoseBuffers`] loses its buffers; the others
+    /// nothing.
+    pub fn before_chain(self, device: &mut BufshareDevice) {
+        if self == Fault::LoseBuffers {
+            device.lose_buffers();
         }
     }
 
@@ -130,9 +162,14 @@ impl Fault {
     }
 
     /// Carries out `request` on `device` as this fault says, like
-    /// [`BufshareDevice::process`] (which it is, for [`Fault::None`]):
-    /// returns the answer to write, or `None` if `writable` cannot hold a
-    /// resp_hdr. The answer is never longer than `writable`.
+    /// [`BufshareDevice::process`] (which it is, for [`Fault::None`] and
+    /// [`Fault::LoseBuffers`]): returns the answer to write, or `None` if
+    /// `writable` cannot hold a resp_hdr. The answer is never longer than
+    /// `writable`.
+    ///
+    /// This is where every answer is finished: last, once any fault rewrote
+    /// it, the device's generation is written into it
+    /// ([`BufshareDevice::stamp`]) if it holds a whole resp_hdr.
     ///
     /// [`Fault::Drop`] is not for this: see [`Fault::drops_chain`].
     pub fn answer(
@@ -147,11 +184,15 @@ impl Fault {
             Fault::DeviceError => Some(VIRTIO_BUFSHARE_S_DEVICE_ERROR),
             _ => None,
         };
-        if let Some(status) = refusal {
-            return device.refuse(request, writable, status);
-        }
-        let answer = device.process(request, writable)?;
-        Some(self.rewrite(request, answer))
+        let mut answer = match refusal {
+            Some(status) => device.refuse(request, writable, status)?,
+            None => {
+                let answer = device.process(request, writable)?;
+                self.rewrite(request, answer)
+            }
+        };
+        device.stamp(&mut answer);
+        Some(answer)
     }
 
     /// The used length to report for a chain with `writable` device-writable
@@ -190,7 +231,8 @@ impl Fault {
             | Fault::Invalid
             | Fault::Unsupported
             | Fault::DeviceError
-            | Fault::Drop => {}
+            | Fault::Drop
+            | Fault::LoseBuffers => {}
         }
         answer
     }
@@ -230,7 +272,8 @@ impl FromStr for Fault {
     type Err = UnknownFault;
 
     /// Parses a fault's word; whitespace around it is ignored, and nothing
-    /// at all means [`Fault::None`].
+    /// at all means [`Fault::None`]. [`Fault::LoseBuffers`] is no word on
+    /// its own (it needs a TOKEN: [`Directive`]).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let word = s.trim();
         if word.is_empty() {
@@ -238,17 +281,84 @@ impl FromStr for Fault {
         }
         Fault::ALL
             .into_iter()
+            .filter(|&fault| fault != Fault::LoseBuffers)
             .find(|fault| fault.name() == word)
             .ok_or_else(|| UnknownFault(word.to_owned()))
     }
 }
 
+/// What the fault file says.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Directive {
+    /// A word: this fault on every command while the file holds it
+    /// ([`Fault::None`]: no fault).
+    Fault(Fault),
+    /// `lose-buffers TOKEN`: the device loses its buffers once, before the
+    /// next command, unless TOKEN is the last one it acted on
+    /// ([`FaultFile::read`]).
+    LoseBuffers(String),
+}
+
+impl Default for Directive {
+    /// No fault.
+    fn default() -> Self {
+        Directive::Fault(Fault::None)
+    }
+}
+
+impl fmt::Display for Directive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Directive::Fault(fault) => fault.fmt(f),
+            Directive::LoseBuffers(token) => write!(f, "{LOSE_BUFFERS} {token}"),
+        }
+    }
+}
+
+/// Whether `token` may follow `lose-buffers`: 1 to [`MAX_TOKEN_LEN`]
+/// characters out of `[A-Za-z0-9_.-]`.
+pub fn is_token(token: &str) -> bool {
+    (1..=MAX_TOKEN_LEN).contains(&token.len())
+        && token
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+impl FromStr for Directive {
+    type Err = UnknownFault;
+
+    /// Parses the contents of the fault file, whitespace around them
+    /// ignored: a fault's word ([`Fault::from_str`]; nothing at all means
+    /// no fault), or `lose-buffers`, one or more spaces or tabs, and a
+    /// TOKEN ([`is_token`]). Anything else is an unknown fault: `lose-buffers`
+    /// alone, with a bad or long TOKEN, more than one TOKEN, or its words on
+    /// two lines.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let text = s.trim();
+        if let Some(rest) = text.strip_prefix(LOSE_BUFFERS) {
+            let token = rest.trim_start_matches([' ', '\t']);
+            if token.len() < rest.len() && is_token(token) {
+                return Ok(Directive::LoseBuffers(token.to_owned()));
+            }
+            return Err(UnknownFault(text.to_owned()));
+        }
+        text.parse().map(Directive::Fault)
+    }
+}
+
 /// The file that says which fault is in force.
+///
+/// It lives as long as the device it is read for (the backend of one
+/// vhost-user connection), and remembers for that long the last TOKEN of
+/// `lose-buffers TOKEN` acted on: only that one, so that `lose-buffers a`,
+/// then `b`, then `a` again lose the buffers three times.
 #[derive(Debug)]
 pub struct FaultFile {
     path: PathBuf,
-    /// The fault read last, to log changes.
-    current: Fault,
+    /// What the file said last, to log changes.
+    current: Directive,
+    /// The TOKEN of the last `lose-buffers TOKEN` acted on.
+    lost: Option<String>,
     /// Unknown words already warned about.
     warned: HashSet<String>,
 }
@@ -265,7 +375,8 @@ impl FaultFile {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
-            current: Fault::None,
+            current: Directive::default(),
+            lost: None,
             warned: HashSet::new(),
         }
     }
@@ -275,22 +386,34 @@ impl FaultFile {
         &self.path
     }
 
-    /// Reads the fault in force now. Never fails: a missing or unreadable
-    /// file or an unknown word means [`Fault::None`].
+    /// Reads the fault in force for the next command. Never fails: a
+    /// missing or unreadable file or an unknown word means [`Fault::None`].
+    ///
+    /// `lose-buffers TOKEN` is [`Fault::LoseBuffers`] if TOKEN is not the
+    /// last one acted on (which it then is), [`Fault::None`] otherwise: the
+    /// buffers are lost once per TOKEN written, however many commands
+    /// follow while the file holds it.
     pub fn read(&mut self) -> Fault {
-        let fault = match self.contents() {
+        let directive = match self.contents() {
             Ok(bytes) => self.parse(&bytes),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Fault::None,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Directive::default(),
             Err(e) => {
                 debug!("cannot read the fault file {}: {e}", self.path.display());
-                Fault::None
+                Directive::default()
             }
         };
-        if fault != self.current {
-            info!("fault injection: {} (was {})", fault, self.current);
-            self.current = fault;
+        if directive != self.current {
+            info!("fault injection: {directive} (was {})", self.current);
+            self.current = directive;
         }
-        fault
+        match &self.current {
+            Directive::Fault(fault) => *fault,
+            Directive::LoseBuffers(token) if self.lost.as_ref() == Some(token) => Fault::None,
+            Directive::LoseBuffers(token) => {
+                self.lost = Some(token.clone());
+                Fault::LoseBuffers
+            }
+        }
     }
 
     /// The file's first [`MAX_FILE_LEN`]` + 1` bytes.
@@ -302,7 +425,7 @@ impl FaultFile {
         Ok(bytes)
     }
 
-    fn parse(&mut self, bytes: &[u8]) -> Fault {
+    fn parse(&mut self, bytes: &[u8]) -> Directive {
         let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_FILE_LEN)]);
         let parsed = if bytes.len() > MAX_FILE_LEN {
             Err(UnknownFault(format!("{}...", text.trim_start())))
@@ -310,21 +433,29 @@ impl FaultFile {
             text.parse()
         };
         parsed.unwrap_or_else(|UnknownFault(word)| {
+            let hint = if word.starts_with(LOSE_BUFFERS) {
+                format!(
+                    " ({LOSE_BUFFERS} takes one TOKEN of 1 to {MAX_TOKEN_LEN} characters \
+                     out of [A-Za-z0-9_.-])"
+                )
+            } else {
+                String::new()
+            };
             if self.warned.contains(&word) {
                 // Already said.
             } else if self.warned.len() < MAX_WARNED {
                 warn!(
-                    "fault file {}: unknown fault {word:?}, ignored",
+                    "fault file {}: unknown fault {word:?}, ignored{hint}",
                     self.path.display()
                 );
                 self.warned.insert(word);
             } else {
                 debug!(
-                    "fault file {}: unknown fault {word:?}, ignored",
+                    "fault file {}: unknown fault {word:?}, ignored{hint}",
                     self.path.display()
                 );
             }
-            Fault::None
+            Directive::default()
         })
     }
 }
@@ -337,9 +468,16 @@ mod tests {
     #[test]
     fn words() {
         for fault in Fault::ALL {
+            assert_eq!(fault.to_string(), fault.name());
+            if fault == Fault::LoseBuffers {
+                continue;
+            }
             assert_eq!(fault.name().parse(), Ok(fault));
             assert_eq!(format!(" \t{fault}\n").parse(), Ok(fault));
-            assert_eq!(fault.to_string(), fault.name());
+            assert_eq!(
+                fault.name().parse::<Directive>(),
+                Ok(Directive::Fault(fault))
+            );
         }
         let names: HashSet<_> = Fault::ALL.iter().map(|f| f.name()).collect();
         assert_eq!(names.len(), Fault::ALL.len());
@@ -353,12 +491,103 @@ mod tests {
             "bad_status",
             "drop!",
             "none\0",
+            "lose-buffers",
+            "lose-buffers a",
         ] {
             assert_eq!(
                 bad.parse::<Fault>(),
                 Err(UnknownFault(bad.trim().to_owned()))
             );
         }
+    }
+
+    #[test]
+    fn lose_buffers_directives() {
+        let lose = |token: &str| Ok(Directive::LoseBuffers(token.to_owned()));
+        let max = "x".repeat(MAX_TOKEN_LEN);
+        for (text, token) in [
+            ("lose-buffers a", "a"),
+            ("lose-buffers a\n", "a"),
+            ("  lose-buffers \t  Run_1.2-b \r\n\n", "Run_1.2-b"),
+            ("lose-buffers\t0", "0"),
+            ("lose-buffers ...", "..."),
+            (&format!("lose-buffers {max}"), &max),
+        ] {
+            assert_eq!(text.parse::<Directive>(), lose(token), "{text:?}");
+        }
+        for bad in [
+            "lose-buffers",
+            "lose-buffers ",
+            "lose-buffers\n",
+            "lose-buffersa",
+            "lose-buffers_a",
+            "lose-buffers\na",
+            "lose-buffers \na",
+            "lose-buffers a b",
+            "lose-buffers a\nb",
+            "lose-buffers a/b",
+            "lose-buffers a\0",
+            "lose-buffers é",
+            "lose-buffers  a,b",
+            "Lose-buffers a",
+            "LOSE-BUFFERS a",
+            "lose_buffers a",
+            "x lose-buffers a",
+            "short a",
+            &format!("lose-buffers {max}x"),
+        ] {
+            assert_eq!(
+                bad.parse::<Directive>(),
+                Err(UnknownFault(bad.trim().to_owned())),
+                "{bad:?}"
+            );
+        }
+        assert_eq!("".parse(), Ok(Directive::Fault(Fault::None)));
+        assert_eq!(
+            Directive::LoseBuffers("t".into()).to_string(),
+            "lose-buffers t"
+        );
+        assert_eq!(Directive::default().to_string(), "none");
+        assert!(is_token("A-z_0.9"));
+        assert!(!is_token(""));
+        assert!(!is_token(" a"));
+    }
+
+    #[test]
+    fn lose_buffers_once_per_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fault");
+        let mut file = FaultFile::new(&path);
+        let mut read = |contents: &str| {
+            std::fs::write(&path, contents).unwrap();
+            file.read()
+        };
+        assert_eq!(read("lose-buffers a"), Fault::LoseBuffers);
+        // The same token, however written and whatever came between.
+        assert_eq!(read("lose-buffers a"), Fault::None);
+        assert_eq!(read(" lose-buffers\ta\n"), Fault::None);
+        assert_eq!(read("short"), Fault::Short);
+        assert_eq!(read("none"), Fault::None);
+        assert_eq!(read("lose-buffers a b"), Fault::None);
+        assert_eq!(read("lose-buffers a"), Fault::None);
+        // Another one, once.
+        assert_eq!(read("lose-buffers b\n"), Fault::LoseBuffers);
+        assert_eq!(read("lose-buffers b"), Fault::None);
+        assert_eq!(read("lose-buffers B"), Fault::LoseBuffers);
+        // Only the last one is remembered.
+        assert_eq!(read("lose-buffers a"), Fault::LoseBuffers);
+        assert_eq!(read("lose-buffers a"), Fault::None);
+        // Malformed ones are unknown words: no fault, warned about once.
+        for bad in ["lose-buffers", "lose-buffers c/d", "lose-buffers\nc"] {
+            assert_eq!(read(bad), Fault::None, "{bad:?}");
+            assert_eq!(read(bad), Fault::None, "{bad:?}");
+        }
+        assert!(file.warned.contains("lose-buffers c/d"));
+        // A new file (a new connection) remembers nothing.
+        std::fs::write(&path, "lose-buffers a").unwrap();
+        let mut file = FaultFile::new(&path);
+        assert_eq!(file.read(), Fault::LoseBuffers);
+        assert_eq!(file.read(), Fault::None);
     }
 
     #[test]
@@ -586,5 +815,65 @@ mod tests {
         for fault in Fault::ALL {
             assert_eq!(fault.drops_chain(), fault == Fault::Drop);
         }
+    }
+
+    /// A device whose driver acked `VIRTIO_BUFSHARE_F_GENERATION`.
+    fn with_generation() -> BufshareDevice {
+        let mut dev = BufshareDevice::new(Limits::default());
+        dev.set_driver_features(1 << bufshare_uapi::VIRTIO_BUFSHARE_F_GENERATION);
+        dev
+    }
+
+    #[test]
+    fn every_answer_carries_the_generation() {
+        let mut dev = with_generation();
+        let generation = dev.generation().to_le_bytes();
+        for fault in Fault::ALL {
+            if fault.drops_chain() {
+                continue;
+            }
+            for request in [&GET_INFO, &UNKNOWN] {
+                for room in [RESP_HDR_SIZE, INFO_SIZE] {
+                    let answer = fault.answer(&mut dev, request, room).unwrap();
+                    assert!(answer.len() <= room, "{fault}");
+                    if fault == Fault::Short {
+                        assert_eq!(answer.len(), SHORT_LEN);
+                    } else {
+                        assert_eq!(answer[4..8], generation, "{fault} {room}");
+                    }
+                }
+            }
+        }
+        // Without the feature: 0, as before it existed.
+        dev.set_driver_features(1 << bufshare_uapi::VIRTIO_BUFSHARE_F_BUFFERS);
+        for fault in Fault::ALL {
+            if !fault.drops_chain() && fault != Fault::Short {
+                let answer = fault.answer(&mut dev, &GET_INFO, INFO_SIZE).unwrap();
+                assert_eq!(answer[4..8], [0; 4], "{fault}");
+            }
+        }
+    }
+
+    #[test]
+    fn lose_buffers_before_the_chain() {
+        let mut dev = with_generation();
+        let generation = dev.generation();
+        for fault in Fault::ALL {
+            if fault != Fault::LoseBuffers {
+                fault.before_chain(&mut dev);
+                assert_eq!(dev.generation(), generation, "{fault}");
+            }
+        }
+        Fault::LoseBuffers.before_chain(&mut dev);
+        assert_ne!(dev.generation(), generation);
+        assert_ne!(dev.generation(), 0);
+        assert_eq!(dev.num_commands(), 0, "losing buffers counts no command");
+        // The command itself is answered normally, with the new generation.
+        let answer = Fault::LoseBuffers
+            .answer(&mut dev, &GET_INFO, INFO_SIZE)
+            .unwrap();
+        let mut expected = info(&normal(&GET_INFO));
+        expected.hdr.generation = dev.generation().into();
+        assert_eq!(info(&answer), expected);
     }
 }

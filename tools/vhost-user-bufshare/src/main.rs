@@ -93,11 +93,19 @@ struct BufshareArgs {
     /// - garbage-name: GET_INFO answers a name of non-text bytes and no NUL.
     /// - drop: never return the chain nor notify; it stays outstanding until
     ///   the driver resets the device.
+    /// - lose-buffers TOKEN (TOKEN: 1 to 32 of [A-Za-z0-9_.-]): once per
+    ///   TOKEN, before the next command, drop every buffer (consumers get
+    ///   RESET DISCONNECTED) and take a new generation, as a restarted
+    ///   backend would; that command is then served normally, and so are
+    ///   the next ones while the file holds that TOKEN. Only the last TOKEN
+    ///   acted on is remembered (per connection).
     ///
-    /// Every fault applies to every command; short, truncated, overlong and
-    /// bad-status carry the command out (a REGISTER registers), the others
-    /// do not. Chains with broken descriptors or less than 8 writable bytes
-    /// are returned with used length 0 whatever the fault, except drop.
+    /// Every fault applies to every command; invalid, unsupported,
+    /// device-error and drop do not carry the command out, the others do (a
+    /// REGISTER registers). Chains with broken descriptors or less than 8
+    /// writable bytes are returned with used length 0 whatever the fault,
+    /// except drop. With VIRTIO_BUFSHARE_F_GENERATION, every answer of 8
+    /// bytes or more carries the device's generation, whatever the fault.
     #[arg(long, value_name = "PATH", verbatim_doc_comment)]
     fault_file: Option<PathBuf>,
 

@@ -83,11 +83,21 @@ fn connect(path: &Path) -> Frontend {
     }
 }
 
-/// Negotiates like QEMU does; returns the features offered.
+/// Feature bit VIRTIO_BUFSHARE_F_GENERATION.
+const F_GENERATION: u64 = 1 << 1;
+
+/// Negotiates like QEMU does, for a driver that acks every feature;
+/// returns the features offered.
 fn negotiate(frontend: &mut Frontend) -> (u64, VhostUserProtocolFeatures) {
+    negotiate_acking(frontend, !0)
+}
+
+/// Negotiates like QEMU does, for a driver that acks the features in
+/// `mask` it is offered; returns the features offered.
+fn negotiate_acking(frontend: &mut Frontend, mask: u64) -> (u64, VhostUserProtocolFeatures) {
     frontend.set_owner().unwrap();
     let features = frontend.get_features().unwrap();
-    frontend.set_features(features).unwrap();
+    frontend.set_features(features & mask).unwrap();
     let protocol = frontend.get_protocol_features().unwrap();
     frontend.set_protocol_features(protocol).unwrap();
     (features, protocol)
@@ -108,6 +118,9 @@ struct Guest {
     call: EventFd,
     used_seen: u16,
     next_desc: u16,
+    /// The generation of the answers: learned from the first one of 8
+    /// bytes or more, then checked against every other one.
+    generation: Option<u32>,
 }
 
 impl Guest {
@@ -127,7 +140,27 @@ impl Guest {
             call: EventFd::new(EFD_NONBLOCK).unwrap(),
             used_seen: 0,
             next_desc: 0,
+            generation: None,
         }
+    }
+
+    /// The generation of the answers so far.
+    fn generation(&self) -> u32 {
+        self.generation.expect("no answer yet")
+    }
+
+    /// A bare answer with `status`, with the generation of the answers.
+    fn hdr(&self, status: u32) -> Vec<u8> {
+        [status.to_le_bytes(), self.generation().to_le_bytes()].concat()
+    }
+
+    /// Forgets the generation: the next answer may have another one, which
+    /// is returned.
+    fn new_generation(&mut self) -> u32 {
+        let old = self.generation.take();
+        self.get_info();
+        assert_ne!(self.generation, old, "the generation did not change");
+        self.generation()
     }
 
     fn host_addr(&self, gpa: u64) -> u64 {
@@ -242,6 +275,11 @@ impl Guest {
         self.mem
             .read_slice(&mut answer, GuestAddress(answer_addr))
             .unwrap();
+        if let Some(field) = answer.get(4..8) {
+            let generation = u32::from_le_bytes(field.try_into().unwrap());
+            let known = *self.generation.get_or_insert(generation);
+            assert_eq!(generation, known, "the generation changed");
+        }
         (len, answer)
     }
 
@@ -296,7 +334,7 @@ fn serves_a_frontend_like_qemu() {
     let (features, protocol) = negotiate(&mut frontend);
     assert_eq!(
         features,
-        (1 << 32) | (1 << 28) | (1 << 29) | (1 << 30) | (1 << 0)
+        (1 << 32) | (1 << 28) | (1 << 29) | (1 << 30) | (1 << 0) | (1 << 1)
     );
     assert!(protocol.contains(VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ));
     assert_eq!(frontend.get_queue_num().unwrap(), 1);
@@ -308,7 +346,10 @@ fn serves_a_frontend_like_qemu() {
     let mut guest = Guest::new();
     guest.start_queue(&mut frontend, true);
     let info = guest.get_info();
-    assert_eq!(&info[..12], &[0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]);
+    // S_OK, the generation (VIRTIO_BUFSHARE_F_GENERATION acked), version 1.
+    assert_ne!(guest.generation(), 0);
+    assert_eq!(&info[..8], guest.hdr(0));
+    assert_eq!(&info[8..12], &[1, 0, 0, 0]);
     assert_eq!(&info[12..24], &[11, 0, 0, 0, 22, 0, 0, 0, 33, 0, 0, 0]);
     assert_eq!(num_commands(&info), 1);
     assert!(info[48..].starts_with(b"vhost-user-bufshare "));
@@ -316,13 +357,13 @@ fn serves_a_frontend_like_qemu() {
     // An unknown command, a too small answer buffer.
     assert_eq!(
         guest.command(&[9, 0, 0, 0, 0, 0, 0, 0], 80),
-        (8, vec![1, 0, 0, 0, 0, 0, 0, 0])
+        (8, guest.hdr(1))
     );
     assert_eq!(guest.command(&[1, 0, 0, 0, 0, 0, 0, 0], 4), (0, vec![]));
     assert_eq!(num_commands(&guest.get_info()), 3);
 
     // The driver resets the device: QEMU stops the queue, then starts it
-    // again from scratch.
+    // again from scratch. The generation stays (the guest checks it).
     frontend.get_vring_base(0).unwrap();
     guest.clear_rings();
     guest.start_queue(&mut frontend, true);
@@ -366,13 +407,27 @@ fn fault_injection() {
     set("bad-version\n");
     let (len, info) = guest.command(&GET_INFO, INFO_SIZE);
     assert_eq!(len, INFO_SIZE);
-    assert_eq!(info[..12], [0, 0, 0, 0, 0, 0, 0, 0, 99, 0, 0, 0]);
+    assert_eq!(info[..8], guest.hdr(0));
+    assert_eq!(info[8..12], [99, 0, 0, 0]);
     set("overlong");
     assert_eq!(guest.command(&GET_INFO, INFO_SIZE).0, INFO_SIZE + 4096);
     set("truncated");
-    assert_eq!(guest.command(&GET_INFO, INFO_SIZE), (8, vec![0; 8]));
+    assert_eq!(guest.command(&GET_INFO, INFO_SIZE), (8, guest.hdr(0)));
     set("none");
     assert_eq!(num_commands(&guest.get_info()), 5);
+
+    // The device loses its buffers (it has none) once per token: a new
+    // generation, and the command answered normally, counted.
+    let first = guest.generation();
+    set("lose-buffers t1\n");
+    let second = guest.new_generation();
+    assert_ne!(second, first);
+    assert_eq!(num_commands(&guest.get_info()), 7);
+    set("lose-buffers t2");
+    assert_ne!(guest.new_generation(), second);
+    set("none");
+    assert_eq!(num_commands(&guest.get_info()), 9);
+    let commands = 9;
 
     // A dropped chain is neither returned nor notified...
     set("drop");
@@ -380,10 +435,10 @@ fn fault_injection() {
     guest.wait_taken();
     thread::sleep(Duration::from_millis(50));
     assert!(!guest.notified());
-    assert_eq!(guest.used_idx(), 5);
+    assert_eq!(u64::from(guest.used_idx()), commands);
     // ... and the next ones are served.
     set("none\n");
-    assert_eq!(num_commands(&guest.get_info()), 6);
+    assert_eq!(num_commands(&guest.get_info()), commands + 1);
 
     // Dropped again; the driver gives up and resets the device.
     set("drop");
@@ -391,7 +446,7 @@ fn fault_injection() {
     guest.wait_taken();
     thread::sleep(Duration::from_millis(50));
     assert!(!guest.notified());
-    assert_eq!(guest.used_idx(), 6);
+    assert_eq!(u64::from(guest.used_idx()), commands + 1);
     set("none");
     frontend.get_vring_base(0).unwrap();
     guest.clear_rings();
@@ -410,15 +465,27 @@ fn listens_again_after_a_disconnection() {
     let shutdown = Shutdown::new().unwrap();
     let daemon = spawn_daemon(config(&path, false), Arc::clone(&shutdown));
 
-    for round in 0..3 {
+    let mut generations = Vec::new();
+    for round in 0..4 {
         let mut frontend = connect(&path);
-        negotiate(&mut frontend);
+        // The last driver does not ack VIRTIO_BUFSHARE_F_GENERATION.
+        negotiate_acking(&mut frontend, if round == 3 { !F_GENERATION } else { !0 });
         assert_eq!(read_config(&mut frontend)[..4], [11, 0, 0, 0]);
         let mut guest = Guest::new();
         guest.start_queue(&mut frontend, true);
-        // A new connection is a new device.
+        // A new connection is a new device, with a generation of its own.
         assert_eq!(num_commands(&guest.get_info()), 1);
         assert_eq!(num_commands(&guest.get_info()), 2);
+        if round == 3 {
+            assert_eq!(guest.generation(), 0);
+        } else {
+            assert_ne!(guest.generation(), 0);
+            assert!(
+                !generations.contains(&guest.generation()),
+                "{generations:x?}"
+            );
+            generations.push(guest.generation());
+        }
         if round == 1 {
             // Someone removes the socket file: it is made again.
             std::fs::remove_file(&path).unwrap();
@@ -595,7 +662,7 @@ fn inspect_socket_sees_guest_memory() {
 
     // Buffer 5: 0x80 bytes at 0x8_1000 then 0x80 at 0x8_0000.
     let (len, answer) = guest.command(&register(5, &[(0x8_1000, 0x80), (0x8_0000, 0x80)]), 8);
-    assert_eq!((len, answer), (8, vec![0; 8]));
+    assert_eq!((len, answer), (8, guest.hdr(0)));
     let info = guest.get_info();
     assert_eq!(u64::from_le_bytes(info[32..40].try_into().unwrap()), 1);
 
@@ -752,7 +819,7 @@ fn consumers_get_the_guests_buffers() {
         .write_slice(&pattern[0x80..], GuestAddress(0x8_0000))
         .unwrap();
     let (_, answer) = guest.command(&register(5, &[(0x8_1000, 0x80), (0x8_0000, 0x80)]), 8);
-    assert_eq!(answer, [0; 8]);
+    assert_eq!(answer, guest.hdr(0));
 
     // The buffer, its memory passed as the guest's memory file.
     let add = expect_add(&mut client);
@@ -928,7 +995,7 @@ fn several_guests_in_one_daemon() {
             .write_slice(&[i as u8 + 1; 0x100], GuestAddress(0x8_0000))
             .unwrap();
         let (_, answer) = guest.command(&register(5, &[(0x8_0000, 0x100)]), 8);
-        assert_eq!(answer, [0; 8]);
+        assert_eq!(answer, guest.hdr(0));
     }
     // Each ADD says whose it is, and maps that guest's memory.
     let mut adds = [expect_add(&mut client), expect_add(&mut client)];
@@ -1003,7 +1070,8 @@ fn several_guests_in_one_daemon() {
     let add = expect_add(&mut client);
     assert_eq!((add.guest.as_str(), add.buffer_id), ("vm1", 7));
     // vm0 was never reset: its buffer 5 is still there to unregister.
-    assert_eq!(guests[0].command(&unregister(5), 8), (8, vec![0; 8]));
+    let answer = guests[0].command(&unregister(5), 8);
+    assert_eq!(answer, (8, guests[0].hdr(0)));
     match client.next_event().unwrap() {
         Event::Remove(remove) => {
             assert_eq!((remove.guest.as_str(), remove.buffer_id), ("vm0", 5));

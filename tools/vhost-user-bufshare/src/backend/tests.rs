@@ -563,13 +563,14 @@ fn kick_before_memory_is_harmless() {
 fn features_and_config() {
     let backend = VhostUserBufshareBackend::new(LIMITS).unwrap();
     let features = backend.features();
-    for bit in [32, 28, 29, 30, 0] {
+    for bit in [32, 28, 29, 30, 0, 1] {
         assert_ne!(features & (1 << bit), 0, "feature bit {bit}");
     }
     assert_eq!(
         features,
-        (1 << 32) | (1 << 28) | (1 << 29) | (1 << 30) | (1 << 0),
-        "VERSION_1, INDIRECT_DESC, EVENT_IDX, PROTOCOL_FEATURES, BUFFERS and nothing else"
+        (1 << 32) | (1 << 28) | (1 << 29) | (1 << 30) | (1 << 0) | (1 << 1),
+        "VERSION_1, INDIRECT_DESC, EVENT_IDX, PROTOCOL_FEATURES, BUFFERS, GENERATION \
+         and nothing else"
     );
     let protocol = backend.protocol_features();
     assert!(protocol.contains(VhostUserProtocolFeatures::CONFIG));

@@ -449,6 +449,28 @@ fn the_guest_goes_away() {
 }
 
 #[test]
+fn the_device_loses_its_buffers() {
+    let mut fx = Fixture::new(|_| {});
+    let mut client = fx.subscribed(&[ALL_APPLICATIONS]);
+    fx.run(&register(1, "a", 1, &[(0, 0x1000)], 0x1000, b""));
+    expect_add(&mut client);
+    // As on a backend restart (fault injection: lose-buffers): RESET, with
+    // the reason of a frontend that lost its connection.
+    assert_eq!(fx.device.lose_buffers(), 1);
+    match next(&mut client) {
+        Event::Reset(r) => {
+            assert_eq!(r.guest, "vm0");
+            assert_eq!(r.reason, ResetReason::Disconnected);
+            assert_eq!(r.reason, crate::device::LOST_BUFFERS_REASON);
+        }
+        other => panic!("{other:?}"),
+    }
+    // The guest registers its buffer again.
+    fx.run(&register(1, "a", 1, &[(0, 0x1000)], 0x1000, b""));
+    assert_eq!(expect_add(&mut client).buffer_id, 1);
+}
+
+#[test]
 fn socket_modes() {
     let fx = Fixture::new(|_| {});
     let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;

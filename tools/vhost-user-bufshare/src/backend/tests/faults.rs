@@ -166,7 +166,11 @@ fn no_room_for_a_header_is_len_0_whatever_the_fault() {
         if fault.drops_chain() {
             continue;
         }
-        f.set(fault.name());
+        if fault == Fault::LoseBuffers {
+            f.set("lose-buffers t");
+        } else {
+            f.set(fault.name());
+        }
         let used = f.s.used_idx();
         f.s.add_chain(&[Desc(BUF, 8, false), Desc(BUF + 0x1000, 7, true)]);
         f.s.kick();
@@ -339,4 +343,140 @@ fn faults_on_buffer_commands() {
         );
     }
     assert_eq!(registered(&f), 1);
+}
+
+#[test]
+fn lose_buffers_once_per_token() {
+    use super::buffers::{register, DATA};
+    use bufshare_uapi::{
+        VirtioBufshareCmdHdr, VirtioBufshareCmdUpdate, VIRTIO_BUFSHARE_CMD_UPDATE,
+        VIRTIO_BUFSHARE_F_BUFFERS, VIRTIO_BUFSHARE_F_GENERATION, VIRTIO_BUFSHARE_S_NO_BUFFER,
+        VIRTIO_BUFSHARE_S_OK,
+    };
+    use vm_memory::ByteValued;
+
+    const OK: u32 = VIRTIO_BUFSHARE_S_OK;
+    const NO_BUFFER: u32 = VIRTIO_BUFSHARE_S_NO_BUFFER;
+    let mem = memory();
+    let mut f = Faulty::new(&mem, false);
+    f.s.backend
+        .acked_features((1 << VIRTIO_BUFSHARE_F_BUFFERS) | (1 << VIRTIO_BUFSHARE_F_GENERATION));
+    // Sends `command`; returns (status, generation) of its answer.
+    let send = |f: &mut Faulty, command: &[u8]| {
+        f.s.write(BUF + 0x400, command);
+        let used = f.s.used_idx();
+        let answer = f.next_answer;
+        f.next_answer += 0x100;
+        f.s.add_chain(&[
+            Desc(BUF + 0x400, command.len() as u32, false),
+            Desc(answer, ROOM, true),
+        ]);
+        f.s.kick();
+        assert_eq!(f.s.used_idx(), used + 1);
+        assert_eq!(f.s.used(used).1, 8);
+        let hdr = f.s.read(answer, 8);
+        (
+            u32::from_le_bytes(hdr[..4].try_into().unwrap()),
+            u32::from_le_bytes(hdr[4..].try_into().unwrap()),
+        )
+    };
+    // An UPDATE of buffer `id`, with a seqno greater than any before.
+    let seqno = std::cell::Cell::new(0u64);
+    let update = |id: u64| {
+        seqno.set(seqno.get() + 1);
+        VirtioBufshareCmdUpdate {
+            hdr: VirtioBufshareCmdHdr {
+                type_: VIRTIO_BUFSHARE_CMD_UPDATE.into(),
+                flags: 0.into(),
+            },
+            buffer_id: id.into(),
+            seqno: seqno.get().into(),
+            ..Default::default()
+        }
+        .as_slice()
+        .to_vec()
+    };
+    let registered = |f: &Faulty| f.s.backend.device().num_buffers();
+    let reg = register(1, &[(DATA, 16)]);
+
+    let g0 = f.s.backend.device().generation();
+    assert_ne!(g0, 0);
+    assert_eq!(send(&mut f, &reg), (OK, g0));
+    assert_eq!(send(&mut f, &update(1)), (OK, g0));
+
+    // Lost before the next command, which is then carried out normally.
+    f.set("lose-buffers a\n");
+    let (status, g1) = send(&mut f, &update(1));
+    assert_eq!(status, NO_BUFFER);
+    assert_ne!(g1, g0);
+    assert_ne!(g1, 0);
+    assert_eq!(registered(&f), 0);
+    assert_eq!(f.s.backend.device().generation(), g1);
+    // Losing them counts nothing: 3 commands so far.
+    assert_eq!(f.s.backend.device().num_commands(), 3);
+
+    // The same token: nothing more, whatever the file holds in between.
+    assert_eq!(send(&mut f, &reg), (OK, g1));
+    assert_eq!(send(&mut f, &update(1)), (OK, g1));
+    for contents in [
+        "lose-buffers a",
+        " lose-buffers\ta \n",
+        "none",
+        "lose-buffers a",
+    ] {
+        f.set(contents);
+        assert_eq!(send(&mut f, &update(1)), (OK, g1), "{contents:?}");
+    }
+    assert_eq!(registered(&f), 1);
+    // Malformed: no fault at all.
+    for contents in [
+        "lose-buffers",
+        "lose-buffers a b",
+        "lose-buffers b/c",
+        "lose-buffers\nb",
+        "lose-buffersb",
+        "lose-buffers 123456789012345678901234567890123",
+    ] {
+        f.set(contents);
+        assert_eq!(send(&mut f, &update(1)), (OK, g1), "{contents:?}");
+    }
+    assert_eq!(registered(&f), 1);
+
+    // Another token: lost again.
+    f.set("lose-buffers b");
+    let (status, g2) = send(&mut f, &update(1));
+    assert_eq!(status, NO_BUFFER);
+    assert_ne!(g2, g1);
+    assert_eq!(registered(&f), 0);
+    assert_eq!(send(&mut f, &reg), (OK, g2));
+    // Only the last token is remembered: `a` again loses them again.
+    f.set("lose-buffers a");
+    let (status, g3) = send(&mut f, &update(1));
+    assert_eq!((status, registered(&f)), (NO_BUFFER, 0));
+    assert_ne!(g3, g2);
+
+    // A device reset drops the buffers but keeps the generation.
+    assert_eq!(send(&mut f, &reg), (OK, g3));
+    f.s.backend.reset_device();
+    assert_eq!(registered(&f), 0);
+    assert_eq!(send(&mut f, &update(1)), (NO_BUFFER, g3));
+}
+
+#[test]
+fn lose_buffers_even_for_a_chain_that_cannot_be_answered() {
+    let mem = memory();
+    let mut f = Faulty::new(&mem, false);
+    f.s.backend.acked_features(1 << 1);
+    let g0 = f.s.backend.device().generation();
+    f.set("lose-buffers x");
+    // No room for an answer: used length 0, but the token is acted on.
+    f.s.add_chain(&[Desc(BUF, 8, false), Desc(BUF + 0x1000, 7, true)]);
+    f.s.kick();
+    assert_eq!(f.s.used(0).1, 0);
+    let g1 = f.s.backend.device().generation();
+    assert_ne!(g1, g0);
+    let (len, answer) = f.run(BUF);
+    assert_eq!(len, INFO_SIZE);
+    assert_eq!(answer[4..8], g1.to_le_bytes());
+    assert_eq!(f.s.backend.device().num_commands(), 1);
 }

@@ -903,3 +903,22 @@ fn zero_copy_view_of_guest_memory() {
     mem.read_slice(&mut raw, GuestAddress(0x100)).unwrap();
     assert_eq!(&raw, b"ZW");
 }
+
+#[test]
+fn losing_buffers_is_not_a_reset() {
+    let mem = memory();
+    let mut dev = with_complete(&mem, b"a=1\0");
+    assert_eq!(run(&mut dev, &Reg::new(2, 0x100, 2, &[]).bytes()), OK);
+    let generation = dev.generation();
+    let commands = dev.num_commands();
+    assert_eq!(dev.lose_buffers(), 2);
+    assert!(ids(&dev).is_empty());
+    assert_ne!(dev.generation(), generation);
+    // Nothing else changed: the counter, the features, the memory.
+    assert_eq!(dev.num_commands(), commands);
+    assert_eq!(run(&mut dev, update_cmd(1, 1).as_slice()), NO_BUFFER);
+    assert_eq!(run(&mut dev, &Reg::one(1, 0, 0x10).bytes()), OK);
+    assert_eq!(run(&mut dev, update_cmd(1, 1).as_slice()), OK);
+    assert_eq!(num_buffers_info(&mut dev), 1);
+    assert_eq!(dev.num_commands(), commands + 4);
+}
