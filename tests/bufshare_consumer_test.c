@@ -15,7 +15,11 @@
  * death of the guest process, unbinding of the driver); a consumer that
  * may not subscribe is refused; a consumer killed in the middle of a
  * stream does not slow the guest down, and the next one gets the buffer
- * as it is.
+ * as it is. When the device loses its buffers without a reset (as a
+ * restarted backend does; the backend's "lose-buffers" fault does it in
+ * place), the driver registers them again behind the applications' backs:
+ * consumers get RESET, then every buffer again, whole, and the guest's
+ * commands go on as if nothing happened.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -752,6 +756,270 @@ TEST_F_TIMEOUT(consumer, dmaheap_buffer, 180)
 	ASSERT_LT(0, wait_line(_metadata, self, wname, 0, "REMOVE id=%llu",
 			       (unsigned long long)b.id));
 	gbuf_free(&b);
+}
+
+/*
+ * Makes the device lose its buffers before its next command, as a
+ * restarted backend does: the backend's fault file gets a token it has
+ * not seen yet. Returns 0 or -errno.
+ */
+static int lose_buffers(void)
+{
+	static unsigned int count;
+	char mode[64];
+
+	snprintf(mode, sizeof(mode), "lose-buffers t%d-%u-%llx", (int)getpid(), ++count,
+		 (unsigned long long)(fresh_seed() & 0xffffff));
+	return set_fault(mode);
+}
+
+/* A sealed memfd of @size bytes whose pages are scattered (many ranges). */
+static int gbuf_scattered(struct gbuf *b, size_t size)
+{
+	void *map;
+
+	memset(b, 0, sizeof(*b));
+	b->dmabuf = -1;
+	b->size = size;
+	b->fd = make_scattered_memfd(size, &map);
+	if (b->fd < 0)
+		return b->fd;
+	b->map = map;
+	fill_random(b->map, size, fresh_seed());
+	strcpy(b->props_line, "-");
+	return 0;
+}
+
+/*
+ * The device loses its buffers: a memfd, a dma-buf and a memfd of more
+ * than 1024 ranges (so REGISTER and ADD_RANGES). The next UPDATE works as
+ * if nothing happened; the consumer gets RESET, then each buffer again,
+ * whole and exact, then the UPDATE.
+ */
+TEST_F_TIMEOUT(consumer, buffers_come_back_after_loss, 240)
+{
+	struct bufshare_buffer_info info;
+	struct bufshare_update u = { 0 };
+	long long before, after;
+	int n, reset, line[3];
+	struct gbuf b[3];
+	char wname[40];
+	__u64 seqno = 0;
+
+	ASSERT_EQ(0, set_fault("none"));
+	ASSERT_EQ(0, start_watcher(_metadata, self, "lost", "lost", 0, 1, wname));
+	ASSERT_EQ(0, gbuf_memfd(&b[0], 5 * page_size()));
+	ASSERT_EQ(0, gbuf_dmaheap(&b[1], 3 * page_size()));
+	ASSERT_EQ(0, gbuf_write(&b[1], 0, b[1].size));
+	ASSERT_EQ(0, gbuf_scattered(&b[2], 2048 * page_size()));
+	for (int i = 0; i < 3; i++) {
+		random_props(&b[i], fresh_seed(), NULL, 0);
+		ASSERT_EQ(0, gbuf_register(self->dev, &b[i], "lost"));
+		ASSERT_LT(0, (n = wait_line(_metadata, self, wname, 0, "ADD id=%llu",
+					    (unsigned long long)b[i].id)));
+	}
+	ASSERT_EQ(0, bs_buffer_info(self->dev, b[2].id, &info, NULL, 0));
+	ASSERT_LT(1024, info.nr_ranges) TH_LOG("the scattered memfd has too few ranges");
+	before = device_num_buffers();
+
+	ASSERT_EQ(0, lose_buffers());
+	ASSERT_EQ(0, gbuf_write(&b[0], 0, b[0].size));
+	u.id = b[0].id;
+	EXPECT_EQ(0, bs_update(self->dev, &u, &seqno)) TH_LOG("UPDATE after the loss");
+	EXPECT_EQ(1, seqno);
+
+	reset = wait_line(_metadata, self, wname, n, "RESET guest=%s", guest_name());
+	ASSERT_LT(0, reset);
+	for (int i = 0; i < 3; i++) {
+		line[i] = wait_line(_metadata, self, wname, reset, "ADD id=%llu",
+				    (unsigned long long)b[i].id);
+		ASSERT_LT(0, line[i]) TH_LOG("buffer %d did not come back", i);
+		EXPECT_ADD(&b[i], "lost", 0);
+	}
+	n = wait_line(_metadata, self, wname, reset, "UPDATE id=%llu seqno=1",
+		      (unsigned long long)b[0].id);
+	ASSERT_LT(0, n);
+	EXPECT_LT(line[0], n) TH_LOG("the UPDATE came before its buffer");
+	after = device_num_buffers();
+	EXPECT_EQ(before, after) TH_LOG("the device has %lld buffers, had %lld", after, before);
+
+	for (int i = 0; i < 3; i++) {
+		EXPECT_EQ(0, bs_unregister(self->dev, b[i].id));
+		gbuf_free(&b[i]);
+	}
+	EXPECT_EQ(0, set_fault("none"));
+}
+
+/*
+ * After a loss: a buffer registered by the very command that meets the
+ * new device is not registered twice; SET_PROPERTIES and UNREGISTER of
+ * the others work, and the consumer sees each change once.
+ */
+TEST_F_TIMEOUT(consumer, commands_after_loss, 240)
+{
+	static const char extra[] = "colour=blue";
+	struct bufshare_buffer_info info;
+	char wname[40], props[1200];
+	int n, reset;
+	struct gbuf a, b, c;
+
+	ASSERT_EQ(0, set_fault("none"));
+	ASSERT_EQ(0, start_watcher(_metadata, self, "after", "after", 0, 1, wname));
+	ASSERT_EQ(0, gbuf_memfd(&a, 2 * page_size()));
+	ASSERT_EQ(0, gbuf_memfd(&b, 3 * page_size()));
+	ASSERT_EQ(0, gbuf_memfd(&c, 4 * page_size()));
+	random_props(&a, fresh_seed(), NULL, 0);
+	random_props(&b, fresh_seed(), NULL, 0);
+	ASSERT_EQ(0, gbuf_register(self->dev, &a, "after"));
+	ASSERT_EQ(0, gbuf_register(self->dev, &b, "after"));
+	ASSERT_LT(0, (n = wait_line(_metadata, self, wname, 0, "ADD id=%llu",
+				    (unsigned long long)b.id)));
+
+	/* REGISTER is the first command the device carries out after the loss. */
+	ASSERT_EQ(0, lose_buffers());
+	ASSERT_EQ(0, gbuf_register(self->dev, &c, "after"));
+	ASSERT_LT(0, (reset = wait_line(_metadata, self, wname, n, "RESET guest=%s",
+					guest_name())));
+	ASSERT_LT(0, wait_line(_metadata, self, wname, reset, "ADD id=%llu",
+			       (unsigned long long)c.id));
+	EXPECT_ADD(&c, "after", 0);
+
+	/* The next operation brings a and b back first. */
+	EXPECT_EQ(0, bs_set_props(self->dev, a.id, extra, sizeof(extra), BUFSHARE_PROPS_MERGE));
+	ASSERT_LT(0, wait_line(_metadata, self, wname, reset, "ADD id=%llu",
+			       (unsigned long long)a.id));
+	EXPECT_ADD(&a, "after", 0);
+	ASSERT_LT(0, wait_line(_metadata, self, wname, reset, "ADD id=%llu",
+			       (unsigned long long)b.id));
+	EXPECT_ADD(&b, "after", 0);
+	ASSERT_LT(0, wait_line(_metadata, self, wname, reset, "PROPERTIES id=%llu",
+			       (unsigned long long)a.id));
+	EXPECT_TRUE(strstr(field(self, "props"), extra) != NULL) TH_LOG("props %s", self->field);
+	ASSERT_EQ(0, bs_buffer_info(self->dev, a.id, &info, props, sizeof(props)));
+	EXPECT_EQ(a.props_size + sizeof(extra), info.props_size);
+
+	/* c was registered once, and stays. */
+	snprintf(self->pattern, sizeof(self->pattern), "ADD id=%llu", (unsigned long long)c.id);
+	EXPECT_EQ(1, relay_count_lines(wname, self->pattern)) show_log(wname);
+	snprintf(self->pattern, sizeof(self->pattern), "REMOVE guest=%s id=%llu", guest_name(),
+		 (unsigned long long)c.id);
+	EXPECT_TRUE(relay_no_line(wname, self->pattern)) show_log(wname);
+
+	EXPECT_EQ(0, bs_unregister(self->dev, b.id));
+	ASSERT_LT(0, wait_line(_metadata, self, wname, reset, "REMOVE guest=%s id=%llu",
+			       guest_name(), (unsigned long long)b.id));
+	EXPECT_EQ(0, bs_unregister(self->dev, a.id));
+	EXPECT_EQ(0, bs_unregister(self->dev, c.id));
+	gbuf_free(&a);
+	gbuf_free(&b);
+	gbuf_free(&c);
+	EXPECT_EQ(0, set_fault("none"));
+}
+
+/* Loss after loss: every UPDATE works, with the next seqno each time. */
+TEST_F_TIMEOUT(consumer, repeated_losses, 240)
+{
+	char wname[40], crc[9];
+	struct gbuf b;
+	int n = 0;
+
+	ASSERT_EQ(0, set_fault("none"));
+	ASSERT_EQ(0, start_watcher(_metadata, self, "again", "again", 0, 1, wname));
+	ASSERT_EQ(0, gbuf_memfd(&b, 6 * page_size()));
+	random_props(&b, fresh_seed(), NULL, 0);
+	ASSERT_EQ(0, gbuf_register(self->dev, &b, "again"));
+	for (int round = 1; round <= 4; round++) {
+		struct bufshare_update u = { .id = b.id };
+		__u64 seqno = 0;
+
+		ASSERT_EQ(0, lose_buffers());
+		ASSERT_EQ(0, gbuf_write(&b, 0, b.size));
+		ASSERT_EQ(0, bs_update(self->dev, &u, &seqno)) TH_LOG("round %d", round);
+		EXPECT_EQ(round, seqno);
+		n = wait_line(_metadata, self, wname, n, "UPDATE id=%llu seqno=%d",
+			      (unsigned long long)b.id, round);
+		ASSERT_LT(0, n) TH_LOG("round %d", round);
+		gbuf_crc(&b, crc);
+		EXPECT_STREQ(crc, field(self, "crc32")) TH_LOG("round %d", round);
+	}
+	EXPECT_EQ(4, relay_count_lines(wname, "RESET")) show_log(wname);
+	snprintf(self->pattern, sizeof(self->pattern), "ADD id=%llu", (unsigned long long)b.id);
+	EXPECT_EQ(5, relay_count_lines(wname, self->pattern)) show_log(wname);
+	EXPECT_EQ(0, bs_unregister(self->dev, b.id));
+	gbuf_free(&b);
+	EXPECT_EQ(0, set_fault("none"));
+}
+
+/*
+ * A process is killed after the loss, before it sent another command: its
+ * buffers go for good (they are not brought back), while the buffer of
+ * the process that lives on comes back at its next command.
+ */
+TEST_F_TIMEOUT(consumer, sigkill_after_loss, 240)
+{
+	struct bufshare_update u = { 0 };
+	int pipefd[2], status, n, reset;
+	long long before;
+	char wname[40];
+	struct gbuf p;
+	__u64 ids[2];
+	pid_t pid;
+
+	ASSERT_EQ(0, set_fault("none"));
+	ASSERT_EQ(0, start_watcher(_metadata, self, "lostkill", "lostkill", 0, 1, wname));
+	ASSERT_EQ(0, gbuf_memfd(&p, 2 * page_size()));
+	ASSERT_EQ(0, gbuf_register(self->dev, &p, "lostkill"));
+	before = device_num_buffers();
+	ASSERT_EQ(0, pipe(pipefd));
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (pid == 0) {
+		int dev = open(BUFSHARE_DEV, O_RDWR | O_CLOEXEC);
+		struct gbuf b[2];
+
+		close(pipefd[0]);
+		for (int i = 0; i < 2; i++) {
+			if (dev < 0 || gbuf_memfd(&b[i], (i + 1) * page_size()) ||
+			    gbuf_register(dev, &b[i], "lostkill"))
+				_exit(1);
+			ids[i] = b[i].id;
+		}
+		if (write(pipefd[1], ids, sizeof(ids)) != sizeof(ids))
+			_exit(1);
+		pause();
+		_exit(0);
+	}
+	close(pipefd[1]);
+	ASSERT_EQ(sizeof(ids), read(pipefd[0], ids, sizeof(ids)));
+	close(pipefd[0]);
+	ASSERT_LT(0, (n = wait_line(_metadata, self, wname, 0, "ADD id=%llu",
+				    (unsigned long long)ids[1])));
+
+	/* Its release meets the device that lost everything. */
+	ASSERT_EQ(0, lose_buffers());
+	ASSERT_EQ(0, kill(pid, SIGKILL));
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	ASSERT_LT(0, (reset = wait_line(_metadata, self, wname, n, "RESET guest=%s",
+					guest_name())));
+
+	u.id = p.id;
+	EXPECT_EQ(0, bs_update(self->dev, &u, NULL));
+	ASSERT_LT(0, wait_line(_metadata, self, wname, reset, "ADD id=%llu",
+			       (unsigned long long)p.id));
+	EXPECT_ADD(&p, "lostkill", 0);
+	ASSERT_LT(0, wait_line(_metadata, self, wname, reset, "UPDATE id=%llu seqno=1",
+			       (unsigned long long)p.id));
+	for (int i = 0; i < 2; i++) {
+		snprintf(self->pattern, sizeof(self->pattern), "ADD id=%llu",
+			 (unsigned long long)ids[i]);
+		EXPECT_EQ(1, relay_count_lines(wname, self->pattern))
+			TH_LOG("buffer %llu of the killed process came back",
+			       (unsigned long long)ids[i]);
+	}
+	EXPECT_EQ(before, device_num_buffers());
+	EXPECT_EQ(0, bs_unregister(self->dev, p.id));
+	gbuf_free(&p);
+	EXPECT_EQ(0, set_fault("none"));
 }
 
 TEST_HARNESS_MAIN
