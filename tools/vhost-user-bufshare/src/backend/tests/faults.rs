@@ -44,6 +44,22 @@ impl<'a> Faulty<'a> {
         std::fs::write(&self.path, contents).unwrap();
     }
 
+    /// Sends `command` (written at `BUF + 0x400`) in a chain with `ROOM`
+    /// writable bytes; returns the used length and the first 8 bytes of the
+    /// answer, or `None` if the chain is not returned.
+    fn send(&mut self, command: &[u8]) -> Option<(u32, Vec<u8>)> {
+        self.s.write(BUF + 0x400, command);
+        let used = self.s.used_idx();
+        let answer = self.next_answer;
+        self.next_answer += 0x100;
+        self.s.add_chain(&[
+            Desc(BUF + 0x400, command.len() as u32, false),
+            Desc(answer, ROOM, true),
+        ]);
+        self.s.kick();
+        (self.s.used_idx() != used).then(|| (self.s.used(used).1, self.s.read(answer, 8)))
+    }
+
     /// Offers one chain with `command` (at `BUF`, or `BUF + 8`) and `ROOM`
     /// writable bytes; returns its head and answer address.
     fn offer(&mut self, command: u64) -> (u32, u64) {
@@ -290,54 +306,40 @@ fn faults_on_buffer_commands() {
     let mut f = Faulty::new(&mem, false);
     f.s.backend.acked_features(1);
     let registered = |f: &Faulty| f.s.backend.device().num_buffers();
-    // Sends `command`; returns (used length, first 8 bytes of the answer)
-    // or None if the chain is not returned.
-    let send = |f: &mut Faulty, command: &[u8]| {
-        f.s.write(BUF + 0x400, command);
-        let used = f.s.used_idx();
-        let answer = f.next_answer;
-        f.next_answer += 0x100;
-        f.s.add_chain(&[
-            Desc(BUF + 0x400, command.len() as u32, false),
-            Desc(answer, ROOM, true),
-        ]);
-        f.s.kick();
-        (f.s.used_idx() != used).then(|| (f.s.used(used).1, f.s.read(answer, 8)))
-    };
     let reg = register(1, &[(DATA, 16)]);
     let poison4 = [POISON; 4];
 
     // Not carried out.
     f.set("drop");
-    assert_eq!(send(&mut f, &reg), None);
+    assert_eq!(f.send(&reg), None);
     for (word, status) in [
         ("invalid", VIRTIO_BUFSHARE_S_INVALID),
         ("unsupported", VIRTIO_BUFSHARE_S_UNSUPPORTED),
         ("device-error", VIRTIO_BUFSHARE_S_DEVICE_ERROR),
     ] {
         f.set(word);
-        assert_eq!(send(&mut f, &reg), Some((8, status_only(status))), "{word}");
+        assert_eq!(f.send(&reg), Some((8, status_only(status))), "{word}");
     }
     assert_eq!(registered(&f), 0);
 
     // Carried out, answered wrong.
     f.set("short");
     let short = [&0u32.to_le_bytes()[..], &poison4].concat();
-    assert_eq!(send(&mut f, &reg), Some((4, short)));
+    assert_eq!(f.send(&reg), Some((4, short)));
     assert_eq!(registered(&f), 1);
     f.set("bad-status");
-    assert_eq!(send(&mut f, &unregister(1)), Some((8, status_only(0x7777))));
+    assert_eq!(f.send(&unregister(1)), Some((8, status_only(0x7777))));
     assert_eq!(registered(&f), 0);
     f.set("truncated");
-    assert_eq!(send(&mut f, &unregister(1)), Some((8, status_only(0))));
+    assert_eq!(f.send(&unregister(1)), Some((8, status_only(0))));
     f.set("overlong");
-    assert_eq!(send(&mut f, &reg), Some((ROOM + 4096, status_only(0))));
+    assert_eq!(f.send(&reg), Some((ROOM + 4096, status_only(0))));
     assert_eq!(registered(&f), 1);
     // GET_INFO only faults answer normally.
     for word in ["bad-version", "garbage-name", "none"] {
         f.set(word);
         assert_eq!(
-            send(&mut f, &unregister(9)),
+            f.send(&unregister(9)),
             Some((8, status_only(VIRTIO_BUFSHARE_S_NO_BUFFER))),
             "{word}"
         );
@@ -363,18 +365,8 @@ fn lose_buffers_once_per_token() {
         .acked_features((1 << VIRTIO_BUFSHARE_F_BUFFERS) | (1 << VIRTIO_BUFSHARE_F_GENERATION));
     // Sends `command`; returns (status, generation) of its answer.
     let send = |f: &mut Faulty, command: &[u8]| {
-        f.s.write(BUF + 0x400, command);
-        let used = f.s.used_idx();
-        let answer = f.next_answer;
-        f.next_answer += 0x100;
-        f.s.add_chain(&[
-            Desc(BUF + 0x400, command.len() as u32, false),
-            Desc(answer, ROOM, true),
-        ]);
-        f.s.kick();
-        assert_eq!(f.s.used_idx(), used + 1);
-        assert_eq!(f.s.used(used).1, 8);
-        let hdr = f.s.read(answer, 8);
+        let (len, hdr) = f.send(command).expect("the chain is returned");
+        assert_eq!(len, 8);
         (
             u32::from_le_bytes(hdr[..4].try_into().unwrap()),
             u32::from_le_bytes(hdr[4..].try_into().unwrap()),
