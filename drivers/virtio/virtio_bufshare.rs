@@ -981,6 +981,15 @@ impl Shared {
         self.losses.load(Relaxed) != self.table.lock().synced
     }
 
+    /// Registers the buffers again now if the device lost them, rather than at the next buffer
+    /// operation: for the ioctl or release that met the loss, once it is done.
+    fn recover_if_lost(&self) {
+        if self.lost_buffers() {
+            // `begin` registers them again. A device gone, or unable to hold buffers, has none.
+            let _ = self.begin();
+        }
+    }
+
     /// Runs the buffer operation `op`, and once more if the device did not know the buffer
     /// because it had lost its buffers: the second run starts by registering them again.
     fn retry_lost<T>(&self, mut op: impl FnMut() -> Result<T>) -> Result<T> {
@@ -1424,6 +1433,8 @@ impl Shared {
             }
         }
         drop(op);
+        // The device may have answered that it lost the buffers of every file.
+        self.recover_if_lost();
     }
 
     /// Drops the virtqueues: the device is reset, queued commands are taken back, and everybody
@@ -1642,6 +1653,49 @@ struct BufshareFile {
     usage: Mutex<Usage>,
 }
 
+impl BufshareFile {
+    /// Carries out ioctl `cmd` with argument `arg`.
+    fn ioctl_cmd(&self, cmd: u32, arg: usize) -> Result<isize> {
+        let shared = &self.shared;
+        match cmd {
+            BUFSHARE_IOC_GET_INFO => {
+                let info = shared.get_info()?;
+                write_arg(arg, &info)?;
+            }
+            BUFSHARE_IOC_REGISTER => {
+                let mut req = read_arg::<RegisterArg>(arg)?;
+                let id = shared.retry_lost(|| shared.register(self, &req.0))?;
+                req.0.id = id;
+                if let Err(e) = write_arg(arg, &req) {
+                    // The caller cannot learn the id: do not leave the buffer behind.
+                    let _ = shared.unregister(self, id);
+                    return Err(e);
+                }
+            }
+            BUFSHARE_IOC_UPDATE => {
+                let mut req = read_arg::<UpdateArg>(arg)?;
+                shared.retry_lost(|| shared.update(self, &mut req.0))?;
+                write_arg(arg, &req)?;
+            }
+            BUFSHARE_IOC_SET_PROPERTIES => {
+                let req = read_arg::<SetPropertiesArg>(arg)?;
+                shared.retry_lost(|| shared.set_properties(self, &req.0))?;
+            }
+            BUFSHARE_IOC_UNREGISTER => {
+                let id = read_arg::<u64>(arg)?;
+                shared.unregister(self, id)?;
+            }
+            BUFSHARE_IOC_BUFFER_INFO => {
+                let mut info = read_arg::<BufferInfoArg>(arg)?;
+                shared.buffer_info(self, &mut info.0)?;
+                write_arg(arg, &info)?;
+            }
+            _ => return Err(ENOTTY),
+        }
+        Ok(0)
+    }
+}
+
 #[vtable]
 impl MiscDevice for BufshareFile {
     type Ptr = Pin<KBox<Self>>;
@@ -1670,43 +1724,10 @@ impl MiscDevice for BufshareFile {
 
     fn ioctl(me: Pin<&BufshareFile>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
         let me = me.get_ref();
-        let shared = &me.shared;
-        match cmd {
-            BUFSHARE_IOC_GET_INFO => {
-                let info = shared.get_info()?;
-                write_arg(arg, &info)?;
-            }
-            BUFSHARE_IOC_REGISTER => {
-                let mut req = read_arg::<RegisterArg>(arg)?;
-                let id = shared.retry_lost(|| shared.register(me, &req.0))?;
-                req.0.id = id;
-                if let Err(e) = write_arg(arg, &req) {
-                    // The caller cannot learn the id: do not leave the buffer behind.
-                    let _ = shared.unregister(me, id);
-                    return Err(e);
-                }
-            }
-            BUFSHARE_IOC_UPDATE => {
-                let mut req = read_arg::<UpdateArg>(arg)?;
-                shared.retry_lost(|| shared.update(me, &mut req.0))?;
-                write_arg(arg, &req)?;
-            }
-            BUFSHARE_IOC_SET_PROPERTIES => {
-                let req = read_arg::<SetPropertiesArg>(arg)?;
-                shared.retry_lost(|| shared.set_properties(me, &req.0))?;
-            }
-            BUFSHARE_IOC_UNREGISTER => {
-                let id = read_arg::<u64>(arg)?;
-                shared.unregister(me, id)?;
-            }
-            BUFSHARE_IOC_BUFFER_INFO => {
-                let mut info = read_arg::<BufferInfoArg>(arg)?;
-                shared.buffer_info(me, &mut info.0)?;
-                write_arg(arg, &info)?;
-            }
-            _ => return Err(ENOTTY),
-        }
-        Ok(0)
+        let result = me.ioctl_cmd(cmd, arg);
+        // The device may have answered that it lost its buffers: bring them back now.
+        me.shared.recover_if_lost();
+        result
     }
 
     fn show_fdinfo(me: Pin<&BufshareFile>, m: &SeqFile, _file: &File) {
