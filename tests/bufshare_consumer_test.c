@@ -852,8 +852,9 @@ TEST_F_TIMEOUT(consumer, buffers_come_back_after_loss, 240)
 
 /*
  * After a loss: a buffer registered by the very command that meets the
- * new device is not registered twice; SET_PROPERTIES and UNREGISTER of
- * the others work, and the consumer sees each change once.
+ * new device is not registered twice, and the others come back before
+ * that command returns; SET_PROPERTIES and UNREGISTER of them work, and
+ * the consumer sees each change once.
  */
 TEST_F_TIMEOUT(consumer, commands_after_loss, 240)
 {
@@ -884,14 +885,15 @@ TEST_F_TIMEOUT(consumer, commands_after_loss, 240)
 			       (unsigned long long)c.id));
 	EXPECT_ADD(&c, "after", 0);
 
-	/* The next operation brings a and b back first. */
-	EXPECT_EQ(0, bs_set_props(self->dev, a.id, extra, sizeof(extra), BUFSHARE_PROPS_MERGE));
+	/* a and b are back already, with no other command. */
 	ASSERT_LT(0, wait_line(_metadata, self, wname, reset, "ADD id=%llu",
 			       (unsigned long long)a.id));
 	EXPECT_ADD(&a, "after", 0);
 	ASSERT_LT(0, wait_line(_metadata, self, wname, reset, "ADD id=%llu",
 			       (unsigned long long)b.id));
 	EXPECT_ADD(&b, "after", 0);
+
+	EXPECT_EQ(0, bs_set_props(self->dev, a.id, extra, sizeof(extra), BUFSHARE_PROPS_MERGE));
 	ASSERT_LT(0, wait_line(_metadata, self, wname, reset, "PROPERTIES id=%llu",
 			       (unsigned long long)a.id));
 	EXPECT_TRUE(strstr(field(self, "props"), extra) != NULL) TH_LOG("props %s", self->field);
@@ -953,7 +955,8 @@ TEST_F_TIMEOUT(consumer, repeated_losses, 240)
 /*
  * A process is killed after the loss, before it sent another command: its
  * buffers go for good (they are not brought back), while the buffer of
- * the process that lives on comes back at its next command.
+ * the process that lives on comes back as soon as the release met the
+ * loss, before that process sends anything.
  */
 TEST_F_TIMEOUT(consumer, sigkill_after_loss, 240)
 {
@@ -1002,11 +1005,11 @@ TEST_F_TIMEOUT(consumer, sigkill_after_loss, 240)
 	ASSERT_LT(0, (reset = wait_line(_metadata, self, wname, n, "RESET guest=%s",
 					guest_name())));
 
-	u.id = p.id;
-	EXPECT_EQ(0, bs_update(self->dev, &u, NULL));
 	ASSERT_LT(0, wait_line(_metadata, self, wname, reset, "ADD id=%llu",
 			       (unsigned long long)p.id));
 	EXPECT_ADD(&p, "lostkill", 0);
+	u.id = p.id;
+	EXPECT_EQ(0, bs_update(self->dev, &u, NULL));
 	ASSERT_LT(0, wait_line(_metadata, self, wname, reset, "UPDATE id=%llu seqno=1",
 			       (unsigned long long)p.id));
 	for (int i = 0; i < 2; i++) {
