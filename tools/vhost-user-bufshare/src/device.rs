@@ -26,7 +26,7 @@
 //! resolved against.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::Read;
 use std::mem::{offset_of, size_of};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -423,28 +423,15 @@ fn next_generation(old: u32, mut random: impl FnMut() -> u32) -> u32 {
     old.checked_add(1).unwrap_or(1)
 }
 
-/// 32 random bits: from `getrandom(2)`, else `/dev/urandom`, else (neither
-/// works: logged) from the clock and the process id, which still differ from
-/// a predecessor's with high probability.
+/// 32 random bits from `/dev/urandom`; should it fail (logged), from the
+/// clock and the process id, which still differ from a predecessor's with
+/// high probability.
 fn random_u32() -> u32 {
     let mut bytes = [0u8; 4];
-    loop {
-        // SAFETY: getrandom() writes at most `bytes.len()` bytes into
-        // `bytes`, which is that long and ours alone.
-        let n =
-            unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), libc::GRND_NONBLOCK) };
-        if n == bytes.len() as isize {
-            return u32::from_ne_bytes(bytes);
-        }
-        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-            continue;
-        }
-        break;
-    }
     match File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)) {
         Ok(()) => u32::from_ne_bytes(bytes),
         Err(e) => {
-            warn!("no random generation (getrandom, /dev/urandom: {e}): one of the clock");
+            warn!("no random generation (/dev/urandom: {e}): one of the clock");
             let nanos = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos());
