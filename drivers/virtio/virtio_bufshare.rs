@@ -579,7 +579,6 @@ struct Buffer {
     owner: u64,
     kind: u32,
     size: u64,
-    nr_ranges: u32,
     application: [u8; APP_LEN],
     /// The number of the last update; written with `state` locked.
     seqno: Atomic<u64>,
@@ -595,6 +594,11 @@ struct Buffer {
 }
 
 impl Buffer {
+    /// How many ranges it has; checked at registration to fit a `u32`.
+    fn nr_ranges(&self) -> u32 {
+        u32::try_from(self.ranges.len()).unwrap_or(u32::MAX)
+    }
+
     fn app_str(&self) -> &str {
         let len = self
             .application
@@ -1188,7 +1192,8 @@ impl Shared {
             dma,
             self.limits.max_ranges as usize,
         )?;
-        let num_ranges = u32::try_from(ranges.list.len()).map_err(|_| E2BIG)?;
+        // The commands count ranges in a `u32`.
+        u32::try_from(ranges.list.len()).map_err(|_| E2BIG)?;
         let id = self.next_id.fetch_add(1, Relaxed);
 
         let buf = Arc::pin_init(
@@ -1197,7 +1202,6 @@ impl Shared {
                 owner: owner.id,
                 kind,
                 size: req.length,
-                nr_ranges: num_ranges,
                 application,
                 seqno: Atomic::new(0),
                 ranges: ranges.list,
@@ -1239,7 +1243,7 @@ impl Shared {
         )?;
         wire.u64(buf.id)?;
         wire.u64(buf.size)?;
-        wire.u32(buf.nr_ranges)?;
+        wire.u32(buf.nr_ranges())?;
         wire.u32(first as u32)?;
         wire.u32(props.len() as u32)?;
         wire.u32(0)?;
@@ -1389,7 +1393,7 @@ impl Shared {
         info.kind = buf.kind;
         info.size = buf.size;
         info.seqno = buf.seqno.load(Relaxed);
-        info.nr_ranges = buf.nr_ranges;
+        info.nr_ranges = buf.nr_ranges();
         for (dst, &src) in info.application.iter_mut().zip(buf.application.iter()) {
             *dst = src as kernel::ffi::c_char;
         }
@@ -1746,7 +1750,7 @@ impl MiscDevice for BufshareFile {
                 buf.id,
                 kind,
                 buf.size,
-                buf.nr_ranges,
+                buf.nr_ranges(),
                 buf.seqno.load(Relaxed),
                 buf.app_str()
             );
