@@ -679,16 +679,26 @@ struct Shared {
 }
 
 impl Shared {
-    /// Takes back every command the device has used, in the order it used them, and follows
-    /// the device's generation through their answers.
+    /// Takes back every command the device has used, in the order it used them, follows the
+    /// device's generation through their answers, and wakes the callers waiting for them.
+    ///
+    /// Callers reap too, on their way in and while they wait, so the command taken back may be
+    /// another caller's, and the interrupt that announced it then finds the ring empty: the
+    /// virtio core does not call the handler for it. Whoever takes an answer must wake its
+    /// waiter.
     fn reap(&self, queues: &mut Queues) {
         let Some(vq) = queues.get_mut(uapi::VIRTIO_BUFSHARE_VQ_CMD as usize) else {
             return;
         };
+        let mut reaped = false;
         while let Some((cmd, len)) = vq.get_buf() {
             cmd.complete(len);
             // Waiters read the epoch with the queues locked, as they are here.
             cmd.epoch.store(self.follow_generation(&cmd), Relaxed);
+            reaped = true;
+        }
+        if reaped {
+            self.used.notify_all();
         }
     }
 
@@ -1470,7 +1480,6 @@ impl virtio::VirtqueueHandler for Shared {
         if let Some(queues) = Option::as_mut(&mut *self.queues.lock()) {
             self.reap(queues);
         }
-        self.used.notify_all();
     }
 }
 
