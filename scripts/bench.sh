@@ -7,7 +7,7 @@
 
 . "$(dirname "$0")/lib.sh"
 
-prepare_vm
+prepare_vm bench
 N=${BUFSHARE_BENCH_N:-1000}
 guest="insmod /build/linux/drivers/virtio/virtio_bufshare.ko
 echo '== one caller, $N GET_INFO round trips'

@@ -12,6 +12,7 @@ set +e
 PASSED=0
 FAILED=0
 FAILURES=()
+RUN_DIRS=()
 START=$(date +%s)
 
 pass() { PASSED=$((PASSED + 1)); echo "PASS: $*"; }
@@ -20,6 +21,11 @@ finish() {
 	echo
 	echo "== summary ($(( $(date +%s) - START )) s)"
 	for f in "${FAILURES[@]}"; do echo "failed: $f"; done
+	if [ "$FAILED" != 0 ]; then
+		# Each guest run's console.log, dmesg.txt, kmemleak.txt,
+		# backend.log and test output (*.tap).
+		for d in "${RUN_DIRS[@]}"; do echo "evidence: $d"; done
+	fi
 	echo "$PASSED passed, $FAILED failed"
 	[ "$FAILED" = 0 ]
 	exit
@@ -69,73 +75,74 @@ else
 	fail "external module build (CLIPPY=1)"
 fi
 
-# The guest tests.
-rm -rf "$RUN"
-mkdir -p "$RUN"
-# Backend limits the tests fit in: a 256 MiB buffer of scattered pages
-# (65536 ranges), a buffer larger than the limit that the guest can still
-# make (sparse), and fewer buffers than the driver's own default limits
-# (1024 per file, 4096 in all) so that the device's is the one reached.
-MAX_RANGES=100000 MAX_PROPS=3000 MAX_BUFFERS=999 MAX_SIZE=$((512 << 20))
-cat > "$RUN/env" <<ENV
-export BUFSHARE_MODULE=/build/linux/drivers/virtio/virtio_bufshare.ko
-export BUFSHARE_TESTS=/build/tests
-export BUFSHARE_FAULT_FILE=/build/run/fault
-export BUFSHARE_RELAY_DIR=/build/run/relay
-export BUFSHARE_EXPECT_MAX_RANGES=$MAX_RANGES
-export BUFSHARE_EXPECT_MAX_PROPS_SIZE=$MAX_PROPS
-export BUFSHARE_EXPECT_MAX_BUFFERS=$MAX_BUFFERS
-export BUFSHARE_EXPECT_MAX_BUFFER_SIZE=$MAX_SIZE
-ENV
-log "guest tests"
-# The guest tests take longer than a boot's default bound.
-export BUFSHARE_VM_TIMEOUT=${BUFSHARE_VM_TIMEOUT:-2400}
-bash scripts/vm.sh --backend-args "--max-ranges $MAX_RANGES --max-props-size $MAX_PROPS \
---max-buffers $MAX_BUFFERS --max-buffer-size $MAX_SIZE" \
-	-- /src/tests/run-guest.sh /build/run >/dev/null
-vmrc=$?
-if [ ! -e "$RUN/done" ]; then
-	tail -40 "$RUN/console.log"
-	fail "guest boot and run (vm.sh exit $vmrc)"
-fi
-# The kselftests, the crate's guest test, the backend's udmabuf self-test
-# and the example (see run-guest.sh).
-for bin in "$BUILD"/tests/*_test "$BUILD/tests/bufshare-crate-test" \
-	"$BUILD/tests/bufshare-udmabuf-selftest" "$BUILD/tests/bufshare-example"; do
-	name=$(basename "$bin")
-	tap=$RUN/$name.tap
-	if [ ! -e "$tap" ]; then
-		fail "$name: did not run"
-		continue
+# The guest tests (scripts/guest-tests.sh), each boot in a run directory of
+# its own: its console, kernel log, kmemleak report and backend log stay
+# there, and their paths are printed when anything failed.
+
+# guest_run NAME DEVICE-OPTS [TEST...]: boots a guest with the device's
+# QEMU properties DEVICE-OPTS, runs the guest tests (TEST..., or all of
+# them) and counts their results, named "TEST[NAME]" unless NAME is "all".
+guest_run() {
+	local name=$1 opts=$2 vmrc bin tap label line reports leaks out
+	shift 2
+	local tests=("$@")
+	out=$(bash scripts/guest-tests.sh --name "check-$name" --device-opts "$opts" "${tests[@]}")
+	vmrc=$?
+	RUN=$(echo "$out" | tail -1)
+	[ -d "$RUN" ] || { fail "guest run $name: no run directory"; return; }
+	RUN_DIRS+=("$RUN")
+	label=""
+	[ "$name" = all ] || label="[$name]"
+	if [ ! -e "$RUN/done" ]; then
+		tail -40 "$RUN/console.log"
+		fail "guest boot and run$label (vm.sh exit $vmrc)"
 	fi
-	while IFS= read -r line; do
-		case "$line" in
-		"ok "*"# SKIP"*) echo "SKIP: $name: ${line#ok }" ;;
-		"ok "*) pass "$name: ${line#ok [0-9]* }" ;;
-		"not ok "*) fail "$name: ${line#not ok [0-9]* }" ;;
-		esac
-	done < "$tap"
-	if ! grep -q '^exit=0$' "$tap"; then
-		grep -q '^not ok' "$tap" || fail "$name: exit $(sed -n 's/^exit=//p' "$tap")"
-		grep -E '^#' "$tap" | tail -20
+	# The kselftests, the crate's guest test, the backend's udmabuf
+	# self-test and the example (see run-guest.sh).
+	[ ${#tests[@]} -gt 0 ] || tests=("$BUILD"/tests/*_test bufshare-crate-test \
+		bufshare-udmabuf-selftest bufshare-example)
+	for bin in "${tests[@]}"; do
+		bin=$(basename "$bin")$label
+		tap=$RUN/${bin%"$label"}.tap
+		if [ ! -e "$tap" ]; then
+			fail "$bin: did not run"
+			continue
+		fi
+		while IFS= read -r line; do
+			case "$line" in
+			"ok "*"# SKIP"*) echo "SKIP: $bin: ${line#ok }" ;;
+			"ok "*) pass "$bin: ${line#ok [0-9]* }" ;;
+			"not ok "*) fail "$bin: ${line#not ok [0-9]* }" ;;
+			esac
+		done < "$tap"
+		if ! grep -q '^exit=0$' "$tap"; then
+			grep -q '^not ok' "$tap" || fail "$bin: exit $(sed -n 's/^exit=//p' "$tap")"
+			grep -E '^#' "$tap" | tail -20
+		fi
+	done
+	if [ -e "$RUN/done" ]; then
+		if grep -q 'guest: rmmod ok' "$RUN/console.log"; then
+			pass "driver unloads$label"
+		else
+			fail "driver unloads$label"
+		fi
+		# The debug kernel's reports: any is a failure, shown in full.
+		# KASAN and sleeping-in-atomic reports start with "BUG:", lockdep's
+		# with "WARNING:" or "INFO:"; every one carries a call trace.
+		reports=$(grep -E -A30 'BUG:|WARNING:|INFO: |Oops|UBSAN:|DEADLOCK|circular locking|recursive locking|inconsistent lock state|suspicious RCU usage|general protection fault|kernel BUG|Call Trace:' "$RUN/dmesg.txt" | head -200)
+		leaks=$(grep -A20 'unreferenced object' "$RUN/kmemleak.txt" 2>/dev/null | head -100)
+		if [ -z "$reports$leaks" ]; then
+			pass "guest kernel log$label has no KASAN, lockdep, kmemleak, WARN, BUG or Oops report"
+		else
+			echo "$reports"
+			echo "$leaks"
+			fail "guest kernel log$label has reports"
+		fi
+		if [ "$vmrc" != 0 ]; then
+			fail "vm.sh exit $vmrc$label"
+		fi
 	fi
-done
-if [ -e "$RUN/done" ]; then
-	if grep -q 'guest: rmmod ok' "$RUN/console.log"; then pass "driver unloads"; else fail "driver unloads"; fi
-	# The debug kernel's reports: any is a failure, shown in full.
-	# KASAN and sleeping-in-atomic reports start with "BUG:", lockdep's
-	# with "WARNING:" or "INFO:"; every one carries a call trace.
-	reports=$(grep -E -A30 'BUG:|WARNING:|INFO: |Oops|UBSAN:|DEADLOCK|circular locking|recursive locking|inconsistent lock state|suspicious RCU usage|general protection fault|kernel BUG|Call Trace:' "$RUN/dmesg.txt" | head -200)
-	leaks=$(grep -A20 'unreferenced object' "$RUN/kmemleak.txt" 2>/dev/null | head -100)
-	if [ -z "$reports$leaks" ]; then
-		pass "guest kernel log has no KASAN, lockdep, kmemleak, WARN, BUG or Oops report"
-	else
-		echo "$reports"
-		echo "$leaks"
-		fail "guest kernel log has reports"
-	fi
-fi
-if [ "$vmrc" != 0 ] && [ -e "$RUN/done" ]; then
-	fail "vm.sh exit $vmrc"
-fi
+}
+
+guest_run all ""
 finish

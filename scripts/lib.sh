@@ -47,13 +47,29 @@ in_tree() {
 		"$@"
 }
 
-# prepare_vm: build what a guest run needs (kernel, backend, guest
-# programs) and start a fresh $RUN, the directory shared with the guest.
-RUN=$BUILD/run
+# Guest runs: each boot gets a directory of its own under $RUNS, which the
+# guest sees as /build/run: the backend's sockets and log, the guest's
+# console, kernel log and results. The newest $BUFSHARE_KEEP_RUNS (8) are
+# kept, so that a failed run's evidence survives the next boots; $RUNS/latest
+# points to the newest.
+RUNS=$BUFSHARE_CACHE/runs
+# new_run NAME: makes a fresh run directory, exported as $RUN, and drops the
+# oldest ones.
+new_run() {
+	local keep=${BUFSHARE_KEEP_RUNS:-8} name=${1//[^A-Za-z0-9_.-]/-}
+	mkdir -p "$RUNS"
+	RUN=$(mktemp -d "$RUNS/$(date +%Y%m%d-%H%M%S)-$name.XXXX")
+	export RUN
+	ln -sfn "$(basename "$RUN")" "$RUNS/latest"
+	find "$RUNS" -mindepth 1 -maxdepth 1 -type d | LC_ALL=C sort |
+		head -n -"$keep" | xargs -r rm -rf
+}
+
+# prepare_vm NAME: build what a guest run needs (kernel, backend, guest
+# programs) and start a fresh run directory, $RUN.
 prepare_vm() {
 	bash "$TOPDIR/scripts/kernel.sh" >/dev/null
 	bash "$TOPDIR/scripts/tools.sh" build
 	bash "$TOPDIR/scripts/guest-programs.sh" >/dev/null
-	rm -rf "$RUN"
-	mkdir -p "$RUN"
+	new_run "$1"
 }

@@ -16,7 +16,7 @@
 SECONDS_=${BUFSHARE_RUN_SECONDS:-3}
 WATCH=$BUFSHARE_CACHE/cargo-target/release/bufshare-watch
 
-prepare_vm
+prepare_vm run
 FRAMES=${BUFSHARE_RUN_FRAMES:-$RUN/frames}
 mkdir -p "$FRAMES"
 [ -x "$WATCH" ] || die "no $WATCH (scripts/tools.sh build)"

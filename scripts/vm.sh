@@ -4,12 +4,15 @@
 # Boot the guest kernel with virtme-ng and the bufshare device attached,
 # served by the vhost-user backend on the host, and run a command in it.
 #
-#   vm.sh [--backend-args "ARGS"] -- GUEST-COMMAND...
+#   vm.sh [--backend-args "ARGS"] [--device-opts ",PROP=VALUE..."] -- GUEST-COMMAND...
 #
 # The guest's root is the toolchain tree over 9p; /src is the checkout,
-# /build the cache's work area, $RUN (/build/run) is writable and holds
-# the backend's sockets, the guest's environment file, its results and
-# the relay's directory (scripts/relay.sh).
+# /build the cache's work area. The run directory, $RUN (made by the
+# caller with new_run, or here), is the guest's /build/run: writable, it
+# holds the backend's sockets and log (backend.log), the guest's console
+# (console.log), environment file and results, and the relay's directory
+# (scripts/relay.sh). --device-opts are appended to the bufshare device's
+# QEMU properties (",event_idx=off", say).
 #
 # TCG by default (the /dev/kvm of these hosts is PVM, under which a stock
 # guest hangs); BUFSHARE_KVM=1 uses KVM. Every boot is bounded by
@@ -17,15 +20,19 @@
 
 . "$(dirname "$0")/lib.sh"
 
+USAGE="usage: vm.sh [--backend-args ARGS] [--device-opts OPTS] -- COMMAND..."
 BACKEND_ARGS=""
+DEVICE_OPTS=""
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--backend-args) BACKEND_ARGS=$2; shift 2 ;;
+	--device-opts) DEVICE_OPTS=$2; shift 2 ;;
 	--) shift; break ;;
-	*) die "usage: vm.sh [--backend-args ARGS] -- COMMAND..." ;;
+	*) die "$USAGE" ;;
 	esac
 done
-[ $# -gt 0 ] || die "usage: vm.sh [--backend-args ARGS] -- COMMAND..."
+[ $# -gt 0 ] || die "$USAGE"
+[ -n "${RUN:-}" ] && [ -d "$RUN" ] || new_run vm
 
 KDIR=$BUILD/linux
 BACKEND=${BUFSHARE_BACKEND:-$BUFSHARE_CACHE/cargo-target/release/vhost-user-bufshare}
@@ -87,7 +94,7 @@ accel=--disable-kvm
 # RAM, so it comes from a shared memfd.
 qemu_opts="-object memory-backend-memfd,id=mem,size=$MEM,share=on -numa node,memdev=mem"
 qemu_opts+=" -chardev socket,id=bufshare,path=/build/run/vhost.sock"
-qemu_opts+=" -device vhost-user-test-device-pci,chardev=bufshare,virtio-id=37,num_vqs=1,config_size=24"
+qemu_opts+=" -device vhost-user-test-device-pci,chardev=bufshare,virtio-id=37,num_vqs=1,config_size=24$DEVICE_OPTS"
 
 # Kernel arguments that make the debug kernel bearable under TCG:
 # pci=noacpi spares the ACPI interpreter the PCI interrupt links (half a
@@ -98,11 +105,14 @@ append="pci=noacpi rootflags=version=9p2000.L,trans=virtio,access=any,cache=loos
 append+=" ${BUFSHARE_APPEND:-}"
 
 cmd=$(printf '%q ' "$@")
-log "booting guest ($([ -n "$accel" ] && echo TCG || echo KVM), timeout ${TIMEOUT}s)"
+log "booting guest ($([ -n "$accel" ] && echo TCG || echo KVM), timeout ${TIMEOUT}s), run directory $RUN"
 # vng's console goes through a pipe: QEMU reopens its stdout with O_TRUNC.
 set +e
 # vng resolves --rwdir relative to its working directory: run it from /.
-IN_TREE_CHDIR=/ in_tree timeout --kill-after=10 "$TIMEOUT" \
+# The run directory is the guest's /build/run (a bind over an empty
+# directory, so that runs may go on side by side).
+mkdir -p "$BUILD/run"
+IN_TREE_BINDS="--bind $RUN /build/run" IN_TREE_CHDIR=/ in_tree timeout --kill-after=10 "$TIMEOUT" \
 	vng --run /build/linux $accel --force-9p --verbose --memory "$MEM" --cpus 2 \
 	--user root --rwdir /build/run --append "$append" \
 	--qemu-opts="$qemu_opts" --exec "$cmd" </dev/null 2>&1 | tee "$RUN/console.log"
