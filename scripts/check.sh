@@ -145,4 +145,7 @@ guest_run() {
 }
 
 guest_run all ""
+# The notification path without event indices: the driver asks for every
+# interrupt with the used ring's flags, the device for every kick.
+guest_run no-event-idx ",event_idx=off" bufshare_stress_test
 finish

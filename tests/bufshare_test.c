@@ -102,6 +102,9 @@ struct hammer {
 	int fd;
 	int calls;
 	int failures;
+	/* The first failure: its errno, and which call it was. */
+	int first_errno;
+	int first_call;
 };
 
 static void *hammer_thread(void *arg)
@@ -109,9 +112,14 @@ static void *hammer_thread(void *arg)
 	struct hammer *h = arg;
 	struct bufshare_info info;
 
-	for (int i = 0; i < h->calls; i++)
-		if (ioctl(h->fd, BUFSHARE_IOC_GET_INFO, &info))
-			h->failures++;
+	for (int i = 0; i < h->calls; i++) {
+		if (!ioctl(h->fd, BUFSHARE_IOC_GET_INFO, &info))
+			continue;
+		if (!h->failures++) {
+			h->first_errno = errno;
+			h->first_call = i;
+		}
+	}
 	return NULL;
 }
 
@@ -134,7 +142,10 @@ TEST_F(dev, concurrent_callers)
 	}
 	for (int i = 0; i < THREADS; i++) {
 		ASSERT_EQ(0, pthread_join(t[i], NULL));
-		EXPECT_EQ(0, h[i].failures);
+		EXPECT_EQ(0, h[i].failures)
+			TH_LOG("thread %d: %d calls failed, the first (call %d) with %s (errno %d)",
+			       i, h[i].failures, h[i].first_call, strerror(h[i].first_errno),
+			       h[i].first_errno);
 		if (h[i].fd != self->fd)
 			close(h[i].fd);
 	}
