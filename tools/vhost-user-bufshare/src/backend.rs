@@ -189,10 +189,10 @@ impl VhostUserBufshareBackend {
         self.faults.as_mut().map_or(Fault::None, FaultFile::read)
     }
 
-    /// Serves one chain under `fault` (normally [`Fault::None`]); returns
-    /// the used length to report: normally the number of bytes written into
-    /// it. The answer is made by [`Fault::answer`], which writes the
-    /// generation into it last.
+    /// Serves one chain under `fault` (normally [`Fault::None`]): reads the
+    /// command, makes its answer ([`answer`]) and writes it. Returns the
+    /// used length to report, as the fault says: normally the number of
+    /// bytes written.
     fn process_chain(&mut self, mem: &GuestMemoryMmap, chain: &Chain, fault: Fault) -> u32 {
         let head = chain.head_index();
         let mut reader = match Reader::new(mem, chain.clone()) {
@@ -222,7 +222,7 @@ impl VhostUserBufshareBackend {
         }
 
         let writable = writer.available_bytes();
-        let Some(answer) = fault.answer(&mut self.device, &request, writable) else {
+        let Some(answer) = answer(&mut self.device, fault, &request, writable) else {
             error!("chain {head}: only {writable} device-writable bytes, no room for an answer");
             return 0;
         };
@@ -231,6 +231,30 @@ impl VhostUserBufshareBackend {
         }
         fault.used_len(writer.bytes_written(), writable)
     }
+}
+
+/// Makes the answer to `request` under `fault`, in `writable` bytes: the
+/// device carries the command out (or refuses it, if the fault says so:
+/// [`Fault::refusal`]), the fault rewrites the answer ([`Fault::rewrite`]),
+/// and lastly the device's generation is written into it
+/// ([`BufshareDevice::stamp`]), whatever the fault did.
+///
+/// Returns `None` if `writable` cannot hold a resp_hdr: then nothing can be
+/// answered. The answer is never longer than `writable`. [`Fault::Drop`] is
+/// not for this: its chain is not served at all ([`Fault::drops_chain`]).
+pub fn answer(
+    device: &mut BufshareDevice,
+    fault: Fault,
+    request: &[u8],
+    writable: usize,
+) -> Option<Vec<u8>> {
+    let answer = match fault.refusal() {
+        Some(status) => device.refuse(request, writable, status)?,
+        None => device.process(request, writable)?,
+    };
+    let mut answer = fault.rewrite(request, answer);
+    device.stamp(&mut answer);
+    Some(answer)
 }
 
 fn signal(vring: &VringRwLock) {

@@ -5,12 +5,12 @@
 //! configuration space.
 //!
 //! The vhost-user glue ([`crate::backend`]) copies a command out of guest
-//! memory, hands it to [`Fault::answer`](crate::fault::Fault::answer)
-//! together with the room the driver gave for the answer, and copies the
-//! answer back. That has [`BufshareDevice::process`] carry the command out
-//! (or [`BufshareDevice::refuse`] refuse it), rewrites the answer as a fault
-//! may say, and lastly has [`BufshareDevice::stamp`] write the device's
-//! generation into it. New commands are added to
+//! memory, makes its answer in the room the driver gave for it
+//! ([`crate::backend::answer`]) and copies the answer back. Making it has
+//! [`BufshareDevice::process`] carry the command out (or
+//! [`BufshareDevice::refuse`] refuse it, as a fault may say), lets the fault
+//! rewrite the answer, and lastly has [`BufshareDevice::stamp`] write the
+//! device's generation into it. New commands are added to
 //! [`BufshareDevice::execute`]; the buffer commands are in
 //! `device/commands.rs`.
 //!
@@ -183,7 +183,7 @@ impl BufshareDevice {
     /// resp_hdr is left as it is.
     ///
     /// This comes last, once the answer is made and any fault rewrote it
-    /// ([`crate::fault::Fault::answer`]): [`BufshareDevice::process`] and
+    /// ([`crate::backend::answer`]): [`BufshareDevice::process`] and
     /// [`BufshareDevice::refuse`] answer with generation 0.
     pub fn stamp(&self, answer: &mut [u8]) {
         let generation = if self.generation_enabled {

@@ -25,9 +25,14 @@
 //! [`Fault::Drop`] do not, except that an ADD_RANGES refused with
 //! `S_INVALID` drops its incomplete buffer, as a real `S_INVALID` does.
 //!
+//! A fault only decides: whether a chain is served at all
+//! ([`Fault::drops_chain`]), whether the command is carried out or refused
+//! ([`Fault::refusal`]), how the answer is rewritten ([`Fault::rewrite`]) and
+//! which used length is reported ([`Fault::used_len`]). The backend carries
+//! the command out and writes the answer ([`crate::backend::answer`]).
 //! Whatever the fault, an answer that holds a whole resp_hdr carries the
-//! device's generation (with `VIRTIO_BUFSHARE_F_GENERATION`): it is written
-//! last ([`Fault::answer`]).
+//! device's generation (with `VIRTIO_BUFSHARE_F_GENERATION`): the backend
+//! writes it last, once the fault rewrote the answer.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -161,38 +166,18 @@ impl Fault {
         self == Fault::Drop
     }
 
-    /// Carries out `request` on `device` as this fault says, like
-    /// [`BufshareDevice::process`] (which it is, for [`Fault::None`] and
-    /// [`Fault::LoseBuffers`]): returns the answer to write, or `None` if
-    /// `writable` cannot hold a resp_hdr. The answer is never longer than
-    /// `writable`.
-    ///
-    /// This is where every answer is finished: last, once any fault rewrote
-    /// it, the device's generation is written into it
-    /// ([`BufshareDevice::stamp`]) if it holds a whole resp_hdr.
-    ///
-    /// [`Fault::Drop`] is not for this: see [`Fault::drops_chain`].
-    pub fn answer(
-        self,
-        device: &mut BufshareDevice,
-        request: &[u8],
-        writable: usize,
-    ) -> Option<Vec<u8>> {
-        let refusal = match self {
+    /// The status the command is refused with, without being carried out
+    /// ([`BufshareDevice::refuse`]), if the fault refuses commands:
+    /// [`Fault::Invalid`], [`Fault::Unsupported`] and [`Fault::DeviceError`].
+    /// The others have the command carried out ([`BufshareDevice::process`]),
+    /// except [`Fault::Drop`], whose chain is not served at all.
+    pub fn refusal(self) -> Option<u32> {
+        match self {
             Fault::Invalid => Some(VIRTIO_BUFSHARE_S_INVALID),
             Fault::Unsupported => Some(VIRTIO_BUFSHARE_S_UNSUPPORTED),
             Fault::DeviceError => Some(VIRTIO_BUFSHARE_S_DEVICE_ERROR),
             _ => None,
-        };
-        let mut answer = match refusal {
-            Some(status) => device.refuse(request, writable, status)?,
-            None => {
-                let answer = device.process(request, writable)?;
-                self.rewrite(request, answer)
-            }
-        };
-        device.stamp(&mut answer);
-        Some(answer)
+        }
     }
 
     /// The used length to report for a chain with `writable` device-writable
@@ -205,8 +190,11 @@ impl Fault {
         u32::try_from(len).unwrap_or(u32::MAX)
     }
 
-    /// Rewrites `answer`, the normal answer to `request`.
-    fn rewrite(self, request: &[u8], mut answer: Vec<u8>) -> Vec<u8> {
+    /// Rewrites `answer`, the device's answer to `request` (a resp_hdr at
+    /// least, never longer than the room for it: the rewritten answer is
+    /// not longer). Refusals ([`Fault::refusal`]) are left as they are. The
+    /// generation is written afterwards, whatever the rewrite.
+    pub fn rewrite(self, request: &[u8], mut answer: Vec<u8>) -> Vec<u8> {
         match self {
             Fault::Short => answer.truncate(SHORT_LEN),
             Fault::Truncated => answer = status_only(VIRTIO_BUFSHARE_S_OK),
@@ -463,6 +451,7 @@ impl FaultFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::answer;
     use crate::device::Limits;
 
     #[test]
@@ -665,7 +654,7 @@ mod tests {
 
     fn faulty(fault: Fault, request: &[u8], writable: usize) -> (Option<Vec<u8>>, u64) {
         let mut dev = BufshareDevice::new(Limits::default());
-        let answer = fault.answer(&mut dev, request, writable);
+        let answer = answer(&mut dev, fault, request, writable);
         (answer, dev.num_commands())
     }
 
@@ -834,7 +823,7 @@ mod tests {
             }
             for request in [&GET_INFO, &UNKNOWN] {
                 for room in [RESP_HDR_SIZE, INFO_SIZE] {
-                    let answer = fault.answer(&mut dev, request, room).unwrap();
+                    let answer = answer(&mut dev, fault, request, room).unwrap();
                     assert!(answer.len() <= room, "{fault}");
                     if fault == Fault::Short {
                         assert_eq!(answer.len(), SHORT_LEN);
@@ -848,7 +837,7 @@ mod tests {
         dev.set_driver_features(1 << bufshare_uapi::VIRTIO_BUFSHARE_F_BUFFERS);
         for fault in Fault::ALL {
             if !fault.drops_chain() && fault != Fault::Short {
-                let answer = fault.answer(&mut dev, &GET_INFO, INFO_SIZE).unwrap();
+                let answer = answer(&mut dev, fault, &GET_INFO, INFO_SIZE).unwrap();
                 assert_eq!(answer[4..8], [0; 4], "{fault}");
             }
         }
@@ -869,9 +858,7 @@ mod tests {
         assert_ne!(dev.generation(), 0);
         assert_eq!(dev.num_commands(), 0, "losing buffers counts no command");
         // The command itself is answered normally, with the new generation.
-        let answer = Fault::LoseBuffers
-            .answer(&mut dev, &GET_INFO, INFO_SIZE)
-            .unwrap();
+        let answer = answer(&mut dev, Fault::LoseBuffers, &GET_INFO, INFO_SIZE).unwrap();
         let mut expected = info(&normal(&GET_INFO));
         expected.hdr.generation = dev.generation().into();
         assert_eq!(info(&answer), expected);

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryAtomic};
 
 use super::*;
+use crate::backend::answer;
 use crate::buffers::Buffer;
 use crate::device::Limits;
 use crate::fault::Fault;
@@ -845,7 +846,7 @@ fn faults_on_buffer_commands() {
         (Fault::DeviceError, VIRTIO_BUFSHARE_S_DEVICE_ERROR),
     ] {
         let mut dev = device(&mem);
-        let answer = fault.answer(&mut dev, &reg, 8).unwrap();
+        let answer = answer(&mut dev, fault, &reg, 8).unwrap();
         assert_eq!(answer, crate::device::status_only(status));
         assert!(ids(&dev).is_empty(), "{fault}");
     }
@@ -857,7 +858,7 @@ fn faults_on_buffer_commands() {
         Fault::BadStatus,
     ] {
         let mut dev = device(&mem);
-        fault.answer(&mut dev, &reg, 8).unwrap();
+        answer(&mut dev, fault, &reg, 8).unwrap();
         assert_eq!(ids(&dev), [1], "{fault}");
     }
     // An ADD_RANGES refused with S_INVALID drops its incomplete buffer, as
@@ -869,15 +870,13 @@ fn faults_on_buffer_commands() {
         (Fault::DeviceError, true),
     ] {
         let mut dev = with_incomplete(&mem);
-        fault.answer(&mut dev, &add, 8).unwrap();
+        answer(&mut dev, fault, &add, 8).unwrap();
         assert_eq!(!ids(&dev).is_empty(), kept, "{fault}");
     }
     // Other commands are not affected by that.
     let mut dev = with_complete(&mem, b"");
-    Fault::Invalid.answer(&mut dev, &unregister(1), 8).unwrap();
-    Fault::Invalid
-        .answer(&mut dev, &add_ranges(1, 1, &[(0, 1)]), 8)
-        .unwrap();
+    answer(&mut dev, Fault::Invalid, &unregister(1), 8).unwrap();
+    answer(&mut dev, Fault::Invalid, &add_ranges(1, 1, &[(0, 1)]), 8).unwrap();
     assert_eq!(ids(&dev), [1]);
 }
 
