@@ -71,83 +71,168 @@ pub const MAX_TOKEN_LEN: usize = 32;
 /// and never a NUL.
 const GARBAGE: [u8; 6] = [0x01, 0x7f, 0xff, 0x80, b'A', 0x1b];
 
-/// How the device misbehaves on a command.
+/// How the device misbehaves on a command. What each fault does, and the
+/// word that selects it, is in [`Fault::CATALOGUE`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Fault {
     /// `none`: no fault, the device behaves.
     #[default]
     None,
-    /// `short`: the normal answer cut to its first 4 bytes (used length 4,
-    /// less than a resp_hdr).
+    /// `short`: the answer cut short.
     Short,
-    /// `truncated`: the command is carried out, but the answer is a bare
-    /// resp_hdr with status `S_OK` (used length 8), even for GET_INFO.
+    /// `truncated`: a bare resp_hdr with `S_OK`.
     Truncated,
-    /// `overlong`: the normal answer, with a used length of the chain's
-    /// writable room plus 4096: more than the driver gave.
+    /// `overlong`: a used length longer than the room.
     Overlong,
-    /// `bad-status`: the normal answer with status 0x7777.
+    /// `bad-status`: a status the protocol does not define.
     BadStatus,
-    /// `invalid`: the command is not carried out and answered with a bare
-    /// resp_hdr with status `S_INVALID` (used length 8).
+    /// `invalid`: refused with `S_INVALID`.
     Invalid,
-    /// `unsupported`: same with `S_UNSUPPORTED`.
+    /// `unsupported`: refused with `S_UNSUPPORTED`.
     Unsupported,
-    /// `device-error`: same with `S_DEVICE_ERROR`.
+    /// `device-error`: refused with `S_DEVICE_ERROR`.
     DeviceError,
-    /// `bad-version`: the normal GET_INFO answer with version 99 (other
-    /// commands are answered normally).
+    /// `bad-version`: GET_INFO with a bad version.
     BadVersion,
-    /// `garbage-name`: the normal GET_INFO answer with a name made of bytes
-    /// that are not text and without any NUL (other commands are answered
-    /// normally).
+    /// `garbage-name`: GET_INFO with a name that is not text.
     GarbageName,
-    /// `drop`: the command is not carried out and its chain never returned
-    /// (nor notified): it stays outstanding until the driver resets the
-    /// device. The chains after it are served.
+    /// `drop`: the chain left outstanding.
     Drop,
-    /// `lose-buffers TOKEN` ([`Directive::LoseBuffers`]), for the one
-    /// command after the file came to hold a TOKEN not acted on yet: before
-    /// the chain is served, the device loses its buffers
-    /// ([`Fault::before_chain`], [`BufshareDevice::lose_buffers`]); the
-    /// command is then carried out and answered normally.
+    /// `lose-buffers TOKEN` ([`Directive::LoseBuffers`]): the buffers lost
+    /// before the chain is served ([`Fault::before_chain`]).
     LoseBuffers,
 }
 
+/// An entry of [`Fault::CATALOGUE`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultEntry {
+    /// The fault.
+    pub fault: Fault,
+    /// The word that selects it in the fault file ([`Fault::name`]).
+    pub word: &'static str,
+    /// Whether the word is followed by a TOKEN ([`Directive::LoseBuffers`]):
+    /// then it is no fault on its own ([`Fault::from_str`]).
+    pub token: bool,
+    /// What the driver gets, for `--help` ([`file_help`]).
+    pub what: &'static str,
+}
+
 impl Fault {
-    /// Every fault, [`Fault::None`] first.
-    pub const ALL: [Fault; 12] = [
-        Fault::None,
-        Fault::Short,
-        Fault::Truncated,
-        Fault::Overlong,
-        Fault::BadStatus,
-        Fault::Invalid,
-        Fault::Unsupported,
-        Fault::DeviceError,
-        Fault::BadVersion,
-        Fault::GarbageName,
-        Fault::Drop,
-        Fault::LoseBuffers,
+    /// The catalogue of faults: every fault, in the order of the enum,
+    /// with its word and what it does. [`Fault::ALL`], [`Fault::name`],
+    /// [`Fault::from_str`] and the `--help` text ([`file_help`]) are made
+    /// from it.
+    pub const CATALOGUE: [FaultEntry; 12] = [
+        FaultEntry {
+            fault: Fault::None,
+            word: "none",
+            token: false,
+            what: "normal answers (so do a missing or empty file, an unknown word and a \
+                   read error)",
+        },
+        FaultEntry {
+            fault: Fault::Short,
+            word: "short",
+            token: false,
+            what: "the first 4 bytes of the normal answer, used length 4 (less than a \
+                   resp_hdr)",
+        },
+        FaultEntry {
+            fault: Fault::Truncated,
+            word: "truncated",
+            token: false,
+            what: "the command is carried out, but the answer is a bare resp_hdr with \
+                   status S_OK, used length 8, even for GET_INFO",
+        },
+        FaultEntry {
+            fault: Fault::Overlong,
+            word: "overlong",
+            token: false,
+            what: "the normal answer, with a used length of the chain's writable room \
+                   plus 4096",
+        },
+        FaultEntry {
+            fault: Fault::BadStatus,
+            word: "bad-status",
+            token: false,
+            what: "the normal answer with status 0x7777",
+        },
+        FaultEntry {
+            fault: Fault::Invalid,
+            word: "invalid",
+            token: false,
+            what: "the command is not carried out; a bare resp_hdr with status \
+                   S_INVALID, used length 8 (as for a real S_INVALID, an ADD_RANGES \
+                   refused so drops its incomplete buffer)",
+        },
+        FaultEntry {
+            fault: Fault::Unsupported,
+            word: "unsupported",
+            token: false,
+            what: "the command is not carried out; a bare resp_hdr with status \
+                   S_UNSUPPORTED, used length 8",
+        },
+        FaultEntry {
+            fault: Fault::DeviceError,
+            word: "device-error",
+            token: false,
+            what: "the command is not carried out; a bare resp_hdr with status \
+                   S_DEVICE_ERROR, used length 8",
+        },
+        FaultEntry {
+            fault: Fault::BadVersion,
+            word: "bad-version",
+            token: false,
+            what: "GET_INFO answers version 99 (other commands: normal)",
+        },
+        FaultEntry {
+            fault: Fault::GarbageName,
+            word: "garbage-name",
+            token: false,
+            what: "GET_INFO answers a name of 32 non-text bytes (01 7f ff 80 41 1b ...) \
+                   with no NUL (other commands: normal)",
+        },
+        FaultEntry {
+            fault: Fault::Drop,
+            word: "drop",
+            token: false,
+            what: "the command is not carried out and its chain is never returned nor \
+                   notified: it stays outstanding until the driver resets the device; \
+                   the chains after it are served as the file then says",
+        },
+        FaultEntry {
+            fault: Fault::LoseBuffers,
+            word: LOSE_BUFFERS,
+            token: true,
+            what: "once per TOKEN (1 to 32 characters out of [A-Za-z0-9_.-]), before \
+                   the next command, the device drops every buffer (consumers \
+                   get RESET DISCONNECTED) and takes a new generation, as a restarted \
+                   backend would; that command, and the next ones while the file holds \
+                   that TOKEN, are served normally. Only the last TOKEN acted on is \
+                   remembered (per connection)",
+        },
     ];
+
+    /// Every fault, [`Fault::None`] first: those of [`Fault::CATALOGUE`].
+    pub const ALL: [Fault; 12] = {
+        let mut all = [Fault::None; 12];
+        let mut i = 0;
+        while i < all.len() {
+            all[i] = Fault::CATALOGUE[i].fault;
+            i += 1;
+        }
+        all
+    };
+
+    /// The fault's entry in [`Fault::CATALOGUE`].
+    pub fn entry(self) -> &'static FaultEntry {
+        &Self::CATALOGUE[self as usize]
+    }
 
     /// The word that selects this fault ([`Fault::LoseBuffers`]: the first
     /// of two, [`LOSE_BUFFERS`]).
     pub fn name(self) -> &'static str {
-        match self {
-            Fault::None => "none",
-            Fault::Short => "short",
-            Fault::Truncated => "truncated",
-            Fault::Overlong => "overlong",
-            Fault::BadStatus => "bad-status",
-            Fault::Invalid => "invalid",
-            Fault::Unsupported => "unsupported",
-            Fault::DeviceError => "device-error",
-            Fault::BadVersion => "bad-version",
-            Fault::GarbageName => "garbage-name",
-            Fault::Drop => "drop",
-            Fault::LoseBuffers => LOSE_BUFFERS,
-        }
+        self.entry().word
     }
 
     /// Does to `device` what the fault does before its chain is served,
@@ -242,6 +327,14 @@ fn info_answer(request: &[u8], answer: &[u8]) -> Option<VirtioBufshareRespInfo> 
     (info.hdr.status.to_native() == VIRTIO_BUFSHARE_S_OK).then_some(info)
 }
 
+// The catalogue is in the order of the enum: [`Fault::entry`] indexes it.
+const _: () = {
+    let mut i = 0;
+    while i < Fault::CATALOGUE.len() {
+        assert!(Fault::CATALOGUE[i].fault as usize == i);
+        i += 1;
+    }
+};
 const _: () = assert!(SHORT_LEN < RESP_HDR_SIZE);
 const _: () = assert!(GARBAGE.len() <= VIRTIO_BUFSHARE_NAME_LEN);
 
@@ -267,12 +360,84 @@ impl FromStr for Fault {
         if word.is_empty() {
             return Ok(Fault::None);
         }
-        Fault::ALL
-            .into_iter()
-            .filter(|&fault| fault != Fault::LoseBuffers)
-            .find(|fault| fault.name() == word)
+        Fault::CATALOGUE
+            .iter()
+            .find(|entry| !entry.token && entry.word == word)
+            .map(|entry| entry.fault)
             .ok_or_else(|| UnknownFault(word.to_owned()))
     }
+}
+
+/// Width of the lines of [`file_help`].
+const HELP_WIDTH: usize = 72;
+
+/// The long help of `--fault-file`: how the file is read, every word of
+/// [`Fault::CATALOGUE`] with what it does, and what holds whatever the
+/// fault. Wrapped, as clap prints it as it is.
+pub fn file_help() -> String {
+    let mut help = String::new();
+    wrap(
+        &mut help,
+        "Before each command, read PATH and misbehave as the word in it says \
+         (with several guests: every guest's device reads the same PATH). An \
+         unknown word is warned about once; whitespace around the word is \
+         ignored. The words:",
+        "",
+        "",
+    );
+    help.push('\n');
+    for entry in &Fault::CATALOGUE {
+        let token = if entry.token { " TOKEN" } else { "" };
+        let text = format!("{}{token}: {}.", entry.word, entry.what);
+        wrap(&mut help, &text, "- ", "  ");
+    }
+    let not_carried_out: Vec<&str> = Fault::CATALOGUE
+        .iter()
+        .filter(|e| e.fault.refusal().is_some() || e.fault.drops_chain())
+        .map(|e| e.word)
+        .collect();
+    let (last, others) = not_carried_out.split_last().expect("refusals");
+    help.push('\n');
+    wrap(
+        &mut help,
+        &format!(
+            "Every fault applies to every command; {} and {last} do not carry the \
+             command out, the others do (a REGISTER registers). Chains with broken \
+             descriptors or less than 8 writable bytes are returned with used \
+             length 0 whatever the fault, except {}. With \
+             VIRTIO_BUFSHARE_F_GENERATION, every answer of 8 bytes or more carries \
+             the device's generation, whatever the fault.",
+            others.join(", "),
+            Fault::Drop.name(),
+        ),
+        "",
+        "",
+    );
+    help.truncate(help.trim_end().len());
+    help
+}
+
+/// Appends `text` to `out` in lines of at most [`HELP_WIDTH`] characters
+/// (a longer word alone on its line), the first one starting with `first`,
+/// the others with `rest`.
+fn wrap(out: &mut String, text: &str, first: &str, rest: &str) {
+    let mut line = String::from(first);
+    let mut empty = true;
+    for word in text.split_whitespace() {
+        if !empty && line.len() + 1 + word.len() > HELP_WIDTH {
+            out.push_str(&line);
+            out.push('\n');
+            line = String::from(rest);
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
+    }
+    out.push_str(&line);
+    out.push('\n');
 }
 
 /// What the fault file says.
@@ -488,6 +653,37 @@ mod tests {
                 Err(UnknownFault(bad.trim().to_owned()))
             );
         }
+    }
+
+    #[test]
+    fn catalogue() {
+        for (i, entry) in Fault::CATALOGUE.iter().enumerate() {
+            assert_eq!(Fault::ALL[i], entry.fault);
+            assert_eq!(entry.fault.entry(), entry);
+            assert_eq!(entry.token, entry.fault == Fault::LoseBuffers);
+        }
+        // The numbers in the text are the constants'.
+        let what = |fault: Fault| fault.entry().what;
+        assert!(what(Fault::Short).contains(&format!("first {SHORT_LEN} bytes")));
+        assert!(what(Fault::Overlong).contains(&format!("plus {OVERLONG_EXTRA}")));
+        assert!(what(Fault::BadStatus).contains(&format!("status {BAD_STATUS:#x}")));
+        assert!(what(Fault::BadVersion).contains(&format!("version {BAD_VERSION}")));
+        assert!(what(Fault::GarbageName).contains(&format!("{VIRTIO_BUFSHARE_NAME_LEN} non-text")));
+        assert!(what(Fault::LoseBuffers).contains(&format!("1 to {MAX_TOKEN_LEN} characters")));
+
+        let help = file_help();
+        for entry in &Fault::CATALOGUE {
+            assert!(
+                help.contains(&format!("\n- {}", entry.word)),
+                "{}",
+                entry.word
+            );
+        }
+        assert!(help.contains("\n- lose-buffers TOKEN: once per TOKEN"));
+        let words = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(words.contains("invalid, unsupported, device-error and drop do not carry"));
+        assert!(help.lines().all(|line| line.len() <= HELP_WIDTH), "{help}");
+        assert!(!help.ends_with('\n'));
     }
 
     #[test]

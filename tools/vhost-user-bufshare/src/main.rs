@@ -31,6 +31,7 @@ use vhost_user_bufshare::consumer::access::{AccessPolicy, AllowRule};
 use vhost_user_bufshare::consumer::{ConsumerConfig, DEFAULT_MAX_CONSUMERS, DEFAULT_QUEUE_LIMIT};
 use vhost_user_bufshare::daemon::{self, Config, GuestConfig, Shutdown};
 use vhost_user_bufshare::device::{device_name, Limits};
+use vhost_user_bufshare::fault;
 
 /// vhost-user backend of the virtio-bufshare device (virtio id 37).
 #[derive(Debug, Parser)]
@@ -73,40 +74,13 @@ struct BufshareArgs {
     #[arg(long)]
     once: bool,
 
-    /// Fault injection (to test drivers): misbehave as PATH says
-    ///
-    /// Before each command, read PATH and misbehave as the word in it says
-    /// (with several guests: every guest's device reads the same PATH).
-    /// A missing or empty file, `none`, an unknown word (warned about once)
-    /// or a read error mean no fault. Whitespace around the word is ignored.
-    /// The words:
-    ///
-    /// - short: write only 4 bytes of the answer (used length 4).
-    /// - truncated: a bare header with status S_OK (used length 8).
-    /// - overlong: the normal answer, with a used length of the writable
-    ///   room plus 4096.
-    /// - bad-status: the normal answer with status 0x7777.
-    /// - invalid, unsupported, device-error: do not carry the command out,
-    ///   answer a bare header with that status (used length 8). An
-    ///   ADD_RANGES answered S_INVALID drops its incomplete buffer.
-    /// - bad-version: GET_INFO answers version 99.
-    /// - garbage-name: GET_INFO answers a name of non-text bytes and no NUL.
-    /// - drop: never return the chain nor notify; it stays outstanding until
-    ///   the driver resets the device.
-    /// - lose-buffers TOKEN (TOKEN: 1 to 32 of [A-Za-z0-9_.-]): once per
-    ///   TOKEN, before the next command, drop every buffer (consumers get
-    ///   RESET DISCONNECTED) and take a new generation, as a restarted
-    ///   backend would; that command is then served normally, and so are
-    ///   the next ones while the file holds that TOKEN. Only the last TOKEN
-    ///   acted on is remembered (per connection).
-    ///
-    /// Every fault applies to every command; invalid, unsupported,
-    /// device-error and drop do not carry the command out, the others do (a
-    /// REGISTER registers). Chains with broken descriptors or less than 8
-    /// writable bytes are returned with used length 0 whatever the fault,
-    /// except drop. With VIRTIO_BUFSHARE_F_GENERATION, every answer of 8
-    /// bytes or more carries the device's generation, whatever the fault.
-    #[arg(long, value_name = "PATH", verbatim_doc_comment)]
+    // Fault injection: the long help comes from the fault catalogue.
+    #[arg(
+        long,
+        value_name = "PATH",
+        help = FAULT_FILE_HELP,
+        long_help = format!("{FAULT_FILE_HELP}\n\n{}", fault::file_help())
+    )]
     fault_file: Option<PathBuf>,
 
     /// Serve host tools (bufshare-inspect) on a unix socket at PATH (mode
@@ -148,6 +122,10 @@ struct BufshareArgs {
     #[arg(long, value_name = "NAME", value_parser = parse_guest_name, conflicts_with = "guests")]
     guest_name: Option<String>,
 }
+
+/// The short help of `--fault-file`; its long help goes on with
+/// [`fault::file_help`], made from the fault catalogue.
+const FAULT_FILE_HELP: &str = "Fault injection (to test drivers): misbehave as PATH says";
 
 /// An octal file mode, at most 0777.
 fn parse_mode(text: &str) -> Result<u32, String> {
