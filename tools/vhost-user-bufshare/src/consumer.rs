@@ -18,7 +18,7 @@ pub mod export;
 pub mod hub;
 
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,7 +33,6 @@ use log::{debug, error, info, warn};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use thiserror::Error as ThisError;
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use self::access::AccessPolicy;
@@ -203,51 +202,13 @@ impl ConsumerServer {
 /// The accepting thread: until `stop`, accepts consumers and starts a
 /// thread for each; then ends them all.
 fn accept_loop(listener: &UnixListener, stop: &EventFd, shared: &Arc<Shared>) {
-    const LISTENER: u64 = 0;
-    const STOP: u64 = 1;
     let mut connections: Vec<Connection> = Vec::new();
-    let epoll = Epoll::new().and_then(|epoll| {
-        for (fd, token) in [(listener.as_raw_fd(), LISTENER), (stop.as_raw_fd(), STOP)] {
-            epoll.ctl(
-                ControlOperation::Add,
-                fd,
-                EpollEvent::new(EventSet::IN, token),
-            )?;
+    socket::accept_loop("consumer", listener, stop, |stream| {
+        connections.retain(|c| !c.thread.is_finished());
+        if let Some(c) = start_connection(stream, shared) {
+            connections.push(c);
         }
-        Ok(epoll)
     });
-    match epoll {
-        Ok(epoll) => {
-            let mut events = [EpollEvent::default(); 2];
-            loop {
-                let n = match epoll.wait(-1, &mut events) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        error!("consumer server: {e}");
-                        break;
-                    }
-                };
-                if events[..n].iter().any(|e| e.data() == STOP) {
-                    break;
-                }
-                connections.retain(|c| !c.thread.is_finished());
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        if let Some(c) = start_connection(stream, shared) {
-                            connections.push(c);
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => {
-                        warn!("consumer server: cannot accept: {e}");
-                        thread::sleep(Duration::from_millis(100));
-                    }
-                }
-            }
-        }
-        Err(e) => error!("consumer server: {e}"),
-    }
     finish(connections, shared);
 }
 

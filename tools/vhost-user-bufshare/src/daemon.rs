@@ -14,7 +14,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,7 +25,6 @@ use thiserror::Error as ThisError;
 use vhost::vhost_user::{Error as VhostUserError, Listener};
 use vhost_user_backend::{Error as DaemonError, ShutdownHandle, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use bufshare_consumer::props::{is_name, is_name_char, NAME_MAX};
@@ -38,6 +36,7 @@ use crate::consumer::{self, ConsumerConfig, ConsumerServer};
 use crate::device::Limits;
 use crate::fault::FaultFile;
 use crate::inspect::{self, InspectGuest, InspectServer};
+use crate::socket::{ListenPoll, Wakeup};
 
 /// Errors that stop the daemon, or the serving of a guest.
 #[derive(Debug, ThisError)]
@@ -494,39 +493,13 @@ fn run_connection(
 /// Waits until a frontend connects (`true`) or a shutdown is requested
 /// (`false`).
 fn wait_for_connection(listener: &Listener, shutdown: &Shutdown) -> Result<bool, Error> {
-    const LISTENER: u64 = 0;
-    const SHUTDOWN: u64 = 1;
-
-    let epoll = Epoll::new().map_err(Error::Poll)?;
-    for (fd, token) in [
-        (listener.as_raw_fd(), LISTENER),
-        (shutdown.event.as_raw_fd(), SHUTDOWN),
-    ] {
-        epoll
-            .ctl(
-                ControlOperation::Add,
-                fd,
-                EpollEvent::new(EventSet::IN, token),
-            )
-            .map_err(Error::Poll)?;
+    let poll = ListenPoll::new(listener, &shutdown.event).map_err(Error::Poll)?;
+    if shutdown.requested() {
+        return Ok(false);
     }
-    let mut events = [EpollEvent::default(); 2];
-    loop {
-        if shutdown.requested() {
-            return Ok(false);
-        }
-        let n = match epoll.wait(-1, &mut events) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::Poll(e)),
-        };
-        if events[..n].iter().any(|e| e.data() == SHUTDOWN) || shutdown.requested() {
-            return Ok(false);
-        }
-        if events[..n].iter().any(|e| e.data() == LISTENER) {
-            return Ok(true);
-        }
-    }
+    // A request sets the flag, then signals the event: it wakes this up.
+    let wakeup = poll.wait().map_err(Error::Poll)?;
+    Ok(wakeup == Wakeup::Connection && !shutdown.requested())
 }
 
 #[cfg(test)]

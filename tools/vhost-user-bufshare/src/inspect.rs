@@ -33,21 +33,18 @@
 //! `error` answer.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::thread;
 use std::time::Duration;
 
 use bufshare_consumer::props::is_name;
-use log::{debug, error, info, warn};
+use log::{debug, info};
 use thiserror::Error as ThisError;
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::buffers::SharedState;
-use crate::socket::{ListenError, SocketThread};
+use crate::socket::{self, ListenError, SocketThread};
 
 /// Longest request line, newline included.
 pub const MAX_REQUEST_LINE: usize = 256;
@@ -329,49 +326,11 @@ fn listen(path: &Path) -> Result<UnixListener, Error> {
 
 /// The server's thread: serves clients one after the other until `stop`.
 fn serve(listener: &UnixListener, stop: &EventFd, guests: &Guests) {
-    const LISTENER: u64 = 0;
-    const STOP: u64 = 1;
-    let epoll = match Epoll::new() {
-        Ok(epoll) => epoll,
-        Err(e) => {
-            error!("inspect server: {e}");
-            return;
+    socket::accept_loop("inspect", listener, stop, |stream| {
+        if let Err(e) = serve_client(stream, guests) {
+            debug!("inspect client: {e}");
         }
-    };
-    for (fd, token) in [(listener.as_raw_fd(), LISTENER), (stop.as_raw_fd(), STOP)] {
-        let event = EpollEvent::new(EventSet::IN, token);
-        if let Err(e) = epoll.ctl(ControlOperation::Add, fd, event) {
-            error!("inspect server: {e}");
-            return;
-        }
-    }
-    let mut events = [EpollEvent::default(); 2];
-    loop {
-        let n = match epoll.wait(-1, &mut events) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                error!("inspect server: {e}");
-                return;
-            }
-        };
-        if events[..n].iter().any(|e| e.data() == STOP) {
-            return;
-        }
-        match listener.accept() {
-            Ok((stream, _)) => {
-                if let Err(e) = serve_client(stream, guests) {
-                    debug!("inspect client: {e}");
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => {
-                warn!("inspect server: cannot accept: {e}");
-                // Do not spin on a persistent error.
-                thread::sleep(Duration::from_millis(100));
-            }
-        }
-    }
+    });
 }
 
 /// Serves one client's request.

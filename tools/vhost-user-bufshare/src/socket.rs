@@ -2,17 +2,22 @@
 
 //! The unix sockets the backend serves host programs on (inspect,
 //! consumers): made with their mode from the start, each served by a thread
-//! of its own.
+//! of its own, which accepts connections until told to stop
+//! ([`accept_loop`]). The vhost-user sockets are waited on the same way
+//! ([`ListenPoll`]).
 
 use std::fs;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
-use log::{debug, error};
+use log::{debug, error, warn};
 use thiserror::Error as ThisError;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 /// Why a socket could not be made.
@@ -61,6 +66,100 @@ pub fn listen(path: &Path, mode: u32) -> Result<UnixListener, ListenError> {
         return Err(err(e));
     }
     Ok(listener)
+}
+
+/// What a [`ListenPoll`] woke up for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wakeup {
+    /// A connection is waiting on the listening socket.
+    Connection,
+    /// The stop event was signalled.
+    Stop,
+}
+
+/// An epoll over a listening socket and a stop event: what a thread that
+/// serves connections until told to stop waits on.
+pub struct ListenPoll {
+    epoll: Epoll,
+}
+
+impl ListenPoll {
+    const LISTENER: u64 = 0;
+    const STOP: u64 = 1;
+
+    /// Watches `listener` and `stop` for reading.
+    pub fn new(listener: &impl AsRawFd, stop: &impl AsRawFd) -> io::Result<Self> {
+        let epoll = Epoll::new()?;
+        for (fd, token) in [
+            (listener.as_raw_fd(), Self::LISTENER),
+            (stop.as_raw_fd(), Self::STOP),
+        ] {
+            epoll.ctl(
+                ControlOperation::Add,
+                fd,
+                EpollEvent::new(EventSet::IN, token),
+            )?;
+        }
+        Ok(Self { epoll })
+    }
+
+    /// Waits until a connection comes or the stop event is signalled; the
+    /// stop event wins if both happened. A wait interrupted by a signal
+    /// goes on.
+    pub fn wait(&self) -> io::Result<Wakeup> {
+        let mut events = [EpollEvent::default(); 2];
+        loop {
+            let n = match self.epoll.wait(-1, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            let events = &events[..n];
+            if events.iter().any(|e| e.data() == Self::STOP) {
+                return Ok(Wakeup::Stop);
+            }
+            if events.iter().any(|e| e.data() == Self::LISTENER) {
+                return Ok(Wakeup::Connection);
+            }
+        }
+    }
+}
+
+/// Accepts the connections that come on `listener` (non-blocking) and hands
+/// each to `serve`, until `stop` is signalled or waiting fails. Failures are
+/// logged as those of the `what` server; after a failed accept, it waits a
+/// little, so as not to spin on a lasting error.
+pub fn accept_loop(
+    what: &str,
+    listener: &UnixListener,
+    stop: &EventFd,
+    mut serve: impl FnMut(UnixStream),
+) {
+    let poll = match ListenPoll::new(listener, stop) {
+        Ok(poll) => poll,
+        Err(e) => {
+            error!("{what} server: {e}");
+            return;
+        }
+    };
+    loop {
+        match poll.wait() {
+            Ok(Wakeup::Connection) => {}
+            Ok(Wakeup::Stop) => return,
+            Err(e) => {
+                error!("{what} server: {e}");
+                return;
+            }
+        }
+        match listener.accept() {
+            Ok((stream, _)) => serve(stream),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => {
+                warn!("{what} server: cannot accept: {e}");
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
 }
 
 /// A listening socket served by a thread of its own. Dropping it stops the
@@ -119,5 +218,54 @@ impl Drop for SocketThread {
         if let Err(e) = fs::remove_file(&self.path) {
             debug!("cannot remove {}: {e}", self.path.display());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+
+    /// A socket listening at `path` in a directory that lives as long as
+    /// it, and a stop event.
+    fn listening() -> (tempfile::TempDir, PathBuf, UnixListener, EventFd) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = listen(&path, 0o600).unwrap();
+        let stop = EventFd::new(EFD_NONBLOCK).unwrap();
+        (dir, path, listener, stop)
+    }
+
+    #[test]
+    fn listen_poll_wakes_up_for_a_connection_or_stop() {
+        let (_dir, path, listener, stop) = listening();
+        let poll = ListenPoll::new(&listener, &stop).unwrap();
+        let _client = UnixStream::connect(&path).unwrap();
+        assert_eq!(poll.wait().unwrap(), Wakeup::Connection);
+        // Stop wins over the connection still waiting.
+        stop.write(1).unwrap();
+        assert_eq!(poll.wait().unwrap(), Wakeup::Stop);
+    }
+
+    #[test]
+    fn accept_loop_serves_until_stopped() {
+        let (_dir, path, listener, stop) = listening();
+        let thread_stop = stop.try_clone().unwrap();
+        let (served, accepted) = mpsc::channel();
+        let thread = thread::spawn(move || {
+            accept_loop("test", &listener, &thread_stop, |stream| {
+                served.send(stream).unwrap();
+            });
+        });
+        let clients: Vec<_> = (0..3)
+            .map(|_| UnixStream::connect(&path).unwrap())
+            .collect();
+        for _ in &clients {
+            accepted.recv().unwrap();
+        }
+        stop.write(1).unwrap();
+        thread.join().unwrap();
+        assert!(accepted.try_recv().is_err());
     }
 }
