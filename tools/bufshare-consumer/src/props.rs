@@ -3,56 +3,19 @@
 //! Names and properties, as the guest gave them to the device and the
 //! backend passes them on.
 //!
-//! * A name (application or guest) is 1 to [`NAME_MAX`] characters out of
-//!   `[A-Za-z0-9_.-]`; on the wire, a [`NAME_LEN`]-byte field padded with
-//!   NUL bytes.
-//! * Properties are a sequence of NUL-terminated `name=value` strings: a
-//!   property name as above (at most [`NAME_MAX`] characters), at most once;
-//!   a value of bytes that are not control characters (below 0x20, or 0x7f).
+//! Their rules are [`bufshare_uapi::props`]'s, re-exported here: a name
+//! (application, guest or property) is 1 to [`NAME_MAX`] characters out of
+//! `[A-Za-z0-9_.-]`; properties are NUL-terminated `name=value` strings,
+//! each name at most once, values without control characters. On the wire
+//! of the consumer protocol, a name is a [`NAME_LEN`]-byte field padded with
+//! NUL bytes.
 
 use std::fmt;
 
-use thiserror::Error as ThisError;
+pub use bufshare_uapi::props::{is_name, is_name_char, is_value_byte, PropsError, NAME_MAX};
 
-/// Length of a name field on the wire.
-pub const NAME_LEN: usize = 64;
-/// Longest name, in characters.
-pub const NAME_MAX: usize = NAME_LEN - 1;
-
-/// Whether `c` may be part of a name.
-pub fn is_name_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-')
-}
-
-/// Whether `name` is a valid application, guest or property name.
-pub fn is_name(name: &str) -> bool {
-    (1..=NAME_MAX).contains(&name.len()) && name.bytes().all(is_name_char)
-}
-
-/// Whether `c` may be part of a property value.
-pub fn is_value_byte(c: u8) -> bool {
-    c >= 0x20 && c != 0x7f
-}
-
-/// Why properties are refused.
-#[derive(Clone, Debug, PartialEq, Eq, ThisError)]
-pub enum PropsError {
-    /// The last string has no terminating NUL.
-    #[error("property at byte {0} is not NUL-terminated")]
-    Unterminated(usize),
-    /// A string without `=`.
-    #[error("property at byte {0} has no '='")]
-    NoEquals(usize),
-    /// A name that is empty, too long or has a character out of the set.
-    #[error("property at byte {0} has a bad name")]
-    BadName(usize),
-    /// A value with a control character.
-    #[error("property at byte {0} has a control character in its value")]
-    BadValue(usize),
-    /// The same name twice.
-    #[error("property {0:?} appears more than once")]
-    Duplicate(String),
-}
+/// Length of a name field on the wire: the longest name and a NUL.
+pub const NAME_LEN: usize = NAME_MAX + 1;
 
 /// One property.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,39 +39,19 @@ impl fmt::Display for Property {
 pub struct Properties(Vec<Property>);
 
 impl Properties {
-    /// Parses and validates the wire form.
+    /// Parses and validates the wire form
+    /// ([`bufshare_uapi::props::parse`]).
     pub fn parse(bytes: &[u8]) -> Result<Self, PropsError> {
-        let mut props: Vec<Property> = Vec::new();
-        let mut start = 0;
-        while start < bytes.len() {
-            let rest = &bytes[start..];
-            let nul = rest
-                .iter()
-                .position(|&b| b == 0)
-                .ok_or(PropsError::Unterminated(start))?;
-            let string = &rest[..nul];
-            let eq = string
-                .iter()
-                .position(|&b| b == b'=')
-                .ok_or(PropsError::NoEquals(start))?;
-            let (name, value) = (&string[..eq], &string[eq + 1..]);
-            let name = std::str::from_utf8(name)
-                .ok()
-                .filter(|n| is_name(n))
-                .ok_or(PropsError::BadName(start))?;
-            if !value.iter().all(|&b| is_value_byte(b)) {
-                return Err(PropsError::BadValue(start));
-            }
-            if props.iter().any(|p| p.name == name) {
-                return Err(PropsError::Duplicate(name.to_string()));
-            }
-            props.push(Property {
-                name: name.to_string(),
-                value: value.to_vec(),
-            });
-            start += nul + 1;
-        }
-        Ok(Self(props))
+        let props = bufshare_uapi::props::parse(bytes)?;
+        Ok(Self(
+            props
+                .into_iter()
+                .map(|(name, value)| Property {
+                    name: name.to_string(),
+                    value: value.to_vec(),
+                })
+                .collect(),
+        ))
     }
 
     /// Properties from `(name, value)` pairs, validated.
@@ -205,17 +148,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names() {
-        assert!(is_name("weston"));
-        assert!(is_name("A.b-c_9"));
-        assert!(is_name(&"x".repeat(NAME_MAX)));
-        assert!(!is_name(&"x".repeat(NAME_LEN)));
-        for bad in ["", "a b", "a/b", "*", "é", "a\0"] {
-            assert!(!is_name(bad), "{bad:?}");
-        }
-    }
-
-    #[test]
     fn fields() {
         let f = name_field("abc");
         assert_eq!(&f[..4], b"abc\0");
@@ -253,30 +185,11 @@ mod tests {
             Properties::from_pairs([("a b", "1")]),
             Err(PropsError::BadName(0))
         );
-    }
-
-    #[test]
-    fn rejections() {
-        let cases: &[(&[u8], PropsError)] = &[
-            (b"a=1", PropsError::Unterminated(0)),
-            (b"a=1\0b=2", PropsError::Unterminated(4)),
-            (b"\0", PropsError::NoEquals(0)),
-            (b"abc\0", PropsError::NoEquals(0)),
-            (b"=v\0", PropsError::BadName(0)),
-            (b"a b=v\0", PropsError::BadName(0)),
-            (b"\xc3\xa9=v\0", PropsError::BadName(0)),
-            (b"a=1\0b\x01=2\0", PropsError::BadName(4)),
-            (b"a=\x1f\0", PropsError::BadValue(0)),
-            (b"a=\x7f\0", PropsError::BadValue(0)),
-            (b"a=1\0a=2\0", PropsError::Duplicate("a".into())),
-        ];
-        for (bytes, error) in cases {
-            assert_eq!(Properties::parse(bytes).as_ref(), Err(error), "{bytes:?}");
-        }
-        let long = format!("{}=1\0", "n".repeat(NAME_LEN));
+        // The rules are bufshare_uapi::props's, tested there.
         assert_eq!(
-            Properties::parse(long.as_bytes()),
-            Err(PropsError::BadName(0))
+            Properties::parse(b"a=1\0a=2\0"),
+            Err(PropsError::Duplicate("a".into()))
         );
+        assert_eq!(NAME_LEN, NAME_MAX + 1);
     }
 }

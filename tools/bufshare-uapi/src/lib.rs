@@ -8,6 +8,8 @@
 //!   structs can be copied to and from guest memory as they are.
 //! * [`ioctl`] mirrors `include/uapi/linux/bufshare.h`: the ioctl interface of
 //!   `/dev/bufshare`, in the host's byte order.
+//! * [`props`] holds the rules of names and properties, for every crate
+//!   that checks them (the guest crate, the backend, the consumer library).
 //!
 //! Every struct is `#[repr(C)]` with exactly the layout of its C counterpart,
 //! and every `#define` is a const of the same name. The crate's tests compile
@@ -62,6 +64,7 @@ macro_rules! uapi_struct {
 }
 
 pub mod ioctl;
+pub mod props;
 pub mod wire;
 
 pub use ioctl::*;

@@ -1,24 +1,22 @@
 // SPDX-License-Identifier: GPL-2.0-only WITH Linux-syscall-note OR BSD-3-Clause
 //! Buffer properties: the NUL-separated `name=value` blob of the UAPI.
 
+pub use bufshare_uapi::props::NAME_MAX;
+use bufshare_uapi::props::{self as rules, is_name, is_value, PropsError};
+
 use crate::error::{Error, Result};
 
-/// The longest property (and application) name.
-pub const NAME_MAX: usize = 63;
-
 /// Whether `name` is 1 to 63 characters out of `[A-Za-z0-9_.-]`: the rule
-/// for property names and application names alike.
+/// for property names and application names alike
+/// ([`bufshare_uapi::props::is_name`]).
 pub fn is_valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= NAME_MAX
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    is_name(name)
 }
 
-/// Whether `value` may be a property value: no byte below 0x20 nor 0x7f.
+/// Whether `value` may be a property value: no byte below 0x20 nor 0x7f
+/// ([`bufshare_uapi::props::is_value`]).
 pub fn is_valid_value(value: &str) -> bool {
-    value.bytes().all(|b| b >= 0x20 && b != 0x7f)
+    is_value(value.as_bytes())
 }
 
 /// A buffer's properties: `name=value` pairs, names unique, in the order
@@ -125,23 +123,23 @@ impl Properties {
     }
 
     /// Parses a UAPI blob (empty: no properties), checking it as the
-    /// kernel does.
+    /// kernel does, and refusing values that are not UTF-8. The blob must
+    /// end with a NUL before anything else is looked at; then each string
+    /// in turn must have a `=`, a UTF-8 name and value, a name not seen
+    /// before, and a valid name and value ([`Properties::set`]).
     pub fn parse(blob: &[u8]) -> Result<Self> {
         let mut props = Properties::new();
-        if blob.is_empty() {
-            return Ok(props);
-        }
-        let Some(body) = blob.strip_suffix(&[0]) else {
+        if !blob.is_empty() && !blob.ends_with(&[0]) {
             return Err(Error::Malformed("the last string is not NUL-terminated"));
-        };
-        for s in body.split(|&b| b == 0) {
-            let eq = s
-                .iter()
-                .position(|&b| b == b'=')
-                .ok_or(Error::Malformed("a string has no '='"))?;
-            let name = std::str::from_utf8(&s[..eq])
+        }
+        for raw in rules::split(blob) {
+            let raw = raw.map_err(|e| match e {
+                PropsError::NoEquals(_) => Error::Malformed("a string has no '='"),
+                _ => Error::Malformed("the last string is not NUL-terminated"),
+            })?;
+            let name = std::str::from_utf8(raw.name)
                 .map_err(|_| Error::Malformed("a name is not UTF-8"))?;
-            let value = std::str::from_utf8(&s[eq + 1..])
+            let value = std::str::from_utf8(raw.value)
                 .map_err(|_| Error::Malformed("a value is not UTF-8"))?;
             if props.get(name).is_some() {
                 return Err(Error::DuplicateName(name.to_owned()));

@@ -12,8 +12,8 @@
 //!   characters out of `[A-Za-z0-9_.-]`, then NUL padding (every byte after
 //!   the first NUL is 0).
 
-use bufshare_consumer::props::{is_name, is_name_char, PropsError as MalformedProps};
 pub use bufshare_consumer::props::{Properties, Property};
+use bufshare_uapi::props::{is_name, is_name_char, PropsError as MalformedProps};
 use bufshare_uapi::VIRTIO_BUFSHARE_APP_LEN;
 #[cfg(test)]
 use bufshare_uapi::VIRTIO_BUFSHARE_PROP_NAME_MAX;
@@ -47,7 +47,6 @@ pub enum PropsError {
     Duplicate(String),
 }
 
-/// Why an application name is refused.
 impl From<MalformedProps> for PropsError {
     fn from(e: MalformedProps) -> Self {
         match e {
@@ -60,6 +59,7 @@ impl From<MalformedProps> for PropsError {
     }
 }
 
+/// Why an application name is refused.
 #[derive(Clone, Debug, PartialEq, Eq, ThisError)]
 pub enum AppError {
     /// No character before the first NUL.
@@ -82,8 +82,8 @@ pub fn is_prop_name(name: &[u8]) -> bool {
 }
 
 /// Parses and validates the properties in `bytes`, refusing more than `max`
-/// of them. The rules are the consumer protocol's, which carries the same
-/// properties on to host programs.
+/// of them. The rules are [`bufshare_uapi::props`]'s, which the consumer
+/// library checks too when it receives the same properties.
 pub fn parse_properties(bytes: &[u8], max: usize) -> Result<Properties, PropsError> {
     if bytes.len() > max {
         return Err(PropsError::TooLarge {
