@@ -3,8 +3,15 @@
 //! Mirror of `include/uapi/linux/virtio_bufshare.h`: the wire protocol
 //! between the driver and the device. Everything is little-endian and of
 //! fixed size.
+//!
+//! [`RegisterCommand`] and [`ranges_bytes`] make the bytes of commands, for
+//! programs that play the driver's part (tests).
 
 use vm_memory::{Le32, Le64};
+
+mod encode;
+
+pub use encode::{ranges_bytes, RegisterCommand};
 
 /// The device id, reserved in virtio_ids.h as `VIRTIO_ID_DMABUF`.
 pub const VIRTIO_BUFSHARE_DEVICE_ID: u32 = 37;

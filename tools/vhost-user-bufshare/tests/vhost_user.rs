@@ -17,6 +17,7 @@ use std::os::unix::fs::PermissionsExt;
 use bufshare_consumer::{
     Client, Error as ConsumerError, ErrorCode, Event, MappedBuffer, MemoryForm, ResetReason,
 };
+use bufshare_uapi::RegisterCommand;
 use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserProtocolFeatures};
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
@@ -603,26 +604,9 @@ fn program_with_once_exits_after_the_first_connection() {
 
 /// A REGISTER of buffer `id`, complete, made of `ranges`, with properties.
 fn register(id: u64, ranges: &[(u64, u64)]) -> Vec<u8> {
-    let props = b"width=8\0height=4\0";
-    let mut b = Vec::new();
-    b.extend_from_slice(&0x100u32.to_le_bytes());
-    b.extend_from_slice(&0u32.to_le_bytes());
-    b.extend_from_slice(&id.to_le_bytes());
-    b.extend_from_slice(&ranges.iter().map(|r| r.1).sum::<u64>().to_le_bytes());
-    b.extend_from_slice(&(ranges.len() as u32).to_le_bytes()); // num_ranges
-    b.extend_from_slice(&(ranges.len() as u32).to_le_bytes()); // nr_ranges
-    b.extend_from_slice(&(props.len() as u32).to_le_bytes());
-    b.extend_from_slice(&0u32.to_le_bytes());
-    let mut application = [0u8; 64];
-    application[..9].copy_from_slice(b"e2e-tests");
-    b.extend_from_slice(&application);
-    b.extend_from_slice(props);
-    b.resize(b.len().next_multiple_of(8), 0);
-    for &(addr, len) in ranges {
-        b.extend_from_slice(&addr.to_le_bytes());
-        b.extend_from_slice(&len.to_le_bytes());
-    }
-    b
+    RegisterCommand::complete(id, "e2e-tests", ranges)
+        .props(b"width=8\0height=4\0")
+        .to_bytes()
 }
 
 /// Runs `bufshare-inspect --socket SOCKET args...` with `stdin`.

@@ -35,11 +35,10 @@ use bufshare_consumer::{
     Add, ByteRange, Client, Event, MappedBuffer, Memory, MemoryForm, ResetReason,
 };
 use bufshare_uapi::{
-    VirtioBufshareCmdAddRanges, VirtioBufshareCmdHdr, VirtioBufshareCmdRegister,
-    VirtioBufshareCmdUnregister, VirtioBufshareCmdUpdate, VIRTIO_BUFSHARE_APP_LEN,
-    VIRTIO_BUFSHARE_CMD_ADD_RANGES, VIRTIO_BUFSHARE_CMD_REGISTER, VIRTIO_BUFSHARE_CMD_UNREGISTER,
-    VIRTIO_BUFSHARE_CMD_UPDATE, VIRTIO_BUFSHARE_F_BUFFERS, VIRTIO_BUFSHARE_MAX_RANGES_PER_CMD,
-    VIRTIO_BUFSHARE_S_OK, VIRTIO_BUFSHARE_UPDATE_F_RANGE,
+    ranges_bytes, RegisterCommand, VirtioBufshareCmdAddRanges, VirtioBufshareCmdHdr,
+    VirtioBufshareCmdUnregister, VirtioBufshareCmdUpdate, VIRTIO_BUFSHARE_CMD_ADD_RANGES,
+    VIRTIO_BUFSHARE_CMD_UNREGISTER, VIRTIO_BUFSHARE_CMD_UPDATE, VIRTIO_BUFSHARE_F_BUFFERS,
+    VIRTIO_BUFSHARE_MAX_RANGES_PER_CMD, VIRTIO_BUFSHARE_S_OK, VIRTIO_BUFSHARE_UPDATE_F_RANGE,
 };
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
@@ -322,14 +321,8 @@ impl Fixture {
         let size = ranges.iter().map(|r| r.1).sum();
         let first = &ranges[..ranges.len().min(per_cmd)];
         let props = b"width=16\0format=XR24\0";
-        self.run(&register_cmd(
-            id,
-            app,
-            ranges.len() as u32,
-            first,
-            size,
-            props,
-        ))?;
+        let register = RegisterCommand::new(id, app, size, ranges.len() as u32, first);
+        self.run(&register.props(props).to_bytes())?;
         self.registered.push(id);
         for (i, chunk) in ranges.chunks(per_cmd).enumerate().skip(1) {
             self.run(&add_ranges_cmd(id, (i * per_cmd) as u32, chunk))?;
@@ -431,41 +424,6 @@ fn hdr(type_: u32) -> VirtioBufshareCmdHdr {
         type_: type_.into(),
         flags: 0.into(),
     }
-}
-
-fn ranges_bytes(ranges: &[(u64, u64)]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 * ranges.len());
-    for &(addr, len) in ranges {
-        out.extend_from_slice(&addr.to_le_bytes());
-        out.extend_from_slice(&len.to_le_bytes());
-    }
-    out
-}
-
-/// REGISTER of buffer `id` of `num_ranges` ranges, `ranges` of them in it.
-fn register_cmd(
-    id: u64,
-    app: &str,
-    num_ranges: u32,
-    ranges: &[(u64, u64)],
-    size: u64,
-    props: &[u8],
-) -> Vec<u8> {
-    let mut application = [0; VIRTIO_BUFSHARE_APP_LEN];
-    application[..app.len()].copy_from_slice(app.as_bytes());
-    let cmd = VirtioBufshareCmdRegister {
-        hdr: hdr(VIRTIO_BUFSHARE_CMD_REGISTER),
-        buffer_id: id.into(),
-        size: size.into(),
-        num_ranges: num_ranges.into(),
-        nr_ranges: (ranges.len() as u32).into(),
-        props_size: (props.len() as u32).into(),
-        reserved: 0.into(),
-        application,
-    };
-    let mut props = props.to_vec();
-    props.resize(props.len().next_multiple_of(8), 0);
-    [cmd.as_slice(), &props, &ranges_bytes(ranges)].concat()
 }
 
 fn add_ranges_cmd(id: u64, first: u32, ranges: &[(u64, u64)]) -> Vec<u8> {

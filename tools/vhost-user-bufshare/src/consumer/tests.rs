@@ -17,12 +17,11 @@ use bufshare_consumer::{
     ALL_APPLICATIONS,
 };
 use bufshare_uapi::{
-    VirtioBufshareCmdAddRanges, VirtioBufshareCmdHdr, VirtioBufshareCmdRegister,
+    ranges_bytes, RegisterCommand, VirtioBufshareCmdAddRanges, VirtioBufshareCmdHdr,
     VirtioBufshareCmdSetProperties, VirtioBufshareCmdUnregister, VirtioBufshareCmdUpdate,
-    VIRTIO_BUFSHARE_APP_LEN, VIRTIO_BUFSHARE_CMD_ADD_RANGES, VIRTIO_BUFSHARE_CMD_REGISTER,
-    VIRTIO_BUFSHARE_CMD_SET_PROPERTIES, VIRTIO_BUFSHARE_CMD_UNREGISTER, VIRTIO_BUFSHARE_CMD_UPDATE,
-    VIRTIO_BUFSHARE_F_BUFFERS, VIRTIO_BUFSHARE_S_OK, VIRTIO_BUFSHARE_UPDATE_F_RANGE,
-    VIRTIO_BUFSHARE_UPDATE_F_RECT,
+    VIRTIO_BUFSHARE_CMD_ADD_RANGES, VIRTIO_BUFSHARE_CMD_SET_PROPERTIES,
+    VIRTIO_BUFSHARE_CMD_UNREGISTER, VIRTIO_BUFSHARE_CMD_UPDATE, VIRTIO_BUFSHARE_F_BUFFERS,
+    VIRTIO_BUFSHARE_S_OK, VIRTIO_BUFSHARE_UPDATE_F_RANGE, VIRTIO_BUFSHARE_UPDATE_F_RECT,
 };
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
@@ -82,21 +81,6 @@ fn hdr(type_: u32) -> VirtioBufshareCmdHdr {
     }
 }
 
-fn ranges_bytes(ranges: &[(u64, u64)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for &(addr, len) in ranges {
-        out.extend_from_slice(&addr.to_le_bytes());
-        out.extend_from_slice(&len.to_le_bytes());
-    }
-    out
-}
-
-fn padded(props: &[u8]) -> Vec<u8> {
-    let mut out = props.to_vec();
-    out.resize(props.len().next_multiple_of(8), 0);
-    out
-}
-
 /// REGISTER of buffer `id` of `num_ranges` ranges, `ranges` of them now.
 fn register(
     id: u64,
@@ -106,19 +90,9 @@ fn register(
     size: u64,
     props: &[u8],
 ) -> Vec<u8> {
-    let mut application = [0; VIRTIO_BUFSHARE_APP_LEN];
-    application[..app.len()].copy_from_slice(app.as_bytes());
-    let cmd = VirtioBufshareCmdRegister {
-        hdr: hdr(VIRTIO_BUFSHARE_CMD_REGISTER),
-        buffer_id: id.into(),
-        size: size.into(),
-        num_ranges: num_ranges.into(),
-        nr_ranges: (ranges.len() as u32).into(),
-        props_size: (props.len() as u32).into(),
-        reserved: 0.into(),
-        application,
-    };
-    [cmd.as_slice(), &padded(props), &ranges_bytes(ranges)].concat()
+    RegisterCommand::new(id, app, size, num_ranges, ranges)
+        .props(props)
+        .to_bytes()
 }
 
 fn add_ranges(id: u64, first: u32, ranges: &[(u64, u64)]) -> Vec<u8> {

@@ -3,9 +3,9 @@
 //! Buffer commands through the mock virtqueue, and what resets do to them.
 
 use bufshare_uapi::{
-    VirtioBufshareCmdHdr, VirtioBufshareCmdRegister, VirtioBufshareCmdUnregister,
-    VIRTIO_BUFSHARE_CMD_REGISTER, VIRTIO_BUFSHARE_CMD_UNREGISTER, VIRTIO_BUFSHARE_F_BUFFERS,
-    VIRTIO_BUFSHARE_S_NO_BUFFER, VIRTIO_BUFSHARE_S_OK,
+    RegisterCommand, VirtioBufshareCmdHdr, VirtioBufshareCmdUnregister,
+    VIRTIO_BUFSHARE_CMD_UNREGISTER, VIRTIO_BUFSHARE_F_BUFFERS, VIRTIO_BUFSHARE_S_NO_BUFFER,
+    VIRTIO_BUFSHARE_S_OK,
 };
 use vm_memory::ByteValued;
 
@@ -23,30 +23,9 @@ fn acked(mem: &GuestMemoryMmap) -> Setup<'_> {
 
 /// A REGISTER of buffer `id`, complete, made of `ranges`, with properties.
 pub(super) fn register(id: u64, ranges: &[(u64, u64)]) -> Vec<u8> {
-    let props = b"width=4\0height=2\0";
-    let mut application = [0; 64];
-    application[..4].copy_from_slice(b"test");
-    let cmd = VirtioBufshareCmdRegister {
-        hdr: VirtioBufshareCmdHdr {
-            type_: VIRTIO_BUFSHARE_CMD_REGISTER.into(),
-            flags: 0.into(),
-        },
-        buffer_id: id.into(),
-        size: ranges.iter().map(|r| r.1).sum::<u64>().into(),
-        num_ranges: (ranges.len() as u32).into(),
-        nr_ranges: (ranges.len() as u32).into(),
-        props_size: (props.len() as u32).into(),
-        reserved: 0.into(),
-        application,
-    };
-    let mut bytes = cmd.as_slice().to_vec();
-    bytes.extend_from_slice(props);
-    bytes.resize(bytes.len().next_multiple_of(8), 0);
-    for &(addr, len) in ranges {
-        bytes.extend_from_slice(&addr.to_le_bytes());
-        bytes.extend_from_slice(&len.to_le_bytes());
-    }
-    bytes
+    RegisterCommand::complete(id, "test", ranges)
+        .props(b"width=4\0height=2\0")
+        .to_bytes()
 }
 
 pub(super) fn unregister(id: u64) -> Vec<u8> {

@@ -4,10 +4,10 @@
 //! rejection.
 
 use bufshare_uapi::{
-    VirtioBufshareCmdHdr, VirtioBufshareRespHdr, VirtioBufshareRespInfo, VIRTIO_BUFSHARE_APP_LEN,
-    VIRTIO_BUFSHARE_CMD_GET_INFO, VIRTIO_BUFSHARE_CMD_REGISTER, VIRTIO_BUFSHARE_CMD_SET_PROPERTIES,
-    VIRTIO_BUFSHARE_CMD_UNREGISTER, VIRTIO_BUFSHARE_CMD_UPDATE, VIRTIO_BUFSHARE_S_DEVICE_ERROR,
-    VIRTIO_BUFSHARE_S_OK, VIRTIO_BUFSHARE_S_UNSUPPORTED,
+    ranges_bytes, RegisterCommand, VirtioBufshareCmdHdr, VirtioBufshareRespHdr,
+    VirtioBufshareRespInfo, VIRTIO_BUFSHARE_APP_LEN, VIRTIO_BUFSHARE_CMD_GET_INFO,
+    VIRTIO_BUFSHARE_CMD_SET_PROPERTIES, VIRTIO_BUFSHARE_CMD_UNREGISTER, VIRTIO_BUFSHARE_CMD_UPDATE,
+    VIRTIO_BUFSHARE_S_DEVICE_ERROR, VIRTIO_BUFSHARE_S_OK, VIRTIO_BUFSHARE_S_UNSUPPORTED,
 };
 use std::sync::Arc;
 
@@ -75,66 +75,16 @@ fn app(name: &[u8]) -> [u8; VIRTIO_BUFSHARE_APP_LEN] {
     a
 }
 
-fn ranges_bytes(ranges: &[(u64, u64)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for &(addr, len) in ranges {
-        out.extend_from_slice(&addr.to_le_bytes());
-        out.extend_from_slice(&len.to_le_bytes());
-    }
-    out
+/// A REGISTER of buffer `id` by `test-app`, of `num_ranges` ranges, of
+/// which `ranges` come now; to be tweaked before
+/// [`RegisterCommand::to_bytes`].
+fn register(id: u64, size: u64, num_ranges: u32, ranges: &[(u64, u64)]) -> RegisterCommand {
+    RegisterCommand::new(id, "test-app", size, num_ranges, ranges)
 }
 
-/// A REGISTER command, to be tweaked before [`Reg::bytes`].
-#[derive(Clone)]
-struct Reg {
-    cmd: VirtioBufshareCmdRegister,
-    props: Vec<u8>,
-    padding: Option<Vec<u8>>,
-    ranges: Vec<(u64, u64)>,
-}
-
-impl Reg {
-    /// Buffer `id` of `num_ranges` ranges, of which `ranges` come now.
-    fn new(id: u64, size: u64, num_ranges: u32, ranges: &[(u64, u64)]) -> Self {
-        Self {
-            cmd: VirtioBufshareCmdRegister {
-                hdr: hdr(VIRTIO_BUFSHARE_CMD_REGISTER),
-                buffer_id: id.into(),
-                size: size.into(),
-                num_ranges: num_ranges.into(),
-                nr_ranges: (ranges.len() as u32).into(),
-                props_size: 0.into(),
-                reserved: 0.into(),
-                application: app(b"test-app"),
-            },
-            props: Vec::new(),
-            padding: None,
-            ranges: ranges.to_vec(),
-        }
-    }
-
-    /// A complete buffer of one range.
-    fn one(id: u64, addr: u64, len: u64) -> Self {
-        Self::new(id, len, 1, &[(addr, len)])
-    }
-
-    fn props(mut self, props: &[u8]) -> Self {
-        self.props = props.to_vec();
-        self.cmd.props_size = (props.len() as u32).into();
-        self
-    }
-
-    fn bytes(&self) -> Vec<u8> {
-        let mut out = self.cmd.as_slice().to_vec();
-        out.extend_from_slice(&self.props);
-        let pad = self.props.len().next_multiple_of(8) - self.props.len();
-        match &self.padding {
-            Some(p) => out.extend_from_slice(p),
-            None => out.extend(std::iter::repeat_n(0, pad)),
-        }
-        out.extend(ranges_bytes(&self.ranges));
-        out
-    }
+/// A REGISTER of a complete buffer of one range.
+fn register_one(id: u64, addr: u64, len: u64) -> RegisterCommand {
+    register(id, len, 1, &[(addr, len)])
 }
 
 fn add_ranges(id: u64, first: u32, ranges: &[(u64, u64)]) -> Vec<u8> {
@@ -220,9 +170,9 @@ fn num_buffers_info(dev: &mut BufshareDevice) -> u64 {
 fn register_a_complete_buffer() {
     let mem = memory();
     let mut dev = device(&mem);
-    let reg = Reg::new(7, 0x3000, 2, &[(0x5000, 0x1000), (0x4_0000, 0x2000)])
+    let reg = register(7, 0x3000, 2, &[(0x5000, 0x1000), (0x4_0000, 0x2000)])
         .props(b"width=64\0height=32\0format=XR24\0");
-    assert_eq!(run(&mut dev, &reg.bytes()), OK);
+    assert_eq!(run(&mut dev, &reg.to_bytes()), OK);
     let b = buffer(&dev, 7).unwrap();
     assert_eq!(b.application, "test-app");
     assert_eq!(b.size, 0x3000);
@@ -255,7 +205,7 @@ fn register_then_add_ranges() {
     let mem = memory();
     let mut dev = device(&mem);
     // No range with the REGISTER at all.
-    assert_eq!(run(&mut dev, &Reg::new(1, 0x300, 4, &[]).bytes()), OK);
+    assert_eq!(run(&mut dev, &register(1, 0x300, 4, &[]).to_bytes()), OK);
     let b = buffer(&dev, 1).unwrap();
     assert!(!b.complete);
     assert_eq!(b.ranges, 0);
@@ -279,8 +229,8 @@ fn register_then_add_ranges() {
     assert_eq!(b.segments[3].offset, 0x200);
 
     // Part with the REGISTER, part after.
-    let reg = Reg::new(2, 0x200, 2, &[(0, 0x100)]);
-    assert_eq!(run(&mut dev, &reg.bytes()), OK);
+    let reg = register(2, 0x200, 2, &[(0, 0x100)]);
+    assert_eq!(run(&mut dev, &reg.to_bytes()), OK);
     assert!(!buffer(&dev, 2).unwrap().complete);
     assert_eq!(run(&mut dev, &add_ranges(2, 1, &[(0, 0x100)])), OK);
     assert!(buffer(&dev, 2).unwrap().complete);
@@ -291,13 +241,16 @@ fn register_then_add_ranges() {
 fn ranges_may_span_adjacent_regions() {
     let mem = memory();
     let mut dev = device(&mem);
-    assert_eq!(run(&mut dev, &Reg::one(1, 0xff00, 0x200).bytes()), OK);
+    assert_eq!(
+        run(&mut dev, &register_one(1, 0xff00, 0x200).to_bytes()),
+        OK
+    );
     let b = buffer(&dev, 1).unwrap();
     assert_eq!(b.segments.len(), 2);
     assert_eq!((b.segments[1].addr, b.segments[1].len), (0x1_0000, 0x100));
     // The last byte of the second region, and the whole of it.
-    assert_eq!(run(&mut dev, &Reg::one(2, 0x1_ffff, 1).bytes()), OK);
-    assert_eq!(run(&mut dev, &Reg::one(3, 0, 0x2_0000).bytes()), OK);
+    assert_eq!(run(&mut dev, &register_one(2, 0x1_ffff, 1).to_bytes()), OK);
+    assert_eq!(run(&mut dev, &register_one(3, 0, 0x2_0000).to_bytes()), OK);
 }
 
 /// Every malformed REGISTER is `S_INVALID` and registers nothing.
@@ -308,9 +261,9 @@ fn register_rejections() {
         max_ranges: 2000,
         ..LIMITS
     };
-    let good = Reg::one(5, 0x1000, 0x100);
+    let good = register_one(5, 0x1000, 0x100);
     let mut cases: Vec<(&'static str, Vec<u8>)> = Vec::new();
-    let mut push = |what: &'static str, reg: Reg| cases.push((what, reg.bytes()));
+    let mut push = |what: &'static str, reg: RegisterCommand| cases.push((what, reg.to_bytes()));
 
     let mut r = good.clone();
     r.cmd.reserved = 1.into();
@@ -318,20 +271,20 @@ fn register_rejections() {
     let mut r = good.clone();
     r.cmd.hdr.flags = 1.into();
     push("hdr.flags", r);
-    push("id 0", Reg::one(0, 0x1000, 0x100));
-    push("size 0", Reg::new(5, 0, 1, &[(0x1000, 0x100)]));
+    push("id 0", register_one(0, 0x1000, 0x100));
+    push("size 0", register(5, 0, 1, &[(0x1000, 0x100)]));
     push(
         "size above the limit",
-        Reg::new(5, LIMITS.max_buffer_size + 1, 1, &[]),
+        register(5, LIMITS.max_buffer_size + 1, 1, &[]),
     );
-    push("no ranges", Reg::new(5, 0x100, 0, &[]));
+    push("no ranges", register(5, 0x100, 0, &[]));
     push(
         "more ranges than the limit",
-        Reg::new(5, 0x500, 5, &[(0, 0x100)]),
+        register(5, 0x500, 5, &[(0, 0x100)]),
     );
     push(
         "nr_ranges above num_ranges",
-        Reg::new(5, 0x200, 1, &[(0, 0x100), (0, 0x100)]),
+        register(5, 0x200, 1, &[(0, 0x100), (0, 0x100)]),
     );
     let mut r = good.clone();
     r.cmd.nr_ranges = 0.into();
@@ -341,7 +294,7 @@ fn register_rejections() {
     push("nr_ranges says 2, one range follows", r);
     push(
         "props_size above the limit",
-        Reg::one(5, 0x1000, 0x100).props(&[b'a'; 65]),
+        register_one(5, 0x1000, 0x100).props(&[b'a'; 65]),
     );
     let mut r = good.clone().props(b"a=1\0");
     r.padding = Some(vec![0, 0, 0, 1]);
@@ -376,34 +329,37 @@ fn register_rejections() {
         r.cmd.application = name;
         push(what, r);
     }
-    push("range of length 0", Reg::new(5, 0x100, 2, &[(0, 0)]));
+    push("range of length 0", register(5, 0x100, 2, &[(0, 0)]));
     push(
         "range overflows",
-        Reg::new(5, 0x100, 2, &[(u64::MAX - 7, 0x10)]),
+        register(5, 0x100, 2, &[(u64::MAX - 7, 0x10)]),
     );
-    push("range outside RAM", Reg::one(5, 0x8_0000, 0x100));
-    push("range into the gap", Reg::one(5, 0x1_ff00, 0x200));
-    push("range past the end of RAM", Reg::one(5, 0x4_ff00, 0x200));
+    push("range outside RAM", register_one(5, 0x8_0000, 0x100));
+    push("range into the gap", register_one(5, 0x1_ff00, 0x200));
+    push(
+        "range past the end of RAM",
+        register_one(5, 0x4_ff00, 0x200),
+    );
     push(
         "ranges add up to less",
-        Reg::new(5, 0x300, 2, &[(0, 0x100), (0, 0x100)]),
+        register(5, 0x300, 2, &[(0, 0x100), (0, 0x100)]),
     );
     push(
         "ranges add up to more",
-        Reg::new(5, 0x100, 2, &[(0, 0x100), (0, 0x100)]),
+        register(5, 0x100, 2, &[(0, 0x100), (0, 0x100)]),
     );
     push(
         "first ranges already past the size",
-        Reg::new(5, 0x100, 3, &[(0, 0x80), (0, 0x81)]),
+        register(5, 0x100, 3, &[(0, 0x80), (0, 0x81)]),
     );
-    let mut short = good.bytes();
+    let mut short = good.to_bytes();
     short.pop();
     cases.push(("one byte short", short));
-    let mut long = good.bytes();
+    let mut long = good.to_bytes();
     long.push(0);
     cases.push(("one byte too many", long));
-    cases.push(("only the header", good.bytes()[..8].to_vec()));
-    cases.push(("struct cut", good.bytes()[..103].to_vec()));
+    cases.push(("only the header", good.to_bytes()[..8].to_vec()));
+    cases.push(("struct cut", good.to_bytes()[..103].to_vec()));
 
     for (what, bytes) in &cases {
         let mut dev = device(&mem);
@@ -415,33 +371,39 @@ fn register_rejections() {
     // More than 1024 ranges in one command.
     let mut dev = device_with(many, &mem);
     let ranges = vec![(0, 1); 1025];
-    let reg = Reg::new(5, 2000, 2000, &ranges);
-    assert_eq!(run(&mut dev, &reg.bytes()), INVALID);
-    let reg = Reg::new(5, 2000, 2000, &ranges[..1024]);
-    assert_eq!(run(&mut dev, &reg.bytes()), OK);
+    let reg = register(5, 2000, 2000, &ranges);
+    assert_eq!(run(&mut dev, &reg.to_bytes()), INVALID);
+    let reg = register(5, 2000, 2000, &ranges[..1024]);
+    assert_eq!(run(&mut dev, &reg.to_bytes()), OK);
 
     // Without guest memory, no range is RAM.
     let mut dev = BufshareDevice::new(LIMITS);
     dev.set_driver_features(1);
-    assert_eq!(run(&mut dev, &good.bytes()), INVALID);
-    assert_eq!(run(&mut dev, &Reg::new(5, 0x100, 1, &[]).bytes()), OK);
+    assert_eq!(run(&mut dev, &good.to_bytes()), INVALID);
+    assert_eq!(run(&mut dev, &register(5, 0x100, 1, &[]).to_bytes()), OK);
 }
 
 #[test]
 fn register_duplicate_id() {
     let mem = memory();
     let mut dev = device(&mem);
-    assert_eq!(run(&mut dev, &Reg::one(9, 0, 0x100).bytes()), OK);
-    assert_eq!(run(&mut dev, &Reg::one(9, 0x100, 0x200).bytes()), INVALID);
+    assert_eq!(run(&mut dev, &register_one(9, 0, 0x100).to_bytes()), OK);
+    assert_eq!(
+        run(&mut dev, &register_one(9, 0x100, 0x200).to_bytes()),
+        INVALID
+    );
     // The first one is untouched.
     assert_eq!(buffer(&dev, 9).unwrap().size, 0x100);
     // Incomplete ones count too, and are kept.
-    assert_eq!(run(&mut dev, &Reg::new(10, 0x100, 2, &[]).bytes()), OK);
-    assert_eq!(run(&mut dev, &Reg::new(10, 0x100, 2, &[]).bytes()), INVALID);
+    assert_eq!(run(&mut dev, &register(10, 0x100, 2, &[]).to_bytes()), OK);
+    assert_eq!(
+        run(&mut dev, &register(10, 0x100, 2, &[]).to_bytes()),
+        INVALID
+    );
     assert_eq!(ids(&dev), [9, 10]);
     // Once unregistered, the id may come again.
     assert_eq!(run(&mut dev, &unregister(9)), OK);
-    assert_eq!(run(&mut dev, &Reg::one(9, 0x100, 0x200).bytes()), OK);
+    assert_eq!(run(&mut dev, &register_one(9, 0x100, 0x200).to_bytes()), OK);
 }
 
 #[test]
@@ -449,13 +411,19 @@ fn register_beyond_max_buffers() {
     let mem = memory();
     let mut dev = device(&mem);
     for id in 1..=3 {
-        assert_eq!(run(&mut dev, &Reg::new(id, 0x100, 2, &[]).bytes()), OK);
+        assert_eq!(run(&mut dev, &register(id, 0x100, 2, &[]).to_bytes()), OK);
     }
-    assert_eq!(run(&mut dev, &Reg::one(4, 0, 0x100).bytes()), NO_SPACE);
+    assert_eq!(
+        run(&mut dev, &register_one(4, 0, 0x100).to_bytes()),
+        NO_SPACE
+    );
     // Malformed is still malformed.
-    assert_eq!(run(&mut dev, &Reg::one(0, 0, 0x100).bytes()), INVALID);
+    assert_eq!(
+        run(&mut dev, &register_one(0, 0, 0x100).to_bytes()),
+        INVALID
+    );
     assert_eq!(run(&mut dev, &unregister(2)), OK);
-    assert_eq!(run(&mut dev, &Reg::one(4, 0, 0x100).bytes()), OK);
+    assert_eq!(run(&mut dev, &register_one(4, 0, 0x100).to_bytes()), OK);
     assert_eq!(ids(&dev), [1, 3, 4]);
     assert_eq!(num_buffers_info(&mut dev), 3);
 }
@@ -464,7 +432,7 @@ fn register_beyond_max_buffers() {
 fn with_incomplete(mem: &GuestMemoryMmap) -> BufshareDevice {
     let mut dev = device(mem);
     assert_eq!(
-        run(&mut dev, &Reg::new(1, 0x300, 3, &[(0, 0x100)]).bytes()),
+        run(&mut dev, &register(1, 0x300, 3, &[(0, 0x100)]).to_bytes()),
         OK
     );
     dev
@@ -528,7 +496,7 @@ fn add_ranges_rejections_drop_the_buffer() {
 fn add_ranges_other_rejections() {
     let mem = memory();
     let mut dev = with_incomplete(&mem);
-    assert_eq!(run(&mut dev, &Reg::one(2, 0, 0x100).bytes()), OK);
+    assert_eq!(run(&mut dev, &register_one(2, 0, 0x100).to_bytes()), OK);
     // Unknown buffer.
     assert_eq!(run(&mut dev, &add_ranges(3, 0, &[(0, 0x100)])), NO_BUFFER);
     // A complete buffer: refused, but kept.
@@ -543,13 +511,13 @@ fn add_ranges_other_rejections() {
         ..LIMITS
     };
     let mut dev = device_with(many, &mem);
-    assert_eq!(run(&mut dev, &Reg::new(1, 2000, 2000, &[]).bytes()), OK);
+    assert_eq!(run(&mut dev, &register(1, 2000, 2000, &[]).to_bytes()), OK);
     assert_eq!(
         run(&mut dev, &add_ranges(1, 0, &vec![(0, 1); 1025])),
         INVALID
     );
     assert!(ids(&dev).is_empty());
-    assert_eq!(run(&mut dev, &Reg::new(1, 2000, 2000, &[]).bytes()), OK);
+    assert_eq!(run(&mut dev, &register(1, 2000, 2000, &[]).to_bytes()), OK);
     assert_eq!(run(&mut dev, &add_ranges(1, 0, &vec![(0, 1); 1024])), OK);
     assert_eq!(run(&mut dev, &add_ranges(1, 1024, &vec![(0, 1); 976])), OK);
     assert!(buffer(&dev, 1).unwrap().complete);
@@ -562,9 +530,9 @@ fn the_largest_buffer_of_the_default_limits() {
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
     let mut dev = device_with(Limits::default(), &mem);
     let pages: Vec<(u64, u64)> = (0..1024).map(|i| ((i % 256) * 0x1000, 0x1000)).collect();
-    let reg = Reg::new(1, 256 << 20, 65536, &pages);
-    assert!(reg.bytes().len() <= dev.max_command_size());
-    assert_eq!(run(&mut dev, &reg.bytes()), OK);
+    let reg = register(1, 256 << 20, 65536, &pages);
+    assert!(reg.to_bytes().len() <= dev.max_command_size());
+    assert_eq!(run(&mut dev, &reg.to_bytes()), OK);
     for i in 1..64 {
         assert_eq!(run(&mut dev, &add_ranges(1, i * 1024, &pages)), OK, "{i}");
     }
@@ -578,7 +546,7 @@ fn the_largest_buffer_of_the_default_limits() {
     assert_eq!(
         run(
             &mut dev,
-            &Reg::new(2, (256 << 20) + 4096, 65537, &[]).bytes()
+            &register(2, (256 << 20) + 4096, 65537, &[]).to_bytes()
         ),
         INVALID
     );
@@ -591,7 +559,7 @@ fn command_longer_than_the_largest_legal_one() {
     let max = dev.max_command_size();
     // REGISTER: 104 bytes, 64 of properties, 4 ranges.
     assert_eq!(max, 104 + 64 + 64);
-    let mut bytes = Reg::one(1, 0, 0x100).bytes();
+    let mut bytes = register_one(1, 0, 0x100).to_bytes();
     bytes.resize(max + 1, 0);
     assert_eq!(run(&mut dev, &bytes), INVALID);
     assert!(ids(&dev).is_empty());
@@ -600,8 +568,8 @@ fn command_longer_than_the_largest_legal_one() {
 /// A device with complete buffer 1 of 0x1000 bytes, with properties.
 fn with_complete(mem: &GuestMemoryMmap, props: &[u8]) -> BufshareDevice {
     let mut dev = device(mem);
-    let reg = Reg::one(1, 0, 0x1000).props(props);
-    assert_eq!(run(&mut dev, &reg.bytes()), OK);
+    let reg = register_one(1, 0, 0x1000).props(props);
+    assert_eq!(run(&mut dev, &reg.to_bytes()), OK);
     dev
 }
 
@@ -675,7 +643,7 @@ fn update_rejections() {
     }
     assert_eq!(run(&mut dev, update_cmd(2, 11).as_slice()), NO_BUFFER);
     // Incomplete buffers cannot be updated.
-    assert_eq!(run(&mut dev, &Reg::new(2, 0x100, 2, &[]).bytes()), OK);
+    assert_eq!(run(&mut dev, &register(2, 0x100, 2, &[]).to_bytes()), OK);
     assert_eq!(run(&mut dev, update_cmd(2, 1).as_slice()), INVALID);
     assert_eq!(ids(&dev), [1, 2]);
     assert_eq!(run(&mut dev, update_cmd(1, 11).as_slice()), OK);
@@ -725,7 +693,7 @@ fn set_properties() {
     largest.push(0);
     assert_eq!(run(&mut dev, &set_props(1, &largest)), OK);
     // Incomplete buffers too.
-    assert_eq!(run(&mut dev, &Reg::new(2, 0x100, 2, &[]).bytes()), OK);
+    assert_eq!(run(&mut dev, &register(2, 0x100, 2, &[]).to_bytes()), OK);
     assert_eq!(run(&mut dev, &set_props(2, b"k=v\0")), OK);
     assert_eq!(buffer(&dev, 2).unwrap().props.get("k"), Some(&b"v"[..]));
 }
@@ -776,7 +744,7 @@ fn set_properties_rejections() {
 fn unregister_buffers() {
     let mem = memory();
     let mut dev = with_complete(&mem, b"");
-    assert_eq!(run(&mut dev, &Reg::new(2, 0x100, 2, &[]).bytes()), OK);
+    assert_eq!(run(&mut dev, &register(2, 0x100, 2, &[]).to_bytes()), OK);
     assert_eq!(num_buffers_info(&mut dev), 2);
     // Incomplete.
     assert_eq!(run(&mut dev, &unregister(2)), OK);
@@ -791,7 +759,7 @@ fn unregister_buffers() {
     assert_eq!(run(&mut dev, &unregister(1)), OK);
     assert_eq!(num_buffers_info(&mut dev), 0);
     // Its id is free again.
-    assert_eq!(run(&mut dev, &Reg::one(1, 0, 0x10).bytes()), OK);
+    assert_eq!(run(&mut dev, &register_one(1, 0, 0x10).to_bytes()), OK);
 }
 
 #[test]
@@ -800,7 +768,7 @@ fn buffer_commands_need_the_feature() {
     let mut dev = BufshareDevice::new(LIMITS);
     dev.set_memory(GuestMemoryAtomic::new(mem.clone()));
     let commands = [
-        Reg::one(1, 0, 0x100).bytes(),
+        register_one(1, 0, 0x100).to_bytes(),
         add_ranges(1, 0, &[(0, 0x100)]),
         update_cmd(1, 1).as_slice().to_vec(),
         set_props(1, b""),
@@ -821,13 +789,13 @@ fn buffer_commands_need_the_feature() {
 fn reset_drops_every_buffer() {
     let mem = memory();
     let mut dev = with_complete(&mem, b"a=1\0");
-    assert_eq!(run(&mut dev, &Reg::new(2, 0x100, 2, &[]).bytes()), OK);
+    assert_eq!(run(&mut dev, &register(2, 0x100, 2, &[]).to_bytes()), OK);
     assert_eq!(num_buffers_info(&mut dev), 2);
     dev.reset();
     assert!(ids(&dev).is_empty());
     assert_eq!(num_buffers_info(&mut dev), 0);
     // Ids may be used again after a reset.
-    assert_eq!(run(&mut dev, &Reg::one(1, 0, 0x10).bytes()), OK);
+    assert_eq!(run(&mut dev, &register_one(1, 0, 0x10).to_bytes()), OK);
     assert_eq!(run(&mut dev, update_cmd(1, 1).as_slice()), OK);
     // A new device on the same state starts empty too.
     let state = Arc::clone(dev.state());
@@ -838,7 +806,7 @@ fn reset_drops_every_buffer() {
 #[test]
 fn faults_on_buffer_commands() {
     let mem = memory();
-    let reg = Reg::one(1, 0, 0x100).bytes();
+    let reg = register_one(1, 0, 0x100).to_bytes();
     // Refusals do not carry the command out.
     for (fault, status) in [
         (Fault::Invalid, INVALID),
@@ -884,8 +852,8 @@ fn faults_on_buffer_commands() {
 fn zero_copy_view_of_guest_memory() {
     let mem = memory();
     let mut dev = device(&mem);
-    let reg = Reg::new(1, 0x20, 2, &[(0x1_fff0, 0x10), (0x100, 0x10)]);
-    assert_eq!(run(&mut dev, &reg.bytes()), OK);
+    let reg = register(1, 0x20, 2, &[(0x1_fff0, 0x10), (0x100, 0x10)]);
+    assert_eq!(run(&mut dev, &reg.to_bytes()), OK);
     // The guest writes; the host sees it with no command.
     mem.write_slice(b"0123456789abcdef", GuestAddress(0x1_fff0))
         .unwrap();
@@ -907,7 +875,7 @@ fn zero_copy_view_of_guest_memory() {
 fn losing_buffers_is_not_a_reset() {
     let mem = memory();
     let mut dev = with_complete(&mem, b"a=1\0");
-    assert_eq!(run(&mut dev, &Reg::new(2, 0x100, 2, &[]).bytes()), OK);
+    assert_eq!(run(&mut dev, &register(2, 0x100, 2, &[]).to_bytes()), OK);
     let generation = dev.generation();
     let commands = dev.num_commands();
     assert_eq!(dev.lose_buffers(), 2);
@@ -916,7 +884,7 @@ fn losing_buffers_is_not_a_reset() {
     // Nothing else changed: the counter, the features, the memory.
     assert_eq!(dev.num_commands(), commands);
     assert_eq!(run(&mut dev, update_cmd(1, 1).as_slice()), NO_BUFFER);
-    assert_eq!(run(&mut dev, &Reg::one(1, 0, 0x10).bytes()), OK);
+    assert_eq!(run(&mut dev, &register_one(1, 0, 0x10).to_bytes()), OK);
     assert_eq!(run(&mut dev, update_cmd(1, 1).as_slice()), OK);
     assert_eq!(num_buffers_info(&mut dev), 1);
     assert_eq!(dev.num_commands(), commands + 4);
