@@ -868,6 +868,10 @@ impl Message {
 
 /// Decodes and checks a body; descriptors are numbered in order of
 /// appearance (each once, all of them below `header.nr_fds`).
+///
+/// The body must have the size its header says; then each type has a
+/// decoder of its own, which checks the body's size against its fields
+/// before it reads them.
 pub fn parse(header: &Header, body: &[u8]) -> Result<Message<usize>, WireError> {
     let kind = header.kind;
     if body.len() != header.size {
@@ -878,249 +882,270 @@ pub fn parse(header: &Header, body: &[u8]) -> Result<Message<usize>, WireError> 
         });
     }
     let mut b = In::new(kind, body);
-    let message = match kind {
-        MessageType::Hello => {
-            b.fixed(HELLO_FIXED)?;
-            let version = b.u32();
-            b.zero_u32("flags")?;
-            let n = b.u32();
-            b.zero_u32("reserved")?;
-            if n == 0 || n as usize > MAX_APPLICATIONS {
-                return Err(b.range("nr_applications", n.into()));
-            }
-            b.total(HELLO_FIXED as u64 + NAME_LEN as u64 * u64::from(n))?;
-            // Any version is well-formed: the backend answers an
-            // unsupported one with ERROR VERSION.
-            let mut applications: Vec<String> = Vec::new();
-            for _ in 0..n {
-                let field = b.take(NAME_LEN);
-                let name = field_text(field)
-                    .filter(|n| is_name(n) || *n == ALL_APPLICATIONS)
-                    .ok_or(WireError::BadName {
-                        kind,
-                        field: "application",
-                    })?;
-                if applications.iter().any(|a| a == name) {
-                    return Err(WireError::Duplicate(name.to_string()));
-                }
-                applications.push(name.to_string());
-            }
-            if applications.len() > 1 && applications.iter().any(|a| a == ALL_APPLICATIONS) {
-                return Err(WireError::Wildcard);
-            }
-            Message::Hello(Hello {
-                version,
-                applications,
-            })
-        }
-        MessageType::Welcome => {
-            b.fixed(WELCOME_SIZE)?;
-            b.total(WELCOME_SIZE as u64)?;
-            let version = b.u32();
-            if version == 0 {
-                return Err(b.range("version", 0));
-            }
-            let form = b.u32();
-            let memory_form =
-                MemoryForm::from_u32(form).ok_or(b.range("memory_form", form.into()))?;
-            let queue_limit = b.u32();
-            if queue_limit == 0 {
-                return Err(b.range("queue_limit", 0));
-            }
-            b.zero_u32("reserved")?;
-            let server = field_text(b.take(SERVER_NAME_LEN))
-                .filter(|s| s.bytes().all(|c| (0x20..0x7f).contains(&c)))
-                .ok_or(WireError::BadText {
-                    kind,
-                    field: "server",
-                })?
-                .to_string();
-            Message::Welcome(Welcome {
-                version,
-                memory_form,
-                queue_limit,
-                server,
-            })
-        }
-        MessageType::Error => {
-            b.fixed(ERROR_FIXED)?;
-            let code = b.u32();
-            let length = b.u32();
-            if length as usize > MAX_ERROR_TEXT {
-                return Err(b.range("length", length.into()));
-            }
-            b.total(ERROR_FIXED as u64 + u64::from(length))?;
-            let code = ErrorCode::from_u32(code).ok_or(b.range("code", code.into()))?;
-            let message = std::str::from_utf8(b.take(length as usize))
-                .ok()
-                .filter(|s| !s.chars().any(char::is_control))
-                .ok_or(WireError::BadText {
-                    kind,
-                    field: "message",
-                })?
-                .to_string();
-            Message::Error(ErrorMessage { code, message })
-        }
-        MessageType::Add => {
-            b.fixed(ADD_FIXED)?;
-            let guest = b.name("guest")?;
-            let buffer_id = b.u64();
-            let application = b.name("application")?;
-            let size = b.u64();
-            let seqno = b.u64();
-            let form = b.u32();
-            let nr_segments = b.u32();
-            let props_size = b.u32();
-            b.zero_u32("reserved")?;
-            if props_size as usize > MAX_PROPS_SIZE {
-                return Err(b.range("props_size", props_size.into()));
-            }
-            let memory_form =
-                MemoryForm::from_u32(form).ok_or(b.range("memory_form", form.into()))?;
-            let segments_ok = match memory_form {
-                MemoryForm::DmaBuf => nr_segments == 0,
-                MemoryForm::Segments => (1..=MAX_SEGMENTS).contains(&(nr_segments as usize)),
-            };
-            if !segments_ok {
-                return Err(b.range("nr_segments", nr_segments.into()));
-            }
-            let padded = (props_size as usize).next_multiple_of(8);
-            b.total((ADD_FIXED + padded) as u64 + SEGMENT_SIZE as u64 * u64::from(nr_segments))?;
-            if size == 0 {
-                return Err(b.range("size", 0));
-            }
-            let properties = b.props(props_size as usize)?;
-            if b.take(padded - props_size as usize).iter().any(|&c| c != 0) {
-                return Err(WireError::NotZero {
-                    kind,
-                    field: "padding",
-                });
-            }
-            let memory = match memory_form {
-                MemoryForm::DmaBuf => {
-                    if header.nr_fds != 1 {
-                        return Err(WireError::FdMismatch {
-                            kind,
-                            expected: 1,
-                            received: header.nr_fds,
-                        });
-                    }
-                    Memory::DmaBuf(0)
-                }
-                MemoryForm::Segments => {
-                    let segments = b.segments(nr_segments as usize, header.nr_fds, size)?;
-                    Memory::Segments {
-                        files: (0..header.nr_fds).collect(),
-                        segments,
-                    }
-                }
-            };
-            Message::Event(Event::Add(Add {
-                guest,
-                buffer_id,
-                application,
-                size,
-                seqno,
-                properties,
-                memory,
-            }))
-        }
-        MessageType::Update => {
-            b.fixed(UPDATE_SIZE)?;
-            b.total(UPDATE_SIZE as u64)?;
-            let guest = b.name("guest")?;
-            let buffer_id = b.u64();
-            let seqno = b.u64();
-            let flags = b.u32();
-            b.zero_u32("reserved")?;
-            let (offset, len) = (b.u64(), b.u64());
-            let (x, y, width, height) = (b.u32(), b.u32(), b.u32(), b.u32());
-            if seqno == 0 {
-                return Err(b.range("seqno", 0));
-            }
-            if flags & !(UPDATE_F_RANGE | UPDATE_F_RECT) != 0 {
-                return Err(b.range("flags", flags.into()));
-            }
-            let range = if flags & UPDATE_F_RANGE != 0 {
-                if len == 0 {
-                    return Err(b.range("length", 0));
-                }
-                if offset.checked_add(len).is_none() {
-                    return Err(b.range("offset", offset));
-                }
-                Some(ByteRange { offset, len })
-            } else if offset != 0 || len != 0 {
-                return Err(WireError::NotZero {
-                    kind,
-                    field: "range without RANGE",
-                });
-            } else {
-                None
-            };
-            let rect = if flags & UPDATE_F_RECT != 0 {
-                if width == 0 || height == 0 {
-                    return Err(b.range("width or height", 0));
-                }
-                if x.checked_add(width).is_none() || y.checked_add(height).is_none() {
-                    return Err(b.range("rectangle", u64::from(x.max(y))));
-                }
-                Some(Rect {
-                    x,
-                    y,
-                    width,
-                    height,
-                })
-            } else if x != 0 || y != 0 || width != 0 || height != 0 {
-                return Err(WireError::NotZero {
-                    kind,
-                    field: "rectangle without RECT",
-                });
-            } else {
-                None
-            };
-            Message::Event(Event::Update(Update {
-                guest,
-                buffer_id,
-                seqno,
-                range,
-                rect,
-            }))
-        }
+    Ok(match kind {
+        MessageType::Hello => Message::Hello(Hello::decode(&mut b)?),
+        MessageType::Welcome => Message::Welcome(Welcome::decode(&mut b)?),
+        MessageType::Error => Message::Error(ErrorMessage::decode(&mut b)?),
+        MessageType::Add => Message::Event(Event::Add(Add::decode(&mut b, header.nr_fds)?)),
+        MessageType::Update => Message::Event(Event::Update(Update::decode(&mut b)?)),
         MessageType::Properties => {
-            b.fixed(PROPERTIES_FIXED)?;
-            let guest = b.name("guest")?;
-            let buffer_id = b.u64();
-            let props_size = b.u32();
-            b.zero_u32("reserved")?;
-            if props_size as usize > MAX_PROPS_SIZE {
-                return Err(b.range("props_size", props_size.into()));
+            Message::Event(Event::Properties(PropertiesChanged::decode(&mut b)?))
+        }
+        MessageType::Remove => Message::Event(Event::Remove(Remove::decode(&mut b)?)),
+        MessageType::Reset => Message::Event(Event::Reset(Reset::decode(&mut b)?)),
+    })
+}
+
+impl Hello {
+    fn decode(b: &mut In<'_>) -> Result<Self, WireError> {
+        b.fixed(HELLO_FIXED)?;
+        let version = b.u32();
+        b.zero_u32("flags")?;
+        let n = b.u32();
+        b.zero_u32("reserved")?;
+        if n == 0 || n as usize > MAX_APPLICATIONS {
+            return Err(b.range("nr_applications", n.into()));
+        }
+        b.total(HELLO_FIXED as u64 + NAME_LEN as u64 * u64::from(n))?;
+        // Any version is well-formed: the backend answers an unsupported
+        // one with ERROR VERSION.
+        let mut applications: Vec<String> = Vec::new();
+        for _ in 0..n {
+            let field = b.take(NAME_LEN);
+            let name = field_text(field)
+                .filter(|n| is_name(n) || *n == ALL_APPLICATIONS)
+                .ok_or(WireError::BadName {
+                    kind: b.kind,
+                    field: "application",
+                })?;
+            if applications.iter().any(|a| a == name) {
+                return Err(WireError::Duplicate(name.to_string()));
             }
-            b.total(PROPERTIES_FIXED as u64 + u64::from(props_size))?;
-            let properties = b.props(props_size as usize)?;
-            Message::Event(Event::Properties(PropertiesChanged {
-                guest,
-                buffer_id,
-                properties,
-            }))
+            applications.push(name.to_string());
         }
-        MessageType::Remove => {
-            b.fixed(REMOVE_SIZE)?;
-            b.total(REMOVE_SIZE as u64)?;
-            let guest = b.name("guest")?;
-            let buffer_id = b.u64();
-            Message::Event(Event::Remove(Remove { guest, buffer_id }))
+        if applications.len() > 1 && applications.iter().any(|a| a == ALL_APPLICATIONS) {
+            return Err(WireError::Wildcard);
         }
-        MessageType::Reset => {
-            b.fixed(RESET_SIZE)?;
-            b.total(RESET_SIZE as u64)?;
-            let guest = b.name("guest")?;
-            let reason = b.u32();
-            b.zero_u32("reserved")?;
-            let reason = ResetReason::from_u32(reason).ok_or(b.range("reason", reason.into()))?;
-            Message::Event(Event::Reset(Reset { guest, reason }))
+        Ok(Self {
+            version,
+            applications,
+        })
+    }
+}
+
+impl Welcome {
+    fn decode(b: &mut In<'_>) -> Result<Self, WireError> {
+        b.exact(WELCOME_SIZE)?;
+        let version = b.u32();
+        if version == 0 {
+            return Err(b.range("version", 0));
         }
-    };
-    Ok(message)
+        let form = b.u32();
+        let memory_form = MemoryForm::from_u32(form).ok_or(b.range("memory_form", form.into()))?;
+        let queue_limit = b.u32();
+        if queue_limit == 0 {
+            return Err(b.range("queue_limit", 0));
+        }
+        b.zero_u32("reserved")?;
+        let server = field_text(b.take(SERVER_NAME_LEN))
+            .filter(|s| s.bytes().all(|c| (0x20..0x7f).contains(&c)))
+            .ok_or(WireError::BadText {
+                kind: b.kind,
+                field: "server",
+            })?
+            .to_string();
+        Ok(Self {
+            version,
+            memory_form,
+            queue_limit,
+            server,
+        })
+    }
+}
+
+impl ErrorMessage {
+    fn decode(b: &mut In<'_>) -> Result<Self, WireError> {
+        b.fixed(ERROR_FIXED)?;
+        let code = b.u32();
+        let length = b.u32();
+        if length as usize > MAX_ERROR_TEXT {
+            return Err(b.range("length", length.into()));
+        }
+        b.total(ERROR_FIXED as u64 + u64::from(length))?;
+        let code = ErrorCode::from_u32(code).ok_or(b.range("code", code.into()))?;
+        let message = std::str::from_utf8(b.take(length as usize))
+            .ok()
+            .filter(|s| !s.chars().any(char::is_control))
+            .ok_or(WireError::BadText {
+                kind: b.kind,
+                field: "message",
+            })?
+            .to_string();
+        Ok(Self { code, message })
+    }
+}
+
+impl Add<usize> {
+    /// Decodes an ADD that came with `nr_fds` descriptors.
+    fn decode(b: &mut In<'_>, nr_fds: usize) -> Result<Self, WireError> {
+        b.fixed(ADD_FIXED)?;
+        let guest = b.name("guest")?;
+        let buffer_id = b.u64();
+        let application = b.name("application")?;
+        let size = b.u64();
+        let seqno = b.u64();
+        let form = b.u32();
+        let nr_segments = b.u32();
+        let props_size = b.u32();
+        b.zero_u32("reserved")?;
+        let props_size = b.props_size(props_size)?;
+        let memory_form = MemoryForm::from_u32(form).ok_or(b.range("memory_form", form.into()))?;
+        let segments_ok = match memory_form {
+            MemoryForm::DmaBuf => nr_segments == 0,
+            MemoryForm::Segments => (1..=MAX_SEGMENTS).contains(&(nr_segments as usize)),
+        };
+        if !segments_ok {
+            return Err(b.range("nr_segments", nr_segments.into()));
+        }
+        let padded = props_size.next_multiple_of(8);
+        b.total((ADD_FIXED + padded) as u64 + SEGMENT_SIZE as u64 * u64::from(nr_segments))?;
+        if size == 0 {
+            return Err(b.range("size", 0));
+        }
+        let properties = b.props(props_size)?;
+        if b.take(padded - props_size).iter().any(|&c| c != 0) {
+            return Err(WireError::NotZero {
+                kind: b.kind,
+                field: "padding",
+            });
+        }
+        let memory = match memory_form {
+            MemoryForm::DmaBuf => {
+                if nr_fds != 1 {
+                    return Err(WireError::FdMismatch {
+                        kind: b.kind,
+                        expected: 1,
+                        received: nr_fds,
+                    });
+                }
+                Memory::DmaBuf(0)
+            }
+            MemoryForm::Segments => Memory::Segments {
+                segments: b.segments(nr_segments as usize, nr_fds, size)?,
+                files: (0..nr_fds).collect(),
+            },
+        };
+        Ok(Self {
+            guest,
+            buffer_id,
+            application,
+            size,
+            seqno,
+            properties,
+            memory,
+        })
+    }
+}
+
+impl Update {
+    fn decode(b: &mut In<'_>) -> Result<Self, WireError> {
+        b.exact(UPDATE_SIZE)?;
+        let guest = b.name("guest")?;
+        let buffer_id = b.u64();
+        let seqno = b.u64();
+        let flags = b.u32();
+        b.zero_u32("reserved")?;
+        let (offset, len) = (b.u64(), b.u64());
+        let (x, y, width, height) = (b.u32(), b.u32(), b.u32(), b.u32());
+        if seqno == 0 {
+            return Err(b.range("seqno", 0));
+        }
+        if flags & !(UPDATE_F_RANGE | UPDATE_F_RECT) != 0 {
+            return Err(b.range("flags", flags.into()));
+        }
+        let range = if flags & UPDATE_F_RANGE != 0 {
+            if len == 0 {
+                return Err(b.range("length", 0));
+            }
+            if offset.checked_add(len).is_none() {
+                return Err(b.range("offset", offset));
+            }
+            Some(ByteRange { offset, len })
+        } else if offset != 0 || len != 0 {
+            return Err(WireError::NotZero {
+                kind: b.kind,
+                field: "range without RANGE",
+            });
+        } else {
+            None
+        };
+        let rect = if flags & UPDATE_F_RECT != 0 {
+            if width == 0 || height == 0 {
+                return Err(b.range("width or height", 0));
+            }
+            if x.checked_add(width).is_none() || y.checked_add(height).is_none() {
+                return Err(b.range("rectangle", u64::from(x.max(y))));
+            }
+            Some(Rect {
+                x,
+                y,
+                width,
+                height,
+            })
+        } else if x != 0 || y != 0 || width != 0 || height != 0 {
+            return Err(WireError::NotZero {
+                kind: b.kind,
+                field: "rectangle without RECT",
+            });
+        } else {
+            None
+        };
+        Ok(Self {
+            guest,
+            buffer_id,
+            seqno,
+            range,
+            rect,
+        })
+    }
+}
+
+impl PropertiesChanged {
+    fn decode(b: &mut In<'_>) -> Result<Self, WireError> {
+        b.fixed(PROPERTIES_FIXED)?;
+        let guest = b.name("guest")?;
+        let buffer_id = b.u64();
+        let props_size = b.u32();
+        b.zero_u32("reserved")?;
+        let props_size = b.props_size(props_size)?;
+        b.total((PROPERTIES_FIXED + props_size) as u64)?;
+        let properties = b.props(props_size)?;
+        Ok(Self {
+            guest,
+            buffer_id,
+            properties,
+        })
+    }
+}
+
+impl Remove {
+    fn decode(b: &mut In<'_>) -> Result<Self, WireError> {
+        b.exact(REMOVE_SIZE)?;
+        let guest = b.name("guest")?;
+        let buffer_id = b.u64();
+        Ok(Self { guest, buffer_id })
+    }
+}
+
+impl Reset {
+    fn decode(b: &mut In<'_>) -> Result<Self, WireError> {
+        b.exact(RESET_SIZE)?;
+        let guest = b.name("guest")?;
+        let reason = b.u32();
+        b.zero_u32("reserved")?;
+        let reason = ResetReason::from_u32(reason).ok_or(b.range("reason", reason.into()))?;
+        Ok(Self { guest, reason })
+    }
 }
 
 /// A body being encoded.
@@ -1177,6 +1202,12 @@ impl<'a> In<'a> {
         Ok(())
     }
 
+    /// Checks that the body is exactly `size` bytes: that of a message
+    /// with no part of variable size.
+    fn exact(&self, size: usize) -> Result<(), WireError> {
+        self.total(size as u64)
+    }
+
     /// Checks that the body is exactly `expected` bytes.
     fn total(&self, expected: u64) -> Result<(), WireError> {
         if self.bytes.len() as u64 != expected {
@@ -1230,6 +1261,14 @@ impl<'a> In<'a> {
             .filter(|n| is_name(n))
             .map(str::to_string)
             .ok_or(WireError::BadName { kind, field })
+    }
+
+    /// Checks the size of the properties that follow, read before.
+    fn props_size(&self, size: u32) -> Result<usize, WireError> {
+        if size as usize > MAX_PROPS_SIZE {
+            return Err(self.range("props_size", size.into()));
+        }
+        Ok(size as usize)
     }
 
     fn props(&mut self, size: usize) -> Result<Properties, WireError> {
