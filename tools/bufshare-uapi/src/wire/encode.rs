@@ -6,7 +6,8 @@
 use vm_memory::ByteValued;
 
 use super::{
-    VirtioBufshareCmdHdr, VirtioBufshareCmdRegister, VirtioBufshareRange, VIRTIO_BUFSHARE_APP_LEN,
+    VirtioBufshareCmdAddRanges, VirtioBufshareCmdHdr, VirtioBufshareCmdRegister,
+    VirtioBufshareRange, VIRTIO_BUFSHARE_APP_LEN, VIRTIO_BUFSHARE_CMD_ADD_RANGES,
     VIRTIO_BUFSHARE_CMD_REGISTER,
 };
 
@@ -24,6 +25,21 @@ pub fn ranges_bytes(ranges: &[(u64, u64)]) -> Vec<u8> {
             .to_vec()
         })
         .collect()
+}
+
+/// The bytes of an ADD_RANGES of buffer `id`: `ranges`, the first of which
+/// is the buffer's range number `first`.
+pub fn add_ranges_bytes(id: u64, first: u32, ranges: &[(u64, u64)]) -> Vec<u8> {
+    let cmd = VirtioBufshareCmdAddRanges {
+        hdr: VirtioBufshareCmdHdr {
+            type_: VIRTIO_BUFSHARE_CMD_ADD_RANGES.into(),
+            flags: 0.into(),
+        },
+        buffer_id: id.into(),
+        first: first.into(),
+        nr_ranges: u32::try_from(ranges.len()).unwrap_or(u32::MAX).into(),
+    };
+    [cmd.as_slice(), &ranges_bytes(ranges)].concat()
 }
 
 /// A REGISTER command, to be turned into bytes ([`RegisterCommand::to_bytes`]),
@@ -144,5 +160,21 @@ mod tests {
         assert_eq!(cmd.to_bytes().len(), 104 + 8);
         cmd.padding = Some(vec![1]);
         assert_eq!(cmd.to_bytes()[104..], *b"b=2\0\x01");
+    }
+
+    #[test]
+    fn add_ranges() {
+        let mut expected = Vec::new();
+        for word in [0x101u32, 0] {
+            expected.extend_from_slice(&word.to_le_bytes());
+        }
+        expected.extend_from_slice(&9u64.to_le_bytes());
+        for word in [3u32, 1] {
+            expected.extend_from_slice(&word.to_le_bytes());
+        }
+        for word in [0x2000u64, 0x40] {
+            expected.extend_from_slice(&word.to_le_bytes());
+        }
+        assert_eq!(add_ranges_bytes(9, 3, &[(0x2000, 0x40)]), expected);
     }
 }

@@ -35,10 +35,10 @@ use bufshare_consumer::{
     Add, ByteRange, Client, Event, MappedBuffer, Memory, MemoryForm, ResetReason,
 };
 use bufshare_uapi::{
-    ranges_bytes, RegisterCommand, VirtioBufshareCmdAddRanges, VirtioBufshareCmdHdr,
-    VirtioBufshareCmdUnregister, VirtioBufshareCmdUpdate, VIRTIO_BUFSHARE_CMD_ADD_RANGES,
-    VIRTIO_BUFSHARE_CMD_UNREGISTER, VIRTIO_BUFSHARE_CMD_UPDATE, VIRTIO_BUFSHARE_F_BUFFERS,
-    VIRTIO_BUFSHARE_MAX_RANGES_PER_CMD, VIRTIO_BUFSHARE_S_OK, VIRTIO_BUFSHARE_UPDATE_F_RANGE,
+    add_ranges_bytes, RegisterCommand, VirtioBufshareCmdHdr, VirtioBufshareCmdUnregister,
+    VirtioBufshareCmdUpdate, VIRTIO_BUFSHARE_CMD_UNREGISTER, VIRTIO_BUFSHARE_CMD_UPDATE,
+    VIRTIO_BUFSHARE_F_BUFFERS, VIRTIO_BUFSHARE_MAX_RANGES_PER_CMD, VIRTIO_BUFSHARE_S_OK,
+    VIRTIO_BUFSHARE_UPDATE_F_RANGE,
 };
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
@@ -325,7 +325,7 @@ impl Fixture {
         self.run(&register.props(props).to_bytes())?;
         self.registered.push(id);
         for (i, chunk) in ranges.chunks(per_cmd).enumerate().skip(1) {
-            self.run(&add_ranges_cmd(id, (i * per_cmd) as u32, chunk))?;
+            self.run(&add_ranges_bytes(id, (i * per_cmd) as u32, chunk))?;
         }
         Ok(())
     }
@@ -424,16 +424,6 @@ fn hdr(type_: u32) -> VirtioBufshareCmdHdr {
         type_: type_.into(),
         flags: 0.into(),
     }
-}
-
-fn add_ranges_cmd(id: u64, first: u32, ranges: &[(u64, u64)]) -> Vec<u8> {
-    let cmd = VirtioBufshareCmdAddRanges {
-        hdr: hdr(VIRTIO_BUFSHARE_CMD_ADD_RANGES),
-        buffer_id: id.into(),
-        first: first.into(),
-        nr_ranges: (ranges.len() as u32).into(),
-    };
-    [cmd.as_slice(), &ranges_bytes(ranges)].concat()
 }
 
 fn update_cmd(id: u64, seqno: u64, offset: u64, length: u64) -> Vec<u8> {

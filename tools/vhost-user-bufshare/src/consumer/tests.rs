@@ -17,11 +17,11 @@ use bufshare_consumer::{
     ALL_APPLICATIONS,
 };
 use bufshare_uapi::{
-    ranges_bytes, RegisterCommand, VirtioBufshareCmdAddRanges, VirtioBufshareCmdHdr,
+    add_ranges_bytes as add_ranges, RegisterCommand, VirtioBufshareCmdHdr,
     VirtioBufshareCmdSetProperties, VirtioBufshareCmdUnregister, VirtioBufshareCmdUpdate,
-    VIRTIO_BUFSHARE_CMD_ADD_RANGES, VIRTIO_BUFSHARE_CMD_SET_PROPERTIES,
-    VIRTIO_BUFSHARE_CMD_UNREGISTER, VIRTIO_BUFSHARE_CMD_UPDATE, VIRTIO_BUFSHARE_F_BUFFERS,
-    VIRTIO_BUFSHARE_S_OK, VIRTIO_BUFSHARE_UPDATE_F_RANGE, VIRTIO_BUFSHARE_UPDATE_F_RECT,
+    VIRTIO_BUFSHARE_CMD_SET_PROPERTIES, VIRTIO_BUFSHARE_CMD_UNREGISTER, VIRTIO_BUFSHARE_CMD_UPDATE,
+    VIRTIO_BUFSHARE_F_BUFFERS, VIRTIO_BUFSHARE_S_OK, VIRTIO_BUFSHARE_UPDATE_F_RANGE,
+    VIRTIO_BUFSHARE_UPDATE_F_RECT,
 };
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
@@ -93,16 +93,6 @@ fn register(
     RegisterCommand::new(id, app, size, num_ranges, ranges)
         .props(props)
         .to_bytes()
-}
-
-fn add_ranges(id: u64, first: u32, ranges: &[(u64, u64)]) -> Vec<u8> {
-    let cmd = VirtioBufshareCmdAddRanges {
-        hdr: hdr(VIRTIO_BUFSHARE_CMD_ADD_RANGES),
-        buffer_id: id.into(),
-        first: first.into(),
-        nr_ranges: (ranges.len() as u32).into(),
-    };
-    [cmd.as_slice(), &ranges_bytes(ranges)].concat()
 }
 
 fn update(id: u64, seqno: u64, range: Option<(u64, u64)>, rect: Option<[u32; 4]>) -> Vec<u8> {

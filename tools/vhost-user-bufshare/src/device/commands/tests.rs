@@ -4,7 +4,7 @@
 //! rejection.
 
 use bufshare_uapi::{
-    ranges_bytes, RegisterCommand, VirtioBufshareCmdHdr, VirtioBufshareRespHdr,
+    add_ranges_bytes as add_ranges, RegisterCommand, VirtioBufshareCmdHdr, VirtioBufshareRespHdr,
     VirtioBufshareRespInfo, VIRTIO_BUFSHARE_APP_LEN, VIRTIO_BUFSHARE_CMD_GET_INFO,
     VIRTIO_BUFSHARE_CMD_SET_PROPERTIES, VIRTIO_BUFSHARE_CMD_UNREGISTER, VIRTIO_BUFSHARE_CMD_UPDATE,
     VIRTIO_BUFSHARE_S_DEVICE_ERROR, VIRTIO_BUFSHARE_S_OK, VIRTIO_BUFSHARE_S_UNSUPPORTED,
@@ -85,18 +85,6 @@ fn register(id: u64, size: u64, num_ranges: u32, ranges: &[(u64, u64)]) -> Regis
 /// A REGISTER of a complete buffer of one range.
 fn register_one(id: u64, addr: u64, len: u64) -> RegisterCommand {
     register(id, len, 1, &[(addr, len)])
-}
-
-fn add_ranges(id: u64, first: u32, ranges: &[(u64, u64)]) -> Vec<u8> {
-    let cmd = VirtioBufshareCmdAddRanges {
-        hdr: hdr(VIRTIO_BUFSHARE_CMD_ADD_RANGES),
-        buffer_id: id.into(),
-        first: first.into(),
-        nr_ranges: (ranges.len() as u32).into(),
-    };
-    let mut out = cmd.as_slice().to_vec();
-    out.extend(ranges_bytes(ranges));
-    out
 }
 
 fn update_cmd(id: u64, seqno: u64) -> VirtioBufshareCmdUpdate {
