@@ -9,7 +9,7 @@
 
 prepare_vm bench
 N=${BUFSHARE_BENCH_N:-1000}
-guest="insmod /build/linux/drivers/virtio/virtio_bufshare.ko
+guest="insmod /build/linux/drivers/virtio/bufshare/virtio_bufshare.ko
 echo '== one caller, $N GET_INFO round trips'
 /build/tests/bufshare_info -n $N | grep 'round trip'
 echo '== four callers at once, $N each'

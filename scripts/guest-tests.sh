@@ -35,7 +35,7 @@ MAX_RANGES=100000 MAX_PROPS=3000 MAX_BUFFERS=999 MAX_SIZE=$((512 << 20))
 
 new_run "$NAME"
 cat > "$RUN/env" <<ENV
-export BUFSHARE_MODULE=/build/linux/drivers/virtio/virtio_bufshare.ko
+export BUFSHARE_MODULE=/build/linux/drivers/virtio/bufshare/virtio_bufshare.ko
 export BUFSHARE_TESTS=/build/tests
 export BUFSHARE_FAULT_FILE=/build/run/fault
 export BUFSHARE_RELAY_DIR=/build/run/relay

@@ -19,9 +19,14 @@ FILES=(
 	include/uapi/linux/virtio_bufshare.h
 	include/uapi/linux/bufshare.h
 )
-for f in drivers/virtio/*.rs rust/kernel/*.rs rust/helpers/*.c; do
+for f in drivers/virtio/bufshare/Kconfig drivers/virtio/bufshare/Makefile rust/kernel/*.rs \
+	rust/helpers/*.c; do
 	[ -e "$TOPDIR/$f" ] && FILES+=("$f")
 done
+# The driver's sources, not what an external module build left beside them.
+while IFS= read -r f; do
+	FILES+=("$f")
+done < <(cd "$TOPDIR" && find drivers/virtio/bufshare -name '*.rs' | LC_ALL=C sort)
 
 # Fragments the edits below insert into kernel files.
 FRAGMENTS=(rust/kernel/sync/condvar_wait_timeout.rs)
@@ -76,9 +81,9 @@ append() {
 	printf '%s\n' "$2" >> "$STAGE/$1"
 }
 
-if [ -e "$TOPDIR/drivers/virtio/virtio_bufshare.rs" ]; then
-	add_before drivers/virtio/Kconfig '^endif # VIRTIO_MENU' "$(cat "$TOPDIR/drivers/virtio/Kconfig")"
-	append drivers/virtio/Makefile "$(cat "$TOPDIR/drivers/virtio/Makefile")"
+if [ -e "$TOPDIR/drivers/virtio/bufshare/Kconfig" ]; then
+	add_before drivers/virtio/Kconfig '^endif # VIRTIO_MENU' 'source "drivers/virtio/bufshare/Kconfig"'
+	append drivers/virtio/Makefile 'obj-$(CONFIG_VIRTIO_BUFSHARE)	+= bufshare/'
 fi
 if [ -e "$TOPDIR/rust/kernel/virtio.rs" ]; then
 	add_after rust/kernel/lib.rs '^pub mod usb;' '#[cfg(CONFIG_VIRTIO)]
