@@ -1,0 +1,190 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Buffers: their memory, its ranges, and their state.
+
+use super::*;
+
+/// A range of memory as the device sees it.
+#[derive(Clone, Copy)]
+pub(crate) struct Range {
+    pub(crate) addr: u64,
+    pub(crate) len: u64,
+}
+
+/// The ranges of a buffer, merged where they touch, at most `max` of them.
+pub(crate) struct Ranges {
+    pub(crate) list: KVVec<Range>,
+    pub(crate) max: usize,
+}
+
+impl Ranges {
+    pub(crate) fn new(max: usize) -> Self {
+        Ranges {
+            list: KVVec::new(),
+            max,
+        }
+    }
+
+    pub(crate) fn push(&mut self, addr: u64, len: u64) -> Result {
+        if len == 0 {
+            return Ok(());
+        }
+        if let Some(last) = self.list.last_mut() {
+            if last.addr.checked_add(last.len) == Some(addr) {
+                last.len = last.len.checked_add(len).ok_or(EINVAL)?;
+                return Ok(());
+            }
+        }
+        if self.list.len() >= self.max {
+            return Err(E2BIG);
+        }
+        self.list.push(Range { addr, len }, GFP_KERNEL)?;
+        Ok(())
+    }
+
+    pub(crate) fn total(&self) -> u64 {
+        self.list.iter().map(|r| r.len).sum()
+    }
+}
+
+/// The memory of a buffer, held for the device until the buffer is dropped.
+pub(crate) enum Memory {
+    /// Memfd folios, pinned and mapped with the DMA API.
+    Mapped(#[expect(dead_code)] DmaMappedFolios),
+    /// Memfd folios, pinned; the device reads them by physical address.
+    Pinned(#[expect(dead_code)] PinnedFolios),
+    /// A dma-buf, attached and mapped.
+    DmaBuf(#[expect(dead_code)] MappedAttachment),
+}
+
+impl Memory {
+    /// Takes the memory of `length` bytes at `offset` in the memfd or dma-buf open as `fd`, for
+    /// the device reached as `target`; returns it, its kind, and its ranges (at most
+    /// `max_ranges`). `offset` and `length` are page-aligned, `length` non-zero.
+    pub(crate) fn take(
+        fd: i32,
+        offset: u64,
+        length: u64,
+        target: &DmaTarget,
+        max_ranges: usize,
+    ) -> Result<(Memory, u32, Ranges)> {
+        let mut ranges = Ranges::new(max_ranges);
+        let fd_u32 = u32::try_from(fd).map_err(|_| EBADF)?;
+        let file = kernel::fs::LocalFile::fget(fd_u32)?;
+        match memfd::seals(&file) {
+            Ok(seals) => {
+                if seals & memfd::SEAL_SHRINK == 0
+                    || seals & (memfd::SEAL_WRITE | memfd::SEAL_FUTURE_WRITE) != 0
+                {
+                    return Err(EPERM);
+                }
+                let pinned = PinnedFolios::pin(&file, offset, length)?;
+                let memory = match target {
+                    DmaTarget::Api(dev) => {
+                        let dir = DataDirection::Bidirectional;
+                        // SAFETY: The buffer, and so this mapping, is dropped before the driver
+                        // unbinds from the virtio device (`Shared::shut_down`), so while a driver
+                        // is bound to its transport device `dev`.
+                        let mapped = unsafe { pinned.dma_map(dev.clone(), dir) }?;
+                        for (addr, len) in mapped.dma_ranges() {
+                            ranges.push(addr, len as u64)?;
+                        }
+                        Memory::Mapped(mapped)
+                    }
+                    DmaTarget::Physical(_) => {
+                        for piece in pinned.pieces() {
+                            ranges.push(piece.phys_addr(), piece.len as u64)?;
+                        }
+                        Memory::Pinned(pinned)
+                    }
+                };
+                Ok((memory, uapi::BUFSHARE_KIND_MEMFD, ranges))
+            }
+            Err(e) if e == EINVAL => {
+                drop(file);
+                let dmabuf = DmaBuf::from_fd(fd)?;
+                let end = offset.checked_add(length).ok_or(EINVAL)?;
+                // Alignment was checked by the caller.
+                if end > dmabuf.size() as u64 {
+                    return Err(EINVAL);
+                }
+                // SAFETY: As for the memfd mapping above: the attachment is dropped before the
+                // driver unbinds from the virtio device.
+                let attach = unsafe { dmabuf.attach(target.device().clone()) }?;
+                let mapped = attach.map(DataDirection::Bidirectional).map_err(|e| {
+                    if e == ENOMEM || e == EINTR || e == ERESTARTSYS {
+                        e
+                    } else {
+                        pr_info!("exporter cannot map its dma-buf for the device: {:?}\n", e);
+                        EOPNOTSUPP
+                    }
+                })?;
+                // Only the DMA addresses and lengths of the mapping: the pages are the
+                // exporter's.
+                let mut pos = 0u64;
+                for sg in mapped.sg_table().iter() {
+                    let (addr, len) = (sg.dma_address(), sg.dma_len());
+                    let seg_end = pos.checked_add(len).ok_or(EINVAL)?;
+                    let from = offset.max(pos);
+                    let to = end.min(seg_end);
+                    if from < to {
+                        ranges.push(addr.checked_add(from - pos).ok_or(EINVAL)?, to - from)?;
+                    }
+                    pos = seg_end;
+                    if pos >= end {
+                        break;
+                    }
+                }
+                if ranges.total() != length {
+                    return Err(EINVAL);
+                }
+                Ok((Memory::DmaBuf(mapped), uapi::BUFSHARE_KIND_DMABUF, ranges))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// What changes in a buffer's life; changing it takes a command, so the lock is a mutex.
+pub(crate) struct BufferState {
+    pub(crate) props: KVec<u8>,
+}
+
+/// A registered buffer.
+#[pin_data]
+pub(crate) struct Buffer {
+    pub(crate) id: u64,
+    /// The open file that owns it (`BufshareFile::id`).
+    pub(crate) owner: u64,
+    pub(crate) kind: u32,
+    pub(crate) size: u64,
+    pub(crate) application: [u8; APP_LEN],
+    /// The number of the last update; written with `state` locked.
+    pub(crate) seqno: Atomic<u64>,
+    /// Its memory as the device reaches it, as registered.
+    pub(crate) ranges: KVVec<Range>,
+    /// [`Shared::losses`] when the device last confirmed registering it: the buffer is the
+    /// device's as long as the device has not lost its buffers since.
+    pub(crate) epoch: Atomic<u64>,
+    #[pin]
+    pub(crate) state: Mutex<BufferState>,
+    /// Dropped, so unmapped and unpinned, only once the device gave the buffer up or was reset.
+    pub(crate) _memory: Memory,
+}
+
+impl Buffer {
+    /// How many ranges it has; checked at registration to fit a `u32`.
+    pub(crate) fn nr_ranges(&self) -> u32 {
+        u32::try_from(self.ranges.len()).unwrap_or(u32::MAX)
+    }
+
+    pub(crate) fn app_str(&self) -> &str {
+        let len = self
+            .application
+            .iter()
+            .position(|&c| c == 0)
+            .unwrap_or(APP_LEN);
+        // Checked to be ASCII at registration.
+        core::str::from_utf8(&self.application[..len]).unwrap_or("?")
+    }
+}
