@@ -1,8 +1,32 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Buffers: their memory, its ranges, and their state.
+//! Buffers: the memory an application registers, as the device reaches it.
 
-use super::*;
+use kernel::{
+    dma::DataDirection,
+    dma_buf::{
+        DmaBuf,
+        MappedAttachment, //
+    },
+    fs::LocalFile,
+    memfd::{
+        self,
+        DmaMappedFolios,
+        PinnedFolios, //
+    },
+    prelude::*,
+    sync::{
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
+        Mutex,
+    },
+    uapi,
+    virtio::DmaTarget,
+};
+
+use crate::props::APP_LEN;
 
 /// A range of memory as the device sees it.
 #[derive(Clone, Copy)]
@@ -13,19 +37,19 @@ pub(crate) struct Range {
 
 /// The ranges of a buffer, merged where they touch, at most `max` of them.
 pub(crate) struct Ranges {
-    pub(crate) list: KVVec<Range>,
-    pub(crate) max: usize,
+    list: KVVec<Range>,
+    max: usize,
 }
 
 impl Ranges {
-    pub(crate) fn new(max: usize) -> Self {
+    fn new(max: usize) -> Self {
         Ranges {
             list: KVVec::new(),
             max,
         }
     }
 
-    pub(crate) fn push(&mut self, addr: u64, len: u64) -> Result {
+    fn push(&mut self, addr: u64, len: u64) -> Result {
         if len == 0 {
             return Ok(());
         }
@@ -42,7 +66,7 @@ impl Ranges {
         Ok(())
     }
 
-    pub(crate) fn total(&self) -> u64 {
+    fn total(&self) -> u64 {
         self.list.iter().map(|r| r.len).sum()
     }
 }
@@ -67,10 +91,10 @@ impl Memory {
         length: u64,
         target: &DmaTarget,
         max_ranges: usize,
-    ) -> Result<(Memory, u32, Ranges)> {
+    ) -> Result<(Memory, u32, KVVec<Range>)> {
         let mut ranges = Ranges::new(max_ranges);
         let fd_u32 = u32::try_from(fd).map_err(|_| EBADF)?;
-        let file = kernel::fs::LocalFile::fget(fd_u32)?;
+        let file = LocalFile::fget(fd_u32)?;
         match memfd::seals(&file) {
             Ok(seals) => {
                 if seals & memfd::SEAL_SHRINK == 0
@@ -83,8 +107,8 @@ impl Memory {
                     DmaTarget::Api(dev) => {
                         let dir = DataDirection::Bidirectional;
                         // SAFETY: The buffer, and so this mapping, is dropped before the driver
-                        // unbinds from the virtio device (`Shared::shut_down`), so while a driver
-                        // is bound to its transport device `dev`.
+                        // unbinds from the virtio device (`BufshareDevice::shut_down`), so while a
+                        // driver is bound to its transport device `dev`.
                         let mapped = unsafe { pinned.dma_map(dev.clone(), dir) }?;
                         for (addr, len) in mapped.dma_ranges() {
                             ranges.push(addr, len as u64)?;
@@ -98,7 +122,7 @@ impl Memory {
                         Memory::Pinned(pinned)
                     }
                 };
-                Ok((memory, uapi::BUFSHARE_KIND_MEMFD, ranges))
+                Ok((memory, uapi::BUFSHARE_KIND_MEMFD, ranges.list))
             }
             Err(e) if e == EINVAL => {
                 drop(file);
@@ -138,7 +162,11 @@ impl Memory {
                 if ranges.total() != length {
                     return Err(EINVAL);
                 }
-                Ok((Memory::DmaBuf(mapped), uapi::BUFSHARE_KIND_DMABUF, ranges))
+                Ok((
+                    Memory::DmaBuf(mapped),
+                    uapi::BUFSHARE_KIND_DMABUF,
+                    ranges.list,
+                ))
             }
             Err(e) => Err(e),
         }
@@ -154,7 +182,7 @@ pub(crate) struct BufferState {
 #[pin_data]
 pub(crate) struct Buffer {
     pub(crate) id: u64,
-    /// The open file that owns it (`BufshareFile::id`).
+    /// The open file that owns it ([`Owner`](crate::device::Owner)).
     pub(crate) owner: u64,
     pub(crate) kind: u32,
     pub(crate) size: u64,
@@ -163,9 +191,10 @@ pub(crate) struct Buffer {
     pub(crate) seqno: Atomic<u64>,
     /// Its memory as the device reaches it, as registered.
     pub(crate) ranges: KVVec<Range>,
-    /// [`Shared::losses`] when the device last confirmed registering it: the buffer is the
-    /// device's as long as the device has not lost its buffers since.
+    /// The epoch ([`Cmdq::epoch`](crate::cmdq::Cmdq::epoch)) of the answer that completed its
+    /// last registration: the device holds it as long as the epoch has not moved on.
     pub(crate) epoch: Atomic<u64>,
+    /// Changed by commands, so that they reach the device in order.
     #[pin]
     pub(crate) state: Mutex<BufferState>,
     /// Dropped, so unmapped and unpinned, only once the device gave the buffer up or was reset.
@@ -178,6 +207,7 @@ impl Buffer {
         u32::try_from(self.ranges.len()).unwrap_or(u32::MAX)
     }
 
+    /// Its application's name.
     pub(crate) fn app_str(&self) -> &str {
         let len = self
             .application
@@ -186,5 +216,10 @@ impl Buffer {
             .unwrap_or(APP_LEN);
         // Checked to be ASCII at registration.
         core::str::from_utf8(&self.application[..len]).unwrap_or("?")
+    }
+
+    /// Whether its last registration was answered in the epoch `epoch` or later.
+    pub(crate) fn registered_since(&self, epoch: u64) -> bool {
+        self.epoch.load(Relaxed) >= epoch
     }
 }

@@ -1,35 +1,103 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The command queue: commands in flight, their answers, and the device's generation.
+//! The command queue: the device's one virtqueue, the commands in flight on it, their answers,
+//! and the device's generation as the answers tell it.
 
-use super::*;
+use core::{
+    mem::size_of,
+    ptr::NonNull, //
+};
+use kernel::{
+    c_str,
+    device::Core,
+    new_condvar, new_spinlock_irq,
+    prelude::*,
+    sync::{
+        aref::ARef,
+        atomic::{
+            Acquire,
+            Atomic,
+            Relaxed,
+            Release, //
+        },
+        Arc,
+        CondVar,
+        CondVarTimeoutResult,
+        SpinLockIrq,
+        SpinLockIrqGuard, //
+    },
+    time::msecs_to_jiffies,
+    transmute::FromBytes,
+    types::Opaque,
+    uapi,
+    virtio::{
+        self,
+        DmaTarget, //
+    },
+};
 
-/// One command in flight: what the device reads, and room for its answer.
+use crate::commands::{
+    self,
+    Command,
+    Reply,
+    RespHdr, //
+};
+
+/// How long a caller waits for the device to answer a command.
+const COMMAND_TIMEOUT_MS: u32 = 10_000;
+
+/// Room for the largest answer the driver expects.
+const RESP_MAX: usize = 128;
+
+/// The size of an answer that is a bare header.
+const RESP_HDR_LEN: usize = size_of::<RespHdr>();
+
+/// Set in [`Cmdq::generation`] once the device's generation is known.
+const GENERATION_KNOWN: u64 = 1 << 32;
+
+/// How a caller waits for the device.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// A signal ends the wait with `EINTR`.
+    Interruptible,
+    /// Only the answer, the timeout or the device going away end the wait: for commands that
+    /// clean up, which must reach the device even from a process being killed.
+    Uninterruptible,
+}
+
+/// An answer of the device that said OK.
+pub(crate) struct Answer<R> {
+    /// What the answer says.
+    pub(crate) reply: R,
+    /// The device's epoch when it carried the command out (see [`Cmdq::epoch`]).
+    pub(crate) epoch: u64,
+}
+
+/// A command on the queue: what the device reads, and room for its answer.
 ///
 /// # Invariants
 ///
 /// - `resp` is only read through its raw pointer, and only once `used` holds a length: the
 ///   device wrote it and gave the command back.
-/// - `used` is -1 while the command is pending, else the length the device reported (checked
+/// - `used` is -1 while the command is on the queue, else the length the device reported (checked
 ///   against `resp_len` when it is read).
-pub(crate) struct Command {
-    pub(crate) req: KVec<u8>,
-    pub(crate) resp: KBox<Opaque<[u8; RESP_MAX]>>,
-    pub(crate) resp_len: usize,
-    pub(crate) used: Atomic<i64>,
-    /// How many times the device had lost its buffers when it answered ([`Shared::losses`]);
-    /// written before the command is seen complete, under the queues' lock.
-    pub(crate) epoch: Atomic<u64>,
+struct Queued {
+    req: KVec<u8>,
+    resp: KBox<Opaque<[u8; RESP_MAX]>>,
+    resp_len: usize,
+    used: Atomic<i64>,
+    /// The epoch the answer came in; written under the queue's lock, before `used`.
+    epoch: Atomic<u64>,
 }
 
-impl Command {
+impl Queued {
     /// A command the device reads as `req`, expecting an answer of at most `resp_len` bytes.
-    pub(crate) fn new(req: KVec<u8>, resp_len: usize) -> Result<Arc<Self>> {
+    fn new(req: KVec<u8>, resp_len: usize) -> Result<Arc<Self>> {
         if !(RESP_HDR_LEN..=RESP_MAX).contains(&resp_len) {
             return Err(EINVAL);
         }
         Ok(Arc::new(
-            Command {
+            Queued {
                 req,
                 resp: KBox::new(Opaque::zeroed(), GFP_KERNEL)?,
                 resp_len,
@@ -40,14 +108,9 @@ impl Command {
         )?)
     }
 
-    /// Records that the device gave the command back, having written `len` bytes.
-    pub(crate) fn complete(&self, len: u32) {
-        self.used.store(i64::from(len), Release);
-    }
-
-    /// The device's answer once the command is complete; `EIO` if the device claims to have
-    /// written more than there was room for.
-    pub(crate) fn response(&self) -> Option<Result<&[u8]>> {
+    /// The device's answer once the device gave the command back; `EIO` if the device claims to
+    /// have written more than there was room for.
+    fn response(&self) -> Option<Result<&[u8]>> {
         let used = self.used.load(Acquire);
         let used = usize::try_from(used).ok()?;
         if used > self.resp_len {
@@ -64,17 +127,17 @@ impl Command {
 // SAFETY: `req` is only read. `resp` is written by the device while the command is queued and only
 // read, through a raw pointer, after the device gave the command back and `used` was published
 // with release ordering (read with acquire ordering), so no two threads race on it.
-unsafe impl Sync for Command {}
+unsafe impl Sync for Queued {}
 
 // SAFETY: A command owns its allocations; it can be dropped from any thread.
-unsafe impl Send for Command {}
+unsafe impl Send for Queued {}
 
 // SAFETY:
 // - `req` and `resp` are separate `kmalloc` allocations (so in the linear mapping, and aligned
 //   for DMA), owned by the command and never moved or resized while it lives.
 // - By the type invariants `resp` is only accessed through raw pointers after the device gave the
 //   command back.
-unsafe impl virtio::Request for Command {
+unsafe impl virtio::Request for Queued {
     fn device_readable(&self) -> &[u8] {
         &self.req
     }
@@ -84,112 +147,121 @@ unsafe impl virtio::Request for Command {
     }
 }
 
-pub(crate) type Queues = virtio::Virtqueues<Shared, Arc<Command>>;
+type Virtqueues = virtio::Virtqueues<Cmdq, Arc<Queued>>;
 
-/// How a caller waits for the device.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Wait {
-    /// A signal ends the wait with `EINTR`.
-    Interruptible,
-    /// Only the answer, the timeout or the device going away end the wait: for commands that
-    /// clean up, which must reach the device even from a process being killed.
-    Uninterruptible,
+/// The command queue of a device.
+///
+/// A caller queues its command, kicks the device and sleeps until the answer is there. Answers
+/// are taken off the ring by whoever comes first: the interrupt handler, or a caller on its way
+/// in or waiting. The device carries commands out in the order it takes them and gives them back
+/// in that order, so the answers tell the device's generation in order too.
+///
+/// # Invariants
+///
+/// - `vqs` holds the device's virtqueues until the device goes away, and `None` afterwards.
+/// - Answers are taken off the ring only by [`Cmdq::reap`], with the lock of `vqs` held, which
+///   wakes every caller sleeping on `answered` once it took any: a caller checks for its answer
+///   and goes to sleep without letting go of the lock in between, so no answer goes unseen.
+/// - `generation` and `epoch` change only in [`Cmdq::reap`], under the same lock.
+#[pin_data]
+pub(crate) struct Cmdq {
+    #[pin]
+    vqs: SpinLockIrq<Option<Virtqueues>>,
+    /// Woken when answers were taken off the ring, and when the device went away.
+    #[pin]
+    answered: CondVar,
+    dev: ARef<virtio::Device>,
+    /// Whether answers carry the device's generation (`VIRTIO_BUFSHARE_F_GENERATION`).
+    with_generation: bool,
+    /// The device's generation, with [`GENERATION_KNOWN`] set once an answer told it.
+    generation: Atomic<u64>,
+    /// How many times the answers showed a new generation.
+    epoch: Atomic<u64>,
 }
 
-impl super::Shared {
-    /// Takes back every command the device has used, in the order it used them, follows the
-    /// device's generation through their answers, and wakes the callers waiting for them.
-    ///
-    /// Callers reap too, on their way in and while they wait, so the command taken back may be
-    /// another caller's, and the interrupt that announced it then finds the ring empty: the
-    /// virtio core does not call the handler for it. Whoever takes an answer must wake its
-    /// waiter.
-    pub(crate) fn reap(&self, queues: &mut Queues) {
-        let Some(vq) = queues.get_mut(uapi::VIRTIO_BUFSHARE_VQ_CMD as usize) else {
-            return;
-        };
-        let mut reaped = false;
-        while let Some((cmd, len)) = vq.get_buf() {
-            cmd.complete(len);
-            // Waiters read the epoch with the queues locked, as they are here.
-            cmd.epoch.store(self.follow_generation(&cmd), Relaxed);
-            reaped = true;
-        }
-        if reaped {
-            self.used.notify_all();
-        }
+impl Cmdq {
+    /// Sets up the command queue of `vdev`; `with_generation` says whether the device's answers
+    /// carry its generation.
+    pub(crate) fn new(vdev: &virtio::Device<Core<'_>>, with_generation: bool) -> Result<Arc<Self>> {
+        let cmdq = Arc::pin_init(
+            pin_init!(Cmdq {
+                vqs <- new_spinlock_irq!(None, "virtio_bufshare:cmdq"),
+                answered <- new_condvar!("virtio_bufshare:answered"),
+                dev: vdev.into(),
+                with_generation,
+                generation: Atomic::new(0),
+                epoch: Atomic::new(0),
+            }),
+            GFP_KERNEL,
+        )?;
+        let vqs = Virtqueues::new(vdev, &[c_str!("cmd")], cmdq.clone())?;
+        *cmdq.vqs.lock() = Some(vqs);
+        Ok(cmdq)
     }
 
-    /// Notes the generation in the answer to `cmd`, which the device just gave back, and returns
-    /// how many times the device has lost its buffers so far. Called with the queues locked, so
-    /// answers are seen in the order the device gave them back, which is the order it carried
-    /// the commands out.
-    pub(crate) fn follow_generation(&self, cmd: &Command) -> u64 {
-        let losses = self.losses.load(Relaxed);
-        if self.features & (1 << uapi::VIRTIO_BUFSHARE_F_GENERATION) == 0 {
-            return losses;
-        }
-        // Answers too short to hold a header say nothing, and fail anyway.
-        let Some(Ok(resp)) = cmd.response() else {
-            return losses;
-        };
-        // Only answers of a size the driver takes: a bare header, or the full answer.
-        if resp.len() != RESP_HDR_LEN && resp.len() != cmd.resp_len {
-            return losses;
-        }
-        let off = offset_of!(uapi::virtio_bufshare_resp_hdr, generation);
-        let Some(generation) = le32(resp, off) else {
-            return losses;
-        };
-        let known = u64::from(generation) | GENERATION_KNOWN;
-        match self.generation.load(Relaxed) {
-            current if current == known => losses,
-            0 => {
-                self.generation.store(known, Relaxed);
-                losses
-            }
-            _ => {
-                self.generation.store(known, Relaxed);
-                let losses = losses.wrapping_add(1);
-                self.losses.store(losses, Relaxed);
-                losses
-            }
-        }
+    /// Returns how the device reaches memory the driver describes to it by address.
+    pub(crate) fn dma_target(&self, vdev: &virtio::Device<Core<'_>>) -> Result<DmaTarget> {
+        let mut vqs = self.vqs.lock();
+        let vqs = Option::as_mut(&mut *vqs).ok_or(ENODEV)?;
+        vqs.get_mut(uapi::VIRTIO_BUFSHARE_VQ_CMD as usize)
+            .ok_or(ENODEV)?
+            .dma_target(vdev)
     }
 
-    /// Sleeps until woken, the timeout or (if `wait` allows) a signal.
-    pub(crate) fn sleep(
-        &self,
-        guard: &mut SpinLockIrqGuard<'_, Option<Queues>>,
-        wait: Wait,
-    ) -> Result {
-        let timeout = msecs_to_jiffies(COMMAND_TIMEOUT_MS);
-        match wait {
-            Wait::Interruptible => match self.used.wait_interruptible_timeout(guard, timeout) {
-                CondVarTimeoutResult::Signal { .. } => Err(EINTR),
-                CondVarTimeoutResult::Timeout => Err(ETIMEDOUT),
-                CondVarTimeoutResult::Woken { .. } => Ok(()),
-            },
-            Wait::Uninterruptible => match self.used.wait_timeout(guard, timeout) {
-                0 => Err(ETIMEDOUT),
-                _ => Ok(()),
-            },
-        }
+    /// How many times the device's answers have shown that it lost its buffers: its generation
+    /// changed. Each answer carries the epoch it came in ([`Answer::epoch`]).
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Relaxed)
     }
 
-    /// Queues `cmd` and sleeps until the device answers; returns the answer and its epoch (see
-    /// [`Shared::losses`]).
-    pub(crate) fn submit<'a>(&self, cmd: &'a Arc<Command>, wait: Wait) -> Result<(&'a [u8], u64)> {
-        let mut guard = self.queues.lock();
+    /// The device's generation, as the last answer told it (0 if none did).
+    pub(crate) fn generation(&self) -> u32 {
+        // The low 32 bits are the device's.
+        self.generation.load(Relaxed) as u32
+    }
+
+    /// Sends `cmd` and sleeps until the device answers; checks that the answer says OK and is
+    /// of the reply's size, and reads it.
+    pub(crate) fn send<C: Command>(&self, cmd: &C, wait: Wait) -> Result<Answer<C::Reply>> {
+        let queued = Queued::new(commands::encode(cmd)?, C::Reply::LEN)?;
+        let (resp, epoch) = self.submit(&queued, wait)?;
+        let resp = self.check_status(resp)?;
+        if resp.len() != C::Reply::LEN {
+            dev_err!(
+                self.dev.as_ref(),
+                "answer is {} bytes, expected {}\n",
+                resp.len(),
+                C::Reply::LEN
+            );
+            return Err(EIO);
+        }
+        Ok(Answer {
+            reply: C::Reply::read(resp)?,
+            epoch,
+        })
+    }
+
+    /// Drops the virtqueues: the device is reset, queued commands are taken back, and everybody
+    /// waiting is woken to find the device gone.
+    pub(crate) fn shut_down(&self) {
+        let vqs = self.vqs.lock().take();
+        // Dropped outside the lock: deleting the queues sleeps.
+        drop(vqs);
+        self.answered.notify_all();
+    }
+
+    /// Queues `queued` and sleeps until the device answers; returns the answer and its epoch.
+    fn submit<'a>(&self, queued: &'a Arc<Queued>, wait: Wait) -> Result<(&'a [u8], u64)> {
+        let mut guard = self.vqs.lock();
 
         // Queue it, waiting for room if the ring is full.
         loop {
-            let queues = Option::as_mut(&mut *guard).ok_or(ENODEV)?;
-            self.reap(queues);
-            let vq = queues
+            let vqs = Option::as_mut(&mut *guard).ok_or(ENODEV)?;
+            self.reap(vqs);
+            let vq = vqs
                 .get_mut(uapi::VIRTIO_BUFSHARE_VQ_CMD as usize)
                 .ok_or(ENODEV)?;
-            match vq.add(cmd.clone(), GFP_ATOMIC) {
+            match vq.add(queued.clone(), GFP_ATOMIC) {
                 Ok(()) => {
                     if !vq.kick() {
                         dev_err!(self.dev.as_ref(), "device is broken\n");
@@ -206,13 +278,13 @@ impl super::Shared {
         // Wait for the answer. The command stays owned by the virtqueue if we give up: the
         // device may still write its answer, and the memory stays valid for it.
         loop {
-            if let Some(resp) = cmd.response() {
-                return Ok((resp?, cmd.epoch.load(Relaxed)));
+            if let Some(resp) = queued.response() {
+                return Ok((resp?, queued.epoch.load(Relaxed)));
             }
-            let queues = Option::as_mut(&mut *guard).ok_or(ENODEV)?;
-            self.reap(queues);
-            if let Some(resp) = cmd.response() {
-                return Ok((resp?, cmd.epoch.load(Relaxed)));
+            let vqs = Option::as_mut(&mut *guard).ok_or(ENODEV)?;
+            self.reap(vqs);
+            if let Some(resp) = queued.response() {
+                return Ok((resp?, queued.epoch.load(Relaxed)));
             }
             if let Err(e) = self.sleep(&mut guard, wait) {
                 if e == ETIMEDOUT {
@@ -223,27 +295,98 @@ impl super::Shared {
         }
     }
 
-    /// Checks the status of an answer; returns the answer if it says OK.
-    pub(crate) fn check_status<'a>(&self, resp: &'a [u8]) -> Result<&'a [u8]> {
-        let status = match le32(resp, offset_of!(uapi::virtio_bufshare_resp_hdr, status)) {
-            Some(status) if resp.len() >= RESP_HDR_LEN => status,
-            _ => {
-                dev_err!(
-                    self.dev.as_ref(),
-                    "short answer from device ({} bytes)\n",
-                    resp.len()
-                );
-                return Err(EIO);
-            }
+    /// Sleeps until woken, the timeout or (if `wait` allows) a signal.
+    fn sleep(&self, guard: &mut SpinLockIrqGuard<'_, Option<Virtqueues>>, wait: Wait) -> Result {
+        let timeout = msecs_to_jiffies(COMMAND_TIMEOUT_MS);
+        match wait {
+            Wait::Interruptible => match self.answered.wait_interruptible_timeout(guard, timeout) {
+                CondVarTimeoutResult::Signal { .. } => Err(EINTR),
+                CondVarTimeoutResult::Timeout => Err(ETIMEDOUT),
+                CondVarTimeoutResult::Woken { .. } => Ok(()),
+            },
+            Wait::Uninterruptible => match self.answered.wait_timeout(guard, timeout) {
+                0 => Err(ETIMEDOUT),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// Takes back every command the device has used, in the order it used them, follows the
+    /// device's generation through their answers, and wakes the callers waiting for them.
+    ///
+    /// Callers reap too, on their way in and while they wait, so the command taken back may be
+    /// another caller's, and the interrupt that announced it then finds the ring empty: the
+    /// virtio core does not call the handler for it. Whoever takes an answer must wake its
+    /// waiter.
+    fn reap(&self, vqs: &mut Virtqueues) {
+        let Some(vq) = vqs.get_mut(uapi::VIRTIO_BUFSHARE_VQ_CMD as usize) else {
+            return;
         };
-        match status {
+        let mut reaped = false;
+        while let Some((queued, len)) = vq.get_buf() {
+            queued.used.store(i64::from(len), Release);
+            // Waiters read the epoch with the lock held, as it is here.
+            queued.epoch.store(self.follow_generation(&queued), Relaxed);
+            reaped = true;
+        }
+        if reaped {
+            self.answered.notify_all();
+        }
+    }
+
+    /// Notes the generation in the answer to `queued`, which the device just gave back, and
+    /// returns the epoch the answer came in. Called under the queue's lock, so answers are seen
+    /// in the order the device gave them back, which is the order it carried the commands out.
+    fn follow_generation(&self, queued: &Queued) -> u64 {
+        let epoch = self.epoch.load(Relaxed);
+        if !self.with_generation {
+            return epoch;
+        }
+        // Answers too short to hold a header say nothing, and fail anyway.
+        let Some(Ok(resp)) = queued.response() else {
+            return epoch;
+        };
+        // Only answers of a size the driver takes: a bare header, or the full answer.
+        if resp.len() != RESP_HDR_LEN && resp.len() != queued.resp_len {
+            return epoch;
+        }
+        let Some(hdr) = resp.get(..RESP_HDR_LEN).and_then(RespHdr::from_bytes_copy) else {
+            return epoch;
+        };
+        let known = u64::from(u32::from_le(hdr.0.generation)) | GENERATION_KNOWN;
+        match self.generation.load(Relaxed) {
+            current if current == known => epoch,
+            0 => {
+                self.generation.store(known, Relaxed);
+                epoch
+            }
+            _ => {
+                self.generation.store(known, Relaxed);
+                let epoch = epoch.wrapping_add(1);
+                self.epoch.store(epoch, Relaxed);
+                epoch
+            }
+        }
+    }
+
+    /// Checks the status of an answer; returns the answer if it says OK.
+    fn check_status<'a>(&self, resp: &'a [u8]) -> Result<&'a [u8]> {
+        let Some(hdr) = resp.get(..RESP_HDR_LEN).and_then(RespHdr::from_bytes_copy) else {
+            dev_err!(
+                self.dev.as_ref(),
+                "short answer from device ({} bytes)\n",
+                resp.len()
+            );
+            return Err(EIO);
+        };
+        match u32::from_le(hdr.0.status) {
             uapi::VIRTIO_BUFSHARE_S_OK => Ok(resp),
             uapi::VIRTIO_BUFSHARE_S_UNSUPPORTED => Err(EOPNOTSUPP),
             uapi::VIRTIO_BUFSHARE_S_INVALID => Err(EINVAL),
             uapi::VIRTIO_BUFSHARE_S_DEVICE_ERROR => Err(EIO),
             uapi::VIRTIO_BUFSHARE_S_NO_BUFFER => Err(ENOENT),
             uapi::VIRTIO_BUFSHARE_S_NO_SPACE => Err(ENOSPC),
-            _ => {
+            status => {
                 dev_err!(
                     self.dev.as_ref(),
                     "unknown status {:#x} from device\n",
@@ -253,59 +396,12 @@ impl super::Shared {
             }
         }
     }
-
-    /// Sends a command and checks that the answer says OK and is `resp_len` bytes long; returns
-    /// what `parse` makes of it.
-    pub(crate) fn exchange<T>(
-        &self,
-        wire: Wire,
-        resp_len: usize,
-        wait: Wait,
-        parse: impl FnOnce(&[u8]) -> Result<T>,
-    ) -> Result<T> {
-        self.exchange_epoch(wire, resp_len, wait, parse)
-            .map(|(value, _)| value)
-    }
-
-    /// Like [`Shared::exchange`]; also returns the answer's epoch (see [`Shared::losses`]).
-    pub(crate) fn exchange_epoch<T>(
-        &self,
-        wire: Wire,
-        resp_len: usize,
-        wait: Wait,
-        parse: impl FnOnce(&[u8]) -> Result<T>,
-    ) -> Result<(T, u64)> {
-        let cmd = Command::new(wire.0, resp_len)?;
-        let (resp, epoch) = self.submit(&cmd, wait)?;
-        let resp = self.check_status(resp)?;
-        if resp.len() != resp_len {
-            dev_err!(
-                self.dev.as_ref(),
-                "answer is {} bytes, expected {}\n",
-                resp.len(),
-                resp_len
-            );
-            return Err(EIO);
-        }
-        Ok((parse(resp)?, epoch))
-    }
-
-    /// Sends a command whose answer is a bare header, and checks the answer.
-    pub(crate) fn command(&self, wire: Wire, wait: Wait) -> Result {
-        self.exchange(wire, RESP_HDR_LEN, wait, |_| Ok(()))
-    }
-
-    /// Like [`Shared::command`]; returns the answer's epoch (see [`Shared::losses`]).
-    pub(crate) fn command_epoch(&self, wire: Wire, wait: Wait) -> Result<u64> {
-        self.exchange_epoch(wire, RESP_HDR_LEN, wait, |_| Ok(()))
-            .map(|((), epoch)| epoch)
-    }
 }
 
-impl virtio::VirtqueueHandler for Shared {
+impl virtio::VirtqueueHandler for Cmdq {
     fn used(&self, _index: usize) {
-        if let Some(queues) = Option::as_mut(&mut *self.queues.lock()) {
-            self.reap(queues);
+        if let Some(vqs) = Option::as_mut(&mut *self.vqs.lock()) {
+            self.reap(vqs);
         }
     }
 }

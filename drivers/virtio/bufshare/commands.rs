@@ -1,59 +1,358 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Commands as the device reads them.
+//! The commands the driver sends to the device, and the device's answers.
+//!
+//! Each command is a type implementing [`Command`]: it fills in the command's UAPI structure
+//! (`include/uapi/linux/virtio_bufshare.h`) by field name, and writes what follows it (properties,
+//! ranges). [`Cmdq::send`](crate::cmdq::Cmdq::send) lays both out for the device and reads the
+//! answer as the command's [`Reply`] type.
 
-use super::*;
+use core::mem::size_of;
+use kernel::{
+    prelude::*,
+    transmute::{
+        AsBytes,
+        FromBytes, //
+    },
+    uapi,
+};
 
-/// A command as the device reads it: a header, then the command's fields, little-endian.
-pub(crate) struct Wire(pub(crate) KVec<u8>);
+use crate::buffer::Range;
 
-impl Wire {
-    pub(crate) fn new(cmd_type: u32, capacity: usize) -> Result<Self> {
-        let hdr_len = size_of::<uapi::virtio_bufshare_cmd_hdr>();
-        let mut wire = Wire(KVec::with_capacity(hdr_len + capacity, GFP_KERNEL)?);
-        wire.u32(cmd_type)?;
-        // flags: none are defined.
-        wire.u32(0)?;
-        Ok(wire)
+/// Most ranges one REGISTER or ADD_RANGES command carries.
+pub(crate) const RANGES_PER_CMD: usize = uapi::VIRTIO_BUFSHARE_MAX_RANGES_PER_CMD as usize;
+
+/// Declares a transparent wrapper of a UAPI structure of the wire protocol, which the driver
+/// writes for the device or reads from it whole.
+macro_rules! wire_struct {
+    ($(#[$meta:meta])* $name:ident, $raw:ty) => {
+        $(#[$meta])*
+        #[repr(transparent)]
+        #[derive(Clone, Copy, Default)]
+        pub(crate) struct $name(pub(crate) $raw);
+
+        // SAFETY: The structure is made of little-endian integers (and arrays of them) only, laid
+        // out without padding: the UAPI header keeps every field naturally aligned and the size a
+        // multiple of 8, and `tools/bufshare-uapi` checks the layout against the header. So every
+        // byte is initialised and any bytes make a valid value.
+        unsafe impl AsBytes for $name {}
+
+        // SAFETY: As above.
+        unsafe impl FromBytes for $name {}
+    };
+}
+
+wire_struct!(
+    /// `struct virtio_bufshare_cmd_hdr`: GET_INFO is just this.
+    CmdHdr,
+    uapi::virtio_bufshare_cmd_hdr
+);
+wire_struct!(
+    /// `struct virtio_bufshare_cmd_register`.
+    RegisterCmd,
+    uapi::virtio_bufshare_cmd_register
+);
+wire_struct!(
+    /// `struct virtio_bufshare_cmd_add_ranges`.
+    AddRangesCmd,
+    uapi::virtio_bufshare_cmd_add_ranges
+);
+wire_struct!(
+    /// `struct virtio_bufshare_cmd_update`.
+    UpdateCmd,
+    uapi::virtio_bufshare_cmd_update
+);
+wire_struct!(
+    /// `struct virtio_bufshare_cmd_set_properties`.
+    SetPropertiesCmd,
+    uapi::virtio_bufshare_cmd_set_properties
+);
+wire_struct!(
+    /// `struct virtio_bufshare_cmd_unregister`.
+    UnregisterCmd,
+    uapi::virtio_bufshare_cmd_unregister
+);
+wire_struct!(
+    /// `struct virtio_bufshare_resp_hdr`: every answer starts with it.
+    RespHdr,
+    uapi::virtio_bufshare_resp_hdr
+);
+wire_struct!(
+    /// `struct virtio_bufshare_resp_info`: the answer to GET_INFO.
+    InfoReply,
+    uapi::virtio_bufshare_resp_info
+);
+wire_struct!(
+    /// `struct virtio_bufshare_range`.
+    WireRange,
+    uapi::virtio_bufshare_range
+);
+
+/// The header of a command of type `type_`.
+fn hdr(type_: u32) -> uapi::virtio_bufshare_cmd_hdr {
+    uapi::virtio_bufshare_cmd_hdr {
+        type_: type_.to_le(),
+        // No flags are defined.
+        flags: 0,
+    }
+}
+
+/// A command to the device.
+pub(crate) trait Command {
+    /// The fixed part: the command's UAPI structure, which starts with its header.
+    type Fixed: AsBytes;
+
+    /// The answer the device gives when it carried the command out.
+    type Reply: Reply;
+
+    /// Fills in the fixed part.
+    fn fixed(&self) -> Self::Fixed;
+
+    /// The size of what follows the fixed part.
+    fn payload_len(&self) -> usize {
+        0
     }
 
-    pub(crate) fn u32(&mut self, v: u32) -> Result {
-        Ok(self.0.extend_from_slice(&v.to_le_bytes(), GFP_KERNEL)?)
-    }
-
-    pub(crate) fn u64(&mut self, v: u64) -> Result {
-        Ok(self.0.extend_from_slice(&v.to_le_bytes(), GFP_KERNEL)?)
-    }
-
-    pub(crate) fn bytes(&mut self, b: &[u8]) -> Result {
-        Ok(self.0.extend_from_slice(b, GFP_KERNEL)?)
-    }
-
-    /// Pads with zeroes to a multiple of 8 bytes, counting from the end of the header.
-    pub(crate) fn pad8(&mut self) -> Result {
-        while self.0.len() % 8 != 0 {
-            self.0.push(0, GFP_KERNEL)?;
-        }
-        Ok(())
-    }
-
-    pub(crate) fn ranges(&mut self, ranges: &[Range]) -> Result {
-        for r in ranges {
-            self.u64(r.addr)?;
-            self.u64(r.len)?;
-        }
+    /// Appends what follows the fixed part: exactly [`Command::payload_len`] bytes.
+    fn write_payload(&self, _out: &mut KVec<u8>) -> Result {
         Ok(())
     }
 }
 
-/// Reads the little-endian `u32` at `off` in `buf`.
-pub(crate) fn le32(buf: &[u8], off: usize) -> Option<u32> {
-    let bytes = buf.get(off..off.checked_add(4)?)?;
-    Some(u32::from_le_bytes(bytes.try_into().ok()?))
+/// An answer of the device, read once its status said OK.
+pub(crate) trait Reply: Sized {
+    /// Its size: an answer of any other size is refused.
+    const LEN: usize;
+
+    /// Reads it from `bytes`, which are [`Reply::LEN`] long.
+    fn read(bytes: &[u8]) -> Result<Self>;
 }
 
-/// Reads the little-endian `u64` at `off` in `buf`.
-pub(crate) fn le64(buf: &[u8], off: usize) -> Option<u64> {
-    let bytes = buf.get(off..off.checked_add(8)?)?;
-    Some(u64::from_le_bytes(bytes.try_into().ok()?))
+/// The answer of commands that answer with a bare header.
+pub(crate) struct NoReply;
+
+impl Reply for NoReply {
+    const LEN: usize = size_of::<RespHdr>();
+
+    fn read(_bytes: &[u8]) -> Result<Self> {
+        Ok(NoReply)
+    }
+}
+
+impl Reply for InfoReply {
+    const LEN: usize = size_of::<InfoReply>();
+
+    fn read(bytes: &[u8]) -> Result<Self> {
+        InfoReply::from_bytes_copy(bytes).ok_or(EIO)
+    }
+}
+
+/// Appends `ranges` as the device reads them.
+fn write_ranges(out: &mut KVec<u8>, ranges: &[Range]) -> Result {
+    for r in ranges {
+        let range = WireRange(uapi::virtio_bufshare_range {
+            addr: r.addr.to_le(),
+            len: r.len.to_le(),
+        });
+        out.extend_from_slice(range.as_bytes(), GFP_KERNEL)?;
+    }
+    Ok(())
+}
+
+/// Appends zeroes up to a multiple of 8 bytes.
+fn pad8(out: &mut KVec<u8>) -> Result {
+    while out.len() % 8 != 0 {
+        out.push(0, GFP_KERNEL)?;
+    }
+    Ok(())
+}
+
+/// The properties as the device reads them: their size checked to fit its `u32`.
+fn props_size(props: &[u8]) -> u32 {
+    // Properties are checked against the device's limit, a `u32`, before they get here.
+    u32::try_from(props.len()).unwrap_or(u32::MAX)
+}
+
+/// The number of ranges as the device reads it.
+fn nr(ranges: &[Range]) -> u32 {
+    // At most `RANGES_PER_CMD` per command.
+    u32::try_from(ranges.len()).unwrap_or(u32::MAX)
+}
+
+/// GET_INFO: the device's version, limits and counters.
+pub(crate) struct GetInfo;
+
+impl Command for GetInfo {
+    type Fixed = CmdHdr;
+    type Reply = InfoReply;
+
+    fn fixed(&self) -> CmdHdr {
+        CmdHdr(hdr(uapi::VIRTIO_BUFSHARE_CMD_GET_INFO))
+    }
+}
+
+/// REGISTER: a new buffer, with its first ranges (at most [`RANGES_PER_CMD`]).
+pub(crate) struct Register<'a> {
+    pub(crate) id: u64,
+    pub(crate) size: u64,
+    /// How many ranges the buffer has in all.
+    pub(crate) num_ranges: u32,
+    pub(crate) application: &'a [u8; uapi::VIRTIO_BUFSHARE_APP_LEN as usize],
+    pub(crate) props: &'a [u8],
+    /// The ranges this command carries.
+    pub(crate) ranges: &'a [Range],
+}
+
+impl Command for Register<'_> {
+    type Fixed = RegisterCmd;
+    type Reply = NoReply;
+
+    fn fixed(&self) -> RegisterCmd {
+        RegisterCmd(uapi::virtio_bufshare_cmd_register {
+            hdr: hdr(uapi::VIRTIO_BUFSHARE_CMD_REGISTER),
+            buffer_id: self.id.to_le(),
+            size: self.size.to_le(),
+            num_ranges: self.num_ranges.to_le(),
+            nr_ranges: nr(self.ranges).to_le(),
+            props_size: props_size(self.props).to_le(),
+            reserved: 0,
+            application: *self.application,
+        })
+    }
+
+    fn payload_len(&self) -> usize {
+        self.props.len().next_multiple_of(8) + self.ranges.len() * size_of::<WireRange>()
+    }
+
+    fn write_payload(&self, out: &mut KVec<u8>) -> Result {
+        out.extend_from_slice(self.props, GFP_KERNEL)?;
+        // The fixed part is a multiple of 8 bytes long: pad the properties.
+        pad8(out)?;
+        write_ranges(out, self.ranges)
+    }
+}
+
+/// ADD_RANGES: more ranges of a buffer being registered.
+pub(crate) struct AddRanges<'a> {
+    pub(crate) id: u64,
+    /// The number of the first range this command carries.
+    pub(crate) first: u32,
+    pub(crate) ranges: &'a [Range],
+}
+
+impl Command for AddRanges<'_> {
+    type Fixed = AddRangesCmd;
+    type Reply = NoReply;
+
+    fn fixed(&self) -> AddRangesCmd {
+        AddRangesCmd(uapi::virtio_bufshare_cmd_add_ranges {
+            hdr: hdr(uapi::VIRTIO_BUFSHARE_CMD_ADD_RANGES),
+            buffer_id: self.id.to_le(),
+            first: self.first.to_le(),
+            nr_ranges: nr(self.ranges).to_le(),
+        })
+    }
+
+    fn payload_len(&self) -> usize {
+        self.ranges.len() * size_of::<WireRange>()
+    }
+
+    fn write_payload(&self, out: &mut KVec<u8>) -> Result {
+        write_ranges(out, self.ranges)
+    }
+}
+
+// The update flags of the ioctl are those of the device.
+const _UPDATE_FLAGS_MATCH: () = assert!(
+    uapi::BUFSHARE_UPDATE_RANGE == uapi::VIRTIO_BUFSHARE_UPDATE_F_RANGE
+        && uapi::BUFSHARE_UPDATE_RECT == uapi::VIRTIO_BUFSHARE_UPDATE_F_RECT
+);
+
+/// UPDATE: the content of a buffer changed.
+pub(crate) struct Update<'a> {
+    pub(crate) id: u64,
+    pub(crate) seqno: u64,
+    /// What changed, as the application said (flags, range, rectangle).
+    pub(crate) what: &'a uapi::bufshare_update,
+}
+
+impl Command for Update<'_> {
+    type Fixed = UpdateCmd;
+    type Reply = NoReply;
+
+    fn fixed(&self) -> UpdateCmd {
+        let w = self.what;
+        UpdateCmd(uapi::virtio_bufshare_cmd_update {
+            hdr: hdr(uapi::VIRTIO_BUFSHARE_CMD_UPDATE),
+            buffer_id: self.id.to_le(),
+            seqno: self.seqno.to_le(),
+            // The ioctl's flags are the device's (`_UPDATE_FLAGS_MATCH`).
+            flags: w.flags.to_le(),
+            reserved: 0,
+            offset: w.offset.to_le(),
+            length: w.length.to_le(),
+            x: w.x.to_le(),
+            y: w.y.to_le(),
+            width: w.width.to_le(),
+            height: w.height.to_le(),
+        })
+    }
+}
+
+/// SET_PROPERTIES: the buffer's properties, all of them.
+pub(crate) struct SetProperties<'a> {
+    pub(crate) id: u64,
+    pub(crate) props: &'a [u8],
+}
+
+impl Command for SetProperties<'_> {
+    type Fixed = SetPropertiesCmd;
+    type Reply = NoReply;
+
+    fn fixed(&self) -> SetPropertiesCmd {
+        SetPropertiesCmd(uapi::virtio_bufshare_cmd_set_properties {
+            hdr: hdr(uapi::VIRTIO_BUFSHARE_CMD_SET_PROPERTIES),
+            buffer_id: self.id.to_le(),
+            props_size: props_size(self.props).to_le(),
+            reserved: 0,
+        })
+    }
+
+    fn payload_len(&self) -> usize {
+        self.props.len()
+    }
+
+    fn write_payload(&self, out: &mut KVec<u8>) -> Result {
+        out.extend_from_slice(self.props, GFP_KERNEL)?;
+        Ok(())
+    }
+}
+
+/// UNREGISTER: the buffer is gone.
+pub(crate) struct Unregister {
+    pub(crate) id: u64,
+}
+
+impl Command for Unregister {
+    type Fixed = UnregisterCmd;
+    type Reply = NoReply;
+
+    fn fixed(&self) -> UnregisterCmd {
+        UnregisterCmd(uapi::virtio_bufshare_cmd_unregister {
+            hdr: hdr(uapi::VIRTIO_BUFSHARE_CMD_UNREGISTER),
+            buffer_id: self.id.to_le(),
+        })
+    }
+}
+
+/// Lays `cmd` out as the device reads it.
+pub(crate) fn encode<C: Command>(cmd: &C) -> Result<KVec<u8>> {
+    let len = size_of::<C::Fixed>() + cmd.payload_len();
+    let mut out = KVec::with_capacity(len, GFP_KERNEL)?;
+    out.extend_from_slice(cmd.fixed().as_bytes(), GFP_KERNEL)?;
+    cmd.write_payload(&mut out)?;
+    if out.len() != len {
+        return Err(EINVAL);
+    }
+    Ok(out)
 }

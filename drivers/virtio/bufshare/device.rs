@@ -1,208 +1,314 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The device as the driver keeps it: its buffers, and the operations on them.
+//! The device as the driver keeps it: its command queue, its buffers and the operations on them.
 
-use super::*;
+use core::mem::offset_of;
+use kernel::{
+    device::Core,
+    new_condvar, new_mutex,
+    prelude::*,
+    rbtree::{
+        RBTree,
+        RBTreeNodeReservation, //
+    },
+    seq_file::SeqFile,
+    seq_print,
+    sync::{
+        aref::ARef,
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
+        Arc,
+        CondVar,
+        Mutex, //
+    },
+    uaccess::{
+        UserPtr,
+        UserSlice, //
+    },
+    uapi,
+    virtio::{
+        self,
+        DmaTarget, //
+    },
+};
+
+use crate::{
+    buffer::{
+        Buffer,
+        BufferState,
+        Memory, //
+    },
+    cmdq::{
+        Cmdq,
+        Wait, //
+    },
+    commands::{
+        AddRanges,
+        GetInfo,
+        Register,
+        SetProperties,
+        Unregister,
+        Update,
+        RANGES_PER_CMD, //
+    },
+    module_parameters,
+    props::{
+        self,
+        APP_LEN, //
+    },
+};
 
 mod recovery;
 
-/// The buffers of a device.
-pub(crate) struct Table {
-    /// Set when the device goes away: no new operations start.
-    pub(crate) gone: bool,
-    /// Buffer operations running, which may hold buffers outside the table.
-    pub(crate) inflight: usize,
-    /// Registrations running, counted against the device's buffer limit.
-    pub(crate) reserved: usize,
-    pub(crate) buffers: RBTree<u64, Arc<Buffer>>,
-    /// Buffers the device did not confirm giving up (it timed out): their memory stays with the
-    /// device until it is reset.
-    pub(crate) zombies: KVec<Arc<Buffer>>,
-    /// How the device reaches memory; `None` if it cannot be given buffers.
-    pub(crate) dma: Option<DmaTarget>,
-    /// The [`Shared::losses`] the buffers were last registered again for.
-    pub(crate) synced: u64,
-    /// Set while the buffers are being registered again: no operation starts meanwhile.
-    pub(crate) recovering: bool,
+use recovery::Inflight;
+
+const PAGE_SIZE: u64 = kernel::page::PAGE_SIZE as u64;
+
+/// The device's limits, read from its configuration space at probe.
+#[derive(Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) max_ranges: u32,
+    pub(crate) max_props_size: u32,
+    pub(crate) max_buffers: u32,
+    pub(crate) max_buffer_size: u64,
 }
 
-/// A buffer operation in progress; the device's shutdown waits for it.
-pub(crate) struct Op<'a> {
-    pub(crate) shared: &'a Shared,
+impl Limits {
+    /// Reads the limits of `vdev`; fails if they leave no room for any buffer.
+    fn read(vdev: &virtio::Device<Core<'_>>) -> Result<Self> {
+        type C = uapi::virtio_bufshare_config;
+        let u32_at = |off: usize| u32::from_le(vdev.config_read::<u32>(off as u32));
+        let limits = Limits {
+            max_ranges: u32_at(offset_of!(C, max_ranges)),
+            max_props_size: u32_at(offset_of!(C, max_props_size)),
+            max_buffers: u32_at(offset_of!(C, max_buffers)),
+            max_buffer_size: u64::from_le(
+                vdev.config_read::<u64>(offset_of!(C, max_buffer_size) as u32),
+            ),
+        };
+        if limits.max_ranges == 0 || limits.max_buffers == 0 || limits.max_buffer_size == 0 {
+            dev_err!(
+                vdev.as_ref(),
+                "device advertises no room for buffers (ranges {}, buffers {}, size {})\n",
+                limits.max_ranges,
+                limits.max_buffers,
+                limits.max_buffer_size
+            );
+            return Err(EINVAL);
+        }
+        Ok(limits)
+    }
+
+    /// The largest property set a buffer may have: the device's limit, lowered by the module's.
+    fn props_size(&self) -> usize {
+        module_parameters::max_props_size
+            .value()
+            .min(self.max_props_size) as usize
+    }
+
+    /// The largest number of buffers on the device: the device's limit, lowered by the module's.
+    fn buffers(&self) -> usize {
+        module_parameters::max_buffers.value().min(self.max_buffers) as usize
+    }
 }
 
-impl Drop for Op<'_> {
-    fn drop(&mut self) {
-        let mut table = self.shared.table.lock();
-        table.inflight -= 1;
-        if table.inflight == 0 {
-            self.shared.idle.notify_all();
+/// The features the driver and the device agreed on.
+#[derive(Clone, Copy)]
+pub(crate) struct Features {
+    /// All of them, as GET_INFO reports them.
+    pub(crate) bits: u64,
+    /// `VIRTIO_BUFSHARE_F_BUFFERS`: the device keeps buffers.
+    pub(crate) buffers: bool,
+    /// `VIRTIO_BUFSHARE_F_GENERATION`: answers carry the device's generation.
+    pub(crate) generation: bool,
+}
+
+impl Features {
+    fn read(vdev: &virtio::Device<Core<'_>>) -> Self {
+        Features {
+            bits: vdev.features(),
+            buffers: vdev.has_feature(uapi::VIRTIO_BUFSHARE_F_BUFFERS),
+            generation: vdev.has_feature(uapi::VIRTIO_BUFSHARE_F_GENERATION),
         }
     }
 }
 
-/// The state of one device that outlives its binding: open files keep it.
-#[pin_data]
-pub(crate) struct Shared {
-    /// The virtqueues, `None` once the device is gone.
-    #[pin]
-    pub(crate) queues: SpinLockIrq<Option<Queues>>,
-    /// Signalled when the device used a command, or went away.
-    #[pin]
-    pub(crate) used: CondVar,
-    /// The buffers, and what the device's shutdown waits for.
-    #[pin]
-    pub(crate) table: Mutex<Table>,
-    /// Signalled when the last buffer operation ends.
-    #[pin]
-    pub(crate) idle: CondVar,
-    /// Signalled when the buffers were registered again.
-    #[pin]
-    pub(crate) recovered: CondVar,
-    /// The device's generation, with [`GENERATION_KNOWN`] set once an answer told it; written
-    /// under the queues' lock.
-    pub(crate) generation: Atomic<u64>,
-    /// How many times the answers showed a new generation, that is the device lost its buffers;
-    /// written under the queues' lock, in the order the device answered.
-    pub(crate) losses: Atomic<u64>,
-    pub(crate) dev: ARef<virtio::Device>,
-    pub(crate) limits: Limits,
-    pub(crate) features: u64,
-    /// The id of the next buffer: ids are never reused while the device is bound.
-    pub(crate) next_id: Atomic<u64>,
-    /// The id of the next open file.
-    pub(crate) next_file: Atomic<u64>,
+/// What an owner has registered, against its limits.
+struct Usage {
+    buffers: u32,
+    bytes: u64,
 }
 
-impl Shared {
-    /// Asks the device for its version, limits and counters.
-    pub(crate) fn get_info(&self) -> Result<Info> {
-        let wire = Wire::new(uapi::VIRTIO_BUFSHARE_CMD_GET_INFO, 0)?;
-        self.exchange(
-            wire,
-            size_of::<uapi::virtio_bufshare_resp_info>(),
-            Wait::Interruptible,
-            |resp| self.parse_info(resp),
-        )
+/// An owner of buffers: an open file. Closing it unregisters what it still has.
+#[pin_data]
+pub(crate) struct Owner {
+    id: u64,
+    /// Held while a registration runs, from the check of the limits until the buffer counts.
+    #[pin]
+    usage: Mutex<Usage>,
+}
+
+/// The buffers of a device, and what its shutdown and recovery wait for.
+struct Buffers {
+    /// Set when the device goes away: no new operations start.
+    gone: bool,
+    /// Buffer operations running, which may hold buffers outside the tree.
+    inflight: usize,
+    /// Registrations running, counted against the device's buffer limit.
+    reserved: usize,
+    tree: RBTree<u64, Arc<Buffer>>,
+    /// Buffers the device did not confirm giving up (it timed out): their memory stays with the
+    /// device until it is reset.
+    zombies: KVec<Arc<Buffer>>,
+    /// How the device reaches memory; `None` if it cannot be given buffers.
+    dma: Option<DmaTarget>,
+    /// The epoch whose buffers the device holds: they were last registered again for it.
+    restored: u64,
+    /// Set while the buffers are being registered again: no operation starts meanwhile.
+    restoring: bool,
+}
+
+/// The driver's side of one device: its command queue and its buffers.
+///
+/// Open files keep it, so it outlives the binding; [`BufshareDevice::shut_down`] ends its use of
+/// the device when the driver unbinds. See the crate's documentation for its locks.
+#[pin_data]
+pub(crate) struct BufshareDevice {
+    cmdq: Arc<Cmdq>,
+    #[pin]
+    buffers: Mutex<Buffers>,
+    /// Signalled when the last buffer operation ends.
+    #[pin]
+    idle: CondVar,
+    /// Signalled when the buffers were registered again.
+    #[pin]
+    restored: CondVar,
+    dev: ARef<virtio::Device>,
+    limits: Limits,
+    features: Features,
+    /// The id of the next buffer: ids are never reused while the device is bound.
+    next_id: Atomic<u64>,
+    /// The id of the next owner.
+    next_owner: Atomic<u64>,
+}
+
+impl BufshareDevice {
+    /// Sets up the device `vdev`: reads its limits and features, and its command queue.
+    pub(crate) fn new(vdev: &virtio::Device<Core<'_>>) -> Result<Arc<Self>> {
+        let limits = Limits::read(vdev)?;
+        let features = Features::read(vdev);
+        let cmdq = Cmdq::new(vdev, features.generation)?;
+        let dma = match cmdq.dma_target(vdev) {
+            Ok(dma) => Some(dma),
+            Err(e) => {
+                dev_warn!(
+                    vdev.as_ref(),
+                    "cannot describe memory to this device ({:?}): no buffers\n",
+                    e
+                );
+                None
+            }
+        };
+        let shut_down_on_error = cmdq.clone();
+        let device = Arc::pin_init(
+            pin_init!(BufshareDevice {
+                cmdq,
+                buffers <- new_mutex!(
+                    Buffers {
+                        gone: false,
+                        inflight: 0,
+                        reserved: 0,
+                        tree: RBTree::new(),
+                        zombies: KVec::new(),
+                        dma,
+                        restored: 0,
+                        restoring: false,
+                    },
+                    "virtio_bufshare:buffers"
+                ),
+                idle <- new_condvar!("virtio_bufshare:idle"),
+                restored <- new_condvar!("virtio_bufshare:restored"),
+                dev: vdev.into(),
+                limits,
+                features,
+                next_id: Atomic::new(1),
+                next_owner: Atomic::new(1),
+            }),
+            GFP_KERNEL,
+        );
+        if device.is_err() {
+            // The queue holds itself through its virtqueues' handler until it is shut down.
+            shut_down_on_error.shut_down();
+        }
+        device
     }
 
-    /// Reads the answer to GET_INFO.
-    pub(crate) fn parse_info(&self, resp: &[u8]) -> Result<Info> {
-        type R = uapi::virtio_bufshare_resp_info;
-        let field32 = |off| le32(resp, off).ok_or(EIO);
-        let field64 = |off| le64(resp, off).ok_or(EIO);
-        let mut info = Info(uapi::bufshare_info {
-            version: field32(offset_of!(R, version))?,
-            max_ranges: field32(offset_of!(R, max_ranges))?,
-            max_props_size: field32(offset_of!(R, max_props_size))?,
-            max_buffers: field32(offset_of!(R, max_buffers))?,
-            max_buffer_size: field64(offset_of!(R, max_buffer_size))?,
-            num_buffers: field64(offset_of!(R, num_buffers))?,
-            num_commands: field64(offset_of!(R, num_commands))?,
-            features: self.features,
+    /// The device's limits.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The features the driver and the device agreed on.
+    pub(crate) fn features(&self) -> &Features {
+        &self.features
+    }
+
+    /// A new owner of buffers.
+    pub(crate) fn new_owner(&self) -> impl PinInit<Owner> {
+        let id = self.next_owner.fetch_add(1, Relaxed);
+        pin_init!(Owner {
+            id,
+            usage <- new_mutex!(Usage { buffers: 0, bytes: 0 }, "virtio_bufshare:usage"),
+        })
+    }
+
+    /// Asks the device for its version, limits and counters.
+    pub(crate) fn get_info(&self) -> Result<uapi::bufshare_info> {
+        let r = self.cmdq.send(&GetInfo, Wait::Interruptible)?.reply.0;
+        let mut info = uapi::bufshare_info {
+            version: u32::from_le(r.version),
+            max_ranges: u32::from_le(r.max_ranges),
+            max_props_size: u32::from_le(r.max_props_size),
+            max_buffers: u32::from_le(r.max_buffers),
+            max_buffer_size: u64::from_le(r.max_buffer_size),
+            num_buffers: u64::from_le(r.num_buffers),
+            num_commands: u64::from_le(r.num_commands),
+            features: self.features.bits,
             name: [0; uapi::BUFSHARE_NAME_LEN as usize],
-        });
-        if info.0.version != uapi::VIRTIO_BUFSHARE_VERSION {
+        };
+        if info.version != uapi::VIRTIO_BUFSHARE_VERSION {
             dev_err!(
                 self.dev.as_ref(),
                 "device speaks protocol version {}\n",
-                info.0.version
+                info.version
             );
             return Err(EPROTO);
         }
-
         // The device's name is NUL-padded; keep printable ASCII up to the first NUL, and always
         // leave a terminating NUL.
-        let name_off = offset_of!(R, name);
-        let name = resp
-            .get(name_off..name_off + uapi::VIRTIO_BUFSHARE_NAME_LEN as usize)
-            .ok_or(EIO)?;
         for (dst, &src) in info
-            .0
             .name
             .iter_mut()
-            .zip(name.iter().take_while(|&&c| c != 0))
+            .zip(r.name.iter().take_while(|&&c| c != 0))
             .take(uapi::BUFSHARE_NAME_LEN as usize - 1)
         {
             *dst = if src.is_ascii_graphic() || src == b' ' {
                 src
             } else {
                 b'?'
-            } as kernel::ffi::c_char;
+            };
         }
         Ok(info)
     }
 
-    /// Returns the buffer `id` if the open file `owner` has it.
-    pub(crate) fn lookup(&self, owner: u64, id: u64) -> Result<Arc<Buffer>> {
-        let table = self.table.lock();
-        if table.gone {
-            return Err(ENODEV);
-        }
-        match table.buffers.get(&id) {
-            Some(buf) if buf.owner == owner => Ok(buf.clone()),
-            _ => Err(ENOENT),
-        }
-    }
-
-    /// Tells the device that buffer `id` is gone, and lets its memory go once the device
-    /// confirmed (or was reset). Returns false if the device did not answer in time.
-    pub(crate) fn unregister_on_device(&self, buf: Arc<Buffer>) -> bool {
-        match self.unregister_command(buf.id) {
-            // The device let go of it, does not know it, or was reset: the memory is ours again.
-            Ok(()) => true,
-            Err(e) if e == ENOENT || e == ENODEV => true,
-            Err(e) => {
-                // The device may still use the memory: keep it until the device is reset.
-                dev_warn!(
-                    self.dev.as_ref(),
-                    "buffer {}: device did not confirm unregistering ({:?}); memory kept until reset\n",
-                    buf.id,
-                    e
-                );
-                self.keep_until_reset(buf);
-                e != ETIMEDOUT
-            }
-        }
-    }
-
-    /// Sends UNREGISTER for buffer `id`, waiting uninterruptibly for the answer.
-    pub(crate) fn unregister_command(&self, id: u64) -> Result {
-        let mut wire = Wire::new(uapi::VIRTIO_BUFSHARE_CMD_UNREGISTER, 8)?;
-        wire.u64(id)?;
-        self.command(wire, Wait::Uninterruptible)
-    }
-
-    /// Keeps the memory of `buf`, which the device may still use, until the device is reset.
-    pub(crate) fn keep_until_reset(&self, buf: Arc<Buffer>) {
-        let mut table = self.table.lock();
-        if table.gone {
-            // Reset already: the device let go of everything.
-            return;
-        }
-        if table.zombies.reserve(1, GFP_KERNEL).is_err() {
-            dev_err!(
-                self.dev.as_ref(),
-                "no memory: leaking a buffer the device may still use\n"
-            );
-            // Pinned for good is safe; freed while the device may write to it is not.
-            core::mem::forget(buf);
-            return;
-        }
-        // Cannot fail: room was reserved above.
-        let _ = table.zombies.push(buf, GFP_NOWAIT);
-    }
-
-    /// Registers a buffer for the open file `owner`.
-    pub(crate) fn register(
-        &self,
-        owner: &BufshareFile,
-        req: &uapi::bufshare_register,
-    ) -> Result<u64> {
+    /// Registers a buffer for `owner`; returns its id.
+    pub(crate) fn register(&self, owner: &Owner, req: &uapi::bufshare_register) -> Result<u64> {
         if req.flags != 0 || req.reserved != 0 {
             return Err(EINVAL);
         }
-        let application = application(&req.application)?;
+        let application = props::application(&req.application)?;
         if req.length == 0 || req.offset % PAGE_SIZE != 0 || req.length % PAGE_SIZE != 0 {
             return Err(EINVAL);
         }
@@ -210,9 +316,9 @@ impl Shared {
         if req.length > self.limits.max_buffer_size {
             return Err(E2BIG);
         }
-        let props = read_props(req.props, req.props_size, self.limits.props_size())?;
+        let props = props::read(req.props, req.props_size, self.limits.props_size())?;
 
-        // The file's limits: held until the buffer is in the table.
+        // The owner's limits: held until the buffer counts.
         let mut usage = owner.usage.lock();
         if usage.buffers >= module_parameters::max_buffers_per_file.value() {
             return Err(ENOSPC);
@@ -221,59 +327,70 @@ impl Shared {
             Some(b) if b <= module_parameters::max_bytes_per_file.value() => {}
             _ => return Err(ENOSPC),
         }
-
-        // Room in the table, taken now: once the device has the buffer, inserting it must not
-        // fail.
-        let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
-        let (op, dma) = self.begin()?;
-        {
-            let mut table = self.table.lock();
-            if table.buffers.iter().count() + table.zombies.len() + table.reserved
-                >= self.limits.buffers()
-            {
-                return Err(ENOSPC);
-            }
-            table.reserved += 1;
-        }
-        let result = self.register_reserved(owner, req, application, props, &dma);
-        let mut table = self.table.lock();
-        table.reserved -= 1;
-        let buf = result?;
-        let id = buf.id;
-        let size = buf.size;
-        if table.gone {
-            // The device went away meanwhile; the buffer goes with it.
-            drop(table);
-            drop(buf);
-            drop(op);
-            return Err(ENODEV);
-        }
-        table.buffers.insert(node.into_node(id, buf));
-        drop(table);
-        drop(op);
+        let (id, size) =
+            self.buffer_op(|op| self.register_in(op, owner, req, application, &props))?;
         usage.buffers += 1;
         usage.bytes += size;
         Ok(id)
     }
 
-    /// The part of [`Shared::register`] that runs with a slot reserved in the table.
-    pub(crate) fn register_reserved(
+    /// The part of [`BufshareDevice::register`] that runs as the buffer operation `op`: returns
+    /// the buffer's id and size.
+    fn register_in(
         &self,
-        owner: &BufshareFile,
+        op: &Inflight<'_>,
+        owner: &Owner,
         req: &uapi::bufshare_register,
         application: [u8; APP_LEN],
-        props: KVec<u8>,
-        dma: &DmaTarget,
+        props: &[u8],
+    ) -> Result<(u64, u64)> {
+        // Room in the tree, taken now: once the device has the buffer, inserting it must not
+        // fail.
+        let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
+        {
+            let mut buffers = self.buffers.lock();
+            if buffers.tree.iter().count() + buffers.zombies.len() + buffers.reserved
+                >= self.limits.buffers()
+            {
+                return Err(ENOSPC);
+            }
+            buffers.reserved += 1;
+        }
+        let result = self.register_reserved(op, owner, req, application, props);
+        let mut buffers = self.buffers.lock();
+        buffers.reserved -= 1;
+        let buf = result?;
+        let (id, size) = (buf.id, buf.size);
+        if buffers.gone {
+            // The device went away meanwhile; the buffer goes with it.
+            drop(buffers);
+            drop(buf);
+            return Err(ENODEV);
+        }
+        buffers.tree.insert(node.into_node(id, buf));
+        Ok((id, size))
+    }
+
+    /// The part of [`BufshareDevice::register`] that runs with a slot reserved in the tree.
+    fn register_reserved(
+        &self,
+        op: &Inflight<'_>,
+        owner: &Owner,
+        req: &uapi::bufshare_register,
+        application: [u8; APP_LEN],
+        props: &[u8],
     ) -> Result<Arc<Buffer>> {
         let (memory, kind, ranges) = Memory::take(
             req.fd,
             req.offset,
             req.length,
-            dma,
+            op.dma()?,
             self.limits.max_ranges as usize,
         )?;
         // The commands count ranges in a `u32`.
-        u32::try_from(ranges.list.len()).map_err(|_| E2BIG)?;
+        u32::try_from(ranges.len()).map_err(|_| E2BIG)?;
+        let mut own_props = KVec::with_capacity(props.len(), GFP_KERNEL)?;
+        own_props.extend_from_slice(props, GFP_KERNEL)?;
         let id = self.next_id.fetch_add(1, Relaxed);
 
         let buf = Arc::pin_init(
@@ -284,9 +401,9 @@ impl Shared {
                 size: req.length,
                 application,
                 seqno: Atomic::new(0),
-                ranges: ranges.list,
+                ranges,
                 epoch: Atomic::new(0),
-                state <- new_mutex!(BufferState { props }, "virtio_bufshare:buffer"),
+                state <- new_mutex!(BufferState { props: own_props }, "virtio_bufshare:buffer"),
                 _memory: memory,
             }),
             GFP_KERNEL,
@@ -312,179 +429,157 @@ impl Shared {
     }
 
     /// Gives `buf`, with properties `props`, to the device: REGISTER with as many ranges as fit,
-    /// then ADD_RANGES for the rest. Returns the epoch of the last answer (see
-    /// [`Shared::losses`]).
-    pub(crate) fn send_registration(&self, buf: &Buffer, props: &[u8], wait: Wait) -> Result<u64> {
-        let list = &buf.ranges;
-        let first = list.len().min(RANGES_PER_CMD);
-        let mut wire = Wire::new(
-            uapi::VIRTIO_BUFSHARE_CMD_REGISTER,
-            size_of::<uapi::virtio_bufshare_cmd_register>() + props.len() + 8 + first * RANGE_SIZE,
-        )?;
-        wire.u64(buf.id)?;
-        wire.u64(buf.size)?;
-        wire.u32(buf.nr_ranges())?;
-        wire.u32(first as u32)?;
-        wire.u32(props.len() as u32)?;
-        wire.u32(0)?;
-        wire.bytes(&buf.application)?;
-        wire.bytes(props)?;
-        wire.pad8()?;
-        wire.ranges(&list[..first])?;
-        let mut epoch = self.command_epoch(wire, wait)?;
+    /// then ADD_RANGES for the rest. Returns the epoch of the last answer.
+    fn send_registration(&self, buf: &Buffer, props: &[u8], wait: Wait) -> Result<u64> {
+        let ranges = &buf.ranges;
+        let first = ranges.len().min(RANGES_PER_CMD);
+        let register = Register {
+            id: buf.id,
+            size: buf.size,
+            num_ranges: buf.nr_ranges(),
+            application: &buf.application,
+            props,
+            ranges: &ranges[..first],
+        };
+        let mut epoch = self.cmdq.send(&register, wait)?.epoch;
 
         let mut sent = first;
-        while sent < list.len() {
-            let n = (list.len() - sent).min(RANGES_PER_CMD);
-            let mut wire = Wire::new(uapi::VIRTIO_BUFSHARE_CMD_ADD_RANGES, 16 + n * RANGE_SIZE)?;
-            wire.u64(buf.id)?;
-            wire.u32(sent as u32)?;
-            wire.u32(n as u32)?;
-            wire.ranges(&list[sent..sent + n])?;
-            epoch = self.command_epoch(wire, wait)?;
+        while sent < ranges.len() {
+            let n = (ranges.len() - sent).min(RANGES_PER_CMD);
+            let add = AddRanges {
+                id: buf.id,
+                // Fewer than `nr_ranges()`, a `u32`.
+                first: sent as u32,
+                ranges: &ranges[sent..sent + n],
+            };
+            epoch = self.cmdq.send(&add, wait)?.epoch;
             sent += n;
         }
         Ok(epoch)
     }
 
-    /// Unregisters buffer `id` of the open file `owner`.
-    pub(crate) fn unregister(&self, owner: &BufshareFile, id: u64) -> Result {
-        let (op, _) = self.begin()?;
-        let buf = {
-            let mut table = self.table.lock();
-            match table.buffers.get(&id) {
-                Some(buf) if buf.owner == owner.id => {}
-                _ => return Err(ENOENT),
-            }
-            table.buffers.remove(&id).ok_or(ENOENT)?
-        };
-        let size = buf.size;
-        self.unregister_on_device(buf);
-        drop(op);
+    /// Unregisters buffer `id` of `owner`.
+    pub(crate) fn unregister(&self, owner: &Owner, id: u64) -> Result {
+        let size = self.buffer_op(|_op| {
+            let buf = {
+                let mut buffers = self.buffers.lock();
+                match buffers.tree.get(&id) {
+                    Some(buf) if buf.owner == owner.id => {}
+                    _ => return Err(ENOENT),
+                }
+                buffers.tree.remove(&id).ok_or(ENOENT)?
+            };
+            let size = buf.size;
+            self.unregister_on_device(buf);
+            Ok(size)
+        })?;
         let mut usage = owner.usage.lock();
         usage.buffers = usage.buffers.saturating_sub(1);
         usage.bytes = usage.bytes.saturating_sub(size);
         Ok(())
     }
 
-    /// Tells the device that a buffer of `owner` changed.
-    pub(crate) fn update(&self, owner: &BufshareFile, req: &mut uapi::bufshare_update) -> Result {
+    /// Tells the device that a buffer of `owner` changed; fills in the sequence number sent.
+    pub(crate) fn update(&self, owner: &Owner, req: &mut uapi::bufshare_update) -> Result {
         let known = uapi::BUFSHARE_UPDATE_RANGE | uapi::BUFSHARE_UPDATE_RECT;
         if req.flags & !known != 0 || req.reserved != 0 {
             return Err(EINVAL);
         }
-        let (op, _) = self.begin()?;
-        let buf = self.lookup(owner.id, req.id)?;
-        let state = buf.state.lock();
+        let seqno = self.buffer_op(|_op| {
+            let buf = self.lookup(owner, req.id)?;
+            let state = buf.state.lock();
 
-        if req.flags & uapi::BUFSHARE_UPDATE_RANGE != 0 {
-            let end = req.offset.checked_add(req.length).ok_or(EINVAL)?;
-            if req.length == 0 || end > buf.size {
-                return Err(EINVAL);
-            }
-        }
-        if req.flags & uapi::BUFSHARE_UPDATE_RECT != 0 {
-            let right = req.x.checked_add(req.width).ok_or(EINVAL)?;
-            let bottom = req.y.checked_add(req.height).ok_or(EINVAL)?;
-            if req.width == 0 || req.height == 0 {
-                return Err(EINVAL);
-            }
-            if let (Some(w), Some(h)) = (
-                props::get_u32(&state.props, b"width"),
-                props::get_u32(&state.props, b"height"),
-            ) {
-                if right > w || bottom > h {
+            if req.flags & uapi::BUFSHARE_UPDATE_RANGE != 0 {
+                let end = req.offset.checked_add(req.length).ok_or(EINVAL)?;
+                if req.length == 0 || end > buf.size {
                     return Err(EINVAL);
                 }
             }
-        }
-        let last = buf.seqno.load(Relaxed);
-        let seqno = match req.seqno {
-            0 => last.checked_add(1).ok_or(EINVAL)?,
-            n if n > last => n,
-            _ => return Err(EINVAL),
-        };
-
-        let mut wire = Wire::new(
-            uapi::VIRTIO_BUFSHARE_CMD_UPDATE,
-            size_of::<uapi::virtio_bufshare_cmd_update>(),
-        )?;
-        wire.u64(buf.id)?;
-        wire.u64(seqno)?;
-        wire.u32(req.flags)?;
-        wire.u32(0)?;
-        wire.u64(req.offset)?;
-        wire.u64(req.length)?;
-        wire.u32(req.x)?;
-        wire.u32(req.y)?;
-        wire.u32(req.width)?;
-        wire.u32(req.height)?;
-        self.command(wire, Wait::Interruptible)?;
-        buf.seqno.store(seqno, Relaxed);
+            if req.flags & uapi::BUFSHARE_UPDATE_RECT != 0 {
+                let right = req.x.checked_add(req.width).ok_or(EINVAL)?;
+                let bottom = req.y.checked_add(req.height).ok_or(EINVAL)?;
+                if req.width == 0 || req.height == 0 {
+                    return Err(EINVAL);
+                }
+                if let (Some(w), Some(h)) = (
+                    props::get_u32(&state.props, b"width"),
+                    props::get_u32(&state.props, b"height"),
+                ) {
+                    if right > w || bottom > h {
+                        return Err(EINVAL);
+                    }
+                }
+            }
+            let last = buf.seqno.load(Relaxed);
+            let seqno = match req.seqno {
+                0 => last.checked_add(1).ok_or(EINVAL)?,
+                n if n > last => n,
+                _ => return Err(EINVAL),
+            };
+            let update = Update {
+                id: buf.id,
+                seqno,
+                what: &*req,
+            };
+            self.cmdq.send(&update, Wait::Interruptible)?;
+            buf.seqno.store(seqno, Relaxed);
+            drop(state);
+            Ok(seqno)
+        })?;
         req.seqno = seqno;
-        drop(state);
-        drop(buf);
-        drop(op);
         Ok(())
     }
 
     /// Replaces or merges the properties of a buffer of `owner`.
     pub(crate) fn set_properties(
         &self,
-        owner: &BufshareFile,
+        owner: &Owner,
         req: &uapi::bufshare_set_properties,
     ) -> Result {
         if req.flags & !uapi::BUFSHARE_PROPS_MERGE != 0 {
             return Err(EINVAL);
         }
         let max = self.limits.props_size();
-        let new = read_props(req.props, req.props_size, max)?;
-        let (op, _) = self.begin()?;
-        let buf = self.lookup(owner.id, req.id)?;
-        let mut state = buf.state.lock();
-        let props = if req.flags & uapi::BUFSHARE_PROPS_MERGE != 0 {
-            props::merge(&state.props, &new)?
-        } else {
-            new
-        };
-        if props.len() > max {
-            return Err(E2BIG);
-        }
-
-        let mut wire = Wire::new(
-            uapi::VIRTIO_BUFSHARE_CMD_SET_PROPERTIES,
-            size_of::<uapi::virtio_bufshare_cmd_set_properties>() + props.len(),
-        )?;
-        wire.u64(buf.id)?;
-        wire.u32(props.len() as u32)?;
-        wire.u32(0)?;
-        wire.bytes(&props)?;
-        self.command(wire, Wait::Interruptible)?;
-        state.props = props;
-        drop(state);
-        drop(buf);
-        drop(op);
-        Ok(())
+        let new = props::read(req.props, req.props_size, max)?;
+        self.buffer_op(|_op| {
+            let buf = self.lookup(owner, req.id)?;
+            let mut state = buf.state.lock();
+            let props = if req.flags & uapi::BUFSHARE_PROPS_MERGE != 0 {
+                props::merge(&state.props, &new)?
+            } else {
+                let mut props = KVec::with_capacity(new.len(), GFP_KERNEL)?;
+                props.extend_from_slice(&new, GFP_KERNEL)?;
+                props
+            };
+            if props.len() > max {
+                return Err(E2BIG);
+            }
+            let set = SetProperties {
+                id: buf.id,
+                props: &props,
+            };
+            self.cmdq.send(&set, Wait::Interruptible)?;
+            state.props = props;
+            Ok(())
+        })
     }
 
     /// Fills in the state of a buffer of `owner`.
     pub(crate) fn buffer_info(
         &self,
-        owner: &BufshareFile,
+        owner: &Owner,
         info: &mut uapi::bufshare_buffer_info,
     ) -> Result {
         if info.reserved != 0 {
             return Err(EINVAL);
         }
-        let buf = self.lookup(owner.id, info.id)?;
+        let buf = self.lookup(owner, info.id)?;
         let state = buf.state.lock();
         info.kind = buf.kind;
         info.size = buf.size;
         info.seqno = buf.seqno.load(Relaxed);
         info.nr_ranges = buf.nr_ranges();
-        for (dst, &src) in info.application.iter_mut().zip(buf.application.iter()) {
-            *dst = src as kernel::ffi::c_char;
-        }
+        info.application = buf.application;
         let props_len = state.props.len();
         if info.props != 0 && info.props_size as usize >= props_len {
             let ptr = usize::try_from(info.props).map_err(|_| EFAULT)?;
@@ -496,120 +591,139 @@ impl Shared {
         Ok(())
     }
 
-    /// Unregisters every buffer of the open file `owner`, which is being released.
-    pub(crate) fn release(&self, owner: u64) {
-        let Ok((op, _)) = self.begin() else {
-            // Gone (or never able to hold buffers): nothing is registered.
-            return;
-        };
-        let mut responsive = true;
-        loop {
-            let buf = {
-                let mut table = self.table.lock();
-                let Some(id) = table
-                    .buffers
-                    .iter()
-                    .find(|(_, buf)| buf.owner == owner)
-                    .map(|(&id, _)| id)
-                else {
-                    break;
+    /// Unregisters every buffer of `owner`, which is going away.
+    pub(crate) fn release(&self, owner: &Owner) {
+        // Fails only if the device is gone or cannot hold buffers: then nothing is registered.
+        let _ = self.buffer_op(|_op| {
+            let mut responsive = true;
+            loop {
+                let buf = {
+                    let mut buffers = self.buffers.lock();
+                    let Some(id) = buffers
+                        .tree
+                        .iter()
+                        .find(|(_, buf)| buf.owner == owner.id)
+                        .map(|(&id, _)| id)
+                    else {
+                        break;
+                    };
+                    buffers.tree.remove(&id)
                 };
-                table.buffers.remove(&id)
-            };
-            let Some(buf) = buf else { break };
-            if responsive {
-                responsive = self.unregister_on_device(buf);
-            } else {
-                // The device stopped answering: do not wait on it again for every buffer.
-                self.keep_until_reset(buf);
+                let Some(buf) = buf else { break };
+                if responsive {
+                    responsive = self.unregister_on_device(buf);
+                } else {
+                    // The device stopped answering: do not wait on it again for every buffer.
+                    self.keep_until_reset(buf);
+                }
             }
-        }
-        drop(op);
+            Ok(())
+        });
         // The device may have answered that it lost the buffers of every file.
-        self.recover_if_lost();
+        self.restore_if_lost();
     }
 
-    /// Drops the virtqueues: the device is reset, queued commands are taken back, and everybody
-    /// waiting is woken to find the device gone. Then waits for the buffer operations to end and
-    /// drops every buffer, so that their memory is unmapped before the driver unbinds.
-    pub(crate) fn shut_down(&self) {
-        let queues = self.queues.lock().take();
-        // Dropped outside the lock: deleting the queues sleeps.
-        drop(queues);
-        self.used.notify_all();
-
-        let mut table = self.table.lock();
-        table.gone = true;
-        while table.inflight > 0 {
-            self.idle.wait(&mut table);
+    /// Shows the buffers of `owner` in its fdinfo.
+    pub(crate) fn show_fdinfo(&self, owner: &Owner, m: &SeqFile) {
+        let buffers = self.buffers.lock();
+        let mine = || buffers.tree.values().filter(|b| b.owner == owner.id);
+        seq_print!(m, "buffers:\t{}\n", mine().count());
+        for buf in mine() {
+            let kind = if buf.kind == uapi::BUFSHARE_KIND_MEMFD {
+                "memfd"
+            } else {
+                "dmabuf"
+            };
+            seq_print!(
+                m,
+                "buffer:\tid={} kind={} size={} ranges={} seqno={} application={}\n",
+                buf.id,
+                kind,
+                buf.size,
+                buf.nr_ranges(),
+                buf.seqno.load(Relaxed),
+                buf.app_str()
+            );
         }
-        let buffers = core::mem::replace(&mut table.buffers, RBTree::new());
-        let zombies = core::mem::take(&mut table.zombies);
-        let dma = table.dma.take();
-        drop(table);
+    }
+
+    /// Stops using the device: resets it and takes back queued commands (waking everybody waiting
+    /// to find it gone), then waits for the buffer operations to end and drops every buffer, so
+    /// that their memory is unmapped before the driver unbinds.
+    pub(crate) fn shut_down(&self) {
+        self.cmdq.shut_down();
+
+        let mut buffers = self.buffers.lock();
+        buffers.gone = true;
+        while buffers.inflight > 0 {
+            self.idle.wait(&mut buffers);
+        }
+        let tree = core::mem::replace(&mut buffers.tree, RBTree::new());
+        let zombies = core::mem::take(&mut buffers.zombies);
+        let dma = buffers.dma.take();
         drop(buffers);
+        drop(tree);
         drop(zombies);
         drop(dma);
     }
-}
 
-/// Owns the link between the driver and the shared state: dropping it shuts the device down,
-/// which also breaks the reference the virtqueues hold on the shared state.
-pub(crate) struct SharedOwner(pub(crate) Arc<Shared>);
-
-impl SharedOwner {
-    pub(crate) fn new(vdev: &virtio::Device<Core<'_>>) -> Result<Self> {
-        let limits = Limits::read(vdev)?;
-        let shared = Arc::pin_init(
-            pin_init!(Shared {
-                queues <- new_spinlock_irq!(None, "virtio_bufshare:queues"),
-                used <- new_condvar!("virtio_bufshare:used"),
-                table <- new_mutex!(
-                    Table {
-                        gone: false,
-                        inflight: 0,
-                        reserved: 0,
-                        buffers: RBTree::new(),
-                        zombies: KVec::new(),
-                        dma: None,
-                        synced: 0,
-                        recovering: false,
-                    },
-                    "virtio_bufshare:table"
-                ),
-                idle <- new_condvar!("virtio_bufshare:idle"),
-                recovered <- new_condvar!("virtio_bufshare:recovered"),
-                generation: Atomic::new(0),
-                losses: Atomic::new(0),
-                dev: vdev.into(),
-                limits,
-                features: vdev.features(),
-                next_id: Atomic::new(1),
-                next_file: Atomic::new(1),
-            }),
-            GFP_KERNEL,
-        )?;
-        let owner = SharedOwner(shared);
-        let mut queues = Queues::new(vdev, &[c_str!("cmd")], owner.0.clone())?;
-        let dma = match queues.get_mut(uapi::VIRTIO_BUFSHARE_VQ_CMD as usize) {
-            Some(vq) => vq.dma_target(vdev),
-            None => Err(ENODEV),
-        };
-        match dma {
-            Ok(dma) => owner.0.table.lock().dma = Some(dma),
-            Err(e) => dev_warn!(
-                vdev.as_ref(),
-                "cannot describe memory to this device ({:?}): no buffers\n",
-                e
-            ),
+    /// Returns the buffer `id` if `owner` has it.
+    fn lookup(&self, owner: &Owner, id: u64) -> Result<Arc<Buffer>> {
+        let buffers = self.buffers.lock();
+        if buffers.gone {
+            return Err(ENODEV);
         }
-        *owner.0.queues.lock() = Some(queues);
-        Ok(owner)
+        match buffers.tree.get(&id) {
+            Some(buf) if buf.owner == owner.id => Ok(buf.clone()),
+            _ => Err(ENOENT),
+        }
     }
-}
 
-impl Drop for SharedOwner {
-    fn drop(&mut self) {
-        self.0.shut_down();
+    /// Tells the device that `buf` is gone, and lets its memory go once the device confirmed (or
+    /// was reset). Returns false if the device did not answer in time.
+    fn unregister_on_device(&self, buf: Arc<Buffer>) -> bool {
+        match self.unregister_command(buf.id) {
+            // The device let go of it, does not know it, or was reset: the memory is ours again.
+            Ok(()) => true,
+            Err(e) if e == ENOENT || e == ENODEV => true,
+            Err(e) => {
+                // The device may still use the memory: keep it until the device is reset.
+                dev_warn!(
+                    self.dev.as_ref(),
+                    "buffer {}: device did not confirm unregistering ({:?}); memory kept until reset\n",
+                    buf.id,
+                    e
+                );
+                self.keep_until_reset(buf);
+                e != ETIMEDOUT
+            }
+        }
+    }
+
+    /// Sends UNREGISTER for buffer `id`, waiting uninterruptibly for the answer.
+    fn unregister_command(&self, id: u64) -> Result {
+        self.cmdq
+            .send(&Unregister { id }, Wait::Uninterruptible)
+            .map(|_| ())
+    }
+
+    /// Keeps the memory of `buf`, which the device may still use, until the device is reset.
+    fn keep_until_reset(&self, buf: Arc<Buffer>) {
+        let mut buffers = self.buffers.lock();
+        if buffers.gone {
+            // Reset already: the device let go of everything.
+            return;
+        }
+        if buffers.zombies.reserve(1, GFP_KERNEL).is_err() {
+            dev_err!(
+                self.dev.as_ref(),
+                "no memory: leaking a buffer the device may still use\n"
+            );
+            // Pinned for good is safe; freed while the device may write to it is not.
+            core::mem::forget(buf);
+            return;
+        }
+        // Cannot fail: room was reserved above.
+        let _ = buffers.zombies.push(buf, GFP_NOWAIT);
     }
 }

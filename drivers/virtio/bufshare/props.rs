@@ -1,23 +1,41 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Properties and application names, as applications give them and the device reads them.
+//! Properties and application names.
+//!
+//! Properties are NUL-terminated `name=value` strings: a name is 1 to 63 characters out of
+//! `[A-Za-z0-9_.-]` and appears at most once, a value holds no control character (see the device
+//! specification). An application name is made of the same characters as a property name.
 
-use super::*;
+use kernel::{
+    prelude::*,
+    uaccess::{
+        UserPtr,
+        UserSlice, //
+    },
+    uapi,
+};
 
-pub(crate) fn name_ok(name: &[u8]) -> bool {
-    !name.is_empty()
-        && name.len() <= PROP_NAME_MAX
-        && name
-            .iter()
-            .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-')
+/// The size of an application name on the wire, NUL padding included.
+pub(crate) const APP_LEN: usize = uapi::VIRTIO_BUFSHARE_APP_LEN as usize;
+
+/// The longest property name.
+const PROP_NAME_MAX: usize = uapi::VIRTIO_BUFSHARE_PROP_NAME_MAX as usize;
+
+/// Whether `c` may be part of a property or application name.
+fn name_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-'
 }
 
-pub(crate) fn value_ok(value: &[u8]) -> bool {
+fn name_ok(name: &[u8]) -> bool {
+    !name.is_empty() && name.len() <= PROP_NAME_MAX && name.iter().all(|&c| name_char(c))
+}
+
+fn value_ok(value: &[u8]) -> bool {
     value.iter().all(|&c| c >= 0x20 && c != 0x7f)
 }
 
 /// Splits a property set into `(name, value)` pairs; the set must have been checked.
-pub(super) fn iter(props: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+pub(crate) fn iter(props: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     props
         .split(|&c| c == 0)
         .filter(|entry| !entry.is_empty())
@@ -27,9 +45,9 @@ pub(super) fn iter(props: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
         })
 }
 
-/// Checks a property set: every entry NUL-terminated, a valid name, a `=`, a valid value,
-/// and no name twice.
-pub(super) fn check(props: &[u8]) -> Result {
+/// Checks a property set: every entry NUL-terminated, a valid name, a `=`, a valid value, and no
+/// name twice.
+pub(crate) fn check(props: &[u8]) -> Result {
     if props.is_empty() {
         return Ok(());
     }
@@ -52,12 +70,12 @@ pub(super) fn check(props: &[u8]) -> Result {
 }
 
 /// Returns the value of property `name`.
-pub(super) fn get<'a>(props: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+pub(crate) fn get<'a>(props: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     iter(props).find(|(n, _)| *n == name).map(|(_, v)| v)
 }
 
 /// Returns the value of property `name` as a decimal `u32`.
-pub(super) fn get_u32(props: &[u8], name: &[u8]) -> Option<u32> {
+pub(crate) fn get_u32(props: &[u8], name: &[u8]) -> Option<u32> {
     let value = get(props, name)?;
     if value.is_empty() || value.len() > 10 {
         return None;
@@ -72,9 +90,9 @@ pub(super) fn get_u32(props: &[u8], name: &[u8]) -> Option<u32> {
     u32::try_from(n).ok()
 }
 
-/// Merges the checked set `new` into the checked set `old`: properties of `new` replace
-/// those of the same name, the others of `old` stay.
-pub(super) fn merge(old: &[u8], new: &[u8]) -> Result<KVec<u8>> {
+/// Merges the checked set `new` into the checked set `old`: properties of `new` replace those of
+/// the same name, the others of `old` stay.
+pub(crate) fn merge(old: &[u8], new: &[u8]) -> Result<KVec<u8>> {
     let mut out = KVec::with_capacity(old.len() + new.len(), GFP_KERNEL)?;
     for (name, value) in iter(old) {
         if get(new, name).is_none() {
@@ -88,26 +106,8 @@ pub(super) fn merge(old: &[u8], new: &[u8]) -> Result<KVec<u8>> {
     Ok(out)
 }
 
-/// Checks an application name from user space: 1 to 63 characters out of `[A-Za-z0-9_.-]`, then
-/// a NUL. Returns it NUL-padded, as the device reads it.
-pub(crate) fn application(raw: &[kernel::ffi::c_char; APP_LEN]) -> Result<[u8; APP_LEN]> {
-    let mut app = [0u8; APP_LEN];
-    let len = raw.iter().position(|&c| c == 0).ok_or(EINVAL)?;
-    if len == 0 {
-        return Err(EINVAL);
-    }
-    for (dst, &src) in app.iter_mut().zip(&raw[..len]) {
-        let c = src;
-        if !(c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-') {
-            return Err(EINVAL);
-        }
-        *dst = c;
-    }
-    Ok(app)
-}
-
-/// Reads `size` bytes of properties from user space and checks them.
-pub(crate) fn read_props(ptr: u64, size: u32, max: usize) -> Result<KVec<u8>> {
+/// Reads `size` bytes of properties from user space at `ptr`, at most `max`, and checks them.
+pub(crate) fn read(ptr: u64, size: u32, max: usize) -> Result<KVec<u8>> {
     let size = size as usize;
     if size > max {
         return Err(E2BIG);
@@ -117,6 +117,23 @@ pub(crate) fn read_props(ptr: u64, size: u32, max: usize) -> Result<KVec<u8>> {
         let ptr = usize::try_from(ptr).map_err(|_| EFAULT)?;
         UserSlice::new(UserPtr::from_addr(ptr), size).read_all(&mut buf, GFP_KERNEL)?;
     }
-    props::check(&buf)?;
+    check(&buf)?;
     Ok(buf)
+}
+
+/// Checks an application name from user space: 1 to 63 characters out of `[A-Za-z0-9_.-]`, then
+/// a NUL. Returns it NUL-padded, as the device reads it.
+pub(crate) fn application(raw: &[kernel::ffi::c_char; APP_LEN]) -> Result<[u8; APP_LEN]> {
+    let mut app = [0u8; APP_LEN];
+    let len = raw.iter().position(|&c| c == 0).ok_or(EINVAL)?;
+    if len == 0 {
+        return Err(EINVAL);
+    }
+    for (dst, &c) in app.iter_mut().zip(&raw[..len]) {
+        if !name_char(c) {
+            return Err(EINVAL);
+        }
+        *dst = c;
+    }
+    Ok(app)
 }

@@ -14,77 +14,33 @@
 //!
 //! See `Documentation/virtio/virtio-bufshare.rst` for the device and
 //! `Documentation/userspace-api/bufshare.rst` for the ioctls.
-
-use core::{
-    mem::{
-        offset_of,
-        size_of, //
-    },
-    ptr::NonNull,
-};
-use kernel::{
-    c_str,
-    device::Core,
-    dma::DataDirection,
-    dma_buf::{
-        DmaBuf,
-        MappedAttachment, //
-    },
-    fs::File,
-    ioctl::{
-        _IOR,
-        _IOW,
-        _IOWR, //
-    },
-    memfd::{
-        self,
-        DmaMappedFolios,
-        PinnedFolios, //
-    },
-    miscdevice::{
-        MiscDevice,
-        MiscDeviceOptions,
-        MiscDeviceRegistration, //
-    },
-    new_condvar, new_mutex, new_spinlock_irq,
-    prelude::*,
-    rbtree::{
-        RBTree,
-        RBTreeNodeReservation, //
-    },
-    seq_file::SeqFile,
-    seq_print,
-    sync::{
-        aref::ARef,
-        atomic::{
-            Acquire,
-            Atomic,
-            Relaxed,
-            Release, //
-        },
-        Arc,
-        CondVar,
-        CondVarTimeoutResult,
-        Mutex,
-        SpinLockIrq,
-        SpinLockIrqGuard, //
-    },
-    time::msecs_to_jiffies,
-    transmute::{
-        AsBytes,
-        FromBytes, //
-    },
-    types::Opaque,
-    uaccess::{
-        UserPtr,
-        UserSlice, //
-    },
-    uapi,
-    virtio::{
-        self,
-        DmaTarget, //
-    },
-};
+//!
+//! # Modules
+//!
+//! - `driver`: probe, and the misc device that comes with a bound device.
+//! - `file`: an open `/dev/bufshare`, one function per ioctl.
+//! - `device`: the device's buffers and the operations on them; `device::recovery` runs them,
+//!   and brings the buffers back when the device lost them.
+//! - `cmdq`: the command queue: sending commands, waiting for and checking their answers.
+//! - `commands`: one type per command and answer of the wire protocol.
+//! - `buffer`: a buffer and its memory; `props`: properties and application names.
+//!
+//! # Locking
+//!
+//! Locks are taken in this order, and none is held across a copy to or from user space:
+//!
+//! 1. `Owner::usage` (a mutex, one per open file): held by a registration from the check of the
+//!    file's limits until the buffer counts against them.
+//! 2. `Buffer::state` (a mutex, one per buffer): held across the command that changes the buffer
+//!    (UPDATE, SET_PROPERTIES, a registration), so that such commands reach the device in order.
+//!    (BUFFER_INFO is the exception: it copies the properties to user space under it.)
+//! 3. `Cmdq::vqs` (a spinlock, taken with interrupts off, as the interrupt handler takes it):
+//!    held to queue a command, kick the device and take answers off the ring. Callers wait for
+//!    their answer on a condition variable that releases it.
+//!
+//! `BufshareDevice::buffers` (a mutex) guards the buffer tree and the count of buffer operations
+//! in flight; it is only held for short spells, never across a command and never together with
+//! the locks above but `Owner::usage`, which may be held when it is taken.
 
 mod buffer;
 mod cmdq;
@@ -94,38 +50,8 @@ mod driver;
 mod file;
 mod props;
 
-use buffer::*;
-use cmdq::*;
-use commands::*;
-use device::*;
-use driver::*;
-use file::*;
-use props::{
-    application,
-    read_props, //
-};
-
-/// How long a caller waits for the device to complete a command.
-pub(crate) const COMMAND_TIMEOUT_MS: u32 = 10_000;
-/// Set in [`Shared::generation`] once the device's generation is known.
-pub(crate) const GENERATION_KNOWN: u64 = 1 << 32;
-/// How many times in a row the driver registers its buffers again for a device that keeps losing
-/// them before it lets the operation that found out go on.
-pub(crate) const MAX_RECOVERIES: u32 = 3;
-
-/// Room for the largest answer the driver expects.
-pub(crate) const RESP_MAX: usize = 128;
-
-pub(crate) const PAGE_SIZE: u64 = kernel::page::PAGE_SIZE as u64;
-
-pub(crate) const APP_LEN: usize = uapi::VIRTIO_BUFSHARE_APP_LEN as usize;
-pub(crate) const PROP_NAME_MAX: usize = uapi::VIRTIO_BUFSHARE_PROP_NAME_MAX as usize;
-pub(crate) const RANGES_PER_CMD: usize = uapi::VIRTIO_BUFSHARE_MAX_RANGES_PER_CMD as usize;
-pub(crate) const RANGE_SIZE: usize = size_of::<uapi::virtio_bufshare_range>();
-pub(crate) const RESP_HDR_LEN: usize = size_of::<uapi::virtio_bufshare_resp_hdr>();
-
 kernel::module_virtio_driver! {
-    type: BufshareDriver,
+    type: driver::BufshareDriver,
     name: "virtio_bufshare",
     authors: ["virtio-bufshare developers"],
     description: "Virtio buffer sharing driver",

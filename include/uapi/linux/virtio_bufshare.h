@@ -10,9 +10,10 @@
 #define _UAPI_LINUX_VIRTIO_BUFSHARE_H
 
 #include <linux/types.h>
+#include <linux/virtio_ids.h>
 
-/* The device id, reserved in virtio_ids.h as VIRTIO_ID_DMABUF. */
-#define VIRTIO_BUFSHARE_DEVICE_ID		37
+/* The device id is VIRTIO_ID_DMABUF, reserved in virtio_ids.h. */
+#define VIRTIO_BUFSHARE_DEVICE_ID		VIRTIO_ID_DMABUF
 
 /* The one virtqueue: the driver's commands and the device's answers. */
 #define VIRTIO_BUFSHARE_VQ_CMD			0

@@ -1,74 +1,67 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Bringing buffers back when the device lost them.
+//! Buffer operations, and bringing the buffers back when the device lost them.
+//!
+//! A device that loses its buffers other than by a reset (a restarted device implementation)
+//! says so with a new generation in its answers (`VIRTIO_BUFSHARE_F_GENERATION`); the command
+//! queue counts the generations it saw as epochs
+//! ([`Cmdq::epoch`](crate::cmdq::Cmdq::epoch)). A buffer operation registers the lost buffers
+//! again, under the same ids, before it starts.
 
-use super::super::*;
+use kernel::{
+    prelude::*,
+    sync::atomic::Relaxed,
+    virtio::DmaTarget, //
+};
 
-impl super::Shared {
-    /// Starts a buffer operation: fails with `ENODEV` once the device is gone, and returns the
-    /// way the device reaches memory (`EOPNOTSUPP` if it cannot be given buffers).
-    ///
-    /// If the device lost its buffers since they were last registered, registers them again
-    /// first (see [`Shared::recover`]).
-    pub(crate) fn begin(&self) -> Result<(Op<'_>, DmaTarget)> {
-        let mut table = self.table.lock();
-        let mut recoveries = 0;
-        loop {
-            if table.gone {
-                return Err(ENODEV);
-            }
-            if self.features & (1 << uapi::VIRTIO_BUFSHARE_F_BUFFERS) == 0 {
-                return Err(EOPNOTSUPP);
-            }
-            if table.recovering {
-                self.recovered.wait(&mut table);
-                continue;
-            }
-            let losses = self.losses.load(Relaxed);
-            if losses == table.synced {
-                break;
-            }
-            if recoveries == MAX_RECOVERIES {
-                dev_err!(
-                    self.dev.as_ref(),
-                    "device keeps losing its buffers; giving up registering them again\n"
-                );
-                table.synced = losses;
-                break;
-            }
-            recoveries += 1;
+use super::BufshareDevice;
+use crate::cmdq::Wait;
 
-            // Alone with the device: the operations running finish first, none starts meanwhile.
-            table.recovering = true;
-            while table.inflight > 0 {
-                self.idle.wait(&mut table);
-            }
-            table.inflight += 1;
-            let op = Op { shared: self };
-            drop(table);
-            self.recover(losses);
-            drop(op);
-            table = self.table.lock();
-            table.recovering = false;
-            table.synced = losses;
-            self.recovered.notify_all();
-        }
-        let dma = table.dma.clone().ok_or(EOPNOTSUPP)?;
-        table.inflight += 1;
-        Ok((Op { shared: self }, dma))
+/// How many times in a row the buffers are registered again for a device that keeps losing them
+/// before the operation that found out goes on.
+const MAX_RESTORES: u32 = 3;
+
+/// A buffer operation under way: the device's shutdown waits for it to end, and the buffers are
+/// not registered again meanwhile.
+pub(super) struct Inflight<'a> {
+    device: &'a BufshareDevice,
+    /// How the device reaches memory.
+    dma: Option<DmaTarget>,
+}
+
+impl Inflight<'_> {
+    /// How the device reaches memory the operation describes to it.
+    pub(super) fn dma(&self) -> Result<&DmaTarget> {
+        self.dma.as_ref().ok_or(EOPNOTSUPP)
     }
+}
 
-    /// Whether the device lost buffers that have not been registered again yet.
-    pub(crate) fn lost_buffers(&self) -> bool {
-        self.losses.load(Relaxed) != self.table.lock().synced
+impl Drop for Inflight<'_> {
+    fn drop(&mut self) {
+        let mut buffers = self.device.buffers.lock();
+        buffers.inflight -= 1;
+        if buffers.inflight == 0 {
+            self.device.idle.notify_all();
+        }
+    }
+}
+
+impl BufshareDevice {
+    /// Runs the buffer operation `op`.
+    ///
+    /// Fails with `ENODEV` once the device is gone, and `EOPNOTSUPP` if it cannot be given
+    /// buffers. If the device lost its buffers since they were last registered, registers them
+    /// again first.
+    pub(super) fn buffer_op<T>(&self, mut op: impl FnMut(&Inflight<'_>) -> Result<T>) -> Result<T> {
+        self.enter().and_then(|inflight| op(&inflight))
     }
 
     /// Registers the buffers again now if the device lost them, rather than at the next buffer
     /// operation: for the ioctl or release that met the loss, once it is done.
-    pub(crate) fn recover_if_lost(&self) {
+    pub(crate) fn restore_if_lost(&self) {
         if self.lost_buffers() {
-            // `begin` registers them again. A device gone, or unable to hold buffers, has none.
-            let _ = self.begin();
+            // `enter` registers them again. A device gone, or unable to hold buffers, has none.
+            let _ = self.enter();
         }
     }
 
@@ -81,18 +74,78 @@ impl super::Shared {
         }
     }
 
-    /// Registers again every buffer the device had before it lost them, that is before `losses`
-    /// (see [`Shared::losses`]); called by [`Shared::begin`] while no other operation runs.
+    /// Whether the device lost buffers that have not been registered again yet.
+    fn lost_buffers(&self) -> bool {
+        self.cmdq.epoch() != self.buffers.lock().restored
+    }
+
+    /// Starts a buffer operation, once the buffers the device lost are registered again.
+    fn enter(&self) -> Result<Inflight<'_>> {
+        let mut buffers = self.buffers.lock();
+        let mut restores = 0;
+        loop {
+            if buffers.gone {
+                return Err(ENODEV);
+            }
+            if !self.features.buffers {
+                return Err(EOPNOTSUPP);
+            }
+            if buffers.restoring {
+                self.restored.wait(&mut buffers);
+                continue;
+            }
+            let epoch = self.cmdq.epoch();
+            if epoch == buffers.restored {
+                break;
+            }
+            if restores == MAX_RESTORES {
+                dev_err!(
+                    self.dev.as_ref(),
+                    "device keeps losing its buffers; giving up registering them again\n"
+                );
+                buffers.restored = epoch;
+                break;
+            }
+            restores += 1;
+
+            // Alone with the device: the operations running finish first, none starts meanwhile.
+            buffers.restoring = true;
+            while buffers.inflight > 0 {
+                self.idle.wait(&mut buffers);
+            }
+            buffers.inflight += 1;
+            let inflight = Inflight {
+                device: self,
+                dma: None,
+            };
+            drop(buffers);
+            self.restore(epoch);
+            drop(inflight);
+            buffers = self.buffers.lock();
+            buffers.restoring = false;
+            buffers.restored = epoch;
+            self.restored.notify_all();
+        }
+        let dma = buffers.dma.clone().ok_or(EOPNOTSUPP)?;
+        buffers.inflight += 1;
+        Ok(Inflight {
+            device: self,
+            dma: Some(dma),
+        })
+    }
+
+    /// Registers again every buffer the device had before it lost them, that is whose last
+    /// registration was answered before `epoch`; called by [`BufshareDevice::enter`] while no
+    /// other operation runs.
     ///
-    /// A buffer the device refuses now stays registered with the driver, and so pinned, until
-    /// its owner unregisters it; the device answers `S_NO_BUFFER` to the commands about it
-    /// meanwhile.
-    pub(crate) fn recover(&self, losses: u64) {
+    /// A buffer the device refuses now stays registered with the driver, and so pinned, until its
+    /// owner unregisters it; the device answers `S_NO_BUFFER` to the commands about it meanwhile.
+    fn restore(&self, epoch: u64) {
         let mut lost = KVVec::new();
         {
-            let table = self.table.lock();
-            for buf in table.buffers.values() {
-                if buf.epoch.load(Relaxed) >= losses {
+            let buffers = self.buffers.lock();
+            for buf in buffers.tree.values() {
+                if buf.registered_since(epoch) {
                     // Registered since, with the device that lost the others.
                     continue;
                 }
@@ -129,7 +182,7 @@ impl super::Shared {
         dev_info!(
             self.dev.as_ref(),
             "device lost its buffers (generation {:#x}): {} registered again, {} not\n",
-            self.generation.load(Relaxed) & u64::from(u32::MAX),
+            self.cmdq.generation(),
             registered,
             refused
         );
