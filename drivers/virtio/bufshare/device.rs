@@ -266,7 +266,10 @@ impl BufshareDevice {
 
     /// Asks the device for its version, limits and counters.
     pub(crate) fn get_info(&self) -> Result<uapi::bufshare_info> {
-        let r = self.cmdq.send(&GetInfo, Wait::Interruptible)?.reply.0;
+        let result = self.cmdq.send(&GetInfo, Wait::Interruptible);
+        // The answer may say that the device lost its buffers: bring them back now.
+        self.restore_if_lost();
+        let r = result?.reply.0;
         let mut info = uapi::bufshare_info {
             version: u32::from_le(r.version),
             max_ranges: u32::from_le(r.max_ranges),
@@ -619,8 +622,6 @@ impl BufshareDevice {
             }
             Ok(())
         });
-        // The device may have answered that it lost the buffers of every file.
-        self.restore_if_lost();
     }
 
     /// Shows the buffers of `owner` in its fdinfo.

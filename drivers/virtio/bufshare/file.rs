@@ -103,8 +103,7 @@ impl BufshareFile {
     /// `BUFSHARE_IOC_REGISTER`.
     fn register(&self, arg: usize) -> Result {
         let mut req = read_arg::<RegisterArg>(arg)?;
-        let device = &self.device;
-        let id = device.retry_lost(|| device.register(&self.owner, &req.0))?;
+        let id = self.device.register(&self.owner, &req.0)?;
         req.0.id = id;
         if let Err(e) = write_arg(arg, &req) {
             // The caller cannot learn the id: do not leave the buffer behind.
@@ -117,16 +116,14 @@ impl BufshareFile {
     /// `BUFSHARE_IOC_UPDATE`.
     fn update(&self, arg: usize) -> Result {
         let mut req = read_arg::<UpdateArg>(arg)?;
-        let device = &self.device;
-        device.retry_lost(|| device.update(&self.owner, &mut req.0))?;
+        self.device.update(&self.owner, &mut req.0)?;
         write_arg(arg, &req)
     }
 
     /// `BUFSHARE_IOC_SET_PROPERTIES`.
     fn set_properties(&self, arg: usize) -> Result {
         let req = read_arg::<SetPropertiesArg>(arg)?;
-        let device = &self.device;
-        device.retry_lost(|| device.set_properties(&self.owner, &req.0))
+        self.device.set_properties(&self.owner, &req.0)
     }
 
     /// `BUFSHARE_IOC_UNREGISTER`.
@@ -170,7 +167,7 @@ impl MiscDevice for BufshareFile {
 
     fn ioctl(me: Pin<&BufshareFile>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
         let me = me.get_ref();
-        let result = match cmd {
+        match cmd {
             BUFSHARE_IOC_GET_INFO => me.get_info(arg),
             BUFSHARE_IOC_REGISTER => me.register(arg),
             BUFSHARE_IOC_UPDATE => me.update(arg),
@@ -178,10 +175,8 @@ impl MiscDevice for BufshareFile {
             BUFSHARE_IOC_UNREGISTER => me.unregister(arg),
             BUFSHARE_IOC_BUFFER_INFO => me.buffer_info(arg),
             _ => Err(ENOTTY),
-        };
-        // The device may have answered that it lost its buffers: bring them back now.
-        me.device.restore_if_lost();
-        result.map(|()| 0)
+        }
+        .map(|()| 0)
     }
 
     fn show_fdinfo(me: Pin<&BufshareFile>, m: &SeqFile, _file: &File) {

@@ -5,8 +5,12 @@
 //! A device that loses its buffers other than by a reset (a restarted device implementation)
 //! says so with a new generation in its answers (`VIRTIO_BUFSHARE_F_GENERATION`); the command
 //! queue counts the generations it saw as epochs
-//! ([`Cmdq::epoch`](crate::cmdq::Cmdq::epoch)). A buffer operation registers the lost buffers
-//! again, under the same ids, before it starts.
+//! ([`Cmdq::epoch`](crate::cmdq::Cmdq::epoch)). Every buffer operation runs
+//! through [`BufshareDevice::buffer_op`], which registers the lost buffers again, under the same
+//! ids, before the operation starts, runs it once more if it failed because the device had lost
+//! its buffer, and brings the buffers back before it returns if the operation's own answers
+//! showed the loss. So the applications see no error, and consumers on the host get the
+//! buffers back as soon as the driver learns of the loss.
 
 use kernel::{
     prelude::*,
@@ -47,30 +51,31 @@ impl Drop for Inflight<'_> {
 }
 
 impl BufshareDevice {
-    /// Runs the buffer operation `op`.
+    /// Runs the buffer operation `op`, the one way buffers are operated on.
     ///
     /// Fails with `ENODEV` once the device is gone, and `EOPNOTSUPP` if it cannot be given
     /// buffers. If the device lost its buffers since they were last registered, registers them
-    /// again first.
+    /// again first; if `op` fails with `ENOENT` because the device lost them meanwhile, runs it
+    /// once more, once they are back; if the answers to `op` showed a loss, brings them back
+    /// before returning.
     pub(super) fn buffer_op<T>(&self, mut op: impl FnMut(&Inflight<'_>) -> Result<T>) -> Result<T> {
-        self.enter().and_then(|inflight| op(&inflight))
+        let result = self.enter().and_then(|inflight| op(&inflight));
+        let result = match result {
+            Err(e) if e == ENOENT && self.lost_buffers() => {
+                self.enter().and_then(|inflight| op(&inflight))
+            }
+            result => result,
+        };
+        self.restore_if_lost();
+        result
     }
 
     /// Registers the buffers again now if the device lost them, rather than at the next buffer
-    /// operation: for the ioctl or release that met the loss, once it is done.
-    pub(crate) fn restore_if_lost(&self) {
+    /// operation: for commands whose answers may show the loss.
+    pub(super) fn restore_if_lost(&self) {
         if self.lost_buffers() {
             // `enter` registers them again. A device gone, or unable to hold buffers, has none.
             let _ = self.enter();
-        }
-    }
-
-    /// Runs the buffer operation `op`, and once more if the device did not know the buffer
-    /// because it had lost its buffers: the second run starts by registering them again.
-    pub(crate) fn retry_lost<T>(&self, mut op: impl FnMut() -> Result<T>) -> Result<T> {
-        match op() {
-            Err(e) if e == ENOENT && self.lost_buffers() => op(),
-            result => result,
         }
     }
 
