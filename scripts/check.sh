@@ -141,6 +141,14 @@ guest_run() {
 		if [ "$vmrc" != 0 ]; then
 			fail "vm.sh exit $vmrc$label"
 		fi
+		# The examples of the virtio abstractions, run by KUnit at boot
+		# (vm.sh keeps KUnit to them).
+		if grep -qE '(^|[] ])ok [0-9]+ rust_doctest_kernel_virtio' "$RUN/dmesg.txt" &&
+			! grep -qE 'not ok [0-9]+ rust_doctest_kernel_virtio' "$RUN/dmesg.txt"; then
+			pass "doctests of the virtio abstractions$label (KUnit)"
+		else
+			fail "doctests of the virtio abstractions$label (KUnit)"
+		fi
 	fi
 }
 

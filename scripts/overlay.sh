@@ -20,7 +20,7 @@ FILES=(
 	include/uapi/linux/bufshare.h
 )
 for f in drivers/virtio/bufshare/Kconfig drivers/virtio/bufshare/Makefile rust/kernel/*.rs \
-	rust/helpers/*.c; do
+	rust/kernel/virtio/*.rs rust/helpers/*.c; do
 	[ -e "$TOPDIR/$f" ] && FILES+=("$f")
 done
 # The driver's sources, not what an external module build left beside them.
