@@ -6,6 +6,7 @@
 #                             prepared Rust-enabled tree (see README.md)
 #   make check                everything from cold, then every test
 #   make run                  boot a guest with the driver and show a round trip
+#   make series               the kernel side as an upstream series, checkpatch-clean
 #
 # Without KDIR, the module targets build against the project's own kernel
 # tree (scripts/kernel.sh), inside its toolchain tree.
@@ -13,7 +14,7 @@
 KDIR ?=
 
 .PHONY: all modules clean toolchain kernel tools guest-programs check run bench \
-	rustfmtcheck clippy
+	rustfmtcheck clippy series
 
 all: modules
 
@@ -57,3 +58,6 @@ run:
 
 bench:
 	scripts/bench.sh
+
+series:
+	scripts/series.sh

@@ -68,6 +68,12 @@ log "style and lints"
 if bash scripts/tools.sh fmt >/dev/null 2>&1; then pass "cargo fmt"; else fail "cargo fmt --check"; fi
 if out=$(bash scripts/tools.sh clippy 2>&1); then pass "cargo clippy"; else echo "$out" | tail -30; fail "cargo clippy"; fi
 if out=$(bash scripts/module.sh rustfmtcheck 2>&1); then pass "kernel rustfmtcheck"; else echo "$out" | tail -30; fail "kernel rustfmtcheck"; fi
+if out=$(bash scripts/series.sh 2>&1); then
+	pass "upstream series: checkpatch --strict clean"
+else
+	echo "$out" | tail -40
+	fail "upstream series: checkpatch --strict"
+fi
 if out=$(bash scripts/module.sh CLIPPY=1 W=1 modules 2>&1) && ! echo "$out" | grep -q 'warning:'; then
 	pass "external module build (CLIPPY=1)"
 else

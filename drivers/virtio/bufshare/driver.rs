@@ -62,11 +62,13 @@ impl virtio::Driver for BufshareDriver {
     fn probe<'bound>(
         vdev: &'bound virtio::Device<Core<'_>>,
     ) -> impl PinInit<Self::Data<'bound>, Error> + 'bound {
-        let device = BufshareDevice::new(vdev).map(BoundDevice).inspect(|device| {
-            let l = device.0.limits();
-            dev_info!(
+        let device = BufshareDevice::new(vdev)
+            .map(BoundDevice)
+            .inspect(|device| {
+                let l = device.0.limits();
+                dev_info!(
                 vdev.as_ref(),
-                "bufshare device: {} ranges, {} property bytes, {} buffers, {} bytes per buffer{}\n",
+                "bufshare device: {} ranges, {} property bytes, {} buffers of up to {} bytes{}\n",
                 l.max_ranges,
                 l.max_props_size,
                 l.max_buffers,
@@ -77,9 +79,9 @@ impl virtio::Driver for BufshareDriver {
                     " (no buffer commands)"
                 }
             );
-            // The queue must work before applications can open the device.
-            vdev.ready();
-        });
+                // The queue must work before applications can open the device.
+                vdev.ready();
+            });
 
         try_pin_init!(Self {
             device: device?,

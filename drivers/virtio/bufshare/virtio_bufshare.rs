@@ -12,7 +12,7 @@
 //! A buffer belongs to the open file that registered it. Closing the file, however the process
 //! ends, unregisters every buffer it still has.
 //!
-//! See `Documentation/virtio/virtio-bufshare.rst` for the device and
+//! See `Documentation/driver-api/virtio/virtio_bufshare.rst` for the device and
 //! `Documentation/userspace-api/bufshare.rst` for the ioctls.
 //!
 //! # Modules

@@ -4,7 +4,7 @@
  *
  * Wire protocol between the driver and the device. Everything is
  * little-endian and of fixed size; see
- * Documentation/virtio/virtio-bufshare.rst for the specification.
+ * Documentation/driver-api/virtio/virtio_bufshare.rst for the specification.
  */
 #ifndef _UAPI_LINUX_VIRTIO_BUFSHARE_H
 #define _UAPI_LINUX_VIRTIO_BUFSHARE_H

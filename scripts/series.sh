@@ -1,0 +1,83 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# The kernel side of virtio-bufshare as an upstream series, checked with
+# checkpatch.pl.
+#
+#   series.sh [OUT]     (make series) writes the series to OUT, by default
+#                       $BUFSHARE_CACHE/series/out
+#
+# A git repository in the cache starts from the pristine linux-source-7.3
+# files the patches edit; each line of patches/series becomes one commit:
+# the files it adds, its patch of edits, its message (signed off by the
+# committer of this checkout). git format-patch writes the series, and
+# scripts/checkpatch.pl --strict checks every patch: any error, warning or
+# check fails.
+
+. "$(dirname "$0")/lib.sh"
+
+OUT=${1:-$BUFSHARE_CACHE/series/out}
+REPO=$BUFSHARE_CACHE/series/repo
+PRISTINE=$BUILD/pristine/linux-source-7.3
+[ -e "$PRISTINE/scripts/checkpatch.pl" ] || die "no pristine kernel source (make kernel)"
+
+rm -rf "$REPO" "$OUT"
+mkdir -p "$REPO" "$OUT"
+# The pristine files the patches edit: enough for git to write the same
+# diffs as a whole kernel tree would.
+while read -r patch _; do
+	case "$patch" in '' | '#'*) continue ;; esac
+	sed -n 's|^+++ b/||p' "$TOPDIR/patches/$patch"
+done < "$TOPDIR/patches/series" | LC_ALL=C sort -u | while IFS= read -r f; do
+	mkdir -p "$REPO/$(dirname "$f")"
+	cp "$PRISTINE/$f" "$REPO/$f"
+done
+
+name=$(git -C "$TOPDIR" config user.name) || die "no git user.name in $TOPDIR"
+email=$(git -C "$TOPDIR" config user.email) || die "no git user.email in $TOPDIR"
+export GIT_AUTHOR_NAME=$name GIT_AUTHOR_EMAIL=$email
+export GIT_COMMITTER_NAME=$name GIT_COMMITTER_EMAIL=$email
+git -C "$REPO" init -q
+git -C "$REPO" add -A
+git -C "$REPO" commit -q -m "linux-source-7.3 (the files the series edits)"
+base=$(git -C "$REPO" rev-parse HEAD)
+
+# The same files as the overlay copies.
+mapfile -t files < <(bash "$TOPDIR/scripts/overlay.sh" --list | sed "s|^$TOPDIR/||")
+while read -r patch paths; do
+	case "$patch" in '' | '#'*) continue ;; esac
+	for p in $paths; do
+		for f in "${files[@]}"; do
+			case "$f" in "$p" | "$p"/*)
+				mkdir -p "$REPO/$(dirname "$f")"
+				cp "$TOPDIR/$f" "$REPO/$f"
+				;;
+			esac
+		done
+	done
+	git -C "$REPO" apply --whitespace=error-all "$TOPDIR/patches/$patch" ||
+		die "$patch does not apply"
+	git -C "$REPO" add -A
+	git mailinfo "$REPO/.git/msg" /dev/null < "$TOPDIR/patches/$patch" > "$REPO/.git/mailinfo"
+	{
+		sed -n 's/^Subject: //p' "$REPO/.git/mailinfo"
+		echo
+		cat "$REPO/.git/msg"
+	} | git -C "$REPO" commit -q -s -F -
+done < "$TOPDIR/patches/series"
+
+git -C "$REPO" format-patch -q --no-signature -o "$OUT" "$base"
+log "series: $(ls "$OUT" | wc -l) patches in $OUT"
+
+set +e
+rc=0
+for p in "$OUT"/*.patch; do
+	result=$(perl "$PRISTINE/scripts/checkpatch.pl" --no-tree --strict --show-types "$p" 2>&1)
+	summary=$(echo "$result" | grep -E '^total: ')
+	echo "$(basename "$p"): $summary"
+	if ! echo "$summary" | grep -q '^total: 0 errors, 0 warnings, 0 checks'; then
+		echo "$result" | grep -v '^total: ' | head -60
+		rc=1
+	fi
+done
+exit $rc
