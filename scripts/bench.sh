@@ -11,8 +11,8 @@ prepare_vm bench
 N=${BUFSHARE_BENCH_N:-1000}
 guest="insmod /build/linux/drivers/virtio/bufshare/virtio_bufshare.ko
 echo '== one caller, $N GET_INFO round trips'
-/build/tests/bufshare_info -n $N | grep 'round trip'
+/build/tests/bufshare-info -n $N | grep 'round trip'
 echo '== four callers at once, $N each'
-for i in 1 2 3 4; do /build/tests/bufshare_info -n $N | grep 'round trip' & done; wait
+for i in 1 2 3 4; do /build/tests/bufshare-info -n $N | grep 'round trip' & done; wait
 rmmod virtio_bufshare"
 bash "$TOPDIR/scripts/vm.sh" -- bash -c "$guest" | grep -E '^==|round trip'

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # Boot a guest in a run directory of its own and run guest tests in it
-# (tests/run-guest.sh), with the backend limits the tests expect. Prints
+# (scripts/run-guest.sh), with the backend limits the tests expect. Prints
 # the run directory: its console.log, dmesg.txt, kmemleak.txt,
 # backend.log and one TEST.tap per test are the results.
 #
@@ -55,6 +55,6 @@ rc=0
 bash "$TOPDIR/scripts/vm.sh" --backend-args "--max-ranges $MAX_RANGES \
 --max-props-size $MAX_PROPS --max-buffers $MAX_BUFFERS --max-buffer-size $MAX_SIZE" \
 	--device-opts "$DEVICE_OPTS" \
-	-- /src/tests/run-guest.sh /build/run "${tests[@]}" >/dev/null || rc=$?
+	-- /src/scripts/run-guest.sh /build/run "${tests[@]}" >/dev/null || rc=$?
 echo "$RUN"
 exit "$rc"

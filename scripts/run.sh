@@ -35,7 +35,7 @@ trap 'kill $watch 2>/dev/null; wait $watch 2>/dev/null' EXIT
 
 guest="set -x
 insmod /build/linux/drivers/virtio/bufshare/virtio_bufshare.ko
-/build/tests/bufshare_info
+/build/tests/bufshare-info
 /build/tests/bufshare-animate -s $SECONDS_ -r 60
 rmmod virtio_bufshare"
 bash "$TOPDIR/scripts/vm.sh" -- bash -c "$guest"

@@ -33,8 +33,9 @@ done < "$TOPDIR/patches/series" | LC_ALL=C sort -u | while IFS= read -r f; do
 	cp "$PRISTINE/$f" "$REPO/$f"
 done
 
-name=$(git -C "$TOPDIR" config user.name) || die "no git user.name in $TOPDIR"
-email=$(git -C "$TOPDIR" config user.email) || die "no git user.email in $TOPDIR"
+# The committer of this checkout signs off, or a stand-in where git knows none.
+name=$(git -C "$TOPDIR" config user.name) || name="virtio-bufshare developers"
+email=$(git -C "$TOPDIR" config user.email) || email="virtio-bufshare@invalid"
 export GIT_AUTHOR_NAME=$name GIT_AUTHOR_EMAIL=$email
 export GIT_COMMITTER_NAME=$name GIT_COMMITTER_EMAIL=$email
 git -C "$REPO" init -q

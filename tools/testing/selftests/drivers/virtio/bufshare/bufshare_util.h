@@ -416,6 +416,20 @@ static inline int read_fdinfo(int fd, char *buf, size_t len)
 	return 0;
 }
 
+/* The table of crc32(), made before main(). */
+static uint32_t crc32_table[256];
+
+static void __attribute__((constructor)) crc32_init(void)
+{
+	for (uint32_t i = 0; i < 256; i++) {
+		uint32_t c = i;
+
+		for (int k = 0; k < 8; k++)
+			c = c & 1 ? 0xedb88320U ^ (c >> 1) : c >> 1;
+		crc32_table[i] = c;
+	}
+}
+
 /*
  * zlib's crc32(): the CRC-32 of ISO HDLC, Ethernet and PNG (reflected,
  * polynomial 0xedb88320, all ones in and out). crc32(0, buf, len) is the
@@ -423,24 +437,11 @@ static inline int read_fdinfo(int fd, char *buf, size_t len)
  */
 static inline uint32_t crc32(uint32_t crc, const void *buf, size_t len)
 {
-	static uint32_t table[256];
-	static volatile int ready;
 	const unsigned char *p = buf;
 
-	if (!ready) {
-		/* Racing initializers write the same values. */
-		for (uint32_t i = 0; i < 256; i++) {
-			uint32_t c = i;
-
-			for (int k = 0; k < 8; k++)
-				c = c & 1 ? 0xedb88320U ^ (c >> 1) : c >> 1;
-			table[i] = c;
-		}
-		__atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
-	}
 	crc = ~crc;
 	while (len--)
-		crc = table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+		crc = crc32_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
 	return ~crc;
 }
 

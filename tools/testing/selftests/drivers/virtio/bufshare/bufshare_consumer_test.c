@@ -3,7 +3,7 @@
  * Buffers handed to host programs: what a consumer on the host, the
  * bufshare-watch tool on the backend's consumer socket, receives of the
  * buffers the guest registers. Watchers are started, stopped and followed
- * through the relay (scripts/relay.sh, tests/relay.h); each logs one line
+ * through the relay (scripts/relay.sh, relay.h); each logs one line
  * per event, with the CRC-32 of the buffer's whole content as the host
  * reads it through the memory it was passed. Without a relay
  * (BUFSHARE_RELAY_DIR unset) every test is skipped.
@@ -258,7 +258,7 @@ static void show_log(const char *name)
  * test), goes to @name (40 bytes). With @welcome, waits until it is
  * subscribed (its WELCOME line). Returns 0 or -1 (logged).
  */
-static int start_watcher(struct __test_metadata *_metadata, FIXTURE_DATA(consumer) *self,
+static int start_watcher(struct __test_metadata *_metadata, struct _test_data_consumer *self,
 			 const char *base, const char *apps, int nobody, int welcome,
 			 char *name)
 {
@@ -291,8 +291,8 @@ static int start_watcher(struct __test_metadata *_metadata, FIXTURE_DATA(consume
  * after its first @after lines; the line goes to self->line. Returns its
  * number, or 0 when none came (the log is shown).
  */
-static int __attribute__((format(printf, 5, 6)))
-wait_line(struct __test_metadata *_metadata, FIXTURE_DATA(consumer) *self, const char *name,
+static int __printf(5, 6)
+wait_line(struct __test_metadata *_metadata, struct _test_data_consumer *self, const char *name,
 	  int after, const char *fmt, ...)
 {
 	va_list ap;
@@ -311,7 +311,7 @@ wait_line(struct __test_metadata *_metadata, FIXTURE_DATA(consumer) *self, const
 }
 
 /* The value of @key in self->line, in self->field ("" without it). */
-static const char *field(FIXTURE_DATA(consumer) *self, const char *key)
+static const char *field(struct _test_data_consumer *self, const char *key)
 {
 	relay_line_field(self->line, key, self->field, sizeof(self->field));
 	return self->field;
@@ -319,17 +319,18 @@ static const char *field(FIXTURE_DATA(consumer) *self, const char *key)
 
 /* Checks an ADD line (in self->line) against buffer @b of @app. */
 #define EXPECT_ADD(b, app, seqno) do { \
+	struct gbuf *b_ = (b); \
 	char crc_[9], num_[32]; \
 	EXPECT_STREQ(guest_name(), field(self, "guest")); \
 	EXPECT_STREQ((app), field(self, "app")); \
-	snprintf(num_, sizeof(num_), "%zu", (b)->size); \
+	snprintf(num_, sizeof(num_), "%zu", b_->size); \
 	EXPECT_STREQ(num_, field(self, "size")); \
 	snprintf(num_, sizeof(num_), "%llu", (unsigned long long)(seqno)); \
 	EXPECT_STREQ(num_, field(self, "seqno")); \
-	gbuf_crc((b), crc_); \
+	gbuf_crc(b_, crc_); \
 	EXPECT_STREQ(crc_, field(self, "crc32")) \
 		TH_LOG("the host read other bytes than the guest wrote"); \
-	EXPECT_STREQ((b)->props_line, field(self, "props")); \
+	EXPECT_STREQ(b_->props_line, field(self, "props")); \
 } while (0)
 
 /*
@@ -896,7 +897,7 @@ TEST_F_TIMEOUT(consumer, commands_after_loss, 240)
 	EXPECT_EQ(0, bs_set_props(self->dev, a.id, extra, sizeof(extra), BUFSHARE_PROPS_MERGE));
 	ASSERT_LT(0, wait_line(_metadata, self, wname, reset, "PROPERTIES id=%llu",
 			       (unsigned long long)a.id));
-	EXPECT_TRUE(strstr(field(self, "props"), extra) != NULL) TH_LOG("props %s", self->field);
+	EXPECT_NE(NULL, strstr(field(self, "props"), extra)) TH_LOG("props %s", self->field);
 	ASSERT_EQ(0, bs_buffer_info(self->dev, a.id, &info, props, sizeof(props)));
 	EXPECT_EQ(a.props_size + sizeof(extra), info.props_size);
 

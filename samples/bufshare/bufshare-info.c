@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * bufshare_info: ask the bufshare device what it is, through the driver.
+ * bufshare-info: ask the bufshare device what it is, through the driver.
  * A guest example that uses nothing but the UAPI header.
  *
- *   bufshare_info [-n COUNT] [DEVICE]
+ *   bufshare-info [-n COUNT] [DEVICE]
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -82,7 +82,7 @@ static uint64_t env_or(const char *name, uint64_t dflt)
 }
 
 static void note_failure(struct worker *w, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+	__printf(2, 3);
 
 static void note_failure(struct worker *w, const char *fmt, ...)
 {
@@ -99,10 +99,10 @@ static void note_failure(struct worker *w, const char *fmt, ...)
  * Records one command: its latency, and a failure if it returned @err (an
  * errno) or took longer than the bound.
  */
-static void record(struct worker *w, enum op op, uint64_t start_ns, int err)
+static void record(struct worker *w, enum op what, uint64_t start_ns, int err)
 {
 	uint64_t us = (now_ns() - start_ns) / 1000;
-	struct op_stats *s = &w->stats[op];
+	struct op_stats *s = &w->stats[what];
 	int b = 0;
 
 	s->count++;
@@ -113,11 +113,11 @@ static void record(struct worker *w, enum op op, uint64_t start_ns, int err)
 		s->max_us = us;
 	if (err)
 		note_failure(w, "thread %d: %s failed with %s (errno %d) after %llu ms",
-			     w->index, op_name[op], strerror(err), err,
+			     w->index, op_name[what], strerror(err), err,
 			     (unsigned long long)us / 1000);
 	else if (us > w->bound_us)
 		note_failure(w, "thread %d: %s took %llu ms (bound %llu ms)", w->index,
-			     op_name[op], (unsigned long long)us / 1000,
+			     op_name[what], (unsigned long long)us / 1000,
 			     (unsigned long long)w->bound_us / 1000);
 }
 
@@ -259,7 +259,8 @@ TEST_F_TIMEOUT(stress, mixed_commands, MAX_SECONDS + 60)
 	uint64_t sent = 0, deadline = now_ns() + seconds * 1000000000ULL;
 	int failures = 0;
 
-	ASSERT_GE(MAX_SECONDS, seconds) TH_LOG("BUFSHARE_STRESS_SECONDS is at most %d", MAX_SECONDS);
+	ASSERT_GE(MAX_SECONDS, seconds)
+		TH_LOG("BUFSHARE_STRESS_SECONDS is at most %d", MAX_SECONDS);
 	ASSERT_EQ(0, ioctl(self->fds[0], BUFSHARE_IOC_GET_INFO, &before));
 	for (int i = 0; i < THREADS; i++) {
 		w[i] = (struct worker){

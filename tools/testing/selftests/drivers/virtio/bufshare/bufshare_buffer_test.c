@@ -352,7 +352,7 @@ TEST_F(dev, register_memfd_seals)
 		{ F_SEAL_GROW | F_SEAL_WRITE, EPERM },
 	};
 
-	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
 		int m = make_memfd(SIZE, cases[i].seals);
 		__u64 id;
 
@@ -373,8 +373,9 @@ TEST_F(dev, register_application)
 
 	static const char *const bad[] = { "", "a b", "a/b", "a=b", "\xc3\xa9", "tab\t", "a\n" };
 
-	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		EXPECT_EQ(EINVAL, bs_register(self->fd, self->memfd, 0, PAGE, bad[i], NULL, 0, NULL))
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		EXPECT_EQ(EINVAL,
+			  bs_register(self->fd, self->memfd, 0, PAGE, bad[i], NULL, 0, NULL))
 			TH_LOG("application '%s'", bad[i]);
 	}
 	/* 64 characters: no room for the NUL. */
@@ -426,7 +427,7 @@ TEST_F(dev, register_bad_properties)
 	char *p;
 	__u64 id;
 
-	for (size_t i = 0; i < sizeof(bad_props) / sizeof(bad_props[0]); i++) {
+	for (size_t i = 0; i < ARRAY_SIZE(bad_props); i++) {
 		EXPECT_EQ(EINVAL, bs_register(self->fd, self->memfd, 0, PAGE, APP,
 					      bad_props[i].data, bad_props[i].size, NULL))
 			TH_LOG("%s", bad_props[i].what);
@@ -548,8 +549,9 @@ TEST_F(dev, set_properties_errors)
 	ASSERT_EQ(0, bs_register(self->fd, self->memfd, 0, SIZE, APP, PROPS, sizeof(PROPS), &id));
 	EXPECT_EQ(EINVAL, bs_set_props(self->fd, id, PROPS2, sizeof(PROPS2), 2));
 	EXPECT_EQ(EINVAL, bs_set_props(self->fd, id, PROPS2, sizeof(PROPS2), 0x80000000));
-	for (size_t i = 0; i < sizeof(bad_props) / sizeof(bad_props[0]); i++) {
-		EXPECT_EQ(EINVAL, bs_set_props(self->fd, id, bad_props[i].data, bad_props[i].size, 0))
+	for (size_t i = 0; i < ARRAY_SIZE(bad_props); i++) {
+		EXPECT_EQ(EINVAL,
+			  bs_set_props(self->fd, id, bad_props[i].data, bad_props[i].size, 0))
 			TH_LOG("%s", bad_props[i].what);
 		EXPECT_EQ(EINVAL, bs_set_props(self->fd, id, bad_props[i].data, bad_props[i].size,
 					       BUFSHARE_PROPS_MERGE))

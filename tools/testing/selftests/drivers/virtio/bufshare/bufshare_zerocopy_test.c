@@ -3,7 +3,7 @@
  * Zero copy, seen from the host: after REGISTER, the host reads and writes
  * the very memory the guest maps, with no ioctl in between. The host side
  * is the backend's inspect socket, reached through the relay
- * (scripts/relay.sh, tests/relay.h). Without a relay (BUFSHARE_RELAY_DIR
+ * (scripts/relay.sh, relay.h). Without a relay (BUFSHARE_RELAY_DIR
  * unset) every test is skipped.
  *
  * Each check writes a fresh random pattern on one side and compares it
@@ -90,7 +90,7 @@ static int host_lookup(__u64 id, struct host_buf *hb, char *err, size_t err_len)
  * Copies @len bytes of the guest's mapping @guest to @dst, synced as CPU
  * reads for @dmabuf >= 0. Returns 0 or -errno.
  */
-static int guest_reads(void *dst, const volatile void *guest, size_t len, int dmabuf)
+static int guest_reads(void *dst, const void *guest, size_t len, int dmabuf)
 {
 	int ret = 0;
 
@@ -98,7 +98,7 @@ static int guest_reads(void *dst, const volatile void *guest, size_t len, int dm
 		ret = dmabuf_sync(dmabuf, DMA_BUF_SYNC_START | DMA_BUF_SYNC_READ);
 	if (ret)
 		return ret;
-	memcpy(dst, (const void *)guest, len);
+	memcpy(dst, guest, len);
 	if (dmabuf >= 0)
 		dmabuf_sync(dmabuf, DMA_BUF_SYNC_END | DMA_BUF_SYNC_READ);
 	return 0;
@@ -143,7 +143,7 @@ static int host_sees(__u64 id, __u64 off, const void *guest, size_t len, int dma
  * @id; 0 if the guest's mapping @guest (of those bytes) shows it, else -1
  * with what differs in @err. @dmabuf, if >= 0, is synced for reading.
  */
-static int guest_sees(__u64 id, __u64 off, const volatile void *guest, size_t len, int dmabuf,
+static int guest_sees(__u64 id, __u64 off, const void *guest, size_t len, int dmabuf,
 		      char *err, size_t err_len)
 {
 	/* What the host wrote, then what the guest sees. */
@@ -208,22 +208,25 @@ FIXTURE_TEARDOWN(zc)
 
 /* Both ways through the whole buffer, then through a few odd pieces. */
 #define ROUND_TRIPS(id, map, dmabuf) do { \
-	ASSERT_EQ(0, guest_writes((map), SIZE, (dmabuf))); \
-	ASSERT_EQ(0, host_sees((id), 0, (map), SIZE, (dmabuf), self->err, sizeof(self->err))) \
+	__u64 id_ = (id); \
+	char *map_ = (char *)(map); \
+	int dmabuf_ = (dmabuf); \
+	ASSERT_EQ(0, guest_writes(map_, SIZE, dmabuf_)); \
+	ASSERT_EQ(0, host_sees(id_, 0, map_, SIZE, dmabuf_, self->err, sizeof(self->err))) \
 		TH_LOG("%s", self->err); \
-	ASSERT_EQ(0, guest_sees((id), 0, (map), SIZE, (dmabuf), self->err, \
+	ASSERT_EQ(0, guest_sees(id_, 0, map_, SIZE, dmabuf_, self->err, \
 				sizeof(self->err))) \
 		TH_LOG("%s", self->err); \
 	/* Odd offsets and lengths, across page boundaries. */ \
-	ASSERT_EQ(0, guest_writes((char *)(map) + 4000, 9000, (dmabuf))); \
-	ASSERT_EQ(0, host_sees((id), 4000, (char *)(map) + 4000, 9000, (dmabuf), self->err, \
+	ASSERT_EQ(0, guest_writes(map_ + 4000, 9000, dmabuf_)); \
+	ASSERT_EQ(0, host_sees(id_, 4000, map_ + 4000, 9000, dmabuf_, self->err, \
 			       sizeof(self->err))) \
 		TH_LOG("%s", self->err); \
-	ASSERT_EQ(0, guest_sees((id), SIZE - 12345, (char *)(map) + SIZE - 12345, 12345, \
-				(dmabuf), self->err, sizeof(self->err))) \
+	ASSERT_EQ(0, guest_sees(id_, SIZE - 12345, map_ + SIZE - 12345, 12345, \
+				dmabuf_, self->err, sizeof(self->err))) \
 		TH_LOG("%s", self->err); \
 	/* And the rest of the buffer is still what the host wrote last. */ \
-	ASSERT_EQ(0, host_sees((id), 0, (map), SIZE, (dmabuf), self->err, sizeof(self->err))) \
+	ASSERT_EQ(0, host_sees(id_, 0, map_, SIZE, dmabuf_, self->err, sizeof(self->err))) \
 		TH_LOG("%s", self->err); \
 } while (0)
 
@@ -336,7 +339,7 @@ TEST_F_TIMEOUT(zc, scattered_256m, 600)
 	ASSERT_EQ(0, host_sees(id, size - 4096, map + size - 4096, 4096, -1, self->err,
 			       sizeof(self->err)))
 		TH_LOG("%s", self->err);
-	for (size_t i = 0; i < sizeof(offs) / sizeof(offs[0]); i++) {
+	for (size_t i = 0; i < ARRAY_SIZE(offs); i++) {
 		ASSERT_EQ(0, guest_writes(map + offs[i], piece, -1));
 		ASSERT_EQ(0, host_sees(id, offs[i], map + offs[i], piece, -1, self->err,
 				       sizeof(self->err)))

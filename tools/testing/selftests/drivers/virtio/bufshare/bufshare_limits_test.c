@@ -77,7 +77,7 @@ FIXTURE(limits) {
 };
 
 /* A new open file of the test's; closed by the teardown. */
-static int open_dev(FIXTURE_DATA(limits) *self)
+static int open_dev(struct _test_data_limits *self)
 {
 	int fd;
 
@@ -89,7 +89,7 @@ static int open_dev(FIXTURE_DATA(limits) *self)
 	return fd;
 }
 
-static void close_dev(FIXTURE_DATA(limits) *self, int fd)
+static void close_dev(struct _test_data_limits *self, int fd)
 {
 	for (int i = 0; i < self->nfiles; i++) {
 		if (self->files[i] == fd) {
@@ -123,9 +123,9 @@ FIXTURE_TEARDOWN(limits)
 
 /* Loads the driver again with @params (the teardown loads the defaults). */
 #define LOAD(params) do { \
-	const char *_what; \
-	int _err = reload(params, &_what); \
-	ASSERT_EQ(0, _err) TH_LOG("loading with '%s': %s: %s", params, _what, \
+	const char *_params = (params), *_what; \
+	int _err = reload(_params, &_what); \
+	ASSERT_EQ(0, _err) TH_LOG("loading with '%s': %s: %s", _params, _what, \
 				  strerror(-_err)); \
 } while (0)
 
