@@ -150,6 +150,14 @@ pub(crate) struct Owner {
     usage: Mutex<Usage>,
 }
 
+/// A registration as the application asked for it, checked.
+struct NewBuffer<'a> {
+    owner: &'a Owner,
+    req: &'a uapi::bufshare_register,
+    application: [u8; APP_LEN],
+    props: &'a [u8],
+}
+
 /// The buffers of a device, and what its shutdown and recovery wait for.
 struct Buffers {
     /// Set when the device goes away: no new operations start.
@@ -330,8 +338,13 @@ impl BufshareDevice {
             Some(b) if b <= module_parameters::max_bytes_per_file.value() => {}
             _ => return Err(ENOSPC),
         }
-        let (id, size) =
-            self.buffer_op(|op| self.register_in(op, owner, req, application, &props))?;
+        let new = NewBuffer {
+            owner,
+            req,
+            application,
+            props: &props,
+        };
+        let (id, size) = self.buffer_op(|op| self.register_in(op, &new))?;
         usage.buffers += 1;
         usage.bytes += size;
         Ok(id)
@@ -339,14 +352,7 @@ impl BufshareDevice {
 
     /// The part of [`BufshareDevice::register`] that runs as the buffer operation `op`: returns
     /// the buffer's id and size.
-    fn register_in(
-        &self,
-        op: &Inflight<'_>,
-        owner: &Owner,
-        req: &uapi::bufshare_register,
-        application: [u8; APP_LEN],
-        props: &[u8],
-    ) -> Result<(u64, u64)> {
+    fn register_in(&self, op: &Inflight<'_>, new: &NewBuffer<'_>) -> Result<(u64, u64)> {
         // Room in the tree, taken now: once the device has the buffer, inserting it must not
         // fail.
         let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
@@ -359,7 +365,7 @@ impl BufshareDevice {
             }
             buffers.reserved += 1;
         }
-        let result = self.register_reserved(op, owner, req, application, props);
+        let result = self.register_reserved(op, new);
         let mut buffers = self.buffers.lock();
         buffers.reserved -= 1;
         let buf = result?;
@@ -375,14 +381,8 @@ impl BufshareDevice {
     }
 
     /// The part of [`BufshareDevice::register`] that runs with a slot reserved in the tree.
-    fn register_reserved(
-        &self,
-        op: &Inflight<'_>,
-        owner: &Owner,
-        req: &uapi::bufshare_register,
-        application: [u8; APP_LEN],
-        props: &[u8],
-    ) -> Result<Arc<Buffer>> {
+    fn register_reserved(&self, op: &Inflight<'_>, new: &NewBuffer<'_>) -> Result<Arc<Buffer>> {
+        let req = new.req;
         let (memory, kind, ranges) = Memory::take(
             req.fd,
             req.offset,
@@ -392,21 +392,21 @@ impl BufshareDevice {
         )?;
         // The commands count ranges in a `u32`.
         u32::try_from(ranges.len()).map_err(|_| E2BIG)?;
-        let mut own_props = KVec::with_capacity(props.len(), GFP_KERNEL)?;
-        own_props.extend_from_slice(props, GFP_KERNEL)?;
+        let mut props = KVec::with_capacity(new.props.len(), GFP_KERNEL)?;
+        props.extend_from_slice(new.props, GFP_KERNEL)?;
         let id = self.next_id.fetch_add(1, Relaxed);
 
         let buf = Arc::pin_init(
             pin_init!(Buffer {
                 id,
-                owner: owner.id,
+                owner: new.owner.id,
                 kind,
                 size: req.length,
-                application,
+                application: new.application,
                 seqno: Atomic::new(0),
                 ranges,
                 epoch: Atomic::new(0),
-                state <- new_mutex!(BufferState { props: own_props }, "virtio_bufshare:buffer"),
+                state <- new_mutex!(BufferState { props }, "virtio_bufshare:buffer"),
                 _memory: memory,
             }),
             GFP_KERNEL,

@@ -105,6 +105,25 @@ static int guest_reads(void *dst, const void *guest, size_t len, int dmabuf)
 }
 
 /*
+ * The first of @len bytes where @a and @b differ, @len if none; how many
+ * differ goes to *@count.
+ */
+static size_t first_difference(const unsigned char *a, const unsigned char *b, size_t len,
+			       size_t *count)
+{
+	size_t first = len;
+
+	*count = 0;
+	for (size_t i = 0; i < len; i++) {
+		if (a[i] == b[i])
+			continue;
+		if (!(*count)++)
+			first = i;
+	}
+	return first;
+}
+
+/*
  * The host reads @len bytes at @off of buffer @id: 0 if they are those of
  * @guest, else -1 with what differs in @err. @dmabuf, if >= 0, is synced
  * for reading.
@@ -113,28 +132,24 @@ static int host_sees(__u64 id, __u64 off, const void *guest, size_t len, int dma
 		     char *err, size_t err_len)
 {
 	/* What the host read, then what the guest sees. */
-	unsigned char *buf = malloc(2 * len), *g;
+	unsigned char *host = malloc(2 * len), *seen;
+	size_t i, n;
 	int ret;
 
-	if (!buf)
+	if (!host)
 		return -1;
-	g = buf + len;
-	ret = relay_read(id, off, buf, len, err, err_len);
+	seen = host + len;
+	ret = relay_read(id, off, host, len, err, err_len);
 	if (!ret)
-		ret = guest_reads(g, guest, len, dmabuf);
-	if (!ret && memcmp(buf, g, len)) {
-		size_t i, n = 0;
-
-		for (i = 0; buf[i] == g[i]; i++)
-			;
-		for (size_t j = i; j < len; j++)
-			n += buf[j] != g[j];
+		ret = guest_reads(seen, guest, len, dmabuf);
+	i = ret ? len : first_difference(host, seen, len, &n);
+	if (i < len) {
 		snprintf(err, err_len,
 			 "host read differs at offset %llu (host %02x, guest %02x), %zu bytes differ",
-			 (unsigned long long)(off + i), buf[i], g[i], n);
+			 (unsigned long long)(off + i), host[i], seen[i], n);
 		ret = -1;
 	}
-	free(buf);
+	free(host);
 	return ret;
 }
 
@@ -147,28 +162,26 @@ static int guest_sees(__u64 id, __u64 off, const void *guest, size_t len, int dm
 		      char *err, size_t err_len)
 {
 	/* What the host wrote, then what the guest sees. */
-	unsigned char *pattern = malloc(2 * len), *seen;
+	unsigned char *host = malloc(2 * len), *seen;
+	size_t i, n;
 	int ret;
 
-	if (!pattern)
+	if (!host)
 		return -1;
-	seen = pattern + len;
-	fill_random(pattern, len, fresh_seed());
-	ret = relay_write(id, off, pattern, len, err, err_len);
+	seen = host + len;
+	fill_random(host, len, fresh_seed());
+	ret = relay_write(id, off, host, len, err, err_len);
 	/* Copied out of the mapping only now, after the host wrote. */
 	if (!ret)
 		ret = guest_reads(seen, guest, len, dmabuf);
-	if (!ret && memcmp(seen, pattern, len)) {
-		size_t i;
-
-		for (i = 0; seen[i] == pattern[i]; i++)
-			;
+	i = ret ? len : first_difference(seen, host, len, &n);
+	if (i < len) {
 		snprintf(err, err_len,
-			 "guest does not see the host's write at offset %llu (guest %02x, host %02x)",
-			 (unsigned long long)(off + i), seen[i], pattern[i]);
+			 "guest does not see the host's write at offset %llu (guest %02x, host %02x), %zu bytes differ",
+			 (unsigned long long)(off + i), seen[i], host[i], n);
 		ret = -1;
 	}
-	free(pattern);
+	free(host);
 	return ret;
 }
 
