@@ -408,7 +408,21 @@ fn serve_guest(
             return Ok(());
         }
 
-        serve_connection(config, index, shutdown, &mut listener, state)?;
+        let result = run_connection(config, index, shutdown, &mut listener, state);
+        // The connection's buffers and guest memory go with it.
+        {
+            let mut state = state.lock();
+            state.connected = false;
+            let dropped = state.drop_all(ResetReason::Disconnected);
+            if dropped != 0 {
+                info!(
+                    "guest {}: {dropped} buffers dropped with the connection",
+                    guest.name
+                );
+            }
+            state.mem = None;
+        }
+        result?;
 
         if shutdown.requested() || config.once {
             return Ok(());
@@ -427,29 +441,7 @@ fn serve_guest(
 }
 
 /// Serves the connection waiting on `listener` until it ends, keeping the
-/// device's buffers and guest memory in `state`; they are dropped when it
-/// ends.
-fn serve_connection(
-    config: &Config,
-    index: usize,
-    shutdown: &Shutdown,
-    listener: &mut Listener,
-    state: &Arc<SharedState>,
-) -> Result<(), Error> {
-    let result = run_connection(config, index, shutdown, listener, state);
-    let mut state = state.lock();
-    state.connected = false;
-    let dropped = state.drop_all(ResetReason::Disconnected);
-    if dropped != 0 {
-        info!(
-            "guest {}: {dropped} buffers dropped with the connection",
-            config.guests[index].name
-        );
-    }
-    state.mem = None;
-    result
-}
-
+/// device's buffers and guest memory in `state`.
 fn run_connection(
     config: &Config,
     index: usize,
