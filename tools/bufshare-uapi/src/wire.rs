@@ -4,14 +4,19 @@
 //! between the driver and the device. Everything is little-endian and of
 //! fixed size.
 //!
-//! [`RegisterCommand`], [`add_ranges_bytes`] and [`ranges_bytes`] make the
-//! bytes of commands, for programs that play the driver's part (tests).
+//! [`RegisterCommand`], [`add_ranges_bytes`], [`ranges_bytes`],
+//! [`update_command`], [`set_properties_bytes`] and [`unregister_bytes`]
+//! make the bytes of commands, for programs that play the driver's part
+//! (tests).
 
 use vm_memory::{Le32, Le64};
 
 mod encode;
 
-pub use encode::{add_ranges_bytes, ranges_bytes, RegisterCommand};
+pub use encode::{
+    add_ranges_bytes, ranges_bytes, set_properties_bytes, unregister_bytes, update_command,
+    RegisterCommand,
+};
 
 /// The device id, reserved in virtio_ids.h as `VIRTIO_ID_DMABUF`.
 pub const VIRTIO_BUFSHARE_DEVICE_ID: u32 = 37;

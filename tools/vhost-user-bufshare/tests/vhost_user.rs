@@ -17,7 +17,7 @@ use std::os::unix::fs::PermissionsExt;
 use bufshare_consumer::{
     Client, Error as ConsumerError, ErrorCode, Event, MappedBuffer, MemoryForm, ResetReason,
 };
-use bufshare_uapi::RegisterCommand;
+use bufshare_uapi::{unregister_bytes, RegisterCommand};
 use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserProtocolFeatures};
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
@@ -937,15 +937,6 @@ fn wait_for(path: &Path) {
     }
 }
 
-/// An UNREGISTER of buffer `id`.
-fn unregister(id: u64) -> Vec<u8> {
-    let mut b = Vec::new();
-    b.extend_from_slice(&0x104u32.to_le_bytes());
-    b.extend_from_slice(&0u32.to_le_bytes());
-    b.extend_from_slice(&id.to_le_bytes());
-    b
-}
-
 #[test]
 fn several_guests_in_one_daemon() {
     let dir = tempfile::tempdir().unwrap();
@@ -1054,7 +1045,7 @@ fn several_guests_in_one_daemon() {
     let add = expect_add(&mut client);
     assert_eq!((add.guest.as_str(), add.buffer_id), ("vm1", 7));
     // vm0 was never reset: its buffer 5 is still there to unregister.
-    let answer = guests[0].command(&unregister(5), 8);
+    let answer = guests[0].command(&unregister_bytes(5), 8);
     assert_eq!(answer, (8, guests[0].hdr(0)));
     match client.next_event().unwrap() {
         Event::Remove(remove) => {

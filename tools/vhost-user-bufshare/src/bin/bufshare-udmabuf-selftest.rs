@@ -35,10 +35,8 @@ use bufshare_consumer::{
     Add, ByteRange, Client, Event, MappedBuffer, Memory, MemoryForm, ResetReason,
 };
 use bufshare_uapi::{
-    add_ranges_bytes, RegisterCommand, VirtioBufshareCmdHdr, VirtioBufshareCmdUnregister,
-    VirtioBufshareCmdUpdate, VIRTIO_BUFSHARE_CMD_UNREGISTER, VIRTIO_BUFSHARE_CMD_UPDATE,
-    VIRTIO_BUFSHARE_F_BUFFERS, VIRTIO_BUFSHARE_MAX_RANGES_PER_CMD, VIRTIO_BUFSHARE_S_OK,
-    VIRTIO_BUFSHARE_UPDATE_F_RANGE,
+    add_ranges_bytes, unregister_bytes, update_command, RegisterCommand, VIRTIO_BUFSHARE_F_BUFFERS,
+    VIRTIO_BUFSHARE_MAX_RANGES_PER_CMD, VIRTIO_BUFSHARE_S_OK,
 };
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
@@ -333,7 +331,7 @@ impl Fixture {
     /// Unregisters what the last test left.
     fn cleanup(&mut self) {
         for id in std::mem::take(&mut self.registered) {
-            let _ = self.device.process(&unregister_cmd(id), 64);
+            let _ = self.device.process(&unregister_bytes(id), 64);
         }
     }
 
@@ -417,36 +415,6 @@ impl Fixture {
             (Memory::DmaBuf(_), false) => Err("a dma-buf without udmabuf".into()),
         }
     }
-}
-
-fn hdr(type_: u32) -> VirtioBufshareCmdHdr {
-    VirtioBufshareCmdHdr {
-        type_: type_.into(),
-        flags: 0.into(),
-    }
-}
-
-fn update_cmd(id: u64, seqno: u64, offset: u64, length: u64) -> Vec<u8> {
-    VirtioBufshareCmdUpdate {
-        hdr: hdr(VIRTIO_BUFSHARE_CMD_UPDATE),
-        buffer_id: id.into(),
-        seqno: seqno.into(),
-        flags: VIRTIO_BUFSHARE_UPDATE_F_RANGE.into(),
-        offset: offset.into(),
-        length: length.into(),
-        ..Default::default()
-    }
-    .as_slice()
-    .to_vec()
-}
-
-fn unregister_cmd(id: u64) -> Vec<u8> {
-    VirtioBufshareCmdUnregister {
-        hdr: hdr(VIRTIO_BUFSHARE_CMD_UNREGISTER),
-        buffer_id: id.into(),
-    }
-    .as_slice()
-    .to_vec()
 }
 
 fn next_event(client: &mut Client) -> Result<Event, String> {
@@ -656,7 +624,7 @@ fn update_and_remove_reach_consumers(fx: &mut Fixture) -> TestResult {
     let ranges = fx.layout.buffer();
     fx.share(&mut client, 8, "events", &ranges)?;
     let p = fx.layout.page;
-    fx.run(&update_cmd(8, 1, p, 2 * p))?;
+    fx.run(update_command(8, 1, Some((p, 2 * p)), None).as_slice())?;
     match next_event(&mut client)? {
         Event::Update(update) => {
             check!(update.guest == GUEST && update.buffer_id == 8 && update.seqno == 1);
@@ -672,7 +640,7 @@ fn update_and_remove_reach_consumers(fx: &mut Fixture) -> TestResult {
         }
         other => return Err(Fail::Not(format!("not an UPDATE: {other:?}"))),
     }
-    fx.run(&unregister_cmd(8))?;
+    fx.run(&unregister_bytes(8))?;
     fx.registered.retain(|&id| id != 8);
     match next_event(&mut client)? {
         Event::Remove(remove) => check!(remove.guest == GUEST && remove.buffer_id == 8),

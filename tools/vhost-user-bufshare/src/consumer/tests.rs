@@ -17,11 +17,9 @@ use bufshare_consumer::{
     ALL_APPLICATIONS,
 };
 use bufshare_uapi::{
-    add_ranges_bytes as add_ranges, RegisterCommand, VirtioBufshareCmdHdr,
-    VirtioBufshareCmdSetProperties, VirtioBufshareCmdUnregister, VirtioBufshareCmdUpdate,
-    VIRTIO_BUFSHARE_CMD_SET_PROPERTIES, VIRTIO_BUFSHARE_CMD_UNREGISTER, VIRTIO_BUFSHARE_CMD_UPDATE,
-    VIRTIO_BUFSHARE_F_BUFFERS, VIRTIO_BUFSHARE_S_OK, VIRTIO_BUFSHARE_UPDATE_F_RANGE,
-    VIRTIO_BUFSHARE_UPDATE_F_RECT,
+    add_ranges_bytes as add_ranges, set_properties_bytes as set_properties,
+    unregister_bytes as unregister, update_command, RegisterCommand, VIRTIO_BUFSHARE_F_BUFFERS,
+    VIRTIO_BUFSHARE_S_OK,
 };
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
@@ -74,13 +72,6 @@ fn memory() -> (GuestMemoryMmap, File, File) {
     (mem, ram0, ram1)
 }
 
-fn hdr(type_: u32) -> VirtioBufshareCmdHdr {
-    VirtioBufshareCmdHdr {
-        type_: type_.into(),
-        flags: 0.into(),
-    }
-}
-
 /// REGISTER of buffer `id` of `num_ranges` ranges, `ranges` of them now.
 fn register(
     id: u64,
@@ -93,49 +84,6 @@ fn register(
     RegisterCommand::new(id, app, size, num_ranges, ranges)
         .props(props)
         .to_bytes()
-}
-
-fn update(id: u64, seqno: u64, range: Option<(u64, u64)>, rect: Option<[u32; 4]>) -> Vec<u8> {
-    let mut cmd = VirtioBufshareCmdUpdate {
-        hdr: hdr(VIRTIO_BUFSHARE_CMD_UPDATE),
-        buffer_id: id.into(),
-        seqno: seqno.into(),
-        ..Default::default()
-    };
-    let mut flags = 0;
-    if let Some((offset, length)) = range {
-        flags |= VIRTIO_BUFSHARE_UPDATE_F_RANGE;
-        cmd.offset = offset.into();
-        cmd.length = length.into();
-    }
-    if let Some([x, y, width, height]) = rect {
-        flags |= VIRTIO_BUFSHARE_UPDATE_F_RECT;
-        cmd.x = x.into();
-        cmd.y = y.into();
-        cmd.width = width.into();
-        cmd.height = height.into();
-    }
-    cmd.flags = flags.into();
-    cmd.as_slice().to_vec()
-}
-
-fn set_properties(id: u64, props: &[u8]) -> Vec<u8> {
-    let cmd = VirtioBufshareCmdSetProperties {
-        hdr: hdr(VIRTIO_BUFSHARE_CMD_SET_PROPERTIES),
-        buffer_id: id.into(),
-        props_size: (props.len() as u32).into(),
-        reserved: 0.into(),
-    };
-    [cmd.as_slice(), props].concat()
-}
-
-fn unregister(id: u64) -> Vec<u8> {
-    VirtioBufshareCmdUnregister {
-        hdr: hdr(VIRTIO_BUFSHARE_CMD_UNREGISTER),
-        buffer_id: id.into(),
-    }
-    .as_slice()
-    .to_vec()
 }
 
 fn uid() -> u32 {
@@ -321,9 +269,9 @@ fn round_trip() {
     assert_eq!((add2.buffer_id, add2.size), (2, 0x2000));
     assert!(add2.properties.is_empty());
 
-    fx.run(&update(1, 7, Some((0x10, 0x20)), None));
-    fx.run(&update(3, 1, None, None));
-    fx.run(&update(2, 1, None, Some([1, 2, 3, 4])));
+    fx.run(update_command(1, 7, Some((0x10, 0x20)), None).as_slice());
+    fx.run(update_command(3, 1, None, None).as_slice());
+    fx.run(update_command(2, 1, None, Some([1, 2, 3, 4])).as_slice());
     fx.run(&set_properties(1, b"width=32\0"));
     fx.run(&unregister(2));
     fx.run(&unregister(3));
@@ -662,7 +610,7 @@ fn a_slow_consumer_overflows_without_stalling_the_guest() {
     // guest's commands are served all the same, and the other consumer
     // (kept in step, so that it never overflows) gets every event.
     for seqno in 1..=3000 {
-        fx.run(&update(1, seqno, None, None));
+        fx.run(update_command(1, seqno, None, None).as_slice());
         assert_eq!(seqnos.recv_timeout(TIMEOUT), Ok(seqno));
     }
     let _fast = fast_reader.join().unwrap();
@@ -704,7 +652,7 @@ fn consumers_come_and_go() {
     drop(client);
     // The server notices; the guest keeps its buffer.
     fx.wait_consumers(0);
-    fx.run(&update(1, 1, None, None));
+    fx.run(update_command(1, 1, None, None).as_slice());
     assert!(fx.state.lock().buffers.contains(1));
     let mut client = fx.subscribed(&["a"]);
     let add = expect_add(&mut client);

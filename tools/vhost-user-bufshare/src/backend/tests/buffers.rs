@@ -3,11 +3,9 @@
 //! Buffer commands through the mock virtqueue, and what resets do to them.
 
 use bufshare_uapi::{
-    RegisterCommand, VirtioBufshareCmdHdr, VirtioBufshareCmdUnregister,
-    VIRTIO_BUFSHARE_CMD_UNREGISTER, VIRTIO_BUFSHARE_F_BUFFERS, VIRTIO_BUFSHARE_S_NO_BUFFER,
-    VIRTIO_BUFSHARE_S_OK,
+    unregister_bytes as unregister, RegisterCommand, VIRTIO_BUFSHARE_F_BUFFERS,
+    VIRTIO_BUFSHARE_S_NO_BUFFER, VIRTIO_BUFSHARE_S_OK,
 };
-use vm_memory::ByteValued;
 
 use super::*;
 
@@ -26,18 +24,6 @@ pub(super) fn register(id: u64, ranges: &[(u64, u64)]) -> Vec<u8> {
     RegisterCommand::complete(id, "test", ranges)
         .props(b"width=4\0height=2\0")
         .to_bytes()
-}
-
-pub(super) fn unregister(id: u64) -> Vec<u8> {
-    VirtioBufshareCmdUnregister {
-        hdr: VirtioBufshareCmdHdr {
-            type_: VIRTIO_BUFSHARE_CMD_UNREGISTER.into(),
-            flags: 0.into(),
-        },
-        buffer_id: id.into(),
-    }
-    .as_slice()
-    .to_vec()
 }
 
 /// Sends `command` (split in pieces of at most 40 bytes) and returns its

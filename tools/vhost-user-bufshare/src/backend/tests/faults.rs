@@ -299,8 +299,8 @@ fn overlong_used_length_follows_the_writable_room() {
 
 #[test]
 fn faults_on_buffer_commands() {
-    use super::buffers::{register, unregister, DATA};
-    use bufshare_uapi::VIRTIO_BUFSHARE_S_NO_BUFFER;
+    use super::buffers::{register, DATA};
+    use bufshare_uapi::{unregister_bytes as unregister, VIRTIO_BUFSHARE_S_NO_BUFFER};
 
     let mem = memory();
     let mut f = Faulty::new(&mem, false);
@@ -351,9 +351,8 @@ fn faults_on_buffer_commands() {
 fn lose_buffers_once_per_token() {
     use super::buffers::{register, DATA};
     use bufshare_uapi::{
-        VirtioBufshareCmdHdr, VirtioBufshareCmdUpdate, VIRTIO_BUFSHARE_CMD_UPDATE,
-        VIRTIO_BUFSHARE_F_BUFFERS, VIRTIO_BUFSHARE_F_GENERATION, VIRTIO_BUFSHARE_S_NO_BUFFER,
-        VIRTIO_BUFSHARE_S_OK,
+        update_command, VIRTIO_BUFSHARE_F_BUFFERS, VIRTIO_BUFSHARE_F_GENERATION,
+        VIRTIO_BUFSHARE_S_NO_BUFFER, VIRTIO_BUFSHARE_S_OK,
     };
     use vm_memory::ByteValued;
 
@@ -376,17 +375,9 @@ fn lose_buffers_once_per_token() {
     let seqno = std::cell::Cell::new(0u64);
     let update = |id: u64| {
         seqno.set(seqno.get() + 1);
-        VirtioBufshareCmdUpdate {
-            hdr: VirtioBufshareCmdHdr {
-                type_: VIRTIO_BUFSHARE_CMD_UPDATE.into(),
-                flags: 0.into(),
-            },
-            buffer_id: id.into(),
-            seqno: seqno.get().into(),
-            ..Default::default()
-        }
-        .as_slice()
-        .to_vec()
+        update_command(id, seqno.get(), None, None)
+            .as_slice()
+            .to_vec()
     };
     let registered = |f: &Faulty| f.s.backend.device().num_buffers();
     let reg = register(1, &[(DATA, 16)]);

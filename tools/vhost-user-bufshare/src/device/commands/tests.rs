@@ -4,10 +4,11 @@
 //! rejection.
 
 use bufshare_uapi::{
-    add_ranges_bytes as add_ranges, RegisterCommand, VirtioBufshareCmdHdr, VirtioBufshareRespHdr,
-    VirtioBufshareRespInfo, VIRTIO_BUFSHARE_APP_LEN, VIRTIO_BUFSHARE_CMD_GET_INFO,
-    VIRTIO_BUFSHARE_CMD_SET_PROPERTIES, VIRTIO_BUFSHARE_CMD_UNREGISTER, VIRTIO_BUFSHARE_CMD_UPDATE,
-    VIRTIO_BUFSHARE_S_DEVICE_ERROR, VIRTIO_BUFSHARE_S_OK, VIRTIO_BUFSHARE_S_UNSUPPORTED,
+    add_ranges_bytes as add_ranges, set_properties_bytes as set_props,
+    unregister_bytes as unregister, update_command, RegisterCommand, VirtioBufshareCmdHdr,
+    VirtioBufshareRespHdr, VirtioBufshareRespInfo, VIRTIO_BUFSHARE_APP_LEN,
+    VIRTIO_BUFSHARE_CMD_GET_INFO, VIRTIO_BUFSHARE_S_DEVICE_ERROR, VIRTIO_BUFSHARE_S_OK,
+    VIRTIO_BUFSHARE_S_UNSUPPORTED,
 };
 use std::sync::Arc;
 
@@ -87,52 +88,21 @@ fn register_one(id: u64, addr: u64, len: u64) -> RegisterCommand {
     register(id, len, 1, &[(addr, len)])
 }
 
+/// An UPDATE of buffer `id` numbered `seqno`, of the whole buffer.
 fn update_cmd(id: u64, seqno: u64) -> VirtioBufshareCmdUpdate {
-    VirtioBufshareCmdUpdate {
-        hdr: hdr(VIRTIO_BUFSHARE_CMD_UPDATE),
-        buffer_id: id.into(),
-        seqno: seqno.into(),
-        ..Default::default()
-    }
+    update_command(id, seqno, None, None)
 }
 
 fn range_update(id: u64, seqno: u64, offset: u64, length: u64) -> Vec<u8> {
-    let mut cmd = update_cmd(id, seqno);
-    cmd.flags = VIRTIO_BUFSHARE_UPDATE_F_RANGE.into();
-    cmd.offset = offset.into();
-    cmd.length = length.into();
-    cmd.as_slice().to_vec()
+    update_command(id, seqno, Some((offset, length)), None)
+        .as_slice()
+        .to_vec()
 }
 
-fn rect_update(id: u64, seqno: u64, rect: (u32, u32, u32, u32)) -> Vec<u8> {
-    let mut cmd = update_cmd(id, seqno);
-    cmd.flags = VIRTIO_BUFSHARE_UPDATE_F_RECT.into();
-    cmd.x = rect.0.into();
-    cmd.y = rect.1.into();
-    cmd.width = rect.2.into();
-    cmd.height = rect.3.into();
-    cmd.as_slice().to_vec()
-}
-
-fn set_props(id: u64, props: &[u8]) -> Vec<u8> {
-    let cmd = VirtioBufshareCmdSetProperties {
-        hdr: hdr(VIRTIO_BUFSHARE_CMD_SET_PROPERTIES),
-        buffer_id: id.into(),
-        props_size: (props.len() as u32).into(),
-        reserved: 0.into(),
-    };
-    let mut out = cmd.as_slice().to_vec();
-    out.extend_from_slice(props);
-    out
-}
-
-fn unregister(id: u64) -> Vec<u8> {
-    VirtioBufshareCmdUnregister {
-        hdr: hdr(VIRTIO_BUFSHARE_CMD_UNREGISTER),
-        buffer_id: id.into(),
-    }
-    .as_slice()
-    .to_vec()
+fn rect_update(id: u64, seqno: u64, (x, y, width, height): (u32, u32, u32, u32)) -> Vec<u8> {
+    update_command(id, seqno, None, Some([x, y, width, height]))
+        .as_slice()
+        .to_vec()
 }
 
 fn buffer(dev: &BufshareDevice, id: u64) -> Option<Buffer> {
