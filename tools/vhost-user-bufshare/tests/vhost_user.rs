@@ -38,6 +38,9 @@ const DESC_TABLE: u64 = 0;
 const AVAIL_RING: u64 = 0x1000;
 const USED_RING: u64 = 0x2000;
 const INFO_SIZE: u32 = 80;
+/// A buffer's two ranges, out of order in guest memory: 0x80 bytes at
+/// 0x8_1000, then 0x80 at 0x8_0000.
+const TWO_RANGES: [(u64, u64); 2] = [(0x8_1000, 0x80), (0x8_0000, 0x80)];
 
 fn limits() -> Limits {
     Limits {
@@ -176,6 +179,19 @@ impl Guest {
 
     fn read_u16(&self, addr: u64) -> u16 {
         u16::from_le(self.mem.read_obj(GuestAddress(addr)).unwrap())
+    }
+
+    /// Writes the bytes 0 to 255 into [`TWO_RANGES`], one range after the
+    /// other; returns them.
+    fn write_pattern(&self) -> Vec<u8> {
+        let pattern: Vec<u8> = (0..=255).collect();
+        let mut rest = &pattern[..];
+        for (addr, len) in TWO_RANGES {
+            let (piece, more) = rest.split_at(len as usize);
+            self.mem.write_slice(piece, GuestAddress(addr)).unwrap();
+            rest = more;
+        }
+        pattern
     }
 
     /// Zeroes the rings, as a freshly reset driver would have them.
@@ -645,7 +661,7 @@ fn inspect_socket_sees_guest_memory() {
     guest.start_queue(&mut frontend, true);
 
     // Buffer 5: 0x80 bytes at 0x8_1000 then 0x80 at 0x8_0000.
-    let (len, answer) = guest.command(&register(5, &[(0x8_1000, 0x80), (0x8_0000, 0x80)]), 8);
+    let (len, answer) = guest.command(&register(5, &TWO_RANGES), 8);
     assert_eq!((len, answer), (8, guest.hdr(0)));
     let info = guest.get_info();
     assert_eq!(u64::from_le_bytes(info[32..40].try_into().unwrap()), 1);
@@ -659,15 +675,7 @@ fn inspect_socket_sees_guest_memory() {
     );
 
     // The guest writes, the host reads: no command in between.
-    let pattern: Vec<u8> = (0..=255).collect();
-    guest
-        .mem
-        .write_slice(&pattern[..0x80], GuestAddress(0x8_1000))
-        .unwrap();
-    guest
-        .mem
-        .write_slice(&pattern[0x80..], GuestAddress(0x8_0000))
-        .unwrap();
+    let pattern = guest.write_pattern();
     let out = inspect(&inspect_path, &["read", "5", "0", "256"], b"");
     assert!(out.status.success(), "{out:?}");
     assert_eq!(out.stdout, pattern);
@@ -777,32 +785,19 @@ fn consumers_get_the_guests_buffers() {
     );
     // Connected before the guest is: it will see it come and go.
     let mut client = consumer(&consumer_path, &["e2e-tests"]);
-    let expect_add = |client: &mut Client| match client.next_event().unwrap() {
-        Event::Add(add) => add,
-        other => panic!("not an ADD: {other:?}"),
-    };
-    let expect_reset = |client: &mut Client| match client.next_event().unwrap() {
-        Event::Reset(reset) => {
-            assert_eq!(reset.guest, "vm");
-            reset.reason
-        }
-        other => panic!("not a RESET: {other:?}"),
+    // The reason of the next event, a RESET of guest "vm".
+    let reset_reason = |client: &mut Client| {
+        let reset = expect_reset(client);
+        assert_eq!(reset.guest, "vm");
+        reset.reason
     };
 
     let mut frontend = connect(&path);
     negotiate(&mut frontend);
     let mut guest = Guest::new();
     guest.start_queue(&mut frontend, true);
-    let pattern: Vec<u8> = (0..=255).collect();
-    guest
-        .mem
-        .write_slice(&pattern[..0x80], GuestAddress(0x8_1000))
-        .unwrap();
-    guest
-        .mem
-        .write_slice(&pattern[0x80..], GuestAddress(0x8_0000))
-        .unwrap();
-    let (_, answer) = guest.command(&register(5, &[(0x8_1000, 0x80), (0x8_0000, 0x80)]), 8);
+    let pattern = guest.write_pattern();
+    let (_, answer) = guest.command(&register(5, &TWO_RANGES), 8);
     assert_eq!(answer, guest.hdr(0));
 
     // The buffer, its memory passed as the guest's memory file.
@@ -832,7 +827,7 @@ fn consumers_get_the_guests_buffers() {
 
     // The driver resets the device.
     frontend.get_vring_base(0).unwrap();
-    assert_eq!(expect_reset(&mut client), ResetReason::DeviceReset);
+    assert_eq!(reset_reason(&mut client), ResetReason::DeviceReset);
     guest.clear_rings();
     guest.start_queue(&mut frontend, true);
     guest.command(&register(5, &[(0x8_0000, 0x100)]), 8);
@@ -840,7 +835,7 @@ fn consumers_get_the_guests_buffers() {
 
     // QEMU goes away, and comes back: the device with it.
     drop(frontend);
-    assert_eq!(expect_reset(&mut client), ResetReason::Disconnected);
+    assert_eq!(reset_reason(&mut client), ResetReason::Disconnected);
     let mut frontend = connect(&path);
     negotiate(&mut frontend);
     let mut guest = Guest::new();
@@ -856,7 +851,7 @@ fn consumers_get_the_guests_buffers() {
     shutdown.request();
     join_within(daemon, "the daemon");
     for client in [&mut client, &mut late] {
-        assert_eq!(expect_reset(client), ResetReason::Disconnected);
+        assert_eq!(reset_reason(client), ResetReason::Disconnected);
         match client.next_event() {
             Err(ConsumerError::Ended(e)) => assert_eq!(e.code, ErrorCode::Shutdown),
             other => panic!("{other:?}"),
