@@ -143,30 +143,16 @@ pub fn recv_message(sock: BorrowedFd<'_>) -> Result<Option<Message>, RecvError> 
 
 #[cfg(test)]
 mod tests {
-    use std::fs::File;
     use std::io::Write;
     use std::os::fd::AsFd;
-    use std::os::unix::fs::MetadataExt;
     use std::os::unix::net::UnixStream;
     use std::thread;
     use std::time::Duration;
 
-    use nix::sys::memfd::{memfd_create, MFdFlags};
-
     use super::*;
     use crate::props::Properties;
+    use crate::test_support::{ino, memfd};
     use crate::wire::{Add, Event, Memory, Remove, Segment};
-
-    fn memfd() -> OwnedFd {
-        memfd_create("io-test", MFdFlags::MFD_CLOEXEC).unwrap()
-    }
-
-    fn ino(fd: impl AsFd) -> u64 {
-        File::from(fd.as_fd().try_clone_to_owned().unwrap())
-            .metadata()
-            .unwrap()
-            .ino()
-    }
 
     fn add(files: Vec<OwnedFd>, nr_segments: u32) -> Message {
         let n = files.len() as u32;

@@ -19,6 +19,9 @@ pub mod map;
 pub mod props;
 pub mod wire;
 
+#[cfg(test)]
+mod test_support;
+
 pub use client::{Client, Error};
 pub use map::MappedBuffer;
 pub use props::{Properties, Property, PropsError};

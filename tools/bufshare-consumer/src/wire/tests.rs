@@ -2,25 +2,10 @@
 
 //! Every message's round trip, its exact layout, and every rejection.
 
-use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
-
-use nix::sys::memfd::{memfd_create, MFdFlags};
+use std::os::fd::OwnedFd;
 
 use super::*;
-
-fn memfd() -> OwnedFd {
-    memfd_create("wire-test", MFdFlags::MFD_CLOEXEC).unwrap()
-}
-
-/// The inode of a descriptor: what identifies it across a round trip.
-fn ino(fd: impl AsFd) -> u64 {
-    File::from(fd.as_fd().try_clone_to_owned().unwrap())
-        .metadata()
-        .unwrap()
-        .ino()
-}
+use crate::test_support::{ino, memfd};
 
 fn props(bytes: &[u8]) -> Properties {
     Properties::parse(bytes).unwrap()
