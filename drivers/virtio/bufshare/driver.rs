@@ -43,11 +43,34 @@ impl Drop for BoundDevice {
 }
 
 /// The driver's data for a bound device.
+///
+/// Fields are dropped in the order they are declared: the misc device goes first, and with it
+/// the last way for an open to reach `device` (`misc_deregister()` waits for opens running);
+/// only then is the device shut down.
 #[pin_data]
 pub(crate) struct BufshareDriver {
-    pub(crate) device: BoundDevice,
     #[pin]
     pub(crate) misc: MiscDeviceRegistration<BufshareFile>,
+    pub(crate) device: BoundDevice,
+}
+
+/// Says what the device offers, once probe found it usable.
+fn announce(vdev: &virtio::Device<Core<'_>>, device: &BufshareDevice) {
+    let l = device.limits();
+    let buffers = if device.features().buffers {
+        ""
+    } else {
+        " (no buffer commands)"
+    };
+    dev_info!(
+        vdev.as_ref(),
+        "bufshare device: {} ranges, {} property bytes, {} buffers of up to {} bytes{}\n",
+        l.max_ranges,
+        l.max_props_size,
+        l.max_buffers,
+        l.max_buffer_size,
+        buffers
+    );
 }
 
 impl virtio::Driver for BufshareDriver {
@@ -62,27 +85,14 @@ impl virtio::Driver for BufshareDriver {
     fn probe<'bound>(
         vdev: &'bound virtio::Device<Core<'_>>,
     ) -> impl PinInit<Self::Data<'bound>, Error> + 'bound {
-        let device = BufshareDevice::new(vdev)
-            .map(BoundDevice)
-            .inspect(|device| {
-                let l = device.0.limits();
-                dev_info!(
-                vdev.as_ref(),
-                "bufshare device: {} ranges, {} property bytes, {} buffers of up to {} bytes{}\n",
-                l.max_ranges,
-                l.max_props_size,
-                l.max_buffers,
-                l.max_buffer_size,
-                if device.0.features().buffers {
-                    ""
-                } else {
-                    " (no buffer commands)"
-                }
-            );
-                // The queue must work before applications can open the device.
-                vdev.ready();
-            });
+        let device = BufshareDevice::new(vdev).map(BoundDevice);
+        if let Ok(device) = &device {
+            announce(vdev, &device.0);
+            // The queue must work before applications can open the device.
+            vdev.ready();
+        }
 
+        // The device is set up before the misc device lets applications open it.
         try_pin_init!(Self {
             device: device?,
             misc <- MiscDeviceRegistration::register(MiscDeviceOptions {

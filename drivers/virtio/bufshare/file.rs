@@ -147,8 +147,10 @@ impl MiscDevice for BufshareFile {
     fn open(_file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<Pin<KBox<Self>>> {
         let misc: *const MiscDeviceRegistration<Self> = misc;
         // SAFETY: Every `MiscDeviceRegistration<BufshareFile>` is the `misc` field of a
-        // `BufshareDriver` (it is registered nowhere else), and `misc_open()` keeps the
-        // registration, so the driver data around it, alive for the duration of `open`.
+        // `BufshareDriver` (it is registered nowhere else). `misc_open()` calls us with
+        // `misc_mtx` held, which `misc_deregister()` takes, so the registration is not dropped
+        // during `open`; the fields declared after it in `BufshareDriver`, `device` among them,
+        // are dropped after it, so they are alive too.
         let driver = unsafe { &*kernel::container_of!(misc, BufshareDriver, misc) };
         let device = driver.device.device().clone();
         let owner = device.new_owner();

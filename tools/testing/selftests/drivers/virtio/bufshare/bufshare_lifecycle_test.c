@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -20,6 +21,14 @@
 
 #include "kselftest_harness.h"
 #include "bufshare_util.h"
+
+static long long elapsed_ms(const struct timespec *start)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (now.tv_sec - start->tv_sec) * 1000LL + (now.tv_nsec - start->tv_nsec) / 1000000;
+}
 
 static int info_errno(int fd, struct bufshare_info *info)
 {
@@ -108,6 +117,96 @@ TEST(pending_caller_woken_on_unbind)
 	ASSERT_EQ(0, write_file(BUFSHARE_DRV_DIR "/bind", dev));
 	ASSERT_EQ(0, wait_path(BUFSHARE_DEV, 1));
 	close(fd);
+	fd = open(BUFSHARE_DEV, O_RDWR | O_CLOEXEC);
+	ASSERT_LE(0, fd);
+	EXPECT_EQ(0, info_errno(fd, &info));
+	close(fd);
+}
+
+struct opener {
+	int *stop;
+	long opens;
+	int bad_errno;
+};
+
+static void *opener_thread(void *arg)
+{
+	struct opener *o = arg;
+	struct bufshare_info info;
+
+	while (!__atomic_load_n(o->stop, __ATOMIC_RELAXED)) {
+		int fd = open(BUFSHARE_DEV, O_RDWR | O_CLOEXEC);
+
+		if (fd < 0) {
+			/* No device node, or no device behind it: the unbind won. */
+			if (errno != ENOENT && errno != ENODEV && errno != ENXIO)
+				o->bad_errno = errno;
+			continue;
+		}
+		o->opens++;
+		if (info_errno(fd, &info) && errno != ENODEV)
+			o->bad_errno = errno;
+		close(fd);
+	}
+	return NULL;
+}
+
+/* For the tests that take longer than the harness's default timeout. */
+FIXTURE(slow) {
+	int unused;
+};
+
+FIXTURE_SETUP(slow)
+{
+}
+
+FIXTURE_TEARDOWN(slow)
+{
+}
+
+/*
+ * Opens racing the unbinding and binding of the device, 200 times: an open
+ * either gets the device (whose ioctls may fail with ENODEV once it is
+ * unbound) or fails, and the kernel reports no use after free (KASAN).
+ */
+TEST_F_TIMEOUT(slow, open_racing_unbind, 600)
+{
+	enum { THREADS = 3, CYCLES = 200 };
+	struct opener o[THREADS];
+	pthread_t t[THREADS];
+	struct bufshare_info info;
+	int stop = 0;
+	char dev[64], line[512];
+	struct timespec start;
+	long opens = 0;
+	int kmsg, fd;
+
+	ASSERT_EQ(0, bound_device(dev, sizeof(dev)));
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	kmsg = kmsg_open();
+	ASSERT_LE(0, kmsg);
+	for (int i = 0; i < THREADS; i++) {
+		o[i] = (struct opener){ .stop = &stop };
+		ASSERT_EQ(0, pthread_create(&t[i], NULL, opener_thread, &o[i]));
+	}
+	for (int i = 0; i < CYCLES; i++) {
+		ASSERT_EQ(0, write_file(BUFSHARE_DRV_DIR "/unbind", dev));
+		ASSERT_EQ(0, write_file(BUFSHARE_DRV_DIR "/bind", dev));
+	}
+	__atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
+	for (int i = 0; i < THREADS; i++) {
+		ASSERT_EQ(0, pthread_join(t[i], NULL));
+		EXPECT_EQ(0, o[i].bad_errno) TH_LOG("thread %d: %s", i, strerror(o[i].bad_errno));
+		opens += o[i].opens;
+	}
+	TH_LOG("%ld opens over %d unbinds and binds, in %lld ms", opens, CYCLES,
+	       elapsed_ms(&start));
+	EXPECT_LT(0, opens);
+	EXPECT_EQ(0, kmsg_find(kmsg, "BUG: KASAN", line, sizeof(line))) TH_LOG("%s", line);
+	close(kmsg);
+
+	/* And the device works. */
+	ASSERT_EQ(0, wait_path(BUFSHARE_DEV, 1));
 	fd = open(BUFSHARE_DEV, O_RDWR | O_CLOEXEC);
 	ASSERT_LE(0, fd);
 	EXPECT_EQ(0, info_errno(fd, &info));

@@ -416,6 +416,47 @@ static inline int read_fdinfo(int fd, char *buf, size_t len)
 	return 0;
 }
 
+/*
+ * The kernel log from now on: kmsg_open() returns a descriptor positioned
+ * at the end of the log, kmsg_find() reads what was logged since and tells
+ * whether a line holds @needle (copied to @line). Returns the descriptor or
+ * -errno; 1 if found, 0 if not, -errno.
+ */
+static inline int kmsg_open(void)
+{
+	int fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	if (lseek(fd, 0, SEEK_END) < 0) {
+		close(fd);
+		return -errno;
+	}
+	return fd;
+}
+
+static inline int kmsg_find(int fd, const char *needle, char *line, size_t len)
+{
+	char rec[8192];
+
+	for (;;) {
+		ssize_t n = read(fd, rec, sizeof(rec) - 1);
+
+		if (n < 0 && errno == EPIPE)
+			continue;	/* overwritten records: go on */
+		if (n < 0)
+			return errno == EAGAIN ? 0 : -errno;
+		rec[n] = '\0';
+		if (strstr(rec, needle)) {
+			size_t keep = strnlen(rec, len - 1);
+
+			memcpy(line, rec, keep);
+			line[keep] = '\0';
+			return 1;
+		}
+	}
+}
+
 /* The table of crc32(), made before main(). */
 static uint32_t crc32_table[256];
 
