@@ -567,7 +567,11 @@ impl BufshareDevice {
         })
     }
 
-    /// Fills in the state of a buffer of `owner`.
+    /// Fills in the state of a buffer of `owner`, and copies its properties to user space if
+    /// `info` has room for them.
+    ///
+    /// The state is copied out with the buffer locked, and to user space after the buffer is let
+    /// go: a page fault that never ends (userfaultfd, FUSE) holds up nothing but this call.
     pub(crate) fn buffer_info(
         &self,
         owner: &Owner,
@@ -576,21 +580,26 @@ impl BufshareDevice {
         if info.reserved != 0 {
             return Err(EINVAL);
         }
-        let buf = self.lookup(owner, info.id)?;
-        let state = buf.state.lock();
-        info.kind = buf.kind;
-        info.size = buf.size;
-        info.seqno = buf.seqno.load(Relaxed);
-        info.nr_ranges = buf.nr_ranges();
-        info.application = buf.application;
-        let props_len = state.props.len();
-        if info.props != 0 && info.props_size as usize >= props_len {
+        let props = self.buffer_op(|_op| {
+            let buf = self.lookup(owner, info.id)?;
+            let state = buf.state.lock();
+            let mut props = KVec::with_capacity(state.props.len(), GFP_KERNEL)?;
+            props.extend_from_slice(&state.props, GFP_KERNEL)?;
+            info.kind = buf.kind;
+            info.size = buf.size;
+            info.seqno = buf.seqno.load(Relaxed);
+            info.nr_ranges = buf.nr_ranges();
+            info.application = buf.application;
+            Ok(props)
+        })?;
+        if info.props != 0 && info.props_size as usize >= props.len() {
             let ptr = usize::try_from(info.props).map_err(|_| EFAULT)?;
-            UserSlice::new(UserPtr::from_addr(ptr), props_len)
+            UserSlice::new(UserPtr::from_addr(ptr), props.len())
                 .writer()
-                .write_slice(&state.props)?;
+                .write_slice(&props)?;
         }
-        info.props_size = props_len as u32;
+        // Checked against the device's limit, a `u32`.
+        info.props_size = props.len() as u32;
         Ok(())
     }
 

@@ -33,7 +33,6 @@
 //!    file's limits until the buffer counts against them.
 //! 2. `Buffer::state` (a mutex, one per buffer): held across the command that changes the buffer
 //!    (UPDATE, SET_PROPERTIES, a registration), so that such commands reach the device in order.
-//!    (BUFFER_INFO is the exception: it copies the properties to user space under it.)
 //! 3. `Cmdq::vqs` (a spinlock, taken with interrupts off, as the interrupt handler takes it):
 //!    held to queue a command, kick the device and take answers off the ring. Callers wait for
 //!    their answer on a condition variable that releases it.

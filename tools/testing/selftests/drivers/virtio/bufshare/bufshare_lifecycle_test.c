@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 #include <unistd.h>
 
 #include <linux/bufshare.h>
+#include <linux/userfaultfd.h>
 
 #include "kselftest_harness.h"
 #include "bufshare_util.h"
@@ -211,6 +213,140 @@ TEST_F_TIMEOUT(slow, open_racing_unbind, 600)
 	ASSERT_LE(0, fd);
 	EXPECT_EQ(0, info_errno(fd, &info));
 	close(fd);
+}
+
+struct stalled_info {
+	int fd;
+	__u64 id;
+	void *props;
+	int err;
+};
+
+static void *stalled_info_thread(void *arg)
+{
+	struct stalled_info *a = arg;
+	struct bufshare_buffer_info info;
+
+	a->err = bs_buffer_info(a->fd, a->id, &info, a->props, 4096);
+	return NULL;
+}
+
+struct unbinder {
+	const char *dev;
+	int err;
+};
+
+static void *update_thread(void *arg)
+{
+	struct stalled_info *a = arg;
+	struct bufshare_update u = { .id = a->id };
+
+	a->err = bs_update(a->fd, &u, NULL);
+	return NULL;
+}
+
+static void *unbind_thread(void *arg)
+{
+	struct unbinder *u = arg;
+
+	u->err = write_file(BUFSHARE_DRV_DIR "/unbind", u->dev);
+	return NULL;
+}
+
+/* Joins @t within @ms milliseconds: 0, or ETIMEDOUT. */
+static int join_within(pthread_t t, int ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	return pthread_timedjoin_np(t, NULL, &ts);
+}
+
+/*
+ * BUFFER_INFO whose properties go to a page that never comes (userfaultfd:
+ * the copy to user space waits for as long as the test likes) holds up no
+ * one else: an UPDATE of the same buffer completes, and so does unbinding
+ * the device. Once the page comes, BUFFER_INFO completes with the
+ * properties it read.
+ */
+TEST(buffer_info_stalled_in_user_copy)
+{
+	static const char props[] = "stalled=1";
+	struct uffdio_api api = { .api = UFFD_API };
+	struct stalled_info info_arg, update_arg;
+	struct uffdio_register reg = {};
+	struct uffdio_zeropage zero = {};
+	struct unbinder unbinder;
+	pthread_t info_t, update_t, unbind_t;
+	struct pollfd pfd;
+	struct uffd_msg msg;
+	char dev[64];
+	int uffd, fd, memfd, update_done, unbind_done;
+	void *page;
+	__u64 id;
+
+	ASSERT_EQ(0, bound_device(dev, sizeof(dev)));
+	fd = open(BUFSHARE_DEV, O_RDWR | O_CLOEXEC);
+	ASSERT_LE(0, fd);
+	memfd = make_memfd(4096, BUFSHARE_SEALS);
+	ASSERT_LE(0, memfd);
+	ASSERT_EQ(0, bs_register(fd, memfd, 0, 4096, "stalled", props, sizeof(props), &id));
+
+	uffd = syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	ASSERT_LE(0, uffd) TH_LOG("userfaultfd: %s", strerror(errno));
+	ASSERT_EQ(0, ioctl(uffd, UFFDIO_API, &api));
+	page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, page);
+	reg.range.start = (unsigned long)page;
+	reg.range.len = 4096;
+	reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+	ASSERT_EQ(0, ioctl(uffd, UFFDIO_REGISTER, &reg));
+
+	/* BUFFER_INFO, stuck in the copy of the properties to the page. */
+	info_arg = (struct stalled_info){ .fd = fd, .id = id, .props = page, .err = -1 };
+	ASSERT_EQ(0, pthread_create(&info_t, NULL, stalled_info_thread, &info_arg));
+	pfd = (struct pollfd){ .fd = uffd, .events = POLLIN };
+	ASSERT_EQ(1, poll(&pfd, 1, 10000)) TH_LOG("BUFFER_INFO did not fault on the page");
+	ASSERT_EQ(sizeof(msg), read(uffd, &msg, sizeof(msg)));
+	ASSERT_EQ(UFFD_EVENT_PAGEFAULT, msg.event);
+
+	/* Meanwhile, an UPDATE of the same buffer, and unbinding. */
+	update_arg = (struct stalled_info){ .fd = fd, .id = id, .err = -1 };
+	ASSERT_EQ(0, pthread_create(&update_t, NULL, update_thread, &update_arg));
+	update_done = !join_within(update_t, 5000);
+	EXPECT_TRUE(update_done) TH_LOG("UPDATE waits for the stalled BUFFER_INFO");
+	if (update_done)
+		EXPECT_EQ(0, update_arg.err);
+
+	unbinder = (struct unbinder){ .dev = dev, .err = -1 };
+	ASSERT_EQ(0, pthread_create(&unbind_t, NULL, unbind_thread, &unbinder));
+	unbind_done = !join_within(unbind_t, 10000);
+	EXPECT_TRUE(unbind_done) TH_LOG("unbinding waits for the stalled BUFFER_INFO");
+
+	/* The page comes: everybody ends. */
+	zero.range = reg.range;
+	ASSERT_EQ(0, ioctl(uffd, UFFDIO_ZEROPAGE, &zero));
+	ASSERT_EQ(0, pthread_join(info_t, NULL));
+	if (!update_done)
+		ASSERT_EQ(0, pthread_join(update_t, NULL));
+	if (!unbind_done)
+		ASSERT_EQ(0, pthread_join(unbind_t, NULL));
+	EXPECT_EQ(0, unbinder.err);
+	EXPECT_EQ(0, info_arg.err);
+	EXPECT_EQ(0, memcmp(page, props, sizeof(props)));
+
+	munmap(page, 4096);
+	close(uffd);
+	close(memfd);
+	close(fd);
+	ASSERT_EQ(0, write_file(BUFSHARE_DRV_DIR "/bind", dev));
+	ASSERT_EQ(0, wait_path(BUFSHARE_DEV, 1));
 }
 
 /*
