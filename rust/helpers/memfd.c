@@ -3,15 +3,6 @@
 #include <linux/memfd.h>
 #include <linux/mm.h>
 
-/*
- * memfd_get_seals() is not exported to modules; a driver that keeps a memfd's
- * pages for a device needs to know that F_SEAL_SHRINK keeps them in place.
- */
-__rust_helper int rust_helper_memfd_file_seals(struct file *file)
-{
-	return memfd_get_seals(file);
-}
-
 __rust_helper struct page *rust_helper_folio_page(struct folio *folio,
 						  unsigned long n)
 {

@@ -3,8 +3,9 @@
 //! Memory files (`memfd_create()`): their seals, and long-term pinning of their folios.
 //!
 //! A driver that hands the memory of a memfd to a device for an unbounded time pins the folios
-//! with [`PinnedFolios::pin`], as `udmabuf` does, and asks for the `F_SEAL_SHRINK` seal with
-//! [`seals`] so that truncation cannot take the pages away underneath the device.
+//! with [`PinnedFolios::pin_sealed`], as `udmabuf` does, once it checked that the `F_SEAL_SHRINK`
+//! seal keeps truncation from taking the pages away underneath the device. The folios are marked
+//! dirty when they are unpinned, since the device may have written them.
 //!
 //! C headers: [`include/linux/memfd.h`](srctree/include/linux/memfd.h) and
 //! [`include/linux/mm.h`](srctree/include/linux/mm.h)
@@ -31,13 +32,41 @@ pub const SEAL_FUTURE_WRITE: u32 = bindings::F_SEAL_FUTURE_WRITE;
 
 /// Returns the seals (`F_SEAL_*`) of `file`, or `EINVAL` if it is not a memfd (shmem or
 /// hugetlbfs).
+///
+/// Seals may be added at any time; [`PinnedFolios::pin_sealed`] holds them still while it pins.
 pub fn seals(file: &LocalFile) -> Result<u32> {
     // SAFETY: `file.as_ptr()` is a valid file for the duration of the call.
-    let ret = unsafe { bindings::memfd_file_seals(file.as_ptr()) };
+    let ret = unsafe { bindings::memfd_get_seals(file.as_ptr()) };
     if ret < 0 {
         return Err(Error::from_errno(ret));
     }
     Ok(ret as u32)
+}
+
+/// The inode of a file, locked shared (`inode_lock_shared()`) until this is dropped.
+///
+/// # Invariants
+///
+/// `file`'s inode is locked shared by this value.
+struct InodeSharedLock<'a> {
+    file: &'a LocalFile,
+}
+
+impl<'a> InodeSharedLock<'a> {
+    fn new(file: &'a LocalFile) -> Self {
+        // SAFETY: `file.as_ptr()` is a valid file, whose inode lives as long as the file.
+        unsafe { bindings::inode_lock_shared(bindings::file_inode(file.as_ptr())) };
+        // INVARIANT: locked just above.
+        InodeSharedLock { file }
+    }
+}
+
+impl Drop for InodeSharedLock<'_> {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariants the inode is locked shared by this value; `file` is
+        // still valid (it is borrowed).
+        unsafe { bindings::inode_unlock_shared(bindings::file_inode(self.file.as_ptr())) };
+    }
 }
 
 /// One physically contiguous piece of a pinned memfd range, inside one folio.
@@ -131,6 +160,24 @@ impl PinnedFolios {
         })
     }
 
+    /// Pins the folios behind `len` bytes of the memfd `file` from byte `start`, as
+    /// [`PinnedFolios::pin`] does, once `check` accepted the memfd's seals.
+    ///
+    /// The seals cannot change between the check and the pin: `F_ADD_SEALS` takes the inode lock
+    /// exclusively, which this holds shared meanwhile, as udmabuf does. Once the folios are
+    /// pinned, a write seal cannot be added (`memfd_add_seals()` waits for pins to go, then
+    /// fails with `EBUSY`).
+    pub fn pin_sealed(
+        file: &LocalFile,
+        start: u64,
+        len: u64,
+        check: impl FnOnce(u32) -> Result,
+    ) -> Result<Self> {
+        let _lock = InodeSharedLock::new(file);
+        check(seals(file)?)?;
+        Self::pin(file, start, len)
+    }
+
     /// Returns the length of the pinned range in bytes.
     pub fn len(&self) -> usize {
         self.len
@@ -203,6 +250,12 @@ impl PinnedFolios {
 
 impl Drop for PinnedFolios {
     fn drop(&mut self) {
+        // The device may have written them: they must not be taken for clean (and dropped
+        // instead of written back) once they are no longer pinned.
+        for folio in self.folios.iter() {
+            // SAFETY: By the type invariants the folio is pinned, so it is a live folio.
+            unsafe { bindings::folio_mark_dirty_lock(folio.as_ptr()) };
+        }
         // SAFETY: By the type invariants the folios were pinned by `memfd_pin_folios()` and are
         // unpinned once, here.
         unsafe { bindings::unpin_folios(self.folios.as_mut_ptr().cast(), self.folios.len() as _) };

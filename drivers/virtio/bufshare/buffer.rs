@@ -96,13 +96,15 @@ impl Memory {
         let fd_u32 = u32::try_from(fd).map_err(|_| EBADF)?;
         let file = LocalFile::fget(fd_u32)?;
         match memfd::seals(&file) {
-            Ok(seals) => {
-                if seals & memfd::SEAL_SHRINK == 0
-                    || seals & (memfd::SEAL_WRITE | memfd::SEAL_FUTURE_WRITE) != 0
-                {
-                    return Err(EPERM);
-                }
-                let pinned = PinnedFolios::pin(&file, offset, length)?;
+            Ok(_) => {
+                let pinned = PinnedFolios::pin_sealed(&file, offset, length, |seals| {
+                    if seals & memfd::SEAL_SHRINK == 0
+                        || seals & (memfd::SEAL_WRITE | memfd::SEAL_FUTURE_WRITE) != 0
+                    {
+                        return Err(EPERM);
+                    }
+                    Ok(())
+                })?;
                 let memory = match target {
                     DmaTarget::Api(dev) => {
                         let dir = DataDirection::Bidirectional;

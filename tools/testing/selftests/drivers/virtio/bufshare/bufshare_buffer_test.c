@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -363,6 +364,52 @@ TEST_F(dev, register_memfd_seals)
 			EXPECT_EQ(0, bs_unregister(self->fd, id));
 		close(m);
 	}
+}
+
+struct sealer {
+	int memfd;
+	int sealed;	/* F_SEAL_WRITE went on */
+};
+
+static void *sealer_thread(void *arg)
+{
+	struct sealer *s = arg;
+
+	s->sealed = !fcntl(s->memfd, F_ADD_SEALS, F_SEAL_WRITE);
+	return NULL;
+}
+
+/*
+ * A write seal added while the memfd is being registered: either the seal
+ * goes on and the registration fails, or the registration succeeds and the
+ * seal fails (pinned pages keep it off), never both: the device would be
+ * given write access to memory sealed against writes.
+ */
+TEST_F(dev, register_racing_write_seal)
+{
+	enum { ROUNDS = 200 };
+	int both = 0, registered = 0, sealed = 0;
+
+	for (int i = 0; i < ROUNDS; i++) {
+		struct sealer s = { .memfd = make_memfd(SIZE, F_SEAL_SHRINK) };
+		pthread_t t;
+		__u64 id;
+		int err;
+
+		ASSERT_LE(0, s.memfd);
+		ASSERT_EQ(0, pthread_create(&t, NULL, sealer_thread, &s));
+		err = bs_register(self->fd, s.memfd, 0, SIZE, APP, NULL, 0, &id);
+		ASSERT_EQ(0, pthread_join(t, NULL));
+		EXPECT_TRUE(err == 0 || err == EPERM) TH_LOG("register: %s", strerror(err));
+		registered += !err;
+		sealed += s.sealed;
+		both += !err && s.sealed;
+		if (!err)
+			EXPECT_EQ(0, bs_unregister(self->fd, id));
+		close(s.memfd);
+	}
+	TH_LOG("%d rounds: %d registered, %d sealed, %d both", ROUNDS, registered, sealed, both);
+	EXPECT_EQ(0, both);
 }
 
 TEST_F(dev, register_application)
