@@ -50,6 +50,15 @@ impl DmaBuf {
         })
     }
 
+    /// Returns true if `file` is this dma-buf's file.
+    ///
+    /// A caller that checked a file it got from a descriptor, and then takes the dma-buf from the
+    /// same descriptor, knows this way that the descriptor did not change in between.
+    pub fn is_file(&self, file: &crate::fs::LocalFile) -> bool {
+        // SAFETY: By the type invariants `ptr` is a live dma-buf; `file` never changes.
+        core::ptr::eq(unsafe { (*self.ptr.as_ptr()).file }, file.as_ptr())
+    }
+
     /// Returns the size of the dma-buf in bytes (fixed for its lifetime).
     pub fn size(&self) -> usize {
         // SAFETY: By the type invariants `ptr` is a live dma-buf; `size` never changes.

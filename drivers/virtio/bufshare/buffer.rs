@@ -8,7 +8,10 @@ use kernel::{
         DmaBuf,
         MappedAttachment, //
     },
-    fs::LocalFile,
+    fs::{
+        file::flags,
+        LocalFile, //
+    },
     memfd::{
         self,
         DmaMappedFolios,
@@ -95,8 +98,14 @@ impl Memory {
         let mut ranges = Ranges::new(max_ranges);
         let fd_u32 = u32::try_from(fd).map_err(|_| EBADF)?;
         let file = LocalFile::fget(fd_u32)?;
+        // The device writes the memory: the caller must be allowed to (checked once the file is
+        // known to be a memfd or a dma-buf, which comes first).
+        let writable = file.flags() & flags::O_ACCMODE != flags::O_RDONLY;
         match memfd::seals(&file) {
             Ok(_) => {
+                if !writable {
+                    return Err(EACCES);
+                }
                 let pinned = PinnedFolios::pin_sealed(&file, offset, length, |seals| {
                     if seals & memfd::SEAL_SHRINK == 0
                         || seals & (memfd::SEAL_WRITE | memfd::SEAL_FUTURE_WRITE) != 0
@@ -127,8 +136,15 @@ impl Memory {
                 Ok((memory, uapi::BUFSHARE_KIND_MEMFD, ranges.list))
             }
             Err(e) if e == EINVAL => {
-                drop(file);
                 let dmabuf = DmaBuf::from_fd(fd)?;
+                // The one whose access mode was read above.
+                if !dmabuf.is_file(&file) {
+                    return Err(EBADF);
+                }
+                drop(file);
+                if !writable {
+                    return Err(EACCES);
+                }
                 let end = offset.checked_add(length).ok_or(EINVAL)?;
                 // Alignment was checked by the caller.
                 if end > dmabuf.size() as u64 {

@@ -366,6 +366,40 @@ TEST_F(dev, register_memfd_seals)
 	}
 }
 
+/*
+ * The device writes a buffer's memory: a descriptor opened read-only (say,
+ * someone else's memfd reopened through /proc) cannot register it.
+ */
+TEST_F(dev, register_needs_write_access)
+{
+	struct dma_heap_allocation_data data = {
+		.len = SIZE,
+		.fd_flags = O_RDONLY | O_CLOEXEC,
+	};
+	char path[64];
+	int m, ro, heap;
+	__u64 id;
+
+	m = make_memfd(SIZE, F_SEAL_SHRINK);
+	ASSERT_LE(0, m);
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", m);
+	ro = open(path, O_RDONLY | O_CLOEXEC);
+	ASSERT_LE(0, ro);
+	EXPECT_EQ(EACCES, bs_register(self->fd, ro, 0, SIZE, APP, NULL, 0, &id));
+	/* The same memory through a writable descriptor is fine. */
+	ASSERT_EQ(0, bs_register(self->fd, m, 0, SIZE, APP, NULL, 0, &id));
+	EXPECT_EQ(0, bs_unregister(self->fd, id));
+	close(ro);
+	close(m);
+
+	heap = open("/dev/dma_heap/system", O_RDONLY | O_CLOEXEC);
+	ASSERT_LE(0, heap);
+	ASSERT_EQ(0, ioctl(heap, DMA_HEAP_IOCTL_ALLOC, &data));
+	close(heap);
+	EXPECT_EQ(EACCES, bs_register(self->fd, data.fd, 0, SIZE, APP, NULL, 0, &id));
+	close(data.fd);
+}
+
 struct sealer {
 	int memfd;
 	int sealed;	/* F_SEAL_WRITE went on */
