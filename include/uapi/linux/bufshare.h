@@ -10,7 +10,7 @@
 #include <linux/ioctl.h>
 #include <linux/types.h>
 
-#define BUFSHARE_IOCTL_BASE		0xB5
+#define BUFSHARE_IOCTL_BASE		0xB9
 
 #define BUFSHARE_NAME_LEN		32
 

@@ -74,7 +74,7 @@ pub const fn iowr(ty: u8, nr: u8, size: usize) -> u32 {
 }
 
 /// The ioctl type (magic) of `/dev/bufshare`.
-pub const BUFSHARE_IOCTL_BASE: u8 = 0xB5;
+pub const BUFSHARE_IOCTL_BASE: u8 = 0xB9;
 
 /// Length of the NUL-terminated name in [`BufshareInfo`].
 pub const BUFSHARE_NAME_LEN: usize = 32;

@@ -112,24 +112,24 @@ fn every_mirror_item_is_checked() {
 
 #[test]
 fn get_info_ioctl_number() {
-    // _IOR('\xb5', 0, 80 bytes) on x86_64: dir 2, size 80, type 0xb5, nr 0.
+    // _IOR('\xb9', 0, 80 bytes) on x86_64: dir 2, size 80, type 0xb9, nr 0.
     assert_eq!(core::mem::size_of::<crate::BufshareInfo>(), 80);
-    assert_eq!(crate::BUFSHARE_IOC_GET_INFO, 0x8050_b500);
+    assert_eq!(crate::BUFSHARE_IOC_GET_INFO, 0x8050_b900);
 }
 
 #[test]
 fn buffer_ioctl_numbers() {
-    // On x86_64: dir (1 write, 3 read/write) << 30 | size << 16 | 0xb5 << 8 | nr.
+    // On x86_64: dir (1 write, 3 read/write) << 30 | size << 16 | 0xb9 << 8 | nr.
     use core::mem::size_of;
     assert_eq!(size_of::<crate::BufshareRegister>(), 112);
-    assert_eq!(crate::BUFSHARE_IOC_REGISTER, 0xc070_b501);
+    assert_eq!(crate::BUFSHARE_IOC_REGISTER, 0xc070_b901);
     assert_eq!(size_of::<crate::BufshareUpdate>(), 56);
-    assert_eq!(crate::BUFSHARE_IOC_UPDATE, 0xc038_b502);
+    assert_eq!(crate::BUFSHARE_IOC_UPDATE, 0xc038_b902);
     assert_eq!(size_of::<crate::BufshareSetProperties>(), 24);
-    assert_eq!(crate::BUFSHARE_IOC_SET_PROPERTIES, 0x4018_b503);
-    assert_eq!(crate::BUFSHARE_IOC_UNREGISTER, 0x4008_b504);
+    assert_eq!(crate::BUFSHARE_IOC_SET_PROPERTIES, 0x4018_b903);
+    assert_eq!(crate::BUFSHARE_IOC_UNREGISTER, 0x4008_b904);
     assert_eq!(size_of::<crate::BufshareBufferInfo>(), 112);
-    assert_eq!(crate::BUFSHARE_IOC_BUFFER_INFO, 0xc070_b505);
+    assert_eq!(crate::BUFSHARE_IOC_BUFFER_INFO, 0xc070_b905);
 }
 
 #[test]
