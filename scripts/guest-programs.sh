@@ -13,7 +13,8 @@
 CRATE_TEST=$BUFSHARE_CACHE/cargo-target/release/bufshare-crate-test
 UDMABUF_TEST=$BUFSHARE_CACHE/cargo-target/release/bufshare-udmabuf-selftest
 SELFTESTS=tools/testing/selftests/drivers/virtio/bufshare
-[ -e "$BUILD/linux/$SELFTESTS/Makefile" ] || die "no kernel tree with the selftests (make kernel)"
+# The selftests build in the kernel tree, where the overlay puts them.
+bash "$TOPDIR/scripts/kernel.sh" >/dev/null
 [ -x "$CRATE_TEST" ] || die "no $CRATE_TEST (scripts/tools.sh build)"
 [ -x "$UDMABUF_TEST" ] || die "no $UDMABUF_TEST (scripts/tools.sh build)"
 in_tree bash -c "
