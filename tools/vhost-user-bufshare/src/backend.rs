@@ -184,6 +184,15 @@ impl VhostUserBufshareBackend {
         Ok(chains.len())
     }
 
+    /// Resets the device, as the frontend asked: with a fault file, once
+    /// it said whether the reset is slow ([`FaultFile::before_reset`]).
+    fn reset(&mut self) {
+        if let Some(faults) = self.faults.as_mut() {
+            faults.before_reset();
+        }
+        self.device.reset();
+    }
+
     /// The fault in force for the next command.
     fn fault(&mut self) -> Fault {
         self.faults.as_mut().map_or(Fault::None, FaultFile::read)
@@ -299,8 +308,8 @@ impl VhostUserBackendMut for VhostUserBufshareBackend {
     }
 
     fn reset_device(&mut self) {
-        info!("device reset");
-        self.device.reset();
+        info!("RESET_DEVICE: device reset");
+        self.reset();
     }
 
     fn set_event_idx(&mut self, enabled: bool) {
@@ -344,7 +353,7 @@ impl VhostUserBackendMut for VhostUserBufshareBackend {
         // set up again from scratch afterwards: start over from a reset
         // device, since QEMU does not send RESET_DEVICE to a stopped device.
         info!("queue {queue_index} stopped: device reset");
-        self.device.reset();
+        self.reset();
         Ok(())
     }
 

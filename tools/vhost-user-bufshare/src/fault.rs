@@ -8,6 +8,12 @@
 //! misbehaves on that command; `none`, an empty or missing file, an unknown
 //! word or an unreadable file mean no fault at all.
 //!
+//! It reads PATH again when a device reset begins
+//! ([`FaultFile::before_reset`]): while it holds `slow-reset`
+//! ([`Fault::SlowReset`]), the reset waits [`SLOW_RESET_DELAY`] before it is
+//! carried out, so that a driver's reset that does not wait for the device
+//! shows.
+//!
 //! The file may also hold `lose-buffers TOKEN` ([`Directive::LoseBuffers`]):
 //! once per TOKEN, before the next command, the device loses its buffers as
 //! a restarted device implementation does ([`Fault::LoseBuffers`],
@@ -18,7 +24,8 @@
 //! than a `virtio_bufshare_resp_hdr`, is returned with a used length of 0 as
 //! always.
 //!
-//! Every fault applies to every command, the buffer commands included:
+//! Every fault but [`Fault::SlowReset`] (which is about resets) applies to
+//! every command, the buffer commands included:
 //! [`Fault::Short`], [`Fault::Truncated`], [`Fault::Overlong`] and
 //! [`Fault::BadStatus`] carry the command out (a REGISTER registers);
 //! [`Fault::Invalid`], [`Fault::Unsupported`], [`Fault::DeviceError`] and
@@ -41,6 +48,8 @@ use std::io::{self, Read};
 use std::mem::size_of;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::thread;
+use std::time::Duration;
 
 use bufshare_uapi::{
     VirtioBufshareCmdHdr, VirtioBufshareRespInfo, VIRTIO_BUFSHARE_CMD_GET_INFO,
@@ -66,6 +75,8 @@ pub const OVERLONG_EXTRA: usize = 4096;
 pub const LOSE_BUFFERS: &str = "lose-buffers";
 /// Most characters of the TOKEN of `lose-buffers TOKEN`.
 pub const MAX_TOKEN_LEN: usize = 32;
+/// How long a device reset waits under [`Fault::SlowReset`].
+pub const SLOW_RESET_DELAY: Duration = Duration::from_secs(3);
 /// The pattern the GET_INFO name is filled with under
 /// [`Fault::GarbageName`]: control characters, DEL, bytes that are not UTF-8,
 /// and never a NUL.
@@ -101,6 +112,9 @@ pub enum Fault {
     /// `lose-buffers TOKEN` ([`Directive::LoseBuffers`]): the buffers lost
     /// before the chain is served ([`Fault::before_chain`]).
     LoseBuffers,
+    /// `slow-reset`: device resets delayed ([`FaultFile::before_reset`]);
+    /// commands are served normally.
+    SlowReset,
 }
 
 /// An entry of [`Fault::CATALOGUE`].
@@ -122,7 +136,7 @@ impl Fault {
     /// with its word and what it does. [`Fault::ALL`], [`Fault::name`],
     /// [`Fault::from_str`] and the `--help` text ([`file_help`]) are made
     /// from it.
-    pub const CATALOGUE: [FaultEntry; 12] = [
+    pub const CATALOGUE: [FaultEntry; 13] = [
         FaultEntry {
             fault: Fault::None,
             word: "none",
@@ -211,11 +225,20 @@ impl Fault {
                    that TOKEN, are served normally. Only the last TOKEN acted on is \
                    remembered (per connection)",
         },
+        FaultEntry {
+            fault: Fault::SlowReset,
+            word: "slow-reset",
+            token: false,
+            what: "a device reset (the frontend stopping the queue, as QEMU does when \
+                   the driver resets the device, or RESET_DEVICE) waits 3 seconds \
+                   before it is carried out, if the file holds this word when the \
+                   reset begins (it is read then); commands are served normally",
+        },
     ];
 
     /// Every fault, [`Fault::None`] first: those of [`Fault::CATALOGUE`].
-    pub const ALL: [Fault; 12] = {
-        let mut all = [Fault::None; 12];
+    pub const ALL: [Fault; 13] = {
+        let mut all = [Fault::None; 13];
         let mut i = 0;
         while i < all.len() {
             all[i] = Fault::CATALOGUE[i].fault;
@@ -305,7 +328,8 @@ impl Fault {
             | Fault::Unsupported
             | Fault::DeviceError
             | Fault::Drop
-            | Fault::LoseBuffers => {}
+            | Fault::LoseBuffers
+            | Fault::SlowReset => {}
         }
         answer
     }
@@ -378,8 +402,9 @@ pub fn file_help() -> String {
     let mut help = String::new();
     wrap(
         &mut help,
-        "Before each command, read PATH and misbehave as the word in it says \
-         (with several guests: every guest's device reads the same PATH). An \
+        "Before each command, and when a device reset begins, read PATH and \
+         misbehave as the word in it says (with several guests: every guest's \
+         device reads the same PATH). An \
          unknown word is warned about once; whitespace around the word is \
          ignored. The words:",
         "",
@@ -401,12 +426,13 @@ pub fn file_help() -> String {
     wrap(
         &mut help,
         &format!(
-            "Every fault applies to every command; {} and {last} do not carry the \
+            "Every fault but {} applies to every command; {} and {last} do not carry the \
              command out, the others do (a REGISTER registers). Chains with broken \
              descriptors or less than 8 writable bytes are returned with used \
              length 0 whatever the fault, except {}. With \
              VIRTIO_BUFSHARE_F_GENERATION, every answer of 8 bytes or more carries \
              the device's generation, whatever the fault.",
+            Fault::SlowReset.name(),
             others.join(", "),
             Fault::Drop.name(),
         ),
@@ -514,6 +540,8 @@ pub struct FaultFile {
     lost: Option<String>,
     /// Unknown words already warned about.
     warned: HashSet<String>,
+    /// How long a device reset waits under [`Fault::SlowReset`].
+    reset_delay: Duration,
 }
 
 /// Most bytes read from the fault file; longer contents are an unknown
@@ -531,6 +559,7 @@ impl FaultFile {
             current: Directive::default(),
             lost: None,
             warned: HashSet::new(),
+            reset_delay: SLOW_RESET_DELAY,
         }
     }
 
@@ -547,6 +576,47 @@ impl FaultFile {
     /// buffers are lost once per TOKEN written, however many commands
     /// follow while the file holds it.
     pub fn read(&mut self) -> Fault {
+        self.reload();
+        match &self.current {
+            Directive::Fault(fault) => *fault,
+            Directive::LoseBuffers(token) if self.lost.as_ref() == Some(token) => Fault::None,
+            Directive::LoseBuffers(token) => {
+                self.lost = Some(token.clone());
+                Fault::LoseBuffers
+            }
+        }
+    }
+
+    /// Called when a device reset begins, before it is carried out: reads
+    /// the file now and, if it holds `slow-reset` ([`Fault::SlowReset`]),
+    /// waits [`FaultFile::reset_delay`] ([`SLOW_RESET_DELAY`] unless
+    /// changed). A TOKEN the file holds is not acted on: that is for the
+    /// next command ([`FaultFile::read`]).
+    pub fn before_reset(&mut self) {
+        self.reload();
+        if self.current == Directive::Fault(Fault::SlowReset) {
+            info!(
+                "device reset delayed by {} ms (fault injection)",
+                self.reset_delay.as_millis()
+            );
+            thread::sleep(self.reset_delay);
+        }
+    }
+
+    /// How long a device reset waits under [`Fault::SlowReset`].
+    pub fn reset_delay(&self) -> Duration {
+        self.reset_delay
+    }
+
+    /// Makes device resets wait `delay` under [`Fault::SlowReset`] instead
+    /// of [`SLOW_RESET_DELAY`] (for tests, which would rather not wait).
+    pub fn with_reset_delay(mut self, delay: Duration) -> Self {
+        self.reset_delay = delay;
+        self
+    }
+
+    /// Reads the file into [`FaultFile::current`], logging changes.
+    fn reload(&mut self) {
         let directive = match self.contents() {
             Ok(bytes) => self.parse(&bytes),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Directive::default(),
@@ -558,14 +628,6 @@ impl FaultFile {
         if directive != self.current {
             info!("fault injection: {directive} (was {})", self.current);
             self.current = directive;
-        }
-        match &self.current {
-            Directive::Fault(fault) => *fault,
-            Directive::LoseBuffers(token) if self.lost.as_ref() == Some(token) => Fault::None,
-            Directive::LoseBuffers(token) => {
-                self.lost = Some(token.clone());
-                Fault::LoseBuffers
-            }
         }
     }
 
@@ -670,6 +732,8 @@ mod tests {
         assert!(what(Fault::BadVersion).contains(&format!("version {BAD_VERSION}")));
         assert!(what(Fault::GarbageName).contains(&format!("{VIRTIO_BUFSHARE_NAME_LEN} non-text")));
         assert!(what(Fault::LoseBuffers).contains(&format!("1 to {MAX_TOKEN_LEN} characters")));
+        assert!(what(Fault::SlowReset)
+            .contains(&format!("waits {} seconds", SLOW_RESET_DELAY.as_secs())));
 
         let help = file_help();
         for entry in &Fault::CATALOGUE {
@@ -682,6 +746,8 @@ mod tests {
         assert!(help.contains("\n- lose-buffers TOKEN: once per TOKEN"));
         let words = help.split_whitespace().collect::<Vec<_>>().join(" ");
         assert!(words.contains("invalid, unsupported, device-error and drop do not carry"));
+        assert!(words.contains("Every fault but slow-reset applies to every command"));
+        assert!(words.starts_with("Before each command, and when a device reset begins, read"));
         assert!(help.lines().all(|line| line.len() <= HELP_WIDTH), "{help}");
         assert!(!help.ends_with('\n'));
     }
@@ -773,6 +839,51 @@ mod tests {
         let mut file = FaultFile::new(&path);
         assert_eq!(file.read(), Fault::LoseBuffers);
         assert_eq!(file.read(), Fault::None);
+    }
+
+    #[test]
+    fn slow_reset_is_read_when_the_reset_begins() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fault");
+        assert_eq!(FaultFile::new(&path).reset_delay(), SLOW_RESET_DELAY);
+        assert_eq!(SLOW_RESET_DELAY, Duration::from_secs(3));
+        let delay = Duration::from_millis(200);
+        let mut file = FaultFile::new(&path).with_reset_delay(delay);
+        let mut reset = |contents: Option<&str>| {
+            if let Some(contents) = contents {
+                std::fs::write(&path, contents).unwrap();
+            }
+            let start = std::time::Instant::now();
+            file.before_reset();
+            start.elapsed() >= delay
+        };
+        // Missing, then other words: at once.
+        assert!(!reset(None));
+        for word in [
+            "none",
+            "drop",
+            "slow-reset x",
+            "slow_reset",
+            "lose-buffers a",
+        ] {
+            assert!(!reset(Some(word)), "{word}");
+        }
+        for word in ["slow-reset", " slow-reset\n"] {
+            assert!(reset(Some(word)), "{word}");
+        }
+        // A TOKEN read at a reset is still acted on by the next command.
+        assert!(!reset(Some("lose-buffers a")));
+        assert_eq!(file.read(), Fault::LoseBuffers);
+        assert_eq!(file.read(), Fault::None);
+        // On a command, slow-reset is no fault.
+        std::fs::write(&path, "slow-reset").unwrap();
+        assert_eq!(file.read(), Fault::SlowReset);
+        assert_eq!(Fault::SlowReset.refusal(), None);
+        assert!(!Fault::SlowReset.drops_chain());
+        assert_eq!(
+            Fault::SlowReset.rewrite(&GET_INFO, normal(&GET_INFO)),
+            normal(&GET_INFO)
+        );
     }
 
     #[test]

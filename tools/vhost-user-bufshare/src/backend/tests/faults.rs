@@ -3,6 +3,8 @@
 //! Fault injection through the mock virtqueue.
 
 use std::path::PathBuf;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use bufshare_uapi::VIRTIO_BUFSHARE_S_DEVICE_ERROR;
 use tempfile::TempDir;
@@ -13,6 +15,9 @@ use crate::fault::{Fault, FaultFile};
 /// Room given for the answers: more than a GET_INFO answer needs, so that
 /// what lies past it can be checked.
 const ROOM: u32 = INFO_SIZE + 16;
+
+/// How long a device reset waits under `slow-reset` in these tests.
+const RESET_DELAY: Duration = Duration::from_millis(300);
 
 /// A [`Setup`] whose backend reads a fault file.
 struct Faulty<'a> {
@@ -29,7 +34,8 @@ impl<'a> Faulty<'a> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("fault");
         let plain = VhostUserBufshareBackend::new(LIMITS).unwrap();
-        s.backend = std::mem::replace(&mut s.backend, plain).with_fault_file(FaultFile::new(&path));
+        let faults = FaultFile::new(&path).with_reset_delay(RESET_DELAY);
+        s.backend = std::mem::replace(&mut s.backend, plain).with_fault_file(faults);
         s.write(BUF, &get_info());
         s.write(BUF + 8, &cmd(0x42, 0));
         Self {
@@ -462,4 +468,74 @@ fn lose_buffers_even_for_a_chain_that_cannot_be_answered() {
     assert_eq!(len, INFO_SIZE);
     assert_eq!(answer[4..8], g1.to_le_bytes());
     assert_eq!(f.s.backend.device().num_commands(), 1);
+}
+
+/// Resets the device through `reset` in another thread, checking on the
+/// way that buffer 1 is still registered `RESET_DELAY / 2` in if `slow`;
+/// returns how long the reset took.
+fn timed_reset(f: &mut Faulty, slow: bool, reset: fn(&mut VhostUserBufshareBackend)) -> Duration {
+    let state = Arc::clone(f.s.backend.device().state());
+    let backend = &mut f.s.backend;
+    thread::scope(|scope| {
+        let start = Instant::now();
+        let resetting = scope.spawn(move || reset(backend));
+        if slow {
+            thread::sleep(RESET_DELAY / 2);
+            assert!(
+                state.lock().buffers.contains(1),
+                "the reset is carried out after the delay"
+            );
+        }
+        resetting.join().unwrap();
+        assert_eq!(state.lock().buffers.len(), 0);
+        start.elapsed()
+    })
+}
+
+#[test]
+fn slow_reset_delays_device_resets() {
+    use super::buffers::{register, DATA};
+    use bufshare_uapi::VIRTIO_BUFSHARE_F_BUFFERS;
+
+    let mem = memory();
+    let mut f = Faulty::new(&mem, false);
+    f.s.backend.acked_features(1 << VIRTIO_BUFSHARE_F_BUFFERS);
+    let reg = register(1, &[(DATA, 16)]);
+    let resets: [fn(&mut VhostUserBufshareBackend); 2] =
+        [|b| b.reset_device(), |b| b.stop_vring(0).unwrap()];
+    for reset in resets {
+        // Commands are served normally under slow-reset.
+        f.set("slow-reset\n");
+        assert_eq!(f.send(&reg), Some((8, status_only(0))));
+        assert_eq!(f.run(BUF).0, INFO_SIZE);
+        let took = timed_reset(&mut f, true, reset);
+        assert!(took >= RESET_DELAY, "{took:?}");
+
+        // Not any more: at once.
+        f.set("none");
+        assert_eq!(f.send(&reg), Some((8, status_only(0))));
+        let took = timed_reset(&mut f, false, reset);
+        assert!(took < RESET_DELAY, "{took:?}");
+    }
+}
+
+#[test]
+fn slow_reset_is_read_when_the_reset_begins() {
+    use super::buffers::{register, DATA};
+    use bufshare_uapi::VIRTIO_BUFSHARE_F_BUFFERS;
+
+    let mem = memory();
+    let mut f = Faulty::new(&mem, false);
+    f.s.backend.acked_features(1 << VIRTIO_BUFSHARE_F_BUFFERS);
+    let reg = register(1, &[(DATA, 16)]);
+    // The last command read "none": the reset reads the file again.
+    assert_eq!(f.send(&reg), Some((8, status_only(0))));
+    f.set("slow-reset");
+    let took = timed_reset(&mut f, true, |b| b.reset_device());
+    assert!(took >= RESET_DELAY, "{took:?}");
+    // And the other way round.
+    assert_eq!(f.send(&reg), Some((8, status_only(0))));
+    f.set("none");
+    let took = timed_reset(&mut f, false, |b| b.stop_vring(0).unwrap());
+    assert!(took < RESET_DELAY, "{took:?}");
 }
