@@ -184,13 +184,17 @@ impl VhostUserBufshareBackend {
         Ok(chains.len())
     }
 
-    /// Resets the device, as the frontend asked: with a fault file, once
-    /// it said whether the reset is slow ([`FaultFile::before_reset`]).
+    /// Resets the device, as the frontend asked. With a fault file: once it
+    /// said whether the reset is slow ([`FaultFile::before_reset`]), and
+    /// written down in its events file when it begins and when it is done.
     fn reset(&mut self) {
         if let Some(faults) = self.faults.as_mut() {
             faults.before_reset();
         }
         self.device.reset();
+        if let Some(faults) = &self.faults {
+            faults.after_reset();
+        }
     }
 
     /// The fault in force for the next command.

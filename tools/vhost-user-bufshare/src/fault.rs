@@ -12,7 +12,9 @@
 //! ([`FaultFile::before_reset`]): while it holds `slow-reset`
 //! ([`Fault::SlowReset`]), the reset waits [`SLOW_RESET_DELAY`] before it is
 //! carried out, so that a driver's reset that does not wait for the device
-//! shows.
+//! shows. Every device reset is also written down in `PATH.events`
+//! ([`events`]), when it begins and when it is done, so that a guest test
+//! can tell when the device's reset happened.
 //!
 //! The file may also hold `lose-buffers TOKEN` ([`Directive::LoseBuffers`]):
 //! once per TOKEN, before the next command, the device loses its buffers as
@@ -61,6 +63,10 @@ use thiserror::Error as ThisError;
 use vm_memory::ByteValued;
 
 use crate::device::{status_only, BufshareDevice, RESP_HDR_SIZE};
+
+pub mod events;
+
+use events::{EventsFile, ResetEvent, EVENTS_SUFFIX};
 
 /// Status of the answers of [`Fault::BadStatus`]: no status the protocol
 /// defines.
@@ -431,7 +437,11 @@ pub fn file_help() -> String {
              descriptors or less than 8 writable bytes are returned with used \
              length 0 whatever the fault, except {}. With \
              VIRTIO_BUFSHARE_F_GENERATION, every answer of 8 bytes or more carries \
-             the device's generation, whatever the fault.",
+             the device's generation, whatever the fault. Every device reset \
+             appends a line to PATH{EVENTS_SUFFIX} (made if missing): `reset-start \
+             NS` when it begins, `reset-done NS` once it is carried out, NS being \
+             CLOCK_REALTIME in nanoseconds; each line is written with a single \
+             write() in append mode.",
             Fault::SlowReset.name(),
             others.join(", "),
             Fault::Drop.name(),
@@ -542,6 +552,8 @@ pub struct FaultFile {
     warned: HashSet<String>,
     /// How long a device reset waits under [`Fault::SlowReset`].
     reset_delay: Duration,
+    /// Where device resets are written down.
+    events: EventsFile,
 }
 
 /// Most bytes read from the fault file; longer contents are an unknown
@@ -554,8 +566,10 @@ const MAX_WARNED: usize = 64;
 impl FaultFile {
     /// The fault file at `path`, which need not exist yet.
     pub fn new(path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
         Self {
-            path: path.into(),
+            events: EventsFile::for_fault_file(&path),
+            path,
             current: Directive::default(),
             lost: None,
             warned: HashSet::new(),
@@ -587,12 +601,14 @@ impl FaultFile {
         }
     }
 
-    /// Called when a device reset begins, before it is carried out: reads
-    /// the file now and, if it holds `slow-reset` ([`Fault::SlowReset`]),
-    /// waits [`FaultFile::reset_delay`] ([`SLOW_RESET_DELAY`] unless
-    /// changed). A TOKEN the file holds is not acted on: that is for the
-    /// next command ([`FaultFile::read`]).
+    /// Called when a device reset begins, before it is carried out: writes
+    /// `reset-start` to the events file, reads the fault file now and, if it
+    /// holds `slow-reset` ([`Fault::SlowReset`]), waits
+    /// [`FaultFile::reset_delay`] ([`SLOW_RESET_DELAY`] unless changed). A
+    /// TOKEN the file holds is not acted on: that is for the next command
+    /// ([`FaultFile::read`]).
     pub fn before_reset(&mut self) {
+        self.events.append(ResetEvent::Start);
         self.reload();
         if self.current == Directive::Fault(Fault::SlowReset) {
             info!(
@@ -601,6 +617,17 @@ impl FaultFile {
             );
             thread::sleep(self.reset_delay);
         }
+    }
+
+    /// Called once a device reset is complete: writes `reset-done` to the
+    /// events file.
+    pub fn after_reset(&self) {
+        self.events.append(ResetEvent::Done);
+    }
+
+    /// The events file, where device resets are written down.
+    pub fn events(&self) -> &EventsFile {
+        &self.events
     }
 
     /// How long a device reset waits under [`Fault::SlowReset`].
@@ -747,6 +774,11 @@ mod tests {
         let words = help.split_whitespace().collect::<Vec<_>>().join(" ");
         assert!(words.contains("invalid, unsupported, device-error and drop do not carry"));
         assert!(words.contains("Every fault but slow-reset applies to every command"));
+        assert!(words.contains(
+            "appends a line to PATH.events (made if missing): `reset-start NS` when it \
+             begins, `reset-done NS` once it is carried out, NS being CLOCK_REALTIME in \
+             nanoseconds"
+        ));
         assert!(words.starts_with("Before each command, and when a device reset begins, read"));
         assert!(help.lines().all(|line| line.len() <= HELP_WIDTH), "{help}");
         assert!(!help.ends_with('\n'));
@@ -875,6 +907,14 @@ mod tests {
         assert!(!reset(Some("lose-buffers a")));
         assert_eq!(file.read(), Fault::LoseBuffers);
         assert_eq!(file.read(), Fault::None);
+        // Each reset was written down when it began, none done (that is
+        // the backend's, once the device is reset).
+        let events = std::fs::read_to_string(file.events().path()).unwrap();
+        assert_eq!(events.lines().count(), 9);
+        assert!(events.lines().all(|l| l.starts_with("reset-start ")));
+        file.after_reset();
+        let events = std::fs::read_to_string(file.events().path()).unwrap();
+        assert!(events.lines().last().unwrap().starts_with("reset-done "));
         // On a command, slow-reset is no fault.
         std::fs::write(&path, "slow-reset").unwrap();
         assert_eq!(file.read(), Fault::SlowReset);

@@ -475,6 +475,92 @@ fn fault_injection() {
     join_within(daemon, "the daemon, with --once,");
 }
 
+/// The lines of the events file of the fault file `fault_file`, as
+/// (word, CLOCK_REALTIME ns).
+fn reset_events(fault_file: &Path) -> Vec<(String, u128)> {
+    let mut path = fault_file.as_os_str().to_owned();
+    path.push(".events");
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            let (word, ns) = line.split_once(' ').expect("WORD NS");
+            (word.to_owned(), ns.parse().expect("NS"))
+        })
+        .collect()
+}
+
+fn realtime_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+#[test]
+fn slow_reset_and_the_events_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = socket_path(&dir);
+    let fault_file = dir.path().join("fault");
+    let daemon = spawn_daemon(
+        Config {
+            fault_file: Some(fault_file.clone()),
+            ..config(&path, true)
+        },
+        Shutdown::new().unwrap(),
+    );
+    let mut frontend = connect(&path);
+    negotiate(&mut frontend);
+    let mut guest = Guest::new();
+    guest.start_queue(&mut frontend, true);
+    assert_eq!(num_commands(&guest.get_info()), 1);
+    assert_eq!(reset_events(&fault_file), []);
+
+    // The driver resets the device: QEMU stops the queue. Written down,
+    // at once.
+    let before = realtime_ns();
+    frontend.get_vring_base(0).unwrap();
+    let events = reset_events(&fault_file);
+    assert_eq!(events.len(), 2);
+    assert_eq!(
+        (events[0].0.as_str(), events[1].0.as_str()),
+        ("reset-start", "reset-done")
+    );
+    assert!(before <= events[0].1 && events[0].1 <= events[1].1);
+    assert!(events[1].1 <= realtime_ns());
+    guest.clear_rings();
+    guest.start_queue(&mut frontend, true);
+    assert_eq!(num_commands(&guest.get_info()), 1);
+
+    // slow-reset, written with no command after it: the reset reads it,
+    // and GET_VRING_BASE is answered 3 seconds later.
+    std::fs::write(&fault_file, "slow-reset\n").unwrap();
+    let start = Instant::now();
+    frontend.get_vring_base(0).unwrap();
+    let took = start.elapsed();
+    assert!(took >= Duration::from_secs(3), "{took:?}");
+    let events = reset_events(&fault_file);
+    assert_eq!(events.len(), 4);
+    assert_eq!(
+        (events[2].0.as_str(), events[3].0.as_str()),
+        ("reset-start", "reset-done")
+    );
+    let gap = events[3].1 - events[2].1;
+    assert!(gap >= 3_000_000_000, "{gap} ns");
+
+    // RESET_DEVICE too.
+    let start = Instant::now();
+    frontend.reset_device().unwrap();
+    // Its reply waits for the reset: the next message is answered after.
+    frontend.get_features().unwrap();
+    assert!(start.elapsed() >= Duration::from_secs(3));
+    assert_eq!(reset_events(&fault_file).len(), 6);
+
+    std::fs::write(&fault_file, "none").unwrap();
+    drop(frontend);
+    join_within(daemon, "the daemon, with --once,");
+}
+
 #[test]
 fn listens_again_after_a_disconnection() {
     let dir = tempfile::tempdir().unwrap();

@@ -539,3 +539,57 @@ fn slow_reset_is_read_when_the_reset_begins() {
     let took = timed_reset(&mut f, false, |b| b.stop_vring(0).unwrap());
     assert!(took < RESET_DELAY, "{took:?}");
 }
+
+/// The events of the events file of `f`, as (word, ns).
+fn reset_events(f: &Faulty) -> Vec<(String, u128)> {
+    let mut path = f.path.clone().into_os_string();
+    path.push(".events");
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            let (word, ns) = line.split_once(' ').unwrap();
+            (word.to_owned(), ns.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn resets_are_written_down() {
+    use crate::fault::events::realtime_ns;
+
+    let mem = memory();
+    let mut f = Faulty::new(&mem, false);
+    // Commands are not.
+    f.set("none");
+    f.run(BUF);
+    assert_eq!(reset_events(&f), []);
+
+    let before = realtime_ns();
+    f.s.backend.reset_device();
+    f.set("slow-reset");
+    f.s.backend.stop_vring(0).unwrap();
+    f.set("none");
+    f.s.backend.stop_vring(0).unwrap();
+    let after = realtime_ns();
+
+    let events = reset_events(&f);
+    let words: Vec<&str> = events.iter().map(|(w, _)| w.as_str()).collect();
+    assert_eq!(
+        words,
+        [
+            "reset-start",
+            "reset-done",
+            "reset-start",
+            "reset-done",
+            "reset-start",
+            "reset-done"
+        ]
+    );
+    let times: Vec<u128> = events.iter().map(|&(_, ns)| ns).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    assert!(before <= times[0] && times[5] <= after);
+    // The slow one took the delay between its start and its end.
+    assert!(times[3] - times[2] >= RESET_DELAY.as_nanos(), "{times:?}");
+    assert!(times[1] - times[0] < RESET_DELAY.as_nanos(), "{times:?}");
+}
