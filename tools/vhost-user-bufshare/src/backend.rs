@@ -139,7 +139,8 @@ impl VhostUserBufshareBackend {
     }
 
     /// Serves the chains available now; returns how many were taken from
-    /// the ring, including those a [`Fault::Drop`] leaves outstanding.
+    /// the ring, including those a [`Fault::Drop`] or [`Fault::DropNext`]
+    /// leaves outstanding.
     fn process_available(&mut self, vring: &VringRwLock) -> Result<usize, Error> {
         let mem = self.mem.as_ref().ok_or(Error::NoMemory)?.memory();
         let chains: Vec<Chain> = vring
@@ -253,8 +254,9 @@ impl VhostUserBufshareBackend {
 /// ([`BufshareDevice::stamp`]), whatever the fault did.
 ///
 /// Returns `None` if `writable` cannot hold a resp_hdr: then nothing can be
-/// answered. The answer is never longer than `writable`. [`Fault::Drop`] is
-/// not for this: its chain is not served at all ([`Fault::drops_chain`]).
+/// answered. The answer is never longer than `writable`. [`Fault::Drop`] and
+/// [`Fault::DropNext`] are not for this: their chain is not served at all
+/// ([`Fault::drops_chain`]).
 pub fn answer(
     device: &mut BufshareDevice,
     fault: Fault,

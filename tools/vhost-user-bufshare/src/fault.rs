@@ -20,8 +20,11 @@
 //! once per TOKEN, before the next command, the device loses its buffers as
 //! a restarted device implementation does ([`Fault::LoseBuffers`],
 //! [`BufshareDevice::lose_buffers`]), and answers that command normally.
+//! Or `drop-next TOKEN` ([`Directive::DropNext`]): once per TOKEN, the next
+//! chain is left outstanding ([`Fault::DropNext`], as [`Fault::Drop`]), and
+//! the later ones are served normally.
 //!
-//! Except [`Fault::Drop`], faults only change what is answered to a command
+//! Except [`Fault::Drop`] and [`Fault::DropNext`], faults only change what is answered to a command
 //! the device answers: a chain with broken descriptors, or with less room
 //! than a `virtio_bufshare_resp_hdr`, is returned with a used length of 0 as
 //! always.
@@ -79,6 +82,8 @@ pub const SHORT_LEN: usize = 4;
 pub const OVERLONG_EXTRA: usize = 4096;
 /// The first word of [`Directive::LoseBuffers`].
 pub const LOSE_BUFFERS: &str = "lose-buffers";
+/// The first word of [`Directive::DropNext`].
+pub const DROP_NEXT: &str = "drop-next";
 /// Most characters of the TOKEN of `lose-buffers TOKEN`.
 pub const MAX_TOKEN_LEN: usize = 32;
 /// How long a device reset waits under [`Fault::SlowReset`].
@@ -115,6 +120,9 @@ pub enum Fault {
     GarbageName,
     /// `drop`: the chain left outstanding.
     Drop,
+    /// `drop-next TOKEN` ([`Directive::DropNext`]): the chain left
+    /// outstanding, once per TOKEN.
+    DropNext,
     /// `lose-buffers TOKEN` ([`Directive::LoseBuffers`]): the buffers lost
     /// before the chain is served ([`Fault::before_chain`]).
     LoseBuffers,
@@ -130,7 +138,8 @@ pub struct FaultEntry {
     pub fault: Fault,
     /// The word that selects it in the fault file ([`Fault::name`]).
     pub word: &'static str,
-    /// Whether the word is followed by a TOKEN ([`Directive::LoseBuffers`]):
+    /// Whether the word is followed by a TOKEN ([`Directive::LoseBuffers`],
+    /// [`Directive::DropNext`]):
     /// then it is no fault on its own ([`Fault::from_str`]).
     pub token: bool,
     /// What the driver gets, for `--help` ([`file_help`]).
@@ -142,7 +151,7 @@ impl Fault {
     /// with its word and what it does. [`Fault::ALL`], [`Fault::name`],
     /// [`Fault::from_str`] and the `--help` text ([`file_help`]) are made
     /// from it.
-    pub const CATALOGUE: [FaultEntry; 13] = [
+    pub const CATALOGUE: [FaultEntry; 14] = [
         FaultEntry {
             fault: Fault::None,
             word: "none",
@@ -221,6 +230,15 @@ impl Fault {
                    the chains after it are served as the file then says",
         },
         FaultEntry {
+            fault: Fault::DropNext,
+            word: DROP_NEXT,
+            token: true,
+            what: "once per TOKEN (as for lose-buffers), the next chain is left \
+                   outstanding as with drop; the chains after it, while the file holds \
+                   that TOKEN, are served normally. Only the last TOKEN acted on is \
+                   remembered (per connection, apart from lose-buffers' own)",
+        },
+        FaultEntry {
             fault: Fault::LoseBuffers,
             word: LOSE_BUFFERS,
             token: true,
@@ -243,8 +261,8 @@ impl Fault {
     ];
 
     /// Every fault, [`Fault::None`] first: those of [`Fault::CATALOGUE`].
-    pub const ALL: [Fault; 13] = {
-        let mut all = [Fault::None; 13];
+    pub const ALL: [Fault; 14] = {
+        let mut all = [Fault::None; 14];
         let mut i = 0;
         while i < all.len() {
             all[i] = Fault::CATALOGUE[i].fault;
@@ -258,8 +276,9 @@ impl Fault {
         &Self::CATALOGUE[self as usize]
     }
 
-    /// The word that selects this fault ([`Fault::LoseBuffers`]: the first
-    /// of two, [`LOSE_BUFFERS`]).
+    /// The word that selects this fault ([`Fault::LoseBuffers`] and
+    /// [`Fault::DropNext`]: the first of two, [`LOSE_BUFFERS`] and
+    /// [`DROP_NEXT`]).
     pub fn name(self) -> &'static str {
         self.entry().word
     }
@@ -277,7 +296,7 @@ impl Fault {
     /// Whether the chain must be left outstanding: neither carried out nor
     /// returned.
     pub fn drops_chain(self) -> bool {
-        self == Fault::Drop
+        matches!(self, Fault::Drop | Fault::DropNext)
     }
 
     /// The status the command is refused with, without being carried out
@@ -334,6 +353,7 @@ impl Fault {
             | Fault::Unsupported
             | Fault::DeviceError
             | Fault::Drop
+            | Fault::DropNext
             | Fault::LoseBuffers
             | Fault::SlowReset => {}
         }
@@ -383,8 +403,9 @@ impl FromStr for Fault {
     type Err = UnknownFault;
 
     /// Parses a fault's word; whitespace around it is ignored, and nothing
-    /// at all means [`Fault::None`]. [`Fault::LoseBuffers`] is no word on
-    /// its own (it needs a TOKEN: [`Directive`]).
+    /// at all means [`Fault::None`]. [`Fault::LoseBuffers`] and
+    /// [`Fault::DropNext`] are no words on their own (they need a TOKEN:
+    /// [`Directive`]).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let word = s.trim();
         if word.is_empty() {
@@ -428,6 +449,11 @@ pub fn file_help() -> String {
         .map(|e| e.word)
         .collect();
     let (last, others) = not_carried_out.split_last().expect("refusals");
+    let dropping: Vec<&str> = Fault::CATALOGUE
+        .iter()
+        .filter(|e| e.fault.drops_chain())
+        .map(|e| e.word)
+        .collect();
     help.push('\n');
     wrap(
         &mut help,
@@ -444,7 +470,7 @@ pub fn file_help() -> String {
              write() in append mode.",
             Fault::SlowReset.name(),
             others.join(", "),
-            Fault::Drop.name(),
+            dropping.join(" and "),
         ),
         "",
         "",
@@ -486,6 +512,20 @@ pub enum Directive {
     /// next command, unless TOKEN is the last one it acted on
     /// ([`FaultFile::read`]).
     LoseBuffers(String),
+    /// `drop-next TOKEN`: the device leaves the next chain outstanding,
+    /// unless TOKEN is the last `drop-next` TOKEN it acted on
+    /// ([`FaultFile::read`]).
+    DropNext(String),
+}
+
+impl Directive {
+    /// The directive of `fault`, a [`FaultEntry::token`] one, with `token`.
+    fn with_token(fault: Fault, token: &str) -> Self {
+        match fault {
+            Fault::DropNext => Directive::DropNext(token.to_owned()),
+            _ => Directive::LoseBuffers(token.to_owned()),
+        }
+    }
 }
 
 impl Default for Directive {
@@ -500,11 +540,12 @@ impl fmt::Display for Directive {
         match self {
             Directive::Fault(fault) => fault.fmt(f),
             Directive::LoseBuffers(token) => write!(f, "{LOSE_BUFFERS} {token}"),
+            Directive::DropNext(token) => write!(f, "{DROP_NEXT} {token}"),
         }
     }
 }
 
-/// Whether `token` may follow `lose-buffers`: 1 to [`MAX_TOKEN_LEN`]
+/// Whether `token` may follow `lose-buffers` or `drop-next`: 1 to [`MAX_TOKEN_LEN`]
 /// characters out of `[A-Za-z0-9_.-]`.
 pub fn is_token(token: &str) -> bool {
     (1..=MAX_TOKEN_LEN).contains(&token.len())
@@ -518,18 +559,20 @@ impl FromStr for Directive {
 
     /// Parses the contents of the fault file, whitespace around them
     /// ignored: a fault's word ([`Fault::from_str`]; nothing at all means
-    /// no fault), or `lose-buffers`, one or more spaces or tabs, and a
-    /// TOKEN ([`is_token`]). Anything else is an unknown fault: `lose-buffers`
-    /// alone, with a bad or long TOKEN, more than one TOKEN, or its words on
-    /// two lines.
+    /// no fault), or `lose-buffers` or `drop-next`, one or more spaces or
+    /// tabs, and a TOKEN ([`is_token`]). Anything else is an unknown fault:
+    /// one of those alone, with a bad or long TOKEN, more than one TOKEN, or
+    /// its words on two lines.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let text = s.trim();
-        if let Some(rest) = text.strip_prefix(LOSE_BUFFERS) {
-            let token = rest.trim_start_matches([' ', '\t']);
-            if token.len() < rest.len() && is_token(token) {
-                return Ok(Directive::LoseBuffers(token.to_owned()));
+        for entry in Fault::CATALOGUE.iter().filter(|e| e.token) {
+            if let Some(rest) = text.strip_prefix(entry.word) {
+                let token = rest.trim_start_matches([' ', '\t']);
+                if token.len() < rest.len() && is_token(token) {
+                    return Ok(Directive::with_token(entry.fault, token));
+                }
+                return Err(UnknownFault(text.to_owned()));
             }
-            return Err(UnknownFault(text.to_owned()));
         }
         text.parse().map(Directive::Fault)
     }
@@ -548,6 +591,8 @@ pub struct FaultFile {
     current: Directive,
     /// The TOKEN of the last `lose-buffers TOKEN` acted on.
     lost: Option<String>,
+    /// The TOKEN of the last `drop-next TOKEN` acted on.
+    dropped: Option<String>,
     /// Unknown words already warned about.
     warned: HashSet<String>,
     /// How long a device reset waits under [`Fault::SlowReset`].
@@ -572,6 +617,7 @@ impl FaultFile {
             path,
             current: Directive::default(),
             lost: None,
+            dropped: None,
             warned: HashSet::new(),
             reset_delay: SLOW_RESET_DELAY,
         }
@@ -588,7 +634,8 @@ impl FaultFile {
     /// `lose-buffers TOKEN` is [`Fault::LoseBuffers`] if TOKEN is not the
     /// last one acted on (which it then is), [`Fault::None`] otherwise: the
     /// buffers are lost once per TOKEN written, however many commands
-    /// follow while the file holds it.
+    /// follow while the file holds it. So is `drop-next TOKEN`
+    /// ([`Fault::DropNext`]), with a last TOKEN of its own.
     pub fn read(&mut self) -> Fault {
         self.reload();
         match &self.current {
@@ -597,6 +644,11 @@ impl FaultFile {
             Directive::LoseBuffers(token) => {
                 self.lost = Some(token.clone());
                 Fault::LoseBuffers
+            }
+            Directive::DropNext(token) if self.dropped.as_ref() == Some(token) => Fault::None,
+            Directive::DropNext(token) => {
+                self.dropped = Some(token.clone());
+                Fault::DropNext
             }
         }
     }
@@ -675,10 +727,14 @@ impl FaultFile {
             text.parse()
         };
         parsed.unwrap_or_else(|UnknownFault(word)| {
-            let hint = if word.starts_with(LOSE_BUFFERS) {
+            let token_word = Fault::CATALOGUE
+                .iter()
+                .find(|e| e.token && word.starts_with(e.word));
+            let hint = if let Some(entry) = token_word {
                 format!(
-                    " ({LOSE_BUFFERS} takes one TOKEN of 1 to {MAX_TOKEN_LEN} characters \
-                     out of [A-Za-z0-9_.-])"
+                    " ({} takes one TOKEN of 1 to {MAX_TOKEN_LEN} characters \
+                     out of [A-Za-z0-9_.-])",
+                    entry.word
                 )
             } else {
                 String::new()
@@ -712,7 +768,7 @@ mod tests {
     fn words() {
         for fault in Fault::ALL {
             assert_eq!(fault.to_string(), fault.name());
-            if fault == Fault::LoseBuffers {
+            if fault.entry().token {
                 continue;
             }
             assert_eq!(fault.name().parse(), Ok(fault));
@@ -749,7 +805,10 @@ mod tests {
         for (i, entry) in Fault::CATALOGUE.iter().enumerate() {
             assert_eq!(Fault::ALL[i], entry.fault);
             assert_eq!(entry.fault.entry(), entry);
-            assert_eq!(entry.token, entry.fault == Fault::LoseBuffers);
+            assert_eq!(
+                entry.token,
+                matches!(entry.fault, Fault::LoseBuffers | Fault::DropNext)
+            );
         }
         // The numbers in the text are the constants'.
         let what = |fault: Fault| fault.entry().what;
@@ -772,7 +831,11 @@ mod tests {
         }
         assert!(help.contains("\n- lose-buffers TOKEN: once per TOKEN"));
         let words = help.split_whitespace().collect::<Vec<_>>().join(" ");
-        assert!(words.contains("invalid, unsupported, device-error and drop do not carry"));
+        assert!(
+            words.contains("invalid, unsupported, device-error, drop and drop-next do not carry")
+        );
+        assert!(words.contains("whatever the fault, except drop and drop-next."));
+        assert!(help.contains("\n- drop-next TOKEN: once per TOKEN"));
         assert!(words.contains("Every fault but slow-reset applies to every command"));
         assert!(words.contains(
             "appends a line to PATH.events (made if missing): `reset-start NS` when it \
@@ -1149,8 +1212,77 @@ mod tests {
     #[test]
     fn drop_drops() {
         for fault in Fault::ALL {
-            assert_eq!(fault.drops_chain(), fault == Fault::Drop);
+            assert_eq!(
+                fault.drops_chain(),
+                matches!(fault, Fault::Drop | Fault::DropNext)
+            );
         }
+    }
+
+    #[test]
+    fn drop_next_directives() {
+        let drop = |token: &str| Ok(Directive::DropNext(token.to_owned()));
+        for (text, token) in [
+            ("drop-next a", "a"),
+            ("  drop-next \t Run_1.2-b \r\n", "Run_1.2-b"),
+            ("drop-next\t0", "0"),
+        ] {
+            assert_eq!(text.parse::<Directive>(), drop(token), "{text:?}");
+        }
+        for bad in [
+            "drop-next",
+            "drop-next ",
+            "drop-nexta",
+            "drop-next a b",
+            "drop-next\na",
+            "drop-next a/b",
+            "drop next a",
+            "drop a",
+            &format!("drop-next {}", "x".repeat(MAX_TOKEN_LEN + 1)),
+        ] {
+            assert_eq!(
+                bad.parse::<Directive>(),
+                Err(UnknownFault(bad.trim().to_owned())),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            "drop-next".parse::<Fault>(),
+            Err(UnknownFault("drop-next".into()))
+        );
+        // Plain drop is still a word.
+        assert_eq!("drop".parse(), Ok(Directive::Fault(Fault::Drop)));
+        assert_eq!(Directive::DropNext("t".into()).to_string(), "drop-next t");
+    }
+
+    #[test]
+    fn drop_next_once_per_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fault");
+        let mut file = FaultFile::new(&path);
+        let mut read = |contents: &str| {
+            std::fs::write(&path, contents).unwrap();
+            file.read()
+        };
+        assert_eq!(read("drop-next a"), Fault::DropNext);
+        assert_eq!(read("drop-next a\n"), Fault::None);
+        assert_eq!(read("drop"), Fault::Drop);
+        assert_eq!(read("drop-next a"), Fault::None);
+        assert_eq!(read("drop-next b"), Fault::DropNext);
+        assert_eq!(read("drop-next b"), Fault::None);
+        // Only the last one is remembered, apart from lose-buffers' own.
+        assert_eq!(read("lose-buffers b"), Fault::LoseBuffers);
+        assert_eq!(read("drop-next b"), Fault::None);
+        assert_eq!(read("drop-next a"), Fault::DropNext);
+        assert_eq!(read("lose-buffers b"), Fault::None);
+        // Malformed: no fault, and the hint names the right word.
+        assert_eq!(read("drop-next a/b"), Fault::None);
+        assert!(file.warned.contains("drop-next a/b"));
+        // A reset reads the file but acts on no TOKEN.
+        std::fs::write(&path, "drop-next c").unwrap();
+        file.before_reset();
+        assert_eq!(file.read(), Fault::DropNext);
+        assert_eq!(file.read(), Fault::None);
     }
 
     /// A device whose driver acked `VIRTIO_BUFSHARE_F_GENERATION`.

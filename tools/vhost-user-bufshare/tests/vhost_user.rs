@@ -457,6 +457,18 @@ fn fault_injection() {
     set("none\n");
     assert_eq!(num_commands(&guest.get_info()), commands + 1);
 
+    // drop-next: the next chain only, once per TOKEN; the file still
+    // holds it when the next ones are served.
+    set("drop-next n1");
+    guest.offer(&GET_INFO, INFO_SIZE);
+    guest.wait_taken();
+    thread::sleep(Duration::from_millis(50));
+    assert!(!guest.notified());
+    assert_eq!(u64::from(guest.used_idx()), commands + 1);
+    assert_eq!(num_commands(&guest.get_info()), commands + 2);
+    assert_eq!(num_commands(&guest.get_info()), commands + 3);
+    let commands = commands + 2;
+
     // Dropped again; the driver gives up and resets the device.
     set("drop");
     guest.offer(&GET_INFO, INFO_SIZE);

@@ -240,6 +240,56 @@ fn drop_then_none_serves_the_next_chains() {
 }
 
 #[test]
+fn drop_next_drops_one_chain_per_token() {
+    let mem = memory();
+    let mut f = Faulty::new(&mem, false);
+    assert_eq!(f.run(BUF).0, INFO_SIZE);
+
+    // Three chains in one batch: the first one is left outstanding, the
+    // others served.
+    f.set("drop-next a\n");
+    let (dropped, a) = f.offer(BUF);
+    let (second, _) = f.offer(BUF + 8);
+    let (third, _) = f.offer(BUF);
+    f.s.kick();
+    assert_eq!(f.s.used_idx(), 3);
+    assert_eq!(f.s.used(1), (second, 8));
+    assert_eq!(f.s.used(2), (third, INFO_SIZE));
+    assert_eq!(f.s.read(a, ROOM as usize), [POISON; ROOM as usize]);
+    assert_eq!(f.s.backend.device().num_commands(), 3);
+
+    // The same TOKEN, however written, drops nothing more.
+    for contents in ["drop-next a", " drop-next\ta \n", "none", "drop-next a"] {
+        f.set(contents);
+        assert_eq!(f.run(BUF).0, INFO_SIZE, "{contents:?}");
+    }
+    // Malformed: no fault.
+    for contents in ["drop-next", "drop-next a b", "drop-next a/b"] {
+        f.set(contents);
+        assert_eq!(f.run(BUF).0, INFO_SIZE, "{contents:?}");
+    }
+    // Another one: one more, alone in its kick, neither returned nor
+    // notified.
+    f.set("drop-next b");
+    let notified = f.s.notifications();
+    let used = f.s.used_idx();
+    let (head, _) = f.offer(BUF);
+    f.s.kick();
+    assert_eq!(f.s.used_idx(), used);
+    assert_eq!(f.s.notifications(), notified);
+    let (len, answer) = f.run(BUF);
+    assert_eq!(len, INFO_SIZE);
+    assert_eq!(answer[..INFO_SIZE as usize], info_bytes(11));
+    assert_ne!(f.s.used(used).0, head);
+    // lose-buffers keeps a TOKEN of its own.
+    f.set("lose-buffers b");
+    assert_eq!(f.run(BUF).0, INFO_SIZE);
+    f.set("drop-next b");
+    assert_eq!(f.run(BUF).0, INFO_SIZE);
+    assert_ne!(f.s.used(f.s.used_idx() - 1).0, dropped);
+}
+
+#[test]
 fn drop_with_event_idx() {
     let mem = memory();
     let mut f = Faulty::new(&mem, true);
