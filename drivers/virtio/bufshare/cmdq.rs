@@ -26,7 +26,12 @@ use kernel::{
         SpinLockIrq,
         SpinLockIrqGuard, //
     },
-    time::msecs_to_jiffies,
+    time::{
+        msecs_to_jiffies,
+        Delta,
+        Instant,
+        Monotonic, //
+    },
     transmute::FromBytes,
     types::Opaque,
     uapi,
@@ -251,7 +256,11 @@ impl Cmdq {
     }
 
     /// Queues `queued` and sleeps until the device answers; returns the answer and its epoch.
+    ///
+    /// The command has one deadline, [`COMMAND_TIMEOUT_MS`] from now, for finding room on the
+    /// ring and for the answer, however often the caller is woken meanwhile.
     fn submit<'a>(&self, queued: &'a Arc<Queued>, wait: Wait) -> Result<(&'a [u8], u64)> {
+        let deadline = Instant::<Monotonic>::now() + Delta::from_millis(COMMAND_TIMEOUT_MS.into());
         let mut guard = self.vqs.lock();
 
         // Queue it, waiting for room if the ring is full.
@@ -272,7 +281,7 @@ impl Cmdq {
                 Err((_, e)) if e == ENOSPC => {}
                 Err((_, e)) => return Err(e),
             }
-            self.sleep(&mut guard, wait)?;
+            self.sleep(&mut guard, wait, deadline)?;
         }
 
         // Wait for the answer. The command stays owned by the virtqueue if we give up: the
@@ -286,7 +295,14 @@ impl Cmdq {
             if let Some(resp) = queued.response() {
                 return Ok((resp?, queued.epoch.load(Relaxed)));
             }
-            if let Err(e) = self.sleep(&mut guard, wait) {
+            if let Err(e) = self.sleep(&mut guard, wait, deadline) {
+                // The answer may have come with the timeout or the signal: look once more.
+                if let Some(vqs) = Option::as_mut(&mut *guard) {
+                    self.reap(vqs);
+                }
+                if let Some(resp) = queued.response() {
+                    return Ok((resp?, queued.epoch.load(Relaxed)));
+                }
                 if e == ETIMEDOUT {
                     dev_warn!(self.dev.as_ref(), "device did not answer in time\n");
                 }
@@ -295,9 +311,19 @@ impl Cmdq {
         }
     }
 
-    /// Sleeps until woken, the timeout or (if `wait` allows) a signal.
-    fn sleep(&self, guard: &mut SpinLockIrqGuard<'_, Option<Virtqueues>>, wait: Wait) -> Result {
-        let timeout = msecs_to_jiffies(COMMAND_TIMEOUT_MS);
+    /// Sleeps until woken, the deadline or (if `wait` allows) a signal.
+    fn sleep(
+        &self,
+        guard: &mut SpinLockIrqGuard<'_, Option<Virtqueues>>,
+        wait: Wait,
+        deadline: Instant<Monotonic>,
+    ) -> Result {
+        let left = deadline - Instant::<Monotonic>::now();
+        if left.is_negative() || left.is_zero() {
+            return Err(ETIMEDOUT);
+        }
+        let ms = u32::try_from(left.as_millis_ceil()).unwrap_or(COMMAND_TIMEOUT_MS);
+        let timeout = msecs_to_jiffies(ms);
         match wait {
             Wait::Interruptible => match self.answered.wait_interruptible_timeout(guard, timeout) {
                 CondVarTimeoutResult::Signal { .. } => Err(EINTR),

@@ -8,8 +8,10 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <linux/bufshare.h>
@@ -106,6 +108,93 @@ TEST_F(fault, garbage_name_is_sanitised)
 TEST_F_TIMEOUT(fault, no_answer_times_out, 60)
 {
 	EXPECT_EQ(ETIMEDOUT, fault_errno(self->fd, "drop"));
+}
+
+struct unanswered {
+	int fd;
+	pid_t tid;
+	int err;
+	int done;
+	long long ms;
+};
+
+static void *unanswered_thread(void *arg)
+{
+	struct unanswered *u = arg;
+	struct bufshare_info info;
+	struct timespec start, end;
+
+	__atomic_store_n(&u->tid, gettid(), __ATOMIC_RELEASE);
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	u->err = ioctl(u->fd, BUFSHARE_IOC_GET_INFO, &info) ? errno : 0;
+	clock_gettime(CLOCK_MONOTONIC, &end);
+	u->ms = (end.tv_sec - start.tv_sec) * 1000LL + (end.tv_nsec - start.tv_nsec) / 1000000;
+	__atomic_store_n(&u->done, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/* Whether thread @tid of this process sleeps (state S). */
+static int thread_sleeps(pid_t tid)
+{
+	char path[64], buf[512], *p;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	p = strrchr(buf, ')');
+	return p && p[1] == ' ' && p[2] == 'S';
+}
+
+/*
+ * A command the device never answers times out after the driver's 10 s,
+ * however many other commands are answered meanwhile (each answer wakes
+ * every caller): the timeout is one deadline per command, not a wait that
+ * starts again at every wakeup.
+ */
+TEST_F_TIMEOUT(fault, timeout_is_one_deadline, 90)
+{
+	struct unanswered u = { .fd = self->fd, .err = -1 };
+	struct bufshare_info info;
+	long answered = 0;
+	pthread_t t;
+	char mode[64];
+	int fd;
+
+	fd = open(BUFSHARE_DEV, O_RDWR | O_CLOEXEC);
+	ASSERT_LE(0, fd);
+	snprintf(mode, sizeof(mode), "drop-next %llx", (unsigned long long)fresh_seed());
+	ASSERT_EQ(0, set_fault(mode));
+	/* The next command, the thread's, is left unanswered. */
+	ASSERT_EQ(0, pthread_create(&t, NULL, unanswered_thread, &u));
+	for (int i = 0; i < 1000; i++) {
+		pid_t tid = __atomic_load_n(&u.tid, __ATOMIC_ACQUIRE);
+
+		if (tid && thread_sleeps(tid))
+			break;
+		usleep(10000);
+	}
+	/* Meanwhile, commands that are answered, for up to 40 s. */
+	for (int i = 0; i < 4000 && !__atomic_load_n(&u.done, __ATOMIC_ACQUIRE); i++) {
+		if (!ioctl(fd, BUFSHARE_IOC_GET_INFO, &info))
+			answered++;
+		usleep(10000);
+	}
+	ASSERT_EQ(0, pthread_join(t, NULL));
+	close(fd);
+	TH_LOG("unanswered command ended after %lld ms with %s; %ld answered meanwhile", u.ms,
+	       strerror(u.err), answered);
+	EXPECT_EQ(ETIMEDOUT, u.err);
+	EXPECT_LE(9000, u.ms);
+	EXPECT_GE(15000, u.ms);
+	EXPECT_LT(10, answered);
 }
 
 TEST_HARNESS_MAIN
