@@ -423,9 +423,7 @@ impl BufshareDevice {
             }
             Err(e) => {
                 // The device may hold a part of the buffer: take it back before the memory goes.
-                if e != ENODEV {
-                    self.unregister_on_device(buf);
-                }
+                self.unregister_on_device(buf);
                 Err(e)
             }
         }
@@ -689,13 +687,19 @@ impl BufshareDevice {
         }
     }
 
-    /// Tells the device that `buf` is gone, and lets its memory go once the device confirmed (or
-    /// was reset). Returns false if the device did not answer in time.
+    /// Tells the device that `buf` is gone, and lets its memory go once the device confirmed, or
+    /// once it is reset. Returns false if the device did not answer in time, or is going away.
     fn unregister_on_device(&self, buf: Arc<Buffer>) -> bool {
         match self.unregister_command(buf.id) {
-            // The device let go of it, does not know it, or was reset: the memory is ours again.
+            // The device let go of it, or does not know it: the memory is ours again.
             Ok(()) => true,
-            Err(e) if e == ENOENT || e == ENODEV => true,
+            Err(e) if e == ENOENT => true,
+            // The device is going away, and may still use the memory until it is reset: the
+            // shutdown lets it go once the reset is done.
+            Err(e) if e == ENODEV => {
+                self.keep_until_reset(buf);
+                false
+            }
             Err(e) => {
                 // The device may still use the memory: keep it until the device is reset.
                 dev_warn!(
@@ -718,10 +722,13 @@ impl BufshareDevice {
     }
 
     /// Keeps the memory of `buf`, which the device may still use, until the device is reset.
+    ///
+    /// Called during a buffer operation, which the shutdown waits for before it drops the kept
+    /// buffers.
     fn keep_until_reset(&self, buf: Arc<Buffer>) {
         let mut buffers = self.buffers.lock();
         if buffers.gone {
-            // Reset already: the device let go of everything.
+            // The shutdown set `gone` once the reset was done: the device let go of everything.
             return;
         }
         if buffers.zombies.reserve(1, GFP_KERNEL).is_err() {

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -347,6 +348,169 @@ TEST(buffer_info_stalled_in_user_copy)
 	close(fd);
 	ASSERT_EQ(0, write_file(BUFSHARE_DRV_DIR "/bind", dev));
 	ASSERT_EQ(0, wait_path(BUFSHARE_DEV, 1));
+}
+
+/* The monotonic clock, in milliseconds. */
+static long long mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+static int pin_to_cpu(int cpu)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	return sched_setaffinity(0, sizeof(set), &set);
+}
+
+struct timed_unbind {
+	const char *dev;
+	int err;
+	long long start_ms;
+};
+
+static void *timed_unbind_thread(void *arg)
+{
+	struct timed_unbind *u = arg;
+
+	if (pin_to_cpu(0))
+		u->err = errno;
+	u->start_ms = mono_ms();
+	u->err = write_file(BUFSHARE_DRV_DIR "/unbind", u->dev);
+	return NULL;
+}
+
+enum { PIN_BUFFERS = 64, PIN_SIZE = 16384, RESET_MS = 3000 };
+
+/* What one unbind with a process killed during it showed. */
+struct pin_attempt {
+	long long killed_ms, exited_ms, sealed_ms; /* after the unbind began */
+	int seal_err;
+	int unbind_err;
+};
+
+/*
+ * Registers PIN_BUFFERS memfds in a child, unbinds @dev under the backend's
+ * slow-reset fault and SIGKILLs the child 300 ms into it, then asks for the
+ * write seal on one of the memfds. Returns 0, or -1 if a step failed.
+ */
+static int unbind_killing_a_holder(const char *dev, struct pin_attempt *a)
+{
+	struct timed_unbind unbind = { .dev = dev, .err = -1, .start_ms = -1 };
+	int memfds[PIN_BUFFERS], ready[2], status, ret = -1, n = 0;
+	long long killed, exited = -1, sealed;
+	pthread_t t;
+	pid_t pid;
+	char c;
+
+	for (; n < PIN_BUFFERS; n++) {
+		/* No F_SEAL_SEAL: the write seal is the probe. */
+		memfds[n] = make_memfd(PIN_SIZE, F_SEAL_SHRINK);
+		if (memfds[n] < 0)
+			goto out;
+	}
+	if (pipe2(ready, O_CLOEXEC))
+		goto out;
+	pid = fork();
+	if (pid == 0) {
+		int fd = open(BUFSHARE_DEV, O_RDWR | O_CLOEXEC);
+
+		if (fd < 0)
+			_exit(1);
+		for (int i = 0; i < PIN_BUFFERS; i++)
+			if (bs_register(fd, memfds[i], 0, PIN_SIZE, "pinned", NULL, 0, NULL))
+				_exit(2);
+		if (write(ready[1], "r", 1) != 1)
+			_exit(3);
+		pause();
+		_exit(4);
+	}
+	close(ready[1]);
+	if (pid < 0 || read(ready[0], &c, 1) != 1) {
+		close(ready[0]);
+		goto out;
+	}
+	close(ready[0]);
+
+	if (set_fault("slow-reset") || pthread_create(&t, NULL, timed_unbind_thread, &unbind))
+		goto out;
+	/* Once the unbind has stopped the queue (it then waits for the reset), kill. */
+	while (__atomic_load_n(&unbind.start_ms, __ATOMIC_RELAXED) < 0)
+		;
+	while (mono_ms() < unbind.start_ms + 300)
+		;
+	killed = mono_ms();
+	kill(pid, SIGKILL);
+	while (mono_ms() < killed + 10 * RESET_MS) {
+		if (waitpid(pid, &status, WNOHANG) == pid) {
+			exited = mono_ms();
+			break;
+		}
+		sched_yield();
+	}
+	a->seal_err = fcntl(memfds[0], F_ADD_SEALS, F_SEAL_WRITE) ? errno : 0;
+	sealed = mono_ms();
+	pthread_join(t, NULL);
+	a->unbind_err = unbind.err;
+	a->killed_ms = killed - unbind.start_ms;
+	a->exited_ms = exited < 0 ? -1 : exited - unbind.start_ms;
+	a->sealed_ms = sealed - unbind.start_ms;
+	ret = set_fault("none") || exited < 0 ? -1 : 0;
+out:
+	while (n--)
+		close(memfds[n]);
+	return ret;
+}
+
+/*
+ * A process that dies while the device is being unbound (its commands then
+ * fail with ENODEV: the driver has stopped using the queue) does not get its
+ * buffers unpinned before the device's reset is done: until then the device
+ * may still write them. The backend's slow-reset fault makes the reset take
+ * 3 s from the start of the unbind on, at the least. The pins show through
+ * F_SEAL_WRITE, which memfd grants at once when no page is pinned.
+ *
+ * While the reset holds QEMU, CPU 0 (the unbind) is stuck and CPU 1 gets no
+ * interrupts, so everything else runs on CPU 1 and waits by spinning: the
+ * child is killed, runs its release and exits there, and the write seal is
+ * asked for there. Granted less than 3 s after the unbind began, it shows
+ * pages unpinned before the reset was done. Under TCG, CPU 1 is sometimes
+ * held up too (by anything it asks of QEMU), and the child is gone only
+ * after the reset, which shows nothing: up to 3 attempts are made until one
+ * has the child gone during the reset.
+ */
+TEST_F_TIMEOUT(slow, unbind_keeps_pins_until_reset, 300)
+{
+	struct pin_attempt a;
+	char dev[64];
+	int shown = 0;
+
+	if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
+		SKIP(return, "needs 2 CPUs");
+	ASSERT_EQ(0, pin_to_cpu(1));
+	for (int i = 0; i < 3 && !shown; i++) {
+		ASSERT_EQ(0, bound_device(dev, sizeof(dev)));
+		memset(&a, 0, sizeof(a));
+		ASSERT_EQ(0, unbind_killing_a_holder(dev, &a));
+		EXPECT_EQ(0, a.unbind_err);
+		TH_LOG("attempt %d, after the unbind began: killed at %+lld ms, gone at %+lld ms",
+		       i + 1, a.killed_ms, a.exited_ms);
+		TH_LOG("write seal %s at %+lld ms",
+		       a.seal_err ? strerror(a.seal_err) : "granted", a.sealed_ms);
+		shown = a.exited_ms < RESET_MS;
+		/* Granted (no page pinned) only once the reset was done, or refused. */
+		EXPECT_EQ(a.seal_err ? EBUSY : 0, a.seal_err);
+		EXPECT_LE(RESET_MS, a.seal_err ? RESET_MS : a.sealed_ms);
+		ASSERT_EQ(0, write_file(BUFSHARE_DRV_DIR "/bind", dev));
+		ASSERT_EQ(0, wait_path(BUFSHARE_DEV, 1));
+	}
+	if (!shown)
+		TH_LOG("the child was gone only after the reset every time: nothing was shown");
 }
 
 /*
