@@ -522,8 +522,10 @@ impl BufshareDevice {
                 seqno,
                 what: &*req,
             };
-            self.cmdq.send(&update, Wait::Interruptible)?;
+            // Taken before the command goes out: if the wait ends early (a signal, a timeout), the
+            // device may still carry it out, and the next number must be a larger one.
             buf.seqno.store(seqno, Relaxed);
+            self.cmdq.send(&update, Wait::Interruptible)?;
             drop(state);
             Ok(seqno)
         })?;
