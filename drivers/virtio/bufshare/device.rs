@@ -607,21 +607,32 @@ impl BufshareDevice {
     pub(crate) fn release(&self, owner: &Owner) {
         // Fails only if the device is gone or cannot hold buffers: then nothing is registered.
         let _ = self.buffer_op(|_op| {
+            // Out of the tree in one pass, so that releasing many buffers does not scan the
+            // tree once per buffer. Room for them is taken first: once a buffer is out of the
+            // tree, nothing may fail before the device is told.
+            let mine = {
+                let mut buffers = self.buffers.lock();
+                let n = buffers
+                    .tree
+                    .values()
+                    .filter(|b| b.owner == owner.id)
+                    .count();
+                let mut mine = KVVec::with_capacity(n, GFP_KERNEL)?;
+                let mut cursor = buffers.tree.cursor_front_mut();
+                while let Some(c) = cursor {
+                    if c.current().1.owner != owner.id {
+                        cursor = c.move_next();
+                        continue;
+                    }
+                    let (next, node) = c.remove_current();
+                    // Cannot fail: there is room for every buffer of the owner.
+                    let _ = mine.push(node.to_key_value().1, GFP_NOWAIT);
+                    cursor = next;
+                }
+                mine
+            };
             let mut responsive = true;
-            loop {
-                let buf = {
-                    let mut buffers = self.buffers.lock();
-                    let Some(id) = buffers
-                        .tree
-                        .iter()
-                        .find(|(_, buf)| buf.owner == owner.id)
-                        .map(|(&id, _)| id)
-                    else {
-                        break;
-                    };
-                    buffers.tree.remove(&id)
-                };
-                let Some(buf) = buf else { break };
+            for buf in mine {
                 if responsive {
                     responsive = self.unregister_on_device(buf);
                 } else {
