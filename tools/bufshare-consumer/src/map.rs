@@ -7,6 +7,15 @@
 //! (one mapping per file). Its bytes are shared with the guest, which may
 //! change them at any time: they are copied in and out, never lent as
 //! slices.
+//!
+//! Everything is checked before anything is mapped, whatever made the
+//! [`Memory`] (a decoded ADD is checked already, but the type can be built
+//! by hand): every segment in a file that is there, of 1 byte or more,
+//! without overflow; the segments adding up to the size; and each file
+//! (`fstat`) at least as long as what is mapped of it, so that no access
+//! falls past its end (SIGBUS). What stays is the files' owner's to keep:
+//! a file shrunk later still faults, which the backend prevents by handing
+//! over only dma-bufs and memfds sealed against shrinking.
 
 use std::io;
 use std::num::NonZeroUsize;
@@ -16,7 +25,7 @@ use std::ptr::NonNull;
 use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 use nix::unistd::{sysconf, SysconfVar};
 
-use crate::wire::{Add, Memory};
+use crate::wire::{Add, Memory, Segment};
 
 /// One mapping, unmapped when dropped.
 #[derive(Debug)]
@@ -71,8 +80,16 @@ fn page_size() -> u64 {
     }
 }
 
-/// Maps `len` bytes at `offset` of `fd`, shared.
+/// Maps `len` bytes at `offset` of `fd`, shared, after checking that the
+/// file has them.
 fn map(fd: impl AsFd, offset: u64, len: u64, writable: bool) -> io::Result<Mapping> {
+    let end = offset
+        .checked_add(len)
+        .ok_or_else(|| invalid("offset + length overflows"))?;
+    let file_size = nix::sys::stat::fstat(fd.as_fd())?.st_size;
+    if !u64::try_from(file_size).is_ok_and(|size| size >= end) {
+        return Err(invalid("the file is shorter than its part to map"));
+    }
     let len = usize::try_from(len).map_err(|_| invalid("mapping too large"))?;
     let length = NonZeroUsize::new(len).ok_or_else(|| invalid("empty mapping"))?;
     let offset = i64::try_from(offset).map_err(|_| invalid("offset too large"))?;
@@ -88,6 +105,36 @@ fn map(fd: impl AsFd, offset: u64, len: u64, writable: bool) -> io::Result<Mappi
         ptr: ptr.cast(),
         len,
     })
+}
+
+/// Checks `segments` of `files` files, for a buffer of `size` bytes: each in
+/// a file that is there, of 1 byte or more, ending before 2^64; all of them
+/// adding up to `size`; every file used.
+fn check_segments(files: usize, segments: &[Segment], size: u64) -> io::Result<()> {
+    let mut used = vec![false; files];
+    let mut sum = 0u64;
+    for seg in segments {
+        let file = used
+            .get_mut(seg.file as usize)
+            .ok_or_else(|| invalid("segment of a file that is not there"))?;
+        *file = true;
+        if seg.len == 0 {
+            return Err(invalid("empty segment"));
+        }
+        if seg.offset.checked_add(seg.len).is_none() {
+            return Err(invalid("segment offset + length overflows"));
+        }
+        sum = sum
+            .checked_add(seg.len)
+            .ok_or_else(|| invalid("segments too large"))?;
+    }
+    if sum != size {
+        return Err(invalid("segments do not add up to the size"));
+    }
+    if used.contains(&false) {
+        return Err(invalid("a file no segment uses"));
+    }
+    Ok(())
 }
 
 impl MappedBuffer {
@@ -113,6 +160,7 @@ impl MappedBuffer {
                 })
             }
             Memory::Segments { files, segments } => {
+                check_segments(files.len(), segments, size)?;
                 let page = page_size();
                 let mut mappings = Vec::with_capacity(files.len());
                 // For each file: the offset its mapping starts at.
@@ -246,7 +294,6 @@ mod tests {
     use nix::sys::memfd::{memfd_create, MFdFlags};
 
     use super::*;
-    use crate::wire::Segment;
 
     fn memfd(len: u64) -> File {
         let file = File::from(memfd_create("map-test", MFdFlags::MFD_CLOEXEC).unwrap());
@@ -362,5 +409,46 @@ mod tests {
         assert!(MappedBuffer::from_memory(&memory, 0x20, false).is_err());
         // An empty dma-buf.
         assert!(MappedBuffer::from_memory(&Memory::DmaBuf(fd()), 0, false).is_err());
+    }
+
+    #[test]
+    fn overflowing_or_short_memory_is_refused() {
+        let f = memfd(0x2000);
+        let fd = || OwnedFd::from(f.try_clone().unwrap());
+        let seg = |offset, len| Segment {
+            file: 0,
+            offset,
+            len,
+        };
+        let refused = |segments: Vec<Segment>, size| {
+            let memory = Memory::Segments {
+                files: vec![fd()],
+                segments,
+            };
+            MappedBuffer::from_memory(&memory, size, true).unwrap_err()
+        };
+        // offset + length overflows: the mapping would not cover the
+        // segment, which used to be read and written past it.
+        let e = refused(vec![seg(0, 0x10), seg(u64::MAX - 7, 0x10)], 0x20);
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        refused(vec![seg(0, 0x10), seg(u64::MAX, 1)], 0x11);
+        // Lengths adding up past 2^64, to the size modulo 2^64.
+        refused(vec![seg(0, u64::MAX), seg(0, 0x11)], 0x10);
+        // An empty segment.
+        refused(vec![seg(0, 0), seg(0, 0x10)], 0x10);
+        // Past the end of the file: SIGBUS on access.
+        refused(vec![seg(0x1ff0, 0x20)], 0x20);
+        refused(vec![seg(0x2000, 1)], 1);
+        let memory = Memory::DmaBuf(fd());
+        assert!(MappedBuffer::from_memory(&memory, 0x2001, false).is_err());
+        assert!(MappedBuffer::from_memory(&memory, u64::MAX, false).is_err());
+        // Up to the end is fine.
+        let memory = Memory::Segments {
+            files: vec![fd()],
+            segments: vec![seg(0x1ff0, 0x10)],
+        };
+        let buf = MappedBuffer::from_memory(&memory, 0x10, false).unwrap();
+        buf.read(0, &mut [0; 0x10]).unwrap();
+        assert!(MappedBuffer::from_memory(&Memory::DmaBuf(fd()), 0x2000, false).is_ok());
     }
 }
