@@ -48,9 +48,10 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::fs::File;
+use std::fs::OpenOptions;
 use std::io::{self, Read};
 use std::mem::size_of;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::thread;
@@ -593,7 +594,7 @@ pub struct FaultFile {
     lost: Option<String>,
     /// The TOKEN of the last `drop-next TOKEN` acted on.
     dropped: Option<String>,
-    /// Unknown words already warned about.
+    /// Unknown words, and errors reading the file, already warned about.
     warned: HashSet<String>,
     /// How long a device reset waits under [`Fault::SlowReset`].
     reset_delay: Duration,
@@ -700,7 +701,12 @@ impl FaultFile {
             Ok(bytes) => self.parse(&bytes),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Directive::default(),
             Err(e) => {
-                debug!("cannot read the fault file {}: {e}", self.path.display());
+                let what = format!("cannot read the fault file {}: {e}", self.path.display());
+                if self.warned.len() < MAX_WARNED && self.warned.insert(what.clone()) {
+                    warn!("{what}: no fault");
+                } else {
+                    debug!("{what}: no fault");
+                }
                 Directive::default()
             }
         };
@@ -711,11 +717,25 @@ impl FaultFile {
     }
 
     /// The file's first [`MAX_FILE_LEN`]` + 1` bytes.
+    ///
+    /// The device's thread reads it before every command: it must never
+    /// wait. So it is opened without blocking (a FIFO with no writer, which
+    /// would block an open, is then opened at once) and only read if it is
+    /// a regular file; and it is not opened through a symbolic link, which
+    /// could take it anywhere (a device, a FIFO after the check).
     fn contents(&self) -> io::Result<Vec<u8>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+            .open(&self.path)?;
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
         let mut bytes = Vec::new();
-        File::open(&self.path)?
-            .take(MAX_FILE_LEN as u64 + 1)
-            .read_to_end(&mut bytes)?;
+        file.take(MAX_FILE_LEN as u64 + 1).read_to_end(&mut bytes)?;
         Ok(bytes)
     }
 
@@ -1030,6 +1050,42 @@ mod tests {
         // Unreadable: a directory.
         std::fs::create_dir(&path).unwrap();
         assert_eq!(file.read(), Fault::None);
+    }
+
+    #[test]
+    fn neither_waits_nor_follows_links() {
+        use std::os::unix::fs::symlink;
+        use std::sync::mpsc;
+        use std::time::Duration;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fault");
+        // A FIFO that nobody writes: opening it for reading used to block
+        // the device's thread for good. Read in a thread, to see it end.
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let fifo = path.clone();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut file = FaultFile::new(&fifo);
+            tx.send((file.read(), file.warned.len())).unwrap();
+        });
+        let (fault, warned) = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("reading a FIFO blocks");
+        assert_eq!((fault, warned), (Fault::None, 1));
+
+        // A symbolic link to a file that says "drop": not followed.
+        std::fs::remove_file(&path).unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, "drop").unwrap();
+        symlink(&target, &path).unwrap();
+        let mut file = FaultFile::new(&path);
+        assert_eq!(file.read(), Fault::None);
+        assert_eq!(file.read(), Fault::None);
+        assert_eq!(file.warned.len(), 1, "warned about once");
+        std::fs::remove_file(&path).unwrap();
+        std::fs::rename(&target, &path).unwrap();
+        assert_eq!(file.read(), Fault::Drop);
     }
 
     #[test]
