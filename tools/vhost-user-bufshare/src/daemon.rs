@@ -136,7 +136,8 @@ impl Config {
 
     /// Checks that the configuration holds together: at least one guest,
     /// names that are names, no two guests with the same name or socket,
-    /// properties that consumers can take.
+    /// at most 65536 bytes of properties (what consumers take, and a
+    /// bound on the commands the device reads).
     pub fn check(&self) -> Result<(), Error> {
         if self.guests.is_empty() {
             return Err(Error::Config(String::from("no guest to serve")));
@@ -163,10 +164,12 @@ impl Config {
                 )));
             }
         }
-        if self.consumer.is_some() && self.limits.max_props_size as usize > MAX_PROPS_SIZE {
+        // With or without consumers: the device reads commands of up to
+        // that many bytes of properties, and a guest could have it
+        // allocate gigabytes per command.
+        if self.limits.max_props_size as usize > MAX_PROPS_SIZE {
             return Err(Error::Config(format!(
-                "consumers take at most {MAX_PROPS_SIZE} bytes of properties: \
-                 lower --max-props-size"
+                "--max-props-size may be at most {MAX_PROPS_SIZE}, what consumers take"
             )));
         }
         Ok(())

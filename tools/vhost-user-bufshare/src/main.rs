@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::thread;
 
 use bufshare_consumer::props::is_name;
+use bufshare_consumer::wire::MAX_PROPS_SIZE;
 use clap::{ArgGroup, Parser};
 use log::{error, info};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -56,8 +57,9 @@ struct BufshareArgs {
     #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1..))]
     max_ranges: u32,
 
-    /// Largest size, in bytes, of one buffer's properties.
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Largest size, in bytes, of one buffer's properties (at most 65536).
+    #[arg(long, default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..=MAX_PROPS_SIZE as i64))]
     max_props_size: u32,
 
     /// Largest number of buffers registered at a time.
@@ -427,5 +429,14 @@ mod tests {
             "4294967296"
         ])
         .is_err());
+        // Properties: up to what consumers take, which also bounds the
+        // commands the device reads.
+        let props = |size: &str| {
+            BufshareArgs::try_parse_from(["prog", "--socket-path", "s", "--max-props-size", size])
+        };
+        assert_eq!(props("65536").unwrap().max_props_size, 65536);
+        for bad in ["65537", "4294967295", "0"] {
+            assert!(props(bad).is_err(), "{bad}");
+        }
     }
 }

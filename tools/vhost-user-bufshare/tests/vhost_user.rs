@@ -960,22 +960,28 @@ fn consumers_get_the_guests_buffers() {
 }
 
 #[test]
-fn consumers_take_limited_properties() {
+fn properties_are_limited() {
     let dir = tempfile::tempdir().unwrap();
     let path = socket_path(&dir);
     let consumer_path = dir.path().join("consumer.sock");
-    let config = Config {
-        consumer: Some(consumer_config(&consumer_path)),
-        limits: Limits {
-            max_props_size: 65537,
-            ..Limits::default()
-        },
-        ..config(&path, true)
-    };
-    let e = serve(&config, &Shutdown::new().unwrap()).unwrap_err();
-    assert!(e.to_string().contains("--max-props-size"), "{e}");
-    assert!(!consumer_path.exists());
-    assert!(!path.exists());
+    // With consumers or without: the device would read commands of up to
+    // 4 GiB.
+    for consumer in [Some(consumer_config(&consumer_path)), None] {
+        for max_props_size in [65537, u32::MAX] {
+            let config = Config {
+                consumer: consumer.clone(),
+                limits: Limits {
+                    max_props_size,
+                    ..Limits::default()
+                },
+                ..config(&path, true)
+            };
+            let e = serve(&config, &Shutdown::new().unwrap()).unwrap_err();
+            assert!(e.to_string().contains("--max-props-size"), "{e}");
+            assert!(!consumer_path.exists());
+            assert!(!path.exists());
+        }
+    }
 }
 
 #[test]
