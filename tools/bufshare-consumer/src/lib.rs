@@ -24,7 +24,7 @@ mod test_support;
 
 pub use client::{Client, Error};
 pub use map::MappedBuffer;
-pub use props::{Properties, Property, PropsError};
+pub use props::{escape_controls, Properties, Property, PropsError};
 pub use wire::{
     Add, ByteRange, ErrorCode, ErrorMessage, Event, Memory, MemoryForm, Message, PropertiesChanged,
     Rect, Remove, Reset, ResetReason, Segment, Update, Welcome, WireError, ALL_APPLICATIONS,

@@ -28,10 +28,54 @@ pub struct Property {
 }
 
 impl fmt::Display for Property {
-    /// `name=value`, with the value's bytes that are not UTF-8 replaced.
+    /// `name=value`, fit for a terminal: the value's control characters
+    /// escaped ([`escape_controls`]), then its bytes that are not UTF-8
+    /// replaced.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}={}", self.name, String::from_utf8_lossy(&self.value))
+        let value = escape_controls(&self.value, b"");
+        write!(f, "{}={}", self.name, String::from_utf8_lossy(&value))
     }
+}
+
+/// `text` made fit to print on a terminal, which would act on control
+/// characters rather than show them: every control character, as the
+/// bytes that encode it (`\xNN` each), and `\` (as `\\`, so that the
+/// result reads back unambiguously). Control characters are C0 (below
+/// 0x20) but the bytes of `keep` (say TAB and newline, where they are
+/// structure), DEL (0x7f), and C1: U+0080 to U+009F encoded in UTF-8
+/// (`\xc2\x80` to `\xc2\x9f`), and the raw bytes 0x80 to 0x9f outside a
+/// UTF-8 sequence, which 8-bit terminals take as C1 controls (0x9b is
+/// CSI). Everything else, the rest of UTF-8 and other bytes that are not
+/// UTF-8, is kept as it is.
+///
+/// Property values may hold C1 controls (the device's rule only forbids
+/// C0 and DEL); the host tools print them through this.
+pub fn escape_controls(text: &[u8], keep: &[u8]) -> Vec<u8> {
+    fn hex(out: &mut Vec<u8>, byte: u8) {
+        out.extend_from_slice(format!("\\x{byte:02x}").as_bytes());
+    }
+    let mut out = Vec::with_capacity(text.len());
+    for chunk in text.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            let mut buf = [0; 4];
+            let bytes = c.encode_utf8(&mut buf).as_bytes();
+            if c == '\\' {
+                out.extend_from_slice(b"\\\\");
+            } else if c.is_control() && !(c.is_ascii() && keep.contains(&(c as u8))) {
+                bytes.iter().for_each(|&b| hex(&mut out, b));
+            } else {
+                out.extend_from_slice(bytes);
+            }
+        }
+        for &b in chunk.invalid() {
+            if b <= 0x9f {
+                hex(&mut out, b);
+            } else {
+                out.push(b);
+            }
+        }
+    }
+    out
 }
 
 /// The properties of a buffer, in the guest's order.
@@ -163,6 +207,30 @@ mod tests {
     }
 
     #[test]
+    fn controls_are_escaped() {
+        let escape = |text: &[u8]| String::from_utf8(escape_controls(text, b"\t\n")).unwrap();
+        // C1 in UTF-8 (CSI, NEL), raw C1 bytes, C0 and DEL.
+        assert_eq!(
+            escape("a\u{9b}31m\u{85}b".as_bytes()),
+            "a\\xc2\\x9b31m\\xc2\\x85b"
+        );
+        assert_eq!(escape(b"\x9b2J\x80\x9f"), "\\x9b2J\\x80\\x9f");
+        assert_eq!(escape(b"\x1b[2J\x7f\r\0"), "\\x1b[2J\\x7f\\x0d\\x00");
+        // What is kept: structure, text, other bytes, and the backslash
+        // made unambiguous.
+        assert_eq!(escape(b"id=1\n\tv=x\n"), "id=1\n\tv=x\n");
+        assert_eq!(escape("é€ \u{a0}~".as_bytes()), "é€ \u{a0}~");
+        assert_eq!(escape(b"a\\x9b"), "a\\\\x9b");
+        assert_eq!(escape_controls(b"\xa0\xff\xc3", b""), b"\xa0\xff\xc3");
+        assert_eq!(escape_controls(b"\t", b""), b"\\x09");
+        // A C1 byte that ends a truncated UTF-8 sequence.
+        assert_eq!(escape_controls(b"\xe2\x82", b""), b"\xe2\\x82");
+        // Property values may hold C1 controls; printing them escapes them.
+        let props = Properties::parse("t=\u{9b}1m\0".as_bytes()).unwrap();
+        assert_eq!(props.iter().next().unwrap().to_string(), "t=\\xc2\\x9b1m");
+    }
+
+    #[test]
     fn round_trip() {
         let bytes = b"width=640\0height=480\0empty=\0v= ~\x80\xff\0eq=a=b\0";
         let props = Properties::parse(bytes).unwrap();
@@ -176,7 +244,7 @@ mod tests {
         assert_eq!(props.get("missing"), None);
         assert_eq!(
             props.iter().nth(3).unwrap().to_string(),
-            "v= ~\u{fffd}\u{fffd}"
+            "v= ~\\x80\u{fffd}"
         );
         assert!(Properties::parse(b"").unwrap().is_empty());
         let pairs = Properties::from_pairs([("a", &b"1"[..]), ("b", b"")]).unwrap();

@@ -22,24 +22,30 @@
 //!
 //! `P` is the buffer's properties, `name=value` in the guest's order,
 //! separated by commas, or `-` when there are none; white space and commas
-//! in values are replaced by `_`, bytes that are not UTF-8 by U+FFFD. In
-//! ERROR's text and FRAME's path, white space is replaced by `_`. A CRC-32
+//! in values are replaced by `_`, control characters (C0, DEL and C1, which
+//! values may hold: U+0080 to U+009F) by their UTF-8 bytes as `\xNN`, a
+//! backslash by `\\`, and bytes that are not UTF-8 by U+FFFD. In ERROR's
+//! text and FRAME's path, white space is replaced by `_`. A CRC-32
 //! that could not be computed (the buffer could not be mapped) is `-`.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use bufshare_consumer::{
-    Add, ErrorCode, ErrorMessage, Properties, PropertiesChanged, Remove, Reset, ResetReason,
-    Update, Welcome,
+    escape_controls, Add, ErrorCode, ErrorMessage, Properties, PropertiesChanged, Remove, Reset,
+    ResetReason, Update, Welcome,
 };
 
 use crate::checksum::format_crc32;
 
-/// `value` fit for a field: characters that are white space or commas
-/// become `_` (a property value may hold both; names never do).
+/// `value` fit for a field, and for a terminal: control characters
+/// escaped (C1 ones included, which a property value may hold, and which a
+/// terminal would act on: [`escape_controls`]), then characters that are
+/// white space or commas made `_` (a property value may hold both; names
+/// never do).
 pub fn sanitize(value: &str) -> String {
-    value
+    let escaped = escape_controls(value.as_bytes(), b"");
+    String::from_utf8_lossy(&escaped)
         .chars()
         .map(|c| {
             if c.is_whitespace() || c == ',' {
@@ -243,6 +249,23 @@ mod tests {
             "width=640,name=a_b_c,empty=,eq=a=b,bin=\u{fffd}~"
         );
         assert_eq!(sanitize("a\u{a0}b\u{2003}c"), "a_b_c");
+        // C1 controls (CSI, NEL) reach no terminal.
+        assert_eq!(
+            props(&props_of("t=\u{9b}2J\u{85}x\\\0".as_bytes())),
+            "t=\\xc2\\x9b2J\\xc2\\x85x\\\\"
+        );
+        assert_eq!(
+            verify(
+                "g",
+                1,
+                2,
+                &Verdict::Mismatch {
+                    expected: "\u{9b}0m".into(),
+                    actual: 0
+                }
+            ),
+            "VERIFY guest=g id=1 seqno=2 mismatch expected=\\xc2\\x9b0m actual=00000000"
+        );
     }
 
     #[test]

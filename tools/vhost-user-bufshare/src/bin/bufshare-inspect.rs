@@ -20,6 +20,7 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use bufshare_consumer::escape_controls;
 use clap::{Parser, Subcommand};
 use vhost_user_bufshare::inspect::{Client, ClientError};
 
@@ -111,8 +112,8 @@ fn run(args: Args) -> Result<(), Error> {
             .map_err(Error::Stdout)
     };
     match args.command {
-        Command::List => print(client.list()?),
-        Command::Guests => print(client.guests()?),
+        Command::List => print(escape_listing(&client.list()?)),
+        Command::Guests => print(escape_listing(&client.guests()?)),
         Command::Read { id, offset, len } => {
             let mut stdout = io::BufWriter::new(io::stdout().lock());
             // A failure to write stdout comes as a client I/O error.
@@ -130,6 +131,15 @@ fn run(args: Args) -> Result<(), Error> {
     }
 }
 
+/// A listing made fit for a terminal: property values are the guest's
+/// bytes, which may hold C1 control characters (0x80 to 0x9f, raw or in
+/// UTF-8) that a terminal would act on. Those, any other control character
+/// but the listing's TABs and newlines, and backslashes, are escaped
+/// ([`escape_controls`]).
+fn escape_listing(listing: &[u8]) -> Vec<u8> {
+    escape_controls(listing, b"\t\n")
+}
+
 fn main() -> ExitCode {
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -144,6 +154,21 @@ fn main() -> ExitCode {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn listings_are_escaped() {
+        let listing = "id=1 application=a size=4 ranges=1 complete=1 seqno=0\n\
+                       \tt=\u{9b}2J\\\n\tr=\u{e9}\n"
+            .as_bytes()
+            .to_vec();
+        let mut raw = listing.clone();
+        raw.extend_from_slice(b"\tb=\x9b\xe9\n");
+        assert_eq!(
+            escape_listing(&raw),
+            b"id=1 application=a size=4 ranges=1 complete=1 seqno=0\n\
+              \tt=\\xc2\\x9b2J\\\\\n\tr=\xc3\xa9\n\tb=\\x9b\xe9\n"
+        );
+    }
 
     #[test]
     fn cli() {
