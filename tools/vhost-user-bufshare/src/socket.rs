@@ -34,10 +34,25 @@ pub enum ListenError {
 /// Binds a non-blocking listening socket at `path` with `mode` (a stale
 /// socket there is replaced; any other file is an error).
 ///
-/// The socket is made under a temporary name in the same directory, given
-/// its mode and then renamed to `path`, so that it is never reachable with
-/// other modes.
+/// The socket is made in a private directory (mode 0700) made beside
+/// `path`, given its mode there and then renamed to `path`, so that it is
+/// never reachable with other modes. The directory is used through a
+/// descriptor (`/proc/self/fd/N`), never by its path: whoever else may
+/// write in `path`'s directory can rename it or put symbolic links in its
+/// place, but cannot make the backend chmod anything but its own socket
+/// (which a chmod of a temporary name by path allowed).
 pub fn listen(path: &Path, mode: u32) -> Result<UnixListener, ListenError> {
+    listen_with(path, mode, |_| {})
+}
+
+/// [`listen`], calling `after_bind` with the directory of `path` once the
+/// socket is bound, before it is given its mode (for tests, which play
+/// someone else there).
+fn listen_with(
+    path: &Path,
+    mode: u32,
+    after_bind: impl FnOnce(&Path),
+) -> Result<UnixListener, ListenError> {
     let err = |e| ListenError::Io(path.to_path_buf(), e);
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => fs::remove_file(path).map_err(err)?,
@@ -51,21 +66,75 @@ pub fn listen(path: &Path, mode: u32) -> Result<UnixListener, ListenError> {
             "not a file name",
         ))
     })?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    // A leftover of an earlier run with the same pid.
-    let _ = fs::remove_file(&tmp);
-    let listener = UnixListener::bind(&tmp).map_err(err)?;
-    let made = fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
-        .and_then(|()| fs::rename(&tmp, path))
-        .and_then(|()| listener.set_nonblocking(true));
-    if let Err(e) = made {
-        let _ = fs::remove_file(&tmp);
-        return Err(err(e));
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let (dir_path, dir) = private_dir(parent, name).map_err(err)?;
+    // The socket's name in the directory, and its path through the
+    // directory's descriptor (short, whatever `path`'s length).
+    const INNER: &str = "s";
+    let inner = PathBuf::from(format!("/proc/self/fd/{}/{INNER}", dir.as_raw_fd()));
+    let made = UnixListener::bind(&inner).and_then(|listener| {
+        after_bind(parent);
+        // `inner` is in the private directory: nobody else can have put
+        // anything in its place.
+        fs::set_permissions(&inner, fs::Permissions::from_mode(mode))?;
+        nix::fcntl::renameat(&dir, INNER, nix::fcntl::AT_FDCWD, path)?;
+        listener.set_nonblocking(true)?;
+        Ok(listener)
+    });
+    if made.is_err() {
+        let _ = nix::unistd::unlinkat(&dir, INNER, nix::unistd::UnlinkatFlags::NoRemoveDir);
     }
-    Ok(listener)
+    // Empty now. Should someone have put something else at its path, that
+    // is theirs, not removed (it is not empty) and it does not matter.
+    if let Err(e) = fs::remove_dir(&dir_path) {
+        debug!("cannot remove {}: {e}", dir_path.display());
+    }
+    made.map_err(err)
+}
+
+/// Makes a directory of mode 0700 in `parent`, of a name of its own made of
+/// `name`, and opens it (not through a symbolic link); returns its path
+/// and the open directory, checked to be this process's and private.
+fn private_dir(parent: &Path, name: &std::ffi::OsStr) -> io::Result<(PathBuf, fs::File)> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+
+    for _ in 0..16 {
+        let mut dir_name = std::ffi::OsString::from(".");
+        dir_name.push(name);
+        dir_name.push(format!(
+            ".{}.{}.d",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let dir_path = parent.join(dir_name);
+        match fs::DirBuilder::new().mode(0o700).create(&dir_path) {
+            Ok(()) => {}
+            // A leftover of an earlier run, or someone else's: another name.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+        let dir = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(&dir_path)?;
+        let meta = dir.metadata()?;
+        if meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o077 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{} is not private", dir_path.display()),
+            ));
+        }
+        return Ok((dir_path, dir));
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "no free name for a private directory",
+    ))
 }
 
 /// What a [`ListenPoll`] woke up for.
@@ -235,6 +304,84 @@ mod tests {
         let listener = listen(&path, 0o600).unwrap();
         let stop = EventFd::new(EFD_NONBLOCK).unwrap();
         (dir, path, listener, stop)
+    }
+
+    #[test]
+    fn listen_gives_the_mode_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        // A path longer than sun_path (108 bytes) is fine: the socket is
+        // bound through a short one.
+        let long = "d".repeat(100);
+        std::fs::create_dir(dir.path().join(&long)).unwrap();
+        for (path, mode) in [
+            (dir.path().join("a.sock"), 0o600),
+            (dir.path().join(&long).join("b.sock"), 0o660),
+        ] {
+            let _listener = listen(&path, mode).unwrap();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            assert!(meta.file_type().is_socket());
+            assert_eq!(meta.permissions().mode() & 0o777, mode);
+            if path.as_os_str().len() < 108 {
+                UnixStream::connect(&path).unwrap();
+            }
+            let parent = path.parent().unwrap();
+            let names: Vec<_> = std::fs::read_dir(parent)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .filter(|n| n.to_string_lossy().starts_with('.'))
+                .collect();
+            assert!(names.is_empty(), "{names:?}");
+        }
+        // Something else at the path: refused.
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        assert!(matches!(
+            listen(&file, 0o600),
+            Err(ListenError::NotASocket(_))
+        ));
+    }
+
+    #[test]
+    fn nobody_else_makes_it_chmod_something_else() {
+        use std::os::unix::fs::symlink;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sock");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "").unwrap();
+        std::fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).unwrap();
+        // Someone who may write in the directory, once the socket is bound:
+        // every temporary entry there is moved away and replaced by a
+        // symbolic link to the victim (for a directory, a directory of
+        // such links).
+        let listener = listen_with(&path, 0o666, |parent| {
+            for entry in std::fs::read_dir(parent).unwrap() {
+                let entry = entry.unwrap();
+                let name = entry.file_name();
+                if !name.to_string_lossy().starts_with('.') {
+                    continue;
+                }
+                let old = entry.path();
+                let mut moved = name.clone();
+                moved.push(".moved");
+                std::fs::rename(&old, parent.join(moved)).unwrap();
+                if entry.file_type().unwrap().is_dir() {
+                    std::fs::create_dir(&old).unwrap();
+                    symlink(&victim, old.join("s")).unwrap();
+                } else {
+                    symlink(&victim, &old).unwrap();
+                }
+            }
+        })
+        .unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&victim), 0o600, "the victim was chmodded");
+        assert!(std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_socket());
+        assert_eq!(mode(&path), 0o666);
+        drop(listener);
     }
 
     #[test]
