@@ -28,6 +28,7 @@ use vmm_sys_util::event::{
 use crate::buffers::SharedState;
 use crate::device::{BufshareDevice, Limits};
 use crate::fault::{Fault, FaultFile};
+use crate::{guest_error, guest_warn};
 
 /// Largest size of the command virtqueue.
 pub const QUEUE_SIZE: usize = 256;
@@ -132,7 +133,7 @@ impl VhostUserBufshareBackend {
             // retry once (a chain may have just come), then give up.
             idle_rounds = if served == 0 { idle_rounds + 1 } else { 0 };
             if idle_rounds > 1 {
-                error!("the available ring announces chains that cannot be read");
+                guest_error!("the available ring announces chains that cannot be read");
                 return Ok(());
             }
         }
@@ -166,7 +167,7 @@ impl VhostUserBufshareBackend {
             }
             let len = self.process_chain(&mem, chain, fault);
             if let Err(e) = vring.add_used(head, len) {
-                error!("cannot return descriptor chain {head} to the driver: {e}");
+                guest_error!("cannot return descriptor chain {head} to the driver: {e}");
             }
             returned += 1;
         }
@@ -178,7 +179,7 @@ impl VhostUserBufshareBackend {
             Ok(false) => {}
             Ok(true) => signal(vring),
             Err(e) => {
-                error!("cannot read used_event, notifying anyway: {e}");
+                guest_error!("cannot read used_event, notifying anyway: {e}");
                 signal(vring);
             }
         }
@@ -212,14 +213,14 @@ impl VhostUserBufshareBackend {
         let mut reader = match Reader::new(mem, chain.clone()) {
             Ok(reader) => reader,
             Err(e) => {
-                error!("chain {head}: bad device-readable descriptors: {e}");
+                guest_error!("chain {head}: bad device-readable descriptors: {e}");
                 return 0;
             }
         };
         let mut writer = match Writer::new(mem, chain.clone()) {
             Ok(writer) => writer,
             Err(e) => {
-                error!("chain {head}: bad device-writable descriptors: {e}");
+                guest_error!("chain {head}: bad device-writable descriptors: {e}");
                 return 0;
             }
         };
@@ -231,17 +232,19 @@ impl VhostUserBufshareBackend {
             .min(self.device.max_command_size().saturating_add(1));
         let mut request = vec![0u8; len];
         if let Err(e) = reader.read_exact(&mut request) {
-            error!("chain {head}: cannot read the command: {e}");
+            guest_error!("chain {head}: cannot read the command: {e}");
             return 0;
         }
 
         let writable = writer.available_bytes();
         let Some(answer) = answer(&mut self.device, fault, &request, writable) else {
-            error!("chain {head}: only {writable} device-writable bytes, no room for an answer");
+            guest_error!(
+                "chain {head}: only {writable} device-writable bytes, no room for an answer"
+            );
             return 0;
         };
         if let Err(e) = writer.write_all(&answer) {
-            error!("chain {head}: cannot write the answer: {e}");
+            guest_error!("chain {head}: cannot write the answer: {e}");
         }
         fault.used_len(writer.bytes_written(), writable)
     }
@@ -327,7 +330,7 @@ impl VhostUserBackendMut for VhostUserBufshareBackend {
     }
 
     fn set_config(&mut self, offset: u32, buf: &[u8]) -> io::Result<()> {
-        warn!(
+        guest_warn!(
             "refused a write of {} bytes at {offset} to the configuration space",
             buf.len()
         );
@@ -380,7 +383,7 @@ impl VhostUserBackendMut for VhostUserBufshareBackend {
         // Errors of a broken ring are the driver's: log them and keep the
         // worker thread alive, so that a device reset can repair things.
         if let Err(e) = self.process_queue(vring) {
-            error!("command queue: {e}");
+            guest_error!("command queue: {e}");
         }
         Ok(())
     }

@@ -42,6 +42,8 @@ use bufshare_uapi::{
     VIRTIO_BUFSHARE_VERSION,
 };
 use log::{debug, info, warn};
+
+use crate::guest_warn;
 use vm_memory::{ByteValued, GuestMemoryAtomic, GuestMemoryMmap};
 
 use crate::buffers::{ResetReason, SharedState};
@@ -300,7 +302,7 @@ impl BufshareDevice {
             }
         };
         if answer.len() > writable {
-            warn!(
+            guest_warn!(
                 "answer of {} bytes does not fit in {writable} writable bytes",
                 answer.len()
             );
@@ -331,7 +333,7 @@ impl BufshareDevice {
     /// so.
     fn begin(&mut self, request: &[u8], writable: usize) -> bool {
         if writable < RESP_HDR_SIZE {
-            warn!(
+            guest_warn!(
                 "command of {} bytes dropped: {writable} writable bytes cannot hold an answer",
                 request.len()
             );
@@ -347,11 +349,11 @@ impl BufshareDevice {
     fn execute(&mut self, request: &[u8]) -> Result<Vec<u8>, u32> {
         let max = self.max_command_size();
         if request.len() > max {
-            warn!("command longer than {max} bytes");
+            guest_warn!("command longer than {max} bytes");
             return Err(VIRTIO_BUFSHARE_S_INVALID);
         }
         let Some((hdr, payload)) = read_obj::<VirtioBufshareCmdHdr>(request) else {
-            warn!(
+            guest_warn!(
                 "command of {} bytes is shorter than its header",
                 request.len()
             );
@@ -359,7 +361,7 @@ impl BufshareDevice {
         };
         let (cmd, flags) = (hdr.type_.to_native(), hdr.flags.to_native());
         if flags != 0 {
-            warn!("command {cmd:#x} with flags {flags:#x}");
+            guest_warn!("command {cmd:#x} with flags {flags:#x}");
             return Err(VIRTIO_BUFSHARE_S_INVALID);
         }
         let buffer_cmd = matches!(
@@ -371,7 +373,7 @@ impl BufshareDevice {
                 | VIRTIO_BUFSHARE_CMD_UNREGISTER
         );
         if buffer_cmd && !self.buffers_enabled {
-            warn!("buffer command {cmd:#x} without VIRTIO_BUFSHARE_F_BUFFERS");
+            guest_warn!("buffer command {cmd:#x} without VIRTIO_BUFSHARE_F_BUFFERS");
             return Err(VIRTIO_BUFSHARE_S_UNSUPPORTED);
         }
         let ok = |()| status_only(VIRTIO_BUFSHARE_S_OK);
@@ -383,7 +385,7 @@ impl BufshareDevice {
             VIRTIO_BUFSHARE_CMD_SET_PROPERTIES => self.set_properties(request).map(ok),
             VIRTIO_BUFSHARE_CMD_UNREGISTER => self.unregister(request).map(ok),
             _ => {
-                warn!("unknown command {cmd:#x}");
+                guest_warn!("unknown command {cmd:#x}");
                 Err(VIRTIO_BUFSHARE_S_UNSUPPORTED)
             }
         }
@@ -391,7 +393,7 @@ impl BufshareDevice {
 
     fn get_info(&self, payload: &[u8]) -> Result<Vec<u8>, u32> {
         if !payload.is_empty() {
-            warn!("GET_INFO with {} trailing bytes", payload.len());
+            guest_warn!("GET_INFO with {} trailing bytes", payload.len());
             return Err(VIRTIO_BUFSHARE_S_INVALID);
         }
         let info = VirtioBufshareRespInfo {
@@ -577,6 +579,23 @@ mod tests {
             assert_ne!(status_of(&answer), VIRTIO_BUFSHARE_S_DEVICE_ERROR);
         }
         assert_eq!(dev.num_commands(), cases.len() as u64);
+    }
+
+    #[test]
+    fn refusals_are_logged_within_a_rate_limit() {
+        use crate::ratelimit::{guest_totals, BURST};
+
+        let mut dev = BufshareDevice::new(Limits::default());
+        let before = guest_totals();
+        for i in 0..1000u32 {
+            let answer = dev.process(&cmd(0x1000 + i, 0), INFO_SIZE).unwrap();
+            assert_eq!(status_of(&answer), VIRTIO_BUFSHARE_S_UNSUPPORTED);
+            dev.process(&cmd(VIRTIO_BUFSHARE_CMD_GET_INFO, 1), INFO_SIZE)
+                .unwrap();
+        }
+        let (logged, held_back) = guest_totals();
+        assert!(logged - before.0 <= u64::from(BURST), "{logged} logged");
+        assert!(held_back - before.1 >= 2000 - u64::from(BURST));
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //!   space, the command virtqueue);
 //! * [`daemon`]: the serving loop of the `vhost-user-bufshare` program;
 //! * [`fault`]: fault injection, to test the guest driver against a device
-//!   that misbehaves.
+//!   that misbehaves;
+//! * [`ratelimit`]: what guests make the backend log, rate-limited.
 
 pub mod backend;
 pub mod buffers;
@@ -23,4 +24,5 @@ pub mod device;
 pub mod fault;
 pub mod inspect;
 pub mod props;
+pub mod ratelimit;
 pub mod socket;

@@ -610,7 +610,7 @@ impl GuestEvents {
 fn properties_of(buffer: &Buffer) -> Option<Properties> {
     let size = buffer.props.wire_len();
     if size > MAX_PROPS_SIZE {
-        warn!(
+        crate::guest_warn!(
             "buffer {}: {size} bytes of properties, more than consumers take ({MAX_PROPS_SIZE})",
             buffer.id
         );
@@ -624,9 +624,10 @@ impl TableObserver for GuestEvents {
         let export = match Export::new(buffer, mem) {
             Ok(export) => Arc::new(export),
             Err(e) => {
-                warn!(
+                crate::guest_warn!(
                     "guest {} buffer {}: not handed to consumers: {e}",
-                    self.name, buffer.id
+                    self.name,
+                    buffer.id
                 );
                 return;
             }

@@ -25,7 +25,7 @@ use bufshare_uapi::{
     VIRTIO_BUFSHARE_S_NO_BUFFER, VIRTIO_BUFSHARE_S_NO_SPACE, VIRTIO_BUFSHARE_UPDATE_F_RANGE,
     VIRTIO_BUFSHARE_UPDATE_F_RECT,
 };
-use log::{debug, warn};
+use log::debug;
 use vm_memory::GuestMemoryMmap;
 
 use super::{read_obj, BufshareDevice};
@@ -34,9 +34,10 @@ use crate::props::{parse_application, parse_properties};
 
 const RANGE_SIZE: u64 = size_of::<VirtioBufshareRange>() as u64;
 
-/// Logs why a command is refused, and returns `status`.
+/// Logs why a command is refused (rate-limited: the guest decides how
+/// often), and returns `status`.
 fn refuse(status: u32, why: fmt::Arguments<'_>) -> u32 {
-    warn!("{why}");
+    crate::guest_warn!("{why}");
     status
 }
 
@@ -284,7 +285,7 @@ impl BufshareDevice {
         }
         let id = cmd.buffer_id.to_native();
         if self.state.lock().buffers.remove_incomplete(id) {
-            warn!("ADD_RANGES {id}: incomplete buffer dropped");
+            crate::guest_warn!("ADD_RANGES {id}: incomplete buffer dropped");
         }
     }
 
