@@ -198,6 +198,8 @@ struct QueueState {
     /// The buffers of each guest whose ADD was taken, and whose REMOVE or
     /// RESET was not.
     held: HashMap<Arc<str>, HashSet<u64>>,
+    /// The buffers of each guest whose ADD is queued.
+    adds: HashMap<Arc<str>, HashSet<u64>>,
     /// The error that ends the connection at once, dropping what is
     /// queued, once there is one.
     end: Option<ErrorMessage>,
@@ -208,27 +210,45 @@ struct QueueState {
 }
 
 impl QueueState {
-    /// Withdraws the entries `f` picks; returns whether an ADD was among
-    /// them.
-    fn withdraw(&mut self, f: impl Fn(&Item) -> bool) -> bool {
-        let mut add = false;
+    /// Withdraws the entries from the `from`th on that `f` picks.
+    fn withdraw(&mut self, from: usize, f: impl Fn(&Item) -> bool) {
         let mut live = self.live;
+        let adds = &mut self.adds;
+        let mut index = 0;
         self.entries.retain(|e| {
-            if !f(&e.item) {
+            index += 1;
+            if index <= from || !f(&e.item) {
                 return true;
             }
-            add |= matches!(e.item, Item::Add { .. });
+            if let Item::Add { guest, id, .. } = &e.item {
+                if let Some(ids) = adds.get_mut(guest) {
+                    ids.remove(id);
+                }
+            }
             if !e.snapshot {
                 live -= 1;
             }
             false
         });
         self.live = live;
-        add
     }
 
+    /// Whether the consumer took the ADD of buffer `id` of `guest`, and not
+    /// its REMOVE or its guest's RESET.
     fn holds(&self, guest: &str, id: u64) -> bool {
         self.held.get(guest).is_some_and(|ids| ids.contains(&id))
+    }
+
+    /// Whether the ADD of buffer `id` of `guest` is queued.
+    fn add_queued(&self, guest: &str, id: u64) -> bool {
+        self.adds.get(guest).is_some_and(|ids| ids.contains(&id))
+    }
+
+    /// Notes that `item`, an ADD, is queued.
+    fn note_add(&mut self, item: &Item) {
+        if let Item::Add { guest, id, .. } = item {
+            self.adds.entry(Arc::clone(guest)).or_default().insert(*id);
+        }
     }
 }
 
@@ -291,7 +311,9 @@ impl ConsumerQueue {
 
     /// Queues an ADD on subscription, outside the limit.
     fn push_snapshot(&self, item: Item) {
-        lock(&self.state).entries.push_back(Entry {
+        let mut st = lock(&self.state);
+        st.note_add(&item);
+        st.entries.push_back(Entry {
             item,
             snapshot: true,
         });
@@ -302,9 +324,16 @@ impl ConsumerQueue {
     ///
     /// Events that no longer matter are withdrawn first: a REMOVE withdraws
     /// the buffer's ADD if it is still queued, with every event queued for
-    /// the buffer, and is then not queued itself; a RESET withdraws every
-    /// event queued for the guest. A REMOVE or RESET about nothing the
-    /// consumer was given is not queued.
+    /// the buffer after that ADD, and is then not queued itself; a RESET
+    /// withdraws every event queued for the guest. An event about nothing
+    /// the consumer was given or will be given (no ADD taken nor queued) is
+    /// not queued.
+    ///
+    /// Events queued before the ADD are about an earlier buffer with the
+    /// same id, which the consumer holds: they stay. So with buffer 1 held,
+    /// REMOVE 1, ADD 1 (the guest registered it again), then REMOVE 1, the
+    /// consumer still gets the first REMOVE: the second withdraws the second
+    /// ADD, not what came before it.
     pub fn push(&self, item: Item) -> bool {
         let mut st = lock(&self.state);
         if st.end.is_some() || st.closing.is_some() {
@@ -312,28 +341,37 @@ impl ConsumerQueue {
         }
         match &item {
             Item::Remove { guest, id } => {
-                let queued_add = st
-                    .entries
-                    .iter()
-                    .any(|e| matches!(e.item, Item::Add { .. }) && e.item.is_about(guest, *id));
-                if queued_add {
-                    st.withdraw(|i| i.is_about(guest, *id));
+                if st.add_queued(guest, *id) {
+                    let add = st
+                        .entries
+                        .iter()
+                        .rposition(|e| {
+                            matches!(e.item, Item::Add { .. }) && e.item.is_about(guest, *id)
+                        })
+                        .unwrap_or(0);
+                    st.withdraw(add, |i| i.is_about(guest, *id));
                     return true;
                 }
                 if !st.holds(guest, *id) {
                     return true;
                 }
             }
+            Item::Update { guest, id, .. } | Item::Properties { guest, id, .. } => {
+                if !st.add_queued(guest, *id) && !st.holds(guest, *id) {
+                    return true;
+                }
+            }
             Item::Reset { guest, .. } => {
-                st.withdraw(|i| i.guest() == guest);
+                st.withdraw(0, |i| i.guest() == guest);
                 if st.held.get(guest).is_none_or(HashSet::is_empty) {
                     return true;
                 }
             }
-            _ => {}
+            Item::Add { .. } => {}
         }
         if st.live >= self.limit {
             st.entries.clear();
+            st.adds.clear();
             st.live = 0;
             st.end = Some(ErrorMessage::new(
                 ErrorCode::Overflow,
@@ -347,6 +385,7 @@ impl ConsumerQueue {
             self.wake();
             return false;
         }
+        st.note_add(&item);
         st.entries.push_back(Entry {
             item,
             snapshot: false,
@@ -363,6 +402,7 @@ impl ConsumerQueue {
         let mut st = lock(&self.state);
         if st.end.is_none() {
             st.entries.clear();
+            st.adds.clear();
             st.live = 0;
             st.end = Some(error);
         }
@@ -404,6 +444,9 @@ impl ConsumerQueue {
         }
         match &entry.item {
             Item::Add { guest, id, .. } => {
+                if let Some(ids) = st.adds.get_mut(guest) {
+                    ids.remove(id);
+                }
                 st.held.entry(Arc::clone(guest)).or_default().insert(*id);
             }
             Item::Remove { guest, id } => {

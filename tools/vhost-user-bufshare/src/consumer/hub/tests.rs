@@ -433,3 +433,73 @@ fn items_make_valid_messages() {
     assert!(hub.udmabuf().is_none());
     assert_eq!(hub.queue_limit(), 100);
 }
+
+#[test]
+fn remove_of_a_held_buffer_survives_the_id_used_again() {
+    // Found by fuzzing the device with consumer checks: register,
+    // unregister, register and unregister the same id while a consumer
+    // lags; the second REMOVE withdrew the first one with the second ADD,
+    // and the consumer kept using memory the guest had reused.
+    let (mem, _file) = memory();
+    let hub = hub(100);
+    let guest = hub.add_guest("vm0").unwrap();
+    let q = hub.subscribe("q".into(), Applications::All).unwrap();
+    let b = buffer(&mem, 1, "cam");
+    guest.added(&b, Some(&mem));
+    assert_eq!(drain(&q), ["add vm0 1 0"]);
+
+    // The consumer lags: nothing taken from here on.
+    guest.updated(&b, &update(1));
+    guest.removed(&b);
+    guest.added(&b, Some(&mem));
+    guest.updated(&b, &update(1));
+    guest.properties(&b);
+    guest.removed(&b);
+    assert_eq!(drain(&q), ["update vm0 1 1", "remove vm0 1"]);
+
+    // Again, with the second buffer taken before it goes.
+    guest.added(&b, Some(&mem));
+    assert_eq!(drain(&q), ["add vm0 1 0"]);
+    guest.removed(&b);
+    guest.added(&b, Some(&mem));
+    assert_eq!(drain(&q), ["remove vm0 1", "add vm0 1 0"]);
+    // Three times over, lagging all along.
+    for _ in 0..3 {
+        guest.removed(&b);
+        guest.added(&b, Some(&mem));
+    }
+    guest.removed(&b);
+    assert_eq!(drain(&q), ["remove vm0 1"]);
+    // Nothing is held now: a last REMOVE is not sent.
+    guest.added(&b, Some(&mem));
+    guest.removed(&b);
+    assert!(q.is_empty());
+}
+
+#[test]
+fn events_of_buffers_never_given_are_not_queued() {
+    let (mem, _file) = memory();
+    let hub = hub(100);
+    let guest = hub.add_guest("vm0").unwrap();
+    let b = buffer(&mem, 1, "cam");
+    guest.added(&b, Some(&mem));
+    // Subscribed after: gets the ADD on subscription, then its events.
+    let q = hub.subscribe("q".into(), Applications::All).unwrap();
+    guest.updated(&b, &update(3));
+    assert_eq!(drain(&q), ["add vm0 1 0", "update vm0 1 3"]);
+    // The buffer's ADD withdrawn by a RESET: its later events are about a
+    // buffer the consumer never got.
+    guest.reset(ResetReason::DeviceReset);
+    assert_eq!(drain(&q), ["reset vm0 DeviceReset"]);
+    q.push(Item::Update {
+        guest: Arc::from("vm0"),
+        id: 1,
+        info: update(4),
+    });
+    q.push(Item::Properties {
+        guest: Arc::from("vm0"),
+        id: 1,
+        props: Arc::default(),
+    });
+    assert!(q.is_empty());
+}
