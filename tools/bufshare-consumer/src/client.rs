@@ -59,8 +59,11 @@ pub enum Error {
     #[error("unexpected {0} from the backend")]
     Unexpected(MessageType),
     /// The backend answered with a version this crate does not speak.
-    #[error("the backend speaks version {0}, not {VERSION}")]
+    #[error("the backend speaks version {0}, not 1 to {VERSION}")]
     Version(u32),
+    /// The backend sent what the connection's version does not have.
+    #[error("{0}, which version {1} does not have")]
+    NotInVersion(&'static str, u32),
     /// [`Client::next_event`] before [`Client::subscribe`].
     #[error("not subscribed")]
     NotSubscribed,
@@ -148,7 +151,7 @@ impl Client {
             Ok(other) => return Err(self.fail(Error::Unexpected(other.kind()))),
             Err(e) => return Err(self.fail(e)),
         };
-        if welcome.version != VERSION {
+        if !(1..=VERSION).contains(&welcome.version) {
             return Err(self.fail(Error::Version(welcome.version)));
         }
         debug!(
@@ -173,8 +176,12 @@ impl Client {
         if self.welcome.is_none() {
             return Err(Error::NotSubscribed);
         }
+        let version = self.welcome.as_ref().map_or(VERSION, |w| w.version);
         match self.recv() {
-            Ok(Message::Event(event)) => Ok(event),
+            Ok(Message::Event(event)) => match newer_than(&event, version) {
+                Some(what) => Err(self.fail(Error::NotInVersion(what, version))),
+                None => Ok(event),
+            },
             Ok(Message::Error(error)) => Err(self.fail(Error::Ended(error))),
             Ok(other) => Err(self.fail(Error::Unexpected(other.kind()))),
             Err(e) => Err(self.fail(e)),
@@ -190,6 +197,16 @@ impl Client {
             self.broken = true;
         }
         e
+    }
+}
+
+/// What of `event` is newer than `version`, if anything.
+fn newer_than<F>(event: &Event<F>, version: u32) -> Option<&'static str> {
+    match event {
+        Event::Reset(reset) if reset.reason.since_version() > version => {
+            Some("a RESET for an overflow")
+        }
+        _ => None,
     }
 }
 
@@ -319,9 +336,32 @@ mod tests {
     }
 
     #[test]
+    fn versions() {
+        let overflow = || {
+            Message::Event(Event::Reset(Reset {
+                guest: "g".into(),
+                reason: ResetReason::Overflow,
+            }))
+        };
+        // Version 2: RESET OVERFLOW is known.
+        let (mut client, _server) = serve(vec![welcome(2), overflow()]);
+        assert_eq!(client.subscribe(&["a"]).unwrap().version, 2);
+        assert!(matches!(client.next_event().unwrap(), Event::Reset(_)));
+        // A version 1 backend: spoken too, but without it.
+        let (mut client, _server) = serve(vec![welcome(1), remove(), overflow()]);
+        assert_eq!(client.subscribe(&["a"]).unwrap().version, 1);
+        assert!(matches!(client.next_event().unwrap(), Event::Remove(_)));
+        assert!(matches!(
+            client.next_event(),
+            Err(Error::NotInVersion(_, 1))
+        ));
+        assert!(matches!(client.next_event(), Err(Error::Broken)));
+    }
+
+    #[test]
     fn bad_answers() {
-        let (mut client, _server) = serve(vec![welcome(2)]);
-        assert!(matches!(client.subscribe(&["a"]), Err(Error::Version(2))));
+        let (mut client, _server) = serve(vec![welcome(VERSION + 1)]);
+        assert!(matches!(client.subscribe(&["a"]), Err(Error::Version(3))));
         let (mut client, _server) = serve(vec![remove()]);
         assert!(matches!(
             client.subscribe(&["a"]),

@@ -22,8 +22,10 @@ use thiserror::Error as ThisError;
 
 use crate::props::{field_text, is_name, name_field, Properties, PropsError, NAME_LEN};
 
-/// The protocol version this crate speaks.
-pub const VERSION: u32 = 1;
+/// The highest protocol version this crate speaks (it speaks every one
+/// from 1 on: version 2 adds to version 1, see the protocol's
+/// specification).
+pub const VERSION: u32 = 2;
 /// Size of a message header.
 pub const HEADER_SIZE: usize = 8;
 /// Length of the server name field of WELCOME.
@@ -385,6 +387,9 @@ pub enum ResetReason {
     /// The guest went away (VM stopped, or its connection to the backend
     /// ended).
     Disconnected = 2,
+    /// The consumer's queue overflowed with the guest's events (version 2):
+    /// the guest's buffers come again as ADDs.
+    Overflow = 3,
 }
 
 impl ResetReason {
@@ -392,7 +397,16 @@ impl ResetReason {
         match value {
             1 => Some(ResetReason::DeviceReset),
             2 => Some(ResetReason::Disconnected),
+            3 => Some(ResetReason::Overflow),
             _ => None,
+        }
+    }
+
+    /// The first protocol version that has this reason.
+    pub fn since_version(self) -> u32 {
+        match self {
+            ResetReason::DeviceReset | ResetReason::Disconnected => 1,
+            ResetReason::Overflow => 2,
         }
     }
 }

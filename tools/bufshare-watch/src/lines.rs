@@ -12,7 +12,7 @@
 //! UPDATE guest=G id=N seqno=Q range=OFF+LEN|- rect=X,Y,WxH|- crc32=XXXXXXXX
 //! PROPERTIES guest=G id=N props=P
 //! REMOVE guest=G id=N
-//! RESET guest=G reason=DEVICE_RESET|DISCONNECTED
+//! RESET guest=G reason=DEVICE_RESET|DISCONNECTED|OVERFLOW
 //! ERROR code=PROTOCOL|VERSION|DENIED|OVERFLOW|BUSY|SHUTDOWN text=T
 //! FRAME guest=G id=N seqno=Q file=PATH
 //! VERIFY guest=G id=N seqno=Q ok
@@ -105,6 +105,7 @@ pub fn reset_reason_name(reason: ResetReason) -> &'static str {
     match reason {
         ResetReason::DeviceReset => "DEVICE_RESET",
         ResetReason::Disconnected => "DISCONNECTED",
+        ResetReason::Overflow => "OVERFLOW",
     }
 }
 

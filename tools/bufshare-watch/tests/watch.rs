@@ -163,7 +163,7 @@ impl Conn {
 
     fn welcome(&self, memory_form: MemoryForm) {
         let hello = self.hello();
-        assert_eq!(hello.version, 1);
+        assert_eq!(hello.version, bufshare_consumer::VERSION);
         self.send::<BorrowedFd<'_>>(&Message::Welcome(Welcome {
             version: 1,
             memory_form,

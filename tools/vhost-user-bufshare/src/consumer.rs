@@ -416,9 +416,12 @@ fn handshake(
         .access
         .check(uid, gid, &hello.applications)
         .map_err(|e| Refusal::Send(ErrorMessage::new(ErrorCode::Denied, e)))?;
-    let queue = shared.hub.subscribe(who.to_string(), applications)?;
+    let version = hello.version.min(VERSION);
+    let queue = shared
+        .hub
+        .subscribe(who.to_string(), applications, version)?;
     let welcome: Message = Message::Welcome(Welcome {
-        version: hello.version.min(VERSION),
+        version,
         memory_form: shared.hub.memory_form(),
         queue_limit: u32::try_from(shared.hub.queue_limit()).unwrap_or(u32::MAX),
         server: device_name(),

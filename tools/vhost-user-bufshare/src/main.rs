@@ -107,8 +107,8 @@ struct BufshareArgs {
     #[arg(long = "allow", value_name = "UID[:GID]=APPS")]
     allow: Vec<AllowRule>,
 
-    /// Events queued for a consumer before it overflows (and is
-    /// disconnected).
+    /// Events of each guest queued for a consumer before they overflow
+    /// (that guest's buffers are then sent to it again).
     #[arg(long, default_value_t = DEFAULT_QUEUE_LIMIT as u32,
           value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
     consumer_queue: u32,

@@ -998,7 +998,10 @@ fn program_serves_the_consumer_socket() {
         ],
     );
     let mut client = consumer(&consumer_path, &["*"]);
-    assert_eq!(client.welcome().unwrap().version, 1);
+    assert_eq!(
+        client.welcome().unwrap().version,
+        bufshare_consumer::VERSION
+    );
     let mode = std::fs::metadata(&consumer_path)
         .unwrap()
         .permissions()

@@ -200,7 +200,15 @@ fn layouts() {
         out
     };
 
-    let body = [le32(1), le32(0), le32(2), le32(0), name("a"), name("b")].concat();
+    let body = [
+        le32(VERSION),
+        le32(0),
+        le32(2),
+        le32(0),
+        name("a"),
+        name("b"),
+    ]
+    .concat();
     assert_eq!(bytes(&hello(&["a", "b"])), expect(1, 0, body));
 
     let mut server = b"vhost-user-bufshare 0.1.0".to_vec();
@@ -888,7 +896,7 @@ fn remove_and_reset_rejections() {
         );
     }
     let m = reset(ResetReason::DeviceReset);
-    for reason in [0, 3, u32::MAX] {
+    for reason in [0, 4, u32::MAX] {
         assert_eq!(
             mutated(&m, |b| put32(b, 64, reason)),
             Err(out_of_range(MessageType::Reset, "reason", reason.into()))

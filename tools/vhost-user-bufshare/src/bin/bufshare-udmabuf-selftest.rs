@@ -493,7 +493,11 @@ fn welcome_says_dmabuf(fx: &mut Fixture) -> TestResult {
         "WELCOME says {}",
         welcome.memory_form
     );
-    check!(welcome.version == 1, "version {}", welcome.version);
+    check!(
+        welcome.version == bufshare_consumer::VERSION,
+        "version {}",
+        welcome.version
+    );
     Ok(())
 }
 

@@ -12,11 +12,15 @@
 //!
 //! Locks are taken in this order: a guest's state, the hub, a queue.
 //!
-//! A queue holds at most `limit` events besides the ADDs of the buffers
-//! that existed when the consumer subscribed; an event that finds it full
-//! overflows it: everything queued is dropped, the consumer gets ERROR
-//! OVERFLOW and is disconnected. Events that no longer matter are
-//! withdrawn (see [`ConsumerQueue::push`]).
+//! A queue holds at most `limit` events of each guest, besides the ADDs of
+//! the buffers that existed when the consumer subscribed. An event that
+//! finds its guest's share full overflows it: that guest's events are
+//! dropped from the queue, and replaced by a RESET of the guest (if the
+//! consumer holds any of its buffers) and an ADD of each buffer the guest
+//! has now ([`ConsumerQueue::resync`]). The consumer stays connected, and
+//! the other guests' events stay as they are: one guest's traffic never
+//! costs a consumer its connection, nor another guest's events. Events
+//! that no longer matter are withdrawn (see [`ConsumerQueue::push`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -27,8 +31,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bufshare_consumer::props::is_name;
 use bufshare_consumer::wire::MAX_PROPS_SIZE;
 use bufshare_consumer::{
-    Add, ErrorCode, ErrorMessage, Event, MemoryForm, Message, Properties, PropertiesChanged,
-    Remove, Reset, ResetReason, Update,
+    Add, ErrorMessage, Event, MemoryForm, Message, Properties, PropertiesChanged, Remove, Reset,
+    ResetReason, Update,
 };
 use log::{debug, warn};
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -182,19 +186,33 @@ pub enum Next {
     Done,
 }
 
+/// What became of an event given to [`ConsumerQueue::push`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued, or not needed (withdrawn with what it made pointless, or
+    /// about nothing the consumer has).
+    Done,
+    /// Not queued: its guest's share of the queue is full. The hub
+    /// resynchronises the guest ([`ConsumerQueue::resync`]).
+    Overflow,
+    /// The consumer is done with: forget it.
+    Closed,
+}
+
 #[derive(Debug)]
 struct Entry {
     item: Item,
-    /// One of the ADDs queued on subscription, which the limit does not
-    /// count.
+    /// One of the ADDs (and RESETs) queued on subscription or
+    /// resynchronisation, which the limit does not count.
     snapshot: bool,
 }
 
 #[derive(Debug, Default)]
 struct QueueState {
     entries: VecDeque<Entry>,
-    /// Entries that are not from the subscription.
-    live: usize,
+    /// Entries of each guest that are not from a subscription or a
+    /// resynchronisation.
+    live: HashMap<Arc<str>, usize>,
     /// The buffers of each guest whose ADD was taken, and whose REMOVE or
     /// RESET was not.
     held: HashMap<Arc<str>, HashSet<u64>>,
@@ -212,7 +230,7 @@ struct QueueState {
 impl QueueState {
     /// Withdraws the entries from the `from`th on that `f` picks.
     fn withdraw(&mut self, from: usize, f: impl Fn(&Item) -> bool) {
-        let mut live = self.live;
+        let live = &mut self.live;
         let adds = &mut self.adds;
         let mut index = 0;
         self.entries.retain(|e| {
@@ -226,11 +244,17 @@ impl QueueState {
                 }
             }
             if !e.snapshot {
-                live -= 1;
+                if let Some(n) = live.get_mut(e.item.guest()) {
+                    *n -= 1;
+                }
             }
             false
         });
-        self.live = live;
+    }
+
+    /// Live entries of `guest`.
+    fn live(&self, guest: &str) -> usize {
+        self.live.get(guest).copied().unwrap_or(0)
     }
 
     /// Whether the consumer took the ADD of buffer `id` of `guest`, and not
@@ -256,6 +280,8 @@ impl QueueState {
 pub struct ConsumerQueue {
     who: String,
     applications: Applications,
+    /// The protocol version the connection speaks.
+    version: u32,
     limit: usize,
     state: Mutex<QueueState>,
     wake: EventFd,
@@ -272,10 +298,16 @@ impl fmt::Debug for ConsumerQueue {
 }
 
 impl ConsumerQueue {
-    fn new(who: String, applications: Applications, limit: usize) -> io::Result<Self> {
+    fn new(
+        who: String,
+        applications: Applications,
+        version: u32,
+        limit: usize,
+    ) -> io::Result<Self> {
         Ok(Self {
             who,
             applications,
+            version,
             limit,
             state: Mutex::new(QueueState::default()),
             wake: EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?,
@@ -290,6 +322,11 @@ impl ConsumerQueue {
     /// What it subscribed to.
     pub fn applications(&self) -> &Applications {
         &self.applications
+    }
+
+    /// The protocol version its connection speaks.
+    pub fn version(&self) -> u32 {
+        self.version
     }
 
     fn wake(&self) {
@@ -319,8 +356,9 @@ impl ConsumerQueue {
         });
     }
 
-    /// Queues a live event; returns `false` if the consumer is done with
-    /// (it overflowed now or earlier), so that the hub forgets it.
+    /// Queues a live event; says if the consumer is done with, so that the
+    /// hub forgets it, or if the event's guest overflowed its share (the
+    /// event is then not queued: the hub resynchronises the guest).
     ///
     /// Events that no longer matter are withdrawn first: a REMOVE withdraws
     /// the buffer's ADD if it is still queued, with every event queued for
@@ -334,10 +372,10 @@ impl ConsumerQueue {
     /// REMOVE 1, ADD 1 (the guest registered it again), then REMOVE 1, the
     /// consumer still gets the first REMOVE: the second withdraws the second
     /// ADD, not what came before it.
-    pub fn push(&self, item: Item) -> bool {
+    pub fn push(&self, item: Item) -> Pushed {
         let mut st = lock(&self.state);
         if st.end.is_some() || st.closing.is_some() {
-            return false;
+            return Pushed::Closed;
         }
         match &item {
             Item::Remove { guest, id } => {
@@ -350,50 +388,82 @@ impl ConsumerQueue {
                         })
                         .unwrap_or(0);
                     st.withdraw(add, |i| i.is_about(guest, *id));
-                    return true;
+                    return Pushed::Done;
                 }
                 if !st.holds(guest, *id) {
-                    return true;
+                    return Pushed::Done;
                 }
             }
             Item::Update { guest, id, .. } | Item::Properties { guest, id, .. } => {
                 if !st.add_queued(guest, *id) && !st.holds(guest, *id) {
-                    return true;
+                    return Pushed::Done;
                 }
             }
             Item::Reset { guest, .. } => {
                 st.withdraw(0, |i| i.guest() == guest);
                 if st.held.get(guest).is_none_or(HashSet::is_empty) {
-                    return true;
+                    return Pushed::Done;
                 }
             }
             Item::Add { .. } => {}
         }
-        if st.live >= self.limit {
-            st.entries.clear();
-            st.adds.clear();
-            st.live = 0;
-            st.end = Some(ErrorMessage::new(
-                ErrorCode::Overflow,
-                format!(
-                    "more than {} events waiting: disconnected; connect again to get the buffers as they are",
-                    self.limit
-                ),
-            ));
-            drop(st);
-            warn!("consumer {}: queue overflow, disconnecting it", self.who);
-            self.wake();
-            return false;
+        if st.live(item.guest()) >= self.limit {
+            return Pushed::Overflow;
         }
+        *st.live.entry(Arc::clone(item.guest())).or_default() += 1;
         st.note_add(&item);
         st.entries.push_back(Entry {
             item,
             snapshot: false,
         });
-        st.live += 1;
         drop(st);
         self.wake();
-        true
+        Pushed::Done
+    }
+
+    /// Resynchronises `guest` after it overflowed its share of the queue:
+    /// withdraws every event of the guest, queues a RESET of it (reason
+    /// OVERFLOW; DISCONNECTED for a version 1 connection, which has no
+    /// OVERFLOW) if the consumer holds any of its buffers, then `adds`, an
+    /// ADD of each of the guest's buffers the consumer subscribed to, as
+    /// they are now. None of them counts against the limit. The other
+    /// guests' events stay as they are.
+    pub fn resync(&self, guest: &Arc<str>, adds: Vec<Item>) {
+        let mut st = lock(&self.state);
+        if st.end.is_some() || st.closing.is_some() {
+            return;
+        }
+        st.withdraw(0, |i| i.guest() == guest);
+        st.live.remove(guest);
+        if st.held.get(guest).is_some_and(|ids| !ids.is_empty()) {
+            let reason = if self.version >= 2 {
+                ResetReason::Overflow
+            } else {
+                ResetReason::Disconnected
+            };
+            st.entries.push_back(Entry {
+                item: Item::Reset {
+                    guest: Arc::clone(guest),
+                    reason,
+                },
+                snapshot: true,
+            });
+        }
+        for item in adds {
+            st.note_add(&item);
+            st.entries.push_back(Entry {
+                item,
+                snapshot: true,
+            });
+        }
+        drop(st);
+        crate::guest_warn!(
+            "consumer {}: more than {} events of guest {guest} waiting: its events \
+             dropped, the guest's buffers sent again",
+            self.who,
+            self.limit
+        );
+        self.wake();
     }
 
     /// Drops everything queued: the consumer gets `error` and is
@@ -403,7 +473,7 @@ impl ConsumerQueue {
         if st.end.is_none() {
             st.entries.clear();
             st.adds.clear();
-            st.live = 0;
+            st.live.clear();
             st.end = Some(error);
         }
         drop(st);
@@ -440,7 +510,9 @@ impl ConsumerQueue {
             return Next::Idle;
         };
         if !entry.snapshot {
-            st.live -= 1;
+            if let Some(n) = st.live.get_mut(entry.item.guest()) {
+                *n -= 1;
+            }
         }
         match &entry.item {
             Item::Add { guest, id, .. } => {
@@ -483,6 +555,21 @@ struct Announced {
     export: Arc<Export>,
 }
 
+impl Announced {
+    /// Its ADD, as buffer `id` of `guest`.
+    fn add(&self, guest: &Arc<str>, id: u64) -> Item {
+        Item::Add {
+            guest: Arc::clone(guest),
+            id,
+            application: Arc::clone(&self.application),
+            size: self.size,
+            seqno: self.seqno,
+            props: Arc::clone(&self.props),
+            export: Arc::clone(&self.export),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct HubInner {
     /// The buffers of each guest that were handed over.
@@ -492,14 +579,44 @@ struct HubInner {
 
 impl HubInner {
     /// Queues `item` for every consumer that wants it: those subscribed to
-    /// `application`, or every one for `None`; forgets the consumers that
-    /// are done with.
+    /// `application`, or every one for `None`; resynchronises its guest
+    /// for those whose share of the queue it overflows; forgets the
+    /// consumers that are done with.
     fn dispatch(&mut self, application: Option<&str>, item: &Item) {
+        let guests = &self.guests;
         self.consumers.retain(|queue| {
             let wanted = application.is_none_or(|app| queue.applications.contains(app));
-            !wanted || queue.push(item.clone())
+            if !wanted {
+                return true;
+            }
+            match queue.push(item.clone()) {
+                Pushed::Done => true,
+                Pushed::Overflow => {
+                    let guest = item.guest();
+                    queue.resync(guest, adds_of(guests, guest, &queue.applications));
+                    true
+                }
+                Pushed::Closed => false,
+            }
         });
     }
+}
+
+/// An ADD of each buffer of `guest` in `guests` that `applications` has,
+/// by id.
+fn adds_of(
+    guests: &BTreeMap<Arc<str>, BTreeMap<u64, Announced>>,
+    guest: &Arc<str>,
+    applications: &Applications,
+) -> Vec<Item> {
+    let Some(buffers) = guests.get(guest) else {
+        return Vec::new();
+    };
+    buffers
+        .iter()
+        .filter(|(_, b)| applications.contains(&b.application))
+        .map(|(id, b)| b.add(guest, *id))
+        .collect()
 }
 
 /// Why a guest cannot be added.
@@ -581,22 +698,18 @@ impl Hub {
         &self,
         who: String,
         applications: Applications,
+        version: u32,
     ) -> io::Result<Arc<ConsumerQueue>> {
-        let queue = Arc::new(ConsumerQueue::new(who, applications, self.queue_limit)?);
+        let queue = Arc::new(ConsumerQueue::new(
+            who,
+            applications,
+            version,
+            self.queue_limit,
+        )?);
         let mut inner = self.lock();
-        for (guest, buffers) in &inner.guests {
-            for (id, b) in buffers {
-                if queue.applications.contains(&b.application) {
-                    queue.push_snapshot(Item::Add {
-                        guest: Arc::clone(guest),
-                        id: *id,
-                        application: Arc::clone(&b.application),
-                        size: b.size,
-                        seqno: b.seqno,
-                        props: Arc::clone(&b.props),
-                        export: Arc::clone(&b.export),
-                    });
-                }
+        for guest in inner.guests.keys() {
+            for item in adds_of(&inner.guests, guest, &queue.applications) {
+                queue.push_snapshot(item);
             }
         }
         inner.consumers.push(Arc::clone(&queue));

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 
-use bufshare_consumer::{ByteRange, Rect};
+use bufshare_consumer::{ByteRange, ErrorCode, Rect, VERSION};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use vm_memory::{FileOffset, GuestAddress};
 
@@ -85,10 +85,14 @@ fn dispatch_by_application() {
     let (mem, _file) = memory();
     let hub = hub(100);
     let guest = hub.add_guest("vm0").unwrap();
-    let cam = hub.subscribe("cam".into(), only(&["cam"])).unwrap();
-    let all = hub.subscribe("all".into(), Applications::All).unwrap();
+    let cam = hub
+        .subscribe("cam".into(), only(&["cam"]), VERSION)
+        .unwrap();
+    let all = hub
+        .subscribe("all".into(), Applications::All, VERSION)
+        .unwrap();
     let other = hub
-        .subscribe("other".into(), only(&["other", "x"]))
+        .subscribe("other".into(), only(&["other", "x"]), VERSION)
         .unwrap();
     assert_eq!(hub.consumers(), 3);
 
@@ -135,7 +139,7 @@ fn subscription_gets_what_exists() {
     // The subscription sees the last seqno.
     b_guest.updated(&buffer(&mem, 2, "cam"), &update(7));
 
-    let q = hub.subscribe("q".into(), only(&["cam"])).unwrap();
+    let q = hub.subscribe("q".into(), only(&["cam"]), VERSION).unwrap();
     // Four ADDs with a limit of 1: they do not count; one live event fits.
     assert_eq!(q.len(), 4);
     b_guest.updated(&buffer(&mem, 1, "cam"), &update(1));
@@ -153,39 +157,78 @@ fn subscription_gets_what_exists() {
 }
 
 #[test]
-fn overflow_ends_the_consumer() {
+fn overflow_resynchronises_the_guest_only() {
     let (mem, _file) = memory();
     let hub = hub(3);
-    let guest = hub.add_guest("vm0").unwrap();
-    let slow = hub.subscribe("slow".into(), Applications::All).unwrap();
-    let fast = hub.subscribe("fast".into(), Applications::All).unwrap();
-    let b = buffer(&mem, 1, "cam");
-    guest.added(&b, Some(&mem));
-    for seqno in 1..=2 {
-        guest.updated(&b, &update(seqno));
+    let vm0 = hub.add_guest("vm0").unwrap();
+    let vm1 = hub.add_guest("vm1").unwrap();
+    let q = hub
+        .subscribe("q".into(), Applications::All, VERSION)
+        .unwrap();
+    let v1 = hub.subscribe("v1".into(), Applications::All, 1).unwrap();
+    let (b1, b2, b3) = (
+        buffer(&mem, 1, "cam"),
+        buffer(&mem, 2, "cam"),
+        buffer(&mem, 3, "x"),
+    );
+    vm0.added(&b1, Some(&mem));
+    vm1.added(&b2, Some(&mem));
+    assert_eq!(drain(&q), ["add vm0 1 0", "add vm1 2 0"]);
+    assert_eq!(drain(&v1), ["add vm0 1 0", "add vm1 2 0"]);
+    // vm1 floods, with vm0 events in between: 3 of each fit.
+    vm0.updated(&b1, &update(1));
+    vm1.updated(&b2, &update(1));
+    vm1.updated(&b2, &update(2));
+    vm0.updated(&b1, &update(2));
+    vm1.added(&b3, Some(&mem));
+    assert_eq!(q.len(), 5);
+    // vm1's fourth overflows its share: vm1's events are dropped, and
+    // replaced by a RESET and its buffers as they are; vm0's stay, and
+    // the consumer stays.
+    vm1.updated(&b2, &update(3));
+    assert_eq!(hub.consumers(), 2);
+    assert_eq!(
+        drain(&q),
+        [
+            "update vm0 1 1",
+            "update vm0 1 2",
+            "reset vm1 Overflow",
+            "add vm1 2 3",
+            "add vm1 3 0"
+        ]
+    );
+    // A version 1 connection has no OVERFLOW reason: DISCONNECTED, which
+    // it knows to be followed by ADDs of the same ids.
+    assert_eq!(
+        drain(&v1),
+        [
+            "update vm0 1 1",
+            "update vm0 1 2",
+            "reset vm1 Disconnected",
+            "add vm1 2 3",
+            "add vm1 3 0"
+        ]
+    );
+    // The share is free again; nothing was lost for vm0.
+    for seqno in 4..=6 {
+        vm1.updated(&b2, &update(seqno));
     }
-    assert_eq!(slow.len(), 3);
-    drain(&fast);
-    // The fourth live event overflows the slow one, not the other.
-    guest.updated(&b, &update(3));
-    assert_eq!(hub.consumers(), 1);
-    assert!(slow.is_empty());
-    assert_eq!(drain(&fast), ["update vm0 1 3"]);
-    // Nothing more goes to it; it gets OVERFLOW, once.
-    guest.updated(&b, &update(4));
-    assert!(!slow.push(Item::Remove {
-        guest: Arc::from("vm0"),
-        id: 1
-    }));
-    match slow.pop() {
-        Next::End(e) => {
-            assert_eq!(e.code, ErrorCode::Overflow);
-            assert!(e.message.contains("more than 3 events"), "{}", e.message);
-        }
-        other => panic!("{other:?}"),
+    vm0.updated(&b1, &update(3));
+    assert_eq!(q.len(), 4);
+    // A guest the consumer holds nothing of: no RESET, just the ADDs.
+    let late = hub.subscribe("late".into(), only(&["y"]), VERSION).unwrap();
+    let b4 = buffer(&mem, 4, "y");
+    for _ in 0..3 {
+        vm1.added(&b4, Some(&mem));
+        vm1.removed(&b4);
     }
-    assert!(matches!(slow.pop(), Next::Done));
-    assert!(matches!(slow.pop(), Next::Done));
+    assert!(late.is_empty(), "withdrawn: nothing held, nothing queued");
+    vm1.added(&b4, Some(&mem));
+    for seqno in 1..=4 {
+        vm1.updated(&b4, &update(seqno));
+    }
+    // The fourth live event overflows: the ADD again, as it is then.
+    assert_eq!(drain(&late), ["add vm1 4 3", "update vm1 4 4"]);
 }
 
 #[test]
@@ -193,7 +236,9 @@ fn remove_withdraws_what_was_not_sent() {
     let (mem, _file) = memory();
     let hub = hub(100);
     let guest = hub.add_guest("vm0").unwrap();
-    let q = hub.subscribe("q".into(), Applications::All).unwrap();
+    let q = hub
+        .subscribe("q".into(), Applications::All, VERSION)
+        .unwrap();
     let (b1, b2) = (buffer(&mem, 1, "cam"), buffer(&mem, 2, "cam"));
     guest.added(&b1, Some(&mem));
     guest.added(&b2, Some(&mem));
@@ -216,14 +261,20 @@ fn reset_goes_to_those_who_hold_buffers() {
     let hub = hub(100);
     let vm0 = hub.add_guest("vm0").unwrap();
     let vm1 = hub.add_guest("vm1").unwrap();
-    let holder = hub.subscribe("holder".into(), Applications::All).unwrap();
+    let holder = hub
+        .subscribe("holder".into(), Applications::All, VERSION)
+        .unwrap();
     let b = buffer(&mem, 1, "cam");
     vm0.added(&b, Some(&mem));
     vm1.added(&b, Some(&mem));
     assert_eq!(drain(&holder), ["add vm0 1 0", "add vm1 1 0"]);
     // Subscribed now: its ADDs are still queued.
-    let late = hub.subscribe("late".into(), Applications::All).unwrap();
-    let bystander = hub.subscribe("bystander".into(), only(&["other"])).unwrap();
+    let late = hub
+        .subscribe("late".into(), Applications::All, VERSION)
+        .unwrap();
+    let bystander = hub
+        .subscribe("bystander".into(), only(&["other"]), VERSION)
+        .unwrap();
     vm0.updated(&b, &update(1));
     vm1.updated(&b, &update(1));
     vm0.reset(ResetReason::DeviceReset);
@@ -247,7 +298,9 @@ fn reset_goes_to_those_who_hold_buffers() {
     vm0.reset(ResetReason::DeviceReset);
     assert!(drain(&holder).is_empty());
     // A new subscriber gets nothing of vm0.
-    let q = hub.subscribe("q".into(), Applications::All).unwrap();
+    let q = hub
+        .subscribe("q".into(), Applications::All, VERSION)
+        .unwrap();
     assert_eq!(drain(&q), ["add vm1 1 1"]);
 }
 
@@ -256,7 +309,9 @@ fn same_id_again_after_a_reset() {
     let (mem, _file) = memory();
     let hub = hub(100);
     let vm0 = hub.add_guest("vm0").unwrap();
-    let q = hub.subscribe("q".into(), Applications::All).unwrap();
+    let q = hub
+        .subscribe("q".into(), Applications::All, VERSION)
+        .unwrap();
     let b = buffer(&mem, 1, "cam");
     vm0.added(&b, Some(&mem));
     assert_eq!(drain(&q), ["add vm0 1 0"]);
@@ -289,14 +344,20 @@ fn guests_come_and_go() {
         hub.add_guest("vm0").unwrap_err(),
         HubError::Duplicate("vm0".into())
     );
-    let q = hub.subscribe("q".into(), Applications::All).unwrap();
+    let q = hub
+        .subscribe("q".into(), Applications::All, VERSION)
+        .unwrap();
     vm0.added(&buffer(&mem, 1, "cam"), Some(&mem));
     drain(&q);
     // The guest goes away: its buffers with it.
     drop(vm0);
     assert_eq!(drain(&q), ["reset vm0 Disconnected"]);
     let vm0 = hub.add_guest("vm0").unwrap();
-    assert!(drain(&hub.subscribe("new".into(), Applications::All).unwrap()).is_empty());
+    assert!(drain(
+        &hub.subscribe("new".into(), Applications::All, VERSION)
+            .unwrap()
+    )
+    .is_empty());
     drop(vm0);
 }
 
@@ -305,7 +366,9 @@ fn buffers_that_cannot_be_handed_over() {
     let (mem, _file) = memory();
     let hub = hub(100);
     let vm0 = hub.add_guest("vm0").unwrap();
-    let q = hub.subscribe("q".into(), Applications::All).unwrap();
+    let q = hub
+        .subscribe("q".into(), Applications::All, VERSION)
+        .unwrap();
     // In memory that no file backs.
     let props = crate::props::Properties::default();
     let mut anon = Buffer::new(1, "cam".into(), 0x10, 1, props);
@@ -337,18 +400,25 @@ fn finish_all_and_unsubscribe() {
     let (mem, _file) = memory();
     let hub = hub(100);
     let vm0 = hub.add_guest("vm0").unwrap();
-    let a = hub.subscribe("a".into(), Applications::All).unwrap();
-    let b = hub.subscribe("b".into(), Applications::All).unwrap();
+    let a = hub
+        .subscribe("a".into(), Applications::All, VERSION)
+        .unwrap();
+    let b = hub
+        .subscribe("b".into(), Applications::All, VERSION)
+        .unwrap();
     hub.unsubscribe(&b);
     assert_eq!(hub.consumers(), 1);
     vm0.added(&buffer(&mem, 1, "cam"), Some(&mem));
     hub.finish_all(&ErrorMessage::new(ErrorCode::Shutdown, "bye"));
     assert_eq!(hub.consumers(), 0);
     // What was queued comes first; nothing more is taken.
-    assert!(!a.push(Item::Remove {
-        guest: Arc::from("vm0"),
-        id: 1
-    }));
+    assert_eq!(
+        a.push(Item::Remove {
+            guest: Arc::from("vm0"),
+            id: 1
+        }),
+        Pushed::Closed
+    );
     assert_eq!(drain(&a), ["add vm0 1 0", "end Shutdown"]);
     assert!(matches!(b.pop(), Next::Idle));
     // Neither a second finish nor an end replaces the first.
@@ -357,7 +427,9 @@ fn finish_all_and_unsubscribe() {
     assert!(matches!(a.pop(), Next::Done));
 
     // An end (overflow) drops what is queued and wins over a finish.
-    let c = hub.subscribe("c".into(), Applications::All).unwrap();
+    let c = hub
+        .subscribe("c".into(), Applications::All, VERSION)
+        .unwrap();
     vm0.added(&buffer(&mem, 2, "cam"), Some(&mem));
     c.finish(ErrorMessage::new(ErrorCode::Shutdown, ""));
     c.end(ErrorMessage::new(ErrorCode::Overflow, ""));
@@ -374,7 +446,9 @@ fn wake_ups() {
     let (mem, _file) = memory();
     let hub = hub(100);
     let vm0 = hub.add_guest("vm0").unwrap();
-    let q = hub.subscribe("q".into(), Applications::All).unwrap();
+    let q = hub
+        .subscribe("q".into(), Applications::All, VERSION)
+        .unwrap();
     assert!(!readable(&q));
     vm0.added(&buffer(&mem, 1, "cam"), Some(&mem));
     assert!(readable(&q));
@@ -390,7 +464,9 @@ fn items_make_valid_messages() {
     let (mem, _file) = memory();
     let hub = hub(100);
     let vm0 = hub.add_guest("vm0").unwrap();
-    let q = hub.subscribe("q".into(), Applications::All).unwrap();
+    let q = hub
+        .subscribe("q".into(), Applications::All, VERSION)
+        .unwrap();
     let b = buffer(&mem, 1, "cam");
     let mut kinds = Vec::new();
     let mut take = |q: &ConsumerQueue| {
@@ -443,7 +519,9 @@ fn remove_of_a_held_buffer_survives_the_id_used_again() {
     let (mem, _file) = memory();
     let hub = hub(100);
     let guest = hub.add_guest("vm0").unwrap();
-    let q = hub.subscribe("q".into(), Applications::All).unwrap();
+    let q = hub
+        .subscribe("q".into(), Applications::All, VERSION)
+        .unwrap();
     let b = buffer(&mem, 1, "cam");
     guest.added(&b, Some(&mem));
     assert_eq!(drain(&q), ["add vm0 1 0"]);
@@ -484,7 +562,9 @@ fn events_of_buffers_never_given_are_not_queued() {
     let b = buffer(&mem, 1, "cam");
     guest.added(&b, Some(&mem));
     // Subscribed after: gets the ADD on subscription, then its events.
-    let q = hub.subscribe("q".into(), Applications::All).unwrap();
+    let q = hub
+        .subscribe("q".into(), Applications::All, VERSION)
+        .unwrap();
     guest.updated(&b, &update(3));
     assert_eq!(drain(&q), ["add vm0 1 0", "update vm0 1 3"]);
     // The buffer's ADD withdrawn by a RESET: its later events are about a
