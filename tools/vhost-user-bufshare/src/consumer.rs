@@ -17,12 +17,13 @@ pub mod access;
 pub mod export;
 pub mod hub;
 
+use std::collections::HashMap;
 use std::io::{self, Read};
 use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,8 @@ use crate::socket::{self, ListenError, SocketThread};
 pub const DEFAULT_QUEUE_LIMIT: usize = 1024;
 /// Default number of consumers at a time.
 pub const DEFAULT_MAX_CONSUMERS: usize = 16;
+/// Default number of consumers of one uid at a time.
+pub const DEFAULT_MAX_CONSUMERS_PER_UID: usize = 4;
 /// How long a consumer has to send its HELLO, and to take each message.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long consumers have to take their SHUTDOWN when the server stops.
@@ -77,6 +80,9 @@ pub struct ConsumerConfig {
     pub queue_limit: usize,
     /// Consumers at a time, handshakes included.
     pub max_consumers: usize,
+    /// Consumers of one uid at a time, handshakes included: so that no uid
+    /// takes every slot, even with connections that say nothing.
+    pub max_consumers_per_uid: usize,
     /// The udmabuf device to make dma-bufs with, if it works; `None`:
     /// hand memory over as segments.
     pub udmabuf: Option<PathBuf>,
@@ -94,6 +100,7 @@ impl ConsumerConfig {
             access: AccessPolicy::for_this_process(Vec::new()),
             queue_limit: DEFAULT_QUEUE_LIMIT,
             max_consumers: DEFAULT_MAX_CONSUMERS,
+            max_consumers_per_uid: DEFAULT_MAX_CONSUMERS_PER_UID,
             udmabuf: Some(PathBuf::from(Udmabuf::DEVICE)),
             client_timeout: CLIENT_TIMEOUT,
         }
@@ -112,9 +119,48 @@ struct Shared {
     hub: Arc<Hub>,
     access: AccessPolicy,
     max_consumers: usize,
+    max_consumers_per_uid: usize,
     client_timeout: Duration,
     /// Connections open, handshakes included.
     active: AtomicUsize,
+    /// Connections open by uid, handshakes included.
+    by_uid: Mutex<HashMap<u32, usize>>,
+}
+
+impl Shared {
+    /// Takes a connection slot for `uid`, if there is one for it; it is
+    /// given back by [`Shared::release`].
+    fn take_slot(&self, uid: u32) -> Result<(), String> {
+        let mut by_uid = self.by_uid.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = by_uid.entry(uid).or_default();
+        if *mine >= self.max_consumers_per_uid {
+            return Err(format!(
+                "uid {uid} has {} consumers connected already, as many as one uid may",
+                self.max_consumers_per_uid
+            ));
+        }
+        if self.active.load(Ordering::SeqCst) >= self.max_consumers {
+            return Err(format!(
+                "{} consumers already connected",
+                self.max_consumers
+            ));
+        }
+        *mine += 1;
+        self.active.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Gives back a slot of `uid`.
+    fn release(&self, uid: u32) {
+        let mut by_uid = self.by_uid.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(mine) = by_uid.get_mut(&uid) {
+            *mine -= 1;
+            if *mine == 0 {
+                by_uid.remove(&uid);
+            }
+        }
+        self.active.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A running consumer server; dropping it ends every consumer (with ERROR
@@ -149,8 +195,10 @@ impl ConsumerServer {
             hub: Arc::clone(&hub),
             access: config.access,
             max_consumers: config.max_consumers.max(1),
+            max_consumers_per_uid: config.max_consumers_per_uid.max(1),
             client_timeout: config.client_timeout,
             active: AtomicUsize::new(0),
+            by_uid: Mutex::new(HashMap::new()),
         });
         let thread_shared = Arc::clone(&shared);
         let server = SocketThread::spawn(
@@ -235,31 +283,44 @@ fn finish(connections: Vec<Connection>, shared: &Shared) {
     }
 }
 
-/// Starts serving a consumer, unless there are too many.
+/// Refuses a connection at once, from the accepting thread (which waits
+/// a second at most for it).
+fn refuse_now(stream: &UnixStream, refusal: ErrorMessage) {
+    warn!("consumer refused: {refusal}");
+    let _ = stream
+        .set_nonblocking(false)
+        .and_then(|()| stream.set_write_timeout(Some(Duration::from_secs(1))));
+    send_error(stream, refusal);
+}
+
+/// Starts serving a consumer, unless its uid may subscribe to nothing
+/// (DENIED at once, taking no slot) or there are too many: of its uid
+/// (`max_consumers_per_uid`), or in all (BUSY).
 fn start_connection(stream: UnixStream, shared: &Arc<Shared>) -> Option<Connection> {
-    if shared.active.load(Ordering::SeqCst) >= shared.max_consumers {
-        warn!(
-            "consumer refused: {} consumers already",
-            shared.max_consumers
-        );
-        let refusal = ErrorMessage::new(
-            ErrorCode::Busy,
-            format!("{} consumers already connected", shared.max_consumers),
-        );
-        let _ = stream
-            .set_nonblocking(false)
-            .and_then(|()| stream.set_write_timeout(Some(Duration::from_secs(1))));
-        send_error(&stream, refusal);
+    let creds = match getsockopt(&stream, PeerCredentials) {
+        Ok(creds) => creds,
+        Err(e) => {
+            warn!("consumer refused: no credentials: {e}");
+            return None;
+        }
+    };
+    let (uid, gid) = (creds.uid(), creds.gid());
+    if shared.access.allowed(uid, gid).is_none() {
+        refuse_now(&stream, denied_everything(uid, gid));
+        return None;
+    }
+    if let Err(why) = shared.take_slot(uid) {
+        refuse_now(&stream, ErrorMessage::new(ErrorCode::Busy, why));
         return None;
     }
     let handle = match stream.try_clone() {
         Ok(handle) => handle,
         Err(e) => {
             warn!("consumer refused: {e}");
+            shared.release(uid);
             return None;
         }
     };
-    shared.active.fetch_add(1, Ordering::SeqCst);
     let thread_shared = Arc::clone(shared);
     let spawned = thread::Builder::new()
         .name(String::from("consumer"))
@@ -267,7 +328,7 @@ fn start_connection(stream: UnixStream, shared: &Arc<Shared>) -> Option<Connecti
             serve_consumer(&stream, &thread_shared);
             // Closed now, though the accepting thread holds a handle.
             let _ = stream.shutdown(std::net::Shutdown::Both);
-            thread_shared.active.fetch_sub(1, Ordering::SeqCst);
+            thread_shared.release(uid);
         });
     match spawned {
         Ok(thread) => Some(Connection {
@@ -275,11 +336,19 @@ fn start_connection(stream: UnixStream, shared: &Arc<Shared>) -> Option<Connecti
             stream: handle,
         }),
         Err(e) => {
-            shared.active.fetch_sub(1, Ordering::SeqCst);
+            shared.release(uid);
             error!("cannot start a consumer's thread: {e}");
             None
         }
     }
+}
+
+/// ERROR DENIED for a process that may subscribe to nothing.
+fn denied_everything(uid: u32, gid: u32) -> ErrorMessage {
+    ErrorMessage::new(
+        ErrorCode::Denied,
+        format!("uid {uid} gid {gid} may not subscribe to any application"),
+    )
 }
 
 /// Sends `error`, the last message of a connection.
@@ -386,10 +455,7 @@ fn handshake(
     let deadline = Instant::now() + shared.client_timeout;
     stream.set_write_timeout(Some(shared.client_timeout))?;
     if shared.access.allowed(uid, gid).is_none() {
-        return Err(Refusal::Send(ErrorMessage::new(
-            ErrorCode::Denied,
-            format!("uid {uid} gid {gid} may not subscribe to any application"),
-        )));
+        return Err(Refusal::Send(denied_everything(uid, gid)));
     }
     // Read without ancillary data: descriptors sent along are closed by
     // the kernel.

@@ -29,7 +29,9 @@ use log::{error, info};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use vhost_user_bufshare::consumer::access::{AccessPolicy, AllowRule};
-use vhost_user_bufshare::consumer::{ConsumerConfig, DEFAULT_MAX_CONSUMERS, DEFAULT_QUEUE_LIMIT};
+use vhost_user_bufshare::consumer::{
+    ConsumerConfig, DEFAULT_MAX_CONSUMERS, DEFAULT_MAX_CONSUMERS_PER_UID, DEFAULT_QUEUE_LIMIT,
+};
 use vhost_user_bufshare::daemon::{self, Config, GuestConfig, Shutdown};
 use vhost_user_bufshare::device::{device_name, Limits};
 use vhost_user_bufshare::fault;
@@ -118,6 +120,12 @@ struct BufshareArgs {
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     max_consumers: u32,
 
+    /// Consumers of one uid connected at a time (handshakes included), so
+    /// that no uid takes every slot.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONSUMERS_PER_UID as u32,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    max_consumers_per_uid: u32,
+
     /// With --socket-path: the guest's name, in what consumers receive (1
     /// to 63 characters out of [A-Za-z0-9_.-]). Default: the socket path's
     /// file name without its extension.
@@ -165,6 +173,7 @@ impl From<BufshareArgs> for Config {
             access: AccessPolicy::for_this_process(args.allow),
             queue_limit: args.consumer_queue as usize,
             max_consumers: args.max_consumers as usize,
+            max_consumers_per_uid: args.max_consumers_per_uid as usize,
             ..ConsumerConfig::new(path)
         });
         let guests = match args.socket_path {
@@ -278,6 +287,7 @@ mod tests {
         assert_eq!(consumer.mode, 0o600);
         assert_eq!(consumer.queue_limit, 1024);
         assert_eq!(consumer.max_consumers, 16);
+        assert_eq!(consumer.max_consumers_per_uid, 4);
         assert!(consumer.access.rules.is_empty());
         assert_eq!(config.guests[0].name, "vm-1");
 
@@ -294,6 +304,8 @@ mod tests {
             "8",
             "--max-consumers",
             "2",
+            "--max-consumers-per-uid",
+            "1",
             "--guest-name",
             "desktop.1",
         ])
@@ -309,6 +321,7 @@ mod tests {
         );
         assert_eq!(consumer.queue_limit, 8);
         assert_eq!(consumer.max_consumers, 2);
+        assert_eq!(consumer.max_consumers_per_uid, 1);
         assert_eq!(
             config.guests,
             [GuestConfig::new("desktop.1", "/run/vm-1.sock")]
@@ -321,6 +334,7 @@ mod tests {
             &["--allow", "1000"],
             &["--consumer-queue", "0"],
             &["--max-consumers", "0"],
+            &["--max-consumers-per-uid", "0"],
             &["--guest-name", "a b"],
             &["--guest-name", ""],
         ] {

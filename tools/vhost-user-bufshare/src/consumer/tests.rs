@@ -557,6 +557,42 @@ fn bad_consumers() {
 }
 
 #[test]
+fn too_many_consumers_of_one_uid() {
+    // 4 slots, 2 per uid: connections of one uid that say nothing do not
+    // take them all.
+    let fx = Fixture::new(|c| {
+        c.max_consumers = 4;
+        c.max_consumers_per_uid = 2;
+    });
+    let silent: Vec<_> = (0..2)
+        .map(|_| UnixStream::connect(&fx.path).unwrap())
+        .collect();
+    let server = fx.server.as_ref().unwrap();
+    let start = Instant::now();
+    while server.connections() < 2 {
+        assert!(start.elapsed() < TIMEOUT);
+        thread::sleep(Duration::from_millis(5));
+    }
+    let mut third = fx.client();
+    match third.subscribe(&["a"]) {
+        Err(ClientError::Refused(e)) => {
+            assert_eq!(e.code, ErrorCode::Busy);
+            assert!(e.message.contains("as many as one uid may"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(server.connections(), 2, "the refused one took no slot");
+    drop(silent);
+    let start = Instant::now();
+    while server.connections() != 0 {
+        assert!(start.elapsed() < TIMEOUT);
+        thread::sleep(Duration::from_millis(5));
+    }
+    let _a = fx.subscribed(&["a"]);
+    let _b = fx.subscribed(&["a"]);
+}
+
+#[test]
 fn too_many_consumers() {
     let fx = Fixture::new(|c| c.max_consumers = 2);
     let first = fx.subscribed(&["a"]);
