@@ -28,7 +28,9 @@ use log::debug;
 use thiserror::Error as ThisError;
 
 use crate::io::{recv_message, send_message, RecvError};
-use crate::wire::{ErrorMessage, Event, Hello, Message, MessageType, Welcome, WireError, VERSION};
+use crate::wire::{
+    ErrorMessage, Event, Hello, Memory, Message, MessageType, Welcome, WireError, VERSION,
+};
 
 /// Errors of a [`Client`].
 #[derive(Debug, ThisError)]
@@ -203,6 +205,9 @@ impl Client {
 /// What of `event` is newer than `version`, if anything.
 fn newer_than<F>(event: &Event<F>, version: u32) -> Option<&'static str> {
     match event {
+        Event::Add(add) if matches!(add.memory, Memory::DmaBufs { .. }) && version < 2 => {
+            Some("an ADD of several dma-bufs")
+        }
         Event::Reset(reset) if reset.reason.since_version() > version => {
             Some("a RESET for an overflow")
         }
@@ -356,6 +361,37 @@ mod tests {
             Err(Error::NotInVersion(_, 1))
         ));
         assert!(matches!(client.next_event(), Err(Error::Broken)));
+        // Nor an ADD of several dma-bufs.
+        let add = |fds: Vec<std::os::fd::OwnedFd>| {
+            Message::Event(Event::Add(crate::wire::Add {
+                guest: "g".into(),
+                buffer_id: 1,
+                application: "a".into(),
+                size: 2,
+                seqno: 0,
+                properties: Default::default(),
+                memory: Memory::DmaBufs {
+                    segments: (0..fds.len() as u32)
+                        .map(|file| crate::wire::Segment {
+                            file,
+                            offset: 0,
+                            len: 1,
+                        })
+                        .collect(),
+                    dmabufs: fds,
+                },
+            }))
+        };
+        let memfd = crate::test_support::memfd;
+        let (mut client, _server) = serve(vec![welcome(1), add(vec![memfd(), memfd()])]);
+        client.subscribe(&["a"]).unwrap();
+        assert!(matches!(
+            client.next_event(),
+            Err(Error::NotInVersion(_, 1))
+        ));
+        let (mut client, _server) = serve(vec![welcome(2), add(vec![memfd(), memfd()])]);
+        client.subscribe(&["a"]).unwrap();
+        assert!(matches!(client.next_event().unwrap(), Event::Add(_)));
     }
 
     #[test]

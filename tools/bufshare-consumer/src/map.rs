@@ -3,8 +3,8 @@
 //! Access to a buffer's bytes through the descriptors of its ADD.
 //!
 //! [`MappedBuffer`] maps the memory of a buffer, whatever its form: the
-//! dma-buf, or, for segments, the part of each file the segments are in
-//! (one mapping per file). Its bytes are shared with the guest, which may
+//! dma-buf, or, for segments (of files, or of several dma-bufs), the part
+//! of each file the segments are in (one mapping per file). Its bytes are shared with the guest, which may
 //! change them at any time: they are copied in and out, never lent as
 //! slices.
 //!
@@ -159,7 +159,11 @@ impl MappedBuffer {
                     _mappings: vec![mapping],
                 })
             }
-            Memory::Segments { files, segments } => {
+            Memory::DmaBufs {
+                dmabufs: files,
+                segments,
+            }
+            | Memory::Segments { files, segments } => {
                 check_segments(files.len(), segments, size)?;
                 let page = page_size();
                 let mut mappings = Vec::with_capacity(files.len());
@@ -378,6 +382,43 @@ mod tests {
         assert_eq!(&got, b"hello");
         let e = buf.write(0, b"x").unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+    }
+
+    #[test]
+    fn several_dmabufs() {
+        // Memfds stand in for the dma-bufs: a buffer of all of one, then
+        // all of the other.
+        let (a, b) = (memfd(0x1000), memfd(0x2000));
+        a.write_all_at(b"end of a", 0x1000 - 8).unwrap();
+        b.write_all_at(b"start of b", 0).unwrap();
+        let memory = Memory::DmaBufs {
+            dmabufs: vec![
+                OwnedFd::from(a.try_clone().unwrap()),
+                OwnedFd::from(b.try_clone().unwrap()),
+            ],
+            segments: vec![
+                Segment {
+                    file: 0,
+                    offset: 0,
+                    len: 0x1000,
+                },
+                Segment {
+                    file: 1,
+                    offset: 0,
+                    len: 0x2000,
+                },
+            ],
+        };
+        let buf = MappedBuffer::from_memory(&memory, 0x3000, true).unwrap();
+        let mut got = [0; 18];
+        buf.read(0x1000 - 8, &mut got).unwrap();
+        assert_eq!(&got, b"end of astart of b");
+        buf.write(0x1000 - 1, b"XY").unwrap();
+        let mut byte = [0];
+        b.read_exact_at(&mut byte, 0).unwrap();
+        assert_eq!(&byte, b"Y");
+        // Checked as segments are.
+        assert!(MappedBuffer::from_memory(&memory, 0x3001, false).is_err());
     }
 
     #[test]

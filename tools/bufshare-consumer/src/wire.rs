@@ -307,7 +307,8 @@ impl Header {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum MemoryForm {
-    /// One dma-buf per buffer, made with udmabuf.
+    /// Dma-bufs made with udmabuf: one per buffer, or (version 2) several,
+    /// with the segments of them the buffer is made of.
     DmaBuf = 1,
     /// The guest's memory files and the segments of them.
     Segments = 2,
@@ -489,6 +490,15 @@ pub struct Segment {
 pub enum Memory<F = OwnedFd> {
     /// A dma-buf of the buffer's size: byte 0 is the buffer's byte 0.
     DmaBuf(F),
+    /// Several dma-bufs (version 2): the buffer is the concatenation of
+    /// `segments`, in order, of them (a buffer too large or too scattered
+    /// for one).
+    DmaBufs {
+        /// The dma-bufs, each used by a segment at least.
+        dmabufs: Vec<F>,
+        /// The segments.
+        segments: Vec<Segment>,
+    },
     /// The concatenation of `segments`, in order, of `files`.
     Segments {
         /// The files, each used by a segment at least.
@@ -502,7 +512,7 @@ impl<F> Memory<F> {
     /// The form.
     pub fn form(&self) -> MemoryForm {
         match self {
-            Memory::DmaBuf(_) => MemoryForm::DmaBuf,
+            Memory::DmaBuf(_) | Memory::DmaBufs { .. } => MemoryForm::DmaBuf,
             Memory::Segments { .. } => MemoryForm::Segments,
         }
     }
@@ -511,6 +521,10 @@ impl<F> Memory<F> {
     pub fn map_fds<G>(self, mut f: impl FnMut(F) -> G) -> Memory<G> {
         match self {
             Memory::DmaBuf(fd) => Memory::DmaBuf(f(fd)),
+            Memory::DmaBufs { dmabufs, segments } => Memory::DmaBufs {
+                dmabufs: dmabufs.into_iter().map(f).collect(),
+                segments,
+            },
             Memory::Segments { files, segments } => Memory::Segments {
                 files: files.into_iter().map(f).collect(),
                 segments,
@@ -522,7 +536,33 @@ impl<F> Memory<F> {
     pub fn fds(&self) -> Vec<&F> {
         match self {
             Memory::DmaBuf(fd) => vec![fd],
-            Memory::Segments { files, .. } => files.iter().collect(),
+            Memory::DmaBufs { dmabufs: fds, .. } | Memory::Segments { files: fds, .. } => {
+                fds.iter().collect()
+            }
+        }
+    }
+
+    /// The descriptors and the segments of them, in the form of
+    /// [`Memory::Segments`] (a single dma-buf being one segment of all of
+    /// it, of `size` bytes).
+    pub fn as_segments(&self, size: u64) -> (Vec<&F>, Vec<Segment>) {
+        match self {
+            Memory::DmaBuf(fd) => (
+                vec![fd],
+                vec![Segment {
+                    file: 0,
+                    offset: 0,
+                    len: size,
+                }],
+            ),
+            Memory::DmaBufs {
+                dmabufs: fds,
+                segments,
+            }
+            | Memory::Segments {
+                files: fds,
+                segments,
+            } => (fds.iter().collect(), segments.clone()),
         }
     }
 }
@@ -768,8 +808,15 @@ impl<F> Message<F> {
                         nr_fds = 1;
                         &[]
                     }
-                    Memory::Segments { files, segments } => {
-                        nr_fds = files.len();
+                    Memory::DmaBufs {
+                        dmabufs: fds,
+                        segments,
+                    }
+                    | Memory::Segments {
+                        files: fds,
+                        segments,
+                    } => {
+                        nr_fds = fds.len();
                         segments
                     }
                 };
@@ -1014,8 +1061,10 @@ impl Add<usize> {
         b.zero_u32("reserved")?;
         let props_size = b.props_size(props_size)?;
         let memory_form = MemoryForm::from_u32(form).ok_or(b.range("memory_form", form.into()))?;
+        // DMABUF: 0 segments (one dma-buf), or (version 2) segments of
+        // several; SEGMENTS: segments.
         let segments_ok = match memory_form {
-            MemoryForm::DmaBuf => nr_segments == 0,
+            MemoryForm::DmaBuf => (0..=MAX_SEGMENTS).contains(&(nr_segments as usize)),
             MemoryForm::Segments => (1..=MAX_SEGMENTS).contains(&(nr_segments as usize)),
         };
         if !segments_ok {
@@ -1034,6 +1083,10 @@ impl Add<usize> {
             });
         }
         let memory = match memory_form {
+            MemoryForm::DmaBuf if nr_segments != 0 => Memory::DmaBufs {
+                segments: b.segments(nr_segments as usize, nr_fds, size)?,
+                dmabufs: (0..nr_fds).collect(),
+            },
             MemoryForm::DmaBuf => {
                 if nr_fds != 1 {
                     return Err(WireError::FdMismatch {

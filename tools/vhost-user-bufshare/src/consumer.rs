@@ -37,7 +37,7 @@ use thiserror::Error as ThisError;
 use vmm_sys_util::eventfd::EventFd;
 
 use self::access::AccessPolicy;
-use self::export::Udmabuf;
+use self::export::{Receiver, Udmabuf};
 use self::hub::{ConsumerQueue, GuestEvents, Hub, HubError, Next};
 use crate::device::device_name;
 use crate::socket::{self, ListenError, SocketThread};
@@ -183,7 +183,8 @@ impl ConsumerServer {
                 Ok(udmabuf) => Some(udmabuf),
                 Err(e) => {
                     info!(
-                        "{}: {e}: memory goes to consumers as segments",
+                        "{}: {e}: memory goes as segments, to consumers trusted \
+                         with all of the guests' RAM (--trust-ram) only",
                         path.display()
                     );
                     None
@@ -364,6 +365,20 @@ fn send_error(stream: &UnixStream, error: ErrorMessage) {
     }
 }
 
+/// A consumer refused because buffers can only go to it as segments (the
+/// host has no udmabuf), and it is not trusted with all of the guests' RAM.
+#[derive(Debug, ThisError)]
+#[error(
+    "uid {uid} gid {gid}: this host has no udmabuf, so buffers go as segments, \
+     all of the guests' RAM, which only consumers trusted with it get (--trust-ram)"
+)]
+pub struct NotTrustedWithRam {
+    /// The consumer's uid.
+    pub uid: u32,
+    /// The consumer's gid.
+    pub gid: u32,
+}
+
 /// Why a handshake failed.
 enum Refusal {
     /// Tell the consumer.
@@ -482,10 +497,20 @@ fn handshake(
         .access
         .check(uid, gid, &hello.applications)
         .map_err(|e| Refusal::Send(ErrorMessage::new(ErrorCode::Denied, e)))?;
-    let version = hello.version.min(VERSION);
+    let receiver = Receiver {
+        version: hello.version.min(VERSION),
+        ram: shared.access.ram_access(uid, gid),
+    };
+    if shared.hub.udmabuf().is_none() && receiver.ram.is_none() {
+        return Err(Refusal::Send(ErrorMessage::new(
+            ErrorCode::Denied,
+            NotTrustedWithRam { uid, gid }.to_string(),
+        )));
+    }
+    let version = receiver.version;
     let queue = shared
         .hub
-        .subscribe(who.to_string(), applications, version)?;
+        .subscribe(who.to_string(), applications, receiver)?;
     let welcome: Message = Message::Welcome(Welcome {
         version,
         memory_form: shared.hub.memory_form(),
@@ -515,7 +540,22 @@ fn send_events(stream: &UnixStream, shared: &Shared, queue: &ConsumerQueue) {
     loop {
         match queue.pop() {
             Next::Item(item) => {
-                let message = item.to_message(shared.hub.udmabuf());
+                let message = match item.to_message(shared.hub.udmabuf(), queue.receiver()) {
+                    Ok(message) => message,
+                    Err(why) => {
+                        // Only an ADD can fail: the consumer is told
+                        // nothing of that buffer.
+                        crate::guest_warn!(
+                            "guest {} buffer {}: not handed to consumer {who}: {why}",
+                            item.guest(),
+                            item.id().unwrap_or(0)
+                        );
+                        if let Some(id) = item.id() {
+                            queue.undeliverable(item.guest(), id);
+                        }
+                        continue;
+                    }
+                };
                 let encoded = match message.encode() {
                     Ok(encoded) => encoded,
                     Err(e) => {

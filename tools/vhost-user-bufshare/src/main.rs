@@ -28,7 +28,7 @@ use clap::{ArgGroup, Parser};
 use log::{error, info};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use vhost_user_bufshare::consumer::access::{AccessPolicy, AllowRule};
+use vhost_user_bufshare::consumer::access::{AccessPolicy, AllowRule, TrustRule};
 use vhost_user_bufshare::consumer::{
     ConsumerConfig, DEFAULT_MAX_CONSUMERS, DEFAULT_MAX_CONSUMERS_PER_UID, DEFAULT_QUEUE_LIMIT,
 };
@@ -109,6 +109,16 @@ struct BufshareArgs {
     #[arg(long = "allow", value_name = "UID[:GID]=APPS")]
     allow: Vec<AllowRule>,
 
+    /// Trust consumers of uid UID (and gid GID, if given; UID may be *)
+    /// with all of the guests' RAM: buffers that cannot go as dma-bufs
+    /// (no /dev/udmabuf, pieces not page-aligned) go to them as segments
+    /// of the guests' memory files, reopened read-only (ro) or read-write
+    /// (rw). May be given more than once. Nobody is trusted so without it,
+    /// the backend's own uid included; without /dev/udmabuf, untrusted
+    /// consumers are refused.
+    #[arg(long = "trust-ram", value_name = "UID[:GID]=ro|rw")]
+    trust_ram: Vec<TrustRule>,
+
     /// Events of each guest queued for a consumer before they overflow
     /// (that guest's buffers are then sent to it again).
     #[arg(long, default_value_t = DEFAULT_QUEUE_LIMIT as u32,
@@ -170,7 +180,7 @@ impl From<BufshareArgs> for Config {
     fn from(args: BufshareArgs) -> Self {
         let consumer = args.consumer_socket.map(|path| ConsumerConfig {
             mode: args.consumer_socket_mode,
-            access: AccessPolicy::for_this_process(args.allow),
+            access: AccessPolicy::for_this_process(args.allow).with_trust(args.trust_ram),
             queue_limit: args.consumer_queue as usize,
             max_consumers: args.max_consumers as usize,
             max_consumers_per_uid: args.max_consumers_per_uid as usize,
@@ -289,6 +299,7 @@ mod tests {
         assert_eq!(consumer.max_consumers, 16);
         assert_eq!(consumer.max_consumers_per_uid, 4);
         assert!(consumer.access.rules.is_empty());
+        assert!(consumer.access.trust.is_empty());
         assert_eq!(config.guests[0].name, "vm-1");
 
         let config = parse(&[
@@ -300,6 +311,10 @@ mod tests {
             "1000=camera,weston",
             "--allow",
             "*:44=*",
+            "--trust-ram",
+            "1000=ro",
+            "--trust-ram",
+            "*:45=rw",
             "--consumer-queue",
             "8",
             "--max-consumers",
@@ -319,6 +334,10 @@ mod tests {
                 "*:44=*".parse().unwrap()
             ]
         );
+        assert_eq!(
+            consumer.access.trust,
+            ["1000=ro".parse().unwrap(), "*:45=rw".parse().unwrap()]
+        );
         assert_eq!(consumer.queue_limit, 8);
         assert_eq!(consumer.max_consumers, 2);
         assert_eq!(consumer.max_consumers_per_uid, 1);
@@ -332,6 +351,8 @@ mod tests {
             &["--consumer-socket-mode", "1000"],
             &["--allow", "x=camera"],
             &["--allow", "1000"],
+            &["--trust-ram", "1000"],
+            &["--trust-ram", "1000=w"],
             &["--consumer-queue", "0"],
             &["--max-consumers", "0"],
             &["--max-consumers-per-uid", "0"],

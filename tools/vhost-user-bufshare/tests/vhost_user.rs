@@ -18,9 +18,12 @@ use bufshare_consumer::{
     Client, Error as ConsumerError, ErrorCode, Event, MappedBuffer, MemoryForm, ResetReason,
 };
 use bufshare_uapi::{unregister_bytes, RegisterCommand};
+use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+use nix::sys::memfd::{memfd_create, MFdFlags};
 use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserProtocolFeatures};
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use vhost_user_bufshare::consumer::access::{RamAccess, TrustRule};
 use vhost_user_bufshare::consumer::ConsumerConfig;
 use vhost_user_bufshare::daemon::{serve, Config, GuestConfig, Shutdown};
 use vhost_user_bufshare::device::Limits;
@@ -129,8 +132,21 @@ struct Guest {
 
 impl Guest {
     fn new() -> Self {
-        let file = tempfile::tempfile().unwrap();
+        // A memfd sealed as QEMU's memory-backend-memfd seals guest RAM:
+        // consumers get nothing else.
+        let file = File::from(
+            memfd_create(
+                "guest-ram",
+                MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+            )
+            .unwrap(),
+        );
         file.set_len(MEM_SIZE as u64).unwrap();
+        fcntl(
+            &file,
+            FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW),
+        )
+        .unwrap();
         let mem = GuestMemoryMmap::from_ranges_with_files(&[(
             GuestAddress(0),
             MEM_SIZE,
@@ -860,11 +876,16 @@ fn consumer(path: &Path, apps: &[&str]) -> Client {
     client
 }
 
+/// A consumer socket without udmabuf (this host has none): buffers go as
+/// segments, to consumers trusted with all of the guests' RAM, as this
+/// process's uid is here.
 fn consumer_config(path: &Path) -> ConsumerConfig {
-    ConsumerConfig {
+    let mut config = ConsumerConfig {
         udmabuf: None,
         ..ConsumerConfig::new(path)
-    }
+    };
+    config.access.trust = vec![TrustRule::for_this_process(RamAccess::ReadWrite)];
+    config
 }
 
 #[test]
@@ -995,6 +1016,8 @@ fn program_serves_the_consumer_socket() {
             consumer_path.to_str().unwrap(),
             "--guest-name",
             "desktop",
+            "--trust-ram",
+            &format!("{}=ro", nix::unistd::geteuid()),
         ],
     );
     let mut client = consumer(&consumer_path, &["*"]);

@@ -46,6 +46,26 @@ fn add_dmabuf(fd: OwnedFd) -> Message {
     }))
 }
 
+/// An ADD of a buffer over several dma-bufs: all of each, in order.
+fn add_dmabufs(dmabufs: Vec<OwnedFd>) -> Message {
+    let segments = (0..dmabufs.len() as u32)
+        .map(|file| Segment {
+            file,
+            offset: 0,
+            len: 0x1000,
+        })
+        .collect::<Vec<_>>();
+    Message::Event(Event::Add(Add {
+        guest: "vm1".into(),
+        buffer_id: 2,
+        application: "camera".into(),
+        size: 0x1000 * dmabufs.len() as u64,
+        seqno: 1,
+        properties: Properties::default(),
+        memory: Memory::DmaBufs { dmabufs, segments },
+    }))
+}
+
 fn add_segments(files: Vec<OwnedFd>) -> Message {
     let n = files.len() as u32;
     let segments = (0..5)
@@ -124,6 +144,8 @@ fn all_messages() -> Vec<Message> {
         error(),
         Message::Error(ErrorMessage::new(ErrorCode::Overflow, "")),
         add_dmabuf(memfd()),
+        add_dmabufs(vec![memfd()]),
+        add_dmabufs(vec![memfd(), memfd(), memfd()]),
         add_segments(vec![memfd()]),
         add_segments(vec![memfd(), memfd(), memfd()]),
         update(None, None),
@@ -676,10 +698,11 @@ fn add_rejections() {
             Err(out_of_range(K, "memory_form", form.into()))
         );
     }
-    assert_eq!(
+    // One dma-buf with a segment: the segment is missing.
+    assert!(matches!(
         mutated(&dma, |b| put32(b, 156, 1)),
-        Err(out_of_range(K, "nr_segments", 1))
-    );
+        Err(WireError::Size { .. })
+    ));
     assert_eq!(
         mutated(&seg, |b| put32(b, 156, 0)),
         Err(out_of_range(K, "nr_segments", 0))
@@ -688,11 +711,27 @@ fn add_rejections() {
         mutated(&seg, |b| put32(b, 156, MAX_SEGMENTS as u32 + 1)),
         Err(out_of_range(K, "nr_segments", MAX_SEGMENTS as u64 + 1))
     );
-    // A dma-buf form with the segments' descriptors, the other way round.
-    assert!(matches!(
-        mutated(&seg, |b| put32(b, 152, 1)),
-        Err(WireError::OutOfRange { .. })
-    ));
+    // The DMABUF form with segments: several dma-bufs (version 2).
+    let Ok(Message::Event(Event::Add(add))) = mutated(&seg, |b| put32(b, 152, 1)) else {
+        panic!("DMABUF with segments");
+    };
+    assert!(matches!(add.memory, Memory::DmaBufs { ref dmabufs, .. } if dmabufs.len() == 2));
+    // Whose segments are checked as those of files.
+    let dmas = add_dmabufs(vec![memfd(), memfd()]);
+    assert_eq!(
+        mutated(&dmas, |b| put32(b, ADD_FIXED, 2)),
+        Err(WireError::BadSegment {
+            index: 0,
+            what: "file out of range"
+        })
+    );
+    assert_eq!(
+        mutated(&dmas, |b| put64(b, ADD_FIXED + 16, 0)),
+        Err(WireError::BadSegment {
+            index: 0,
+            what: "empty"
+        })
+    );
     assert_eq!(
         mutated(&dma, |b| put64(b, 136, 0)),
         Err(out_of_range(K, "size", 0))

@@ -14,8 +14,13 @@
 //! socket with `/dev/udmabuf`; and consumers ([`Client`]) of that socket.
 //! Buffers are registered with the device's commands, as a driver would;
 //! their ADD must carry a dma-buf whose mapping is the guest's memory, both
-//! ways, or segments when udmabuf cannot take them (pieces not
-//! page-aligned, more than its `list_limit`, memory not sealed).
+//! ways; several dma-bufs for a buffer of more pieces than udmabuf's
+//! `list_limit` or larger than its `size_limit_mb`; and nothing at all for
+//! a buffer udmabuf cannot take (pieces not page-aligned, memory not
+//! sealed), unless the consumer is trusted with all of the guest's RAM
+//! (`--trust-ram`: a second server, whose consumers are), which then gets
+//! segments of its memory files, reopened, for pieces not page-aligned,
+//! and still nothing for memory not sealed.
 //!
 //! Without `/dev/udmabuf`, every test is skipped.
 
@@ -44,6 +49,7 @@ use nix::unistd::{lseek, Whence};
 use vm_memory::{ByteValued, Bytes, FileOffset, GuestAddress, GuestMemoryAtomic, GuestMemoryMmap};
 
 use vhost_user_bufshare::buffers::SharedState;
+use vhost_user_bufshare::consumer::access::{RamAccess, TrustRule};
 use vhost_user_bufshare::consumer::export::Udmabuf;
 use vhost_user_bufshare::consumer::{ConsumerConfig, ConsumerServer};
 use vhost_user_bufshare::device::{BufshareDevice, Limits};
@@ -58,6 +64,10 @@ const DEFAULT_LIST_LIMIT: usize = 1024;
 /// The largest `list_limit` the test goes beyond (a page of guest RAM
 /// written per piece, two pieces apart).
 const MAX_LIST_LIMIT: usize = 16384;
+/// udmabuf's default `size_limit_mb`, in bytes, where udmabuf is not used.
+const DEFAULT_SIZE_LIMIT: u64 = 64 * MIB;
+/// The largest `size_limit_mb` the test goes beyond, in bytes.
+const MAX_SIZE_LIMIT: u64 = 256 * MIB;
 
 /// Why a test did not pass.
 #[derive(Debug)]
@@ -75,7 +85,17 @@ impl From<String> for Fail {
 }
 
 type TestResult = Result<(), Fail>;
-type Test = (&'static str, fn(&mut Fixture) -> TestResult);
+
+/// Which fixture a test runs with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Who {
+    /// Consumers trusted with nothing but their buffers: dma-bufs only.
+    Plain,
+    /// Consumers trusted with all of the guest's RAM (`--trust-ram`).
+    Trusted,
+}
+
+type Test = (&'static str, Who, fn(&mut Fixture) -> TestResult);
 
 /// Fails the test with a message unless `cond`.
 macro_rules! check {
@@ -220,6 +240,10 @@ struct Fixture {
     notes: Vec<String>,
     /// udmabuf's `list_limit`, or its default.
     list_limit: usize,
+    /// udmabuf's `size_limit_mb`, in bytes, or its default.
+    size_limit: u64,
+    /// Whether its consumers are trusted with all of the guest's RAM.
+    trusted: bool,
     /// The buffers registered, to unregister after each test.
     registered: Vec<u64>,
     _dir: TempDir,
@@ -233,22 +257,34 @@ impl Fixture {
     /// 4..8 MiB, at 0 of `ram0` (QEMU splits one memfd into regions so);
     /// region 2: guest 8 MiB on, `ram1` (a second memory backend, another
     /// NUMA node); region 3, after a gap: 1 MiB of a memfd without seals.
-    fn new(udmabuf: Option<&Path>) -> Result<Self, String> {
+    /// Its consumers are trusted with all of the guest's RAM, read-write,
+    /// if `trusted`.
+    fn new(udmabuf: Option<&Path>, trusted: bool) -> Result<Self, String> {
         let dir = TempDir::new()?;
-        let config = ConsumerConfig {
+        let mut config = ConsumerConfig {
             udmabuf: udmabuf.map(Path::to_path_buf),
             ..ConsumerConfig::new(dir.0.join("consumer.sock"))
         };
+        if trusted {
+            config.access.trust = vec![TrustRule::for_this_process(RamAccess::ReadWrite)];
+        }
         let server = ctx(ConsumerServer::start(config), "consumer server")?;
         let dmabuf = server.memory_form() == MemoryForm::DmaBuf;
         let list_limit = server
             .hub()
             .udmabuf()
             .map_or(DEFAULT_LIST_LIMIT, Udmabuf::list_limit);
+        let size_limit = server
+            .hub()
+            .udmabuf()
+            .map_or(DEFAULT_SIZE_LIMIT, Udmabuf::size_limit);
 
         let page = page_size();
         let scattered = 2 * (list_limit.min(MAX_LIST_LIMIT) as u64 + 1) * page;
-        let r2_len = scattered.max(16 * MIB).next_multiple_of(MIB);
+        // Room for a buffer just larger than size_limit (the memfd is
+        // sparse: only what is written takes memory).
+        let large = size_limit.min(MAX_SIZE_LIMIT) + 2 * page;
+        let r2_len = scattered.max(large).max(16 * MIB).next_multiple_of(MIB);
         let layout = Layout {
             page,
             r3_base: Layout::R2_BASE + r2_len + 16 * MIB,
@@ -294,6 +330,8 @@ impl Fixture {
             udmabuf: udmabuf.map(Path::to_path_buf),
             notes: Vec::new(),
             list_limit,
+            size_limit,
+            trusted,
             registered: Vec::new(),
             _dir: dir,
         })
@@ -412,8 +450,36 @@ impl Fixture {
                 "the ADD carries {} segments, not a dma-buf: udmabuf refused it",
                 segments.len()
             )),
-            (Memory::DmaBuf(_), false) => Err("a dma-buf without udmabuf".into()),
+            (Memory::DmaBufs { dmabufs, .. }, true) => Err(format!(
+                "the ADD carries {} dma-bufs, not one",
+                dmabufs.len()
+            )),
+            (Memory::DmaBuf(_) | Memory::DmaBufs { .. }, false) => {
+                Err("a dma-buf without udmabuf".into())
+            }
         }
+    }
+
+    /// Registers buffer `id` of `app` at `ranges`, which `client` must not
+    /// be given: then buffer `id + 1000` of one page, whose ADD must be the
+    /// next event.
+    fn not_given(
+        &mut self,
+        client: &mut Client,
+        id: u64,
+        app: &str,
+        ranges: &[(u64, u64)],
+    ) -> TestResult {
+        self.register(id, app, ranges)?;
+        let witness = [(16 * self.layout.page, self.layout.page)];
+        self.register(id + 1000, app, &witness)?;
+        let add = expect_add(client)?;
+        check!(
+            add.buffer_id == id + 1000,
+            "buffer {} was handed over",
+            add.buffer_id
+        );
+        Ok(())
     }
 }
 
@@ -524,7 +590,7 @@ fn add_carries_one_dmabuf(fx: &mut Fixture) -> TestResult {
                 check!(files.len() == 2, "{} files", files.len());
                 check!(segments.len() == 5, "{} segments", segments.len());
             }
-            Memory::DmaBuf(_) => unreachable!(),
+            Memory::DmaBuf(_) | Memory::DmaBufs { .. } => unreachable!(),
         },
     }
     Ok(())
@@ -668,7 +734,9 @@ fn check_segments(
                 check!(segments.len() == n, "{} segments, not {n}", segments.len());
             }
         }
-        Memory::DmaBuf(_) => return Err(Fail::Not("a dma-buf, not segments".into())),
+        Memory::DmaBuf(_) | Memory::DmaBufs { .. } => {
+            return Err(Fail::Not("dma-bufs, not segments".into()))
+        }
     }
     let map = ctx(MappedBuffer::new(add, true), "mmap")?;
     let got = read_all(&map)?;
@@ -680,12 +748,35 @@ fn check_segments(
     Ok(())
 }
 
-fn unaligned_buffer_goes_as_segments(fx: &mut Fixture) -> TestResult {
-    let mut client = fx.consumer(&["unaligned"])?;
+/// Two pages from 0x100 before the end of region 0, into region 1.
+fn unaligned(fx: &Fixture) -> [(u64, u64); 1] {
     let p = fx.layout.page;
-    // Two pages from 0x100 before the end of region 0, into region 1.
-    let ranges = [(4 * MIB - p + 0x100, 2 * p)];
-    let (add, data) = fx.share(&mut client, 9, "unaligned", &ranges)?;
+    [(4 * MIB - p + 0x100, 2 * p)]
+}
+
+fn unaligned_buffer_is_not_given(fx: &mut Fixture) -> TestResult {
+    let mut client = fx.consumer(&["unaligned"])?;
+    let ranges = unaligned(fx);
+    if !fx.dmabuf {
+        // The same fixture as the trusted tests, without udmabuf.
+        let (add, data) = fx.share(&mut client, 9, "unaligned", &ranges)?;
+        return check_segments(fx, &add, &data, &ranges, Some(2));
+    }
+    // udmabuf cannot take it, and this consumer may have nothing else.
+    fx.not_given(&mut client, 9, "unaligned", &ranges)
+}
+
+fn unaligned_buffer_goes_as_segments_if_trusted(fx: &mut Fixture) -> TestResult {
+    let mut client = fx.consumer(&["unaligned"])?;
+    let ranges = unaligned(fx);
+    let (add, data) = fx.share(&mut client, 19, "unaligned", &ranges)?;
+    // The memory files, reopened: never the frontend's descriptors.
+    if let Memory::Segments { files, .. } = &add.memory {
+        for fd in files {
+            let flags = ctx(fcntl(fd, FcntlArg::F_GETFL), "F_GETFL")?;
+            check!(flags & libc::O_ACCMODE == libc::O_RDWR, "flags {flags:#x}");
+        }
+    }
     check_segments(fx, &add, &data, &ranges, Some(2))
 }
 
@@ -708,7 +799,42 @@ fn list_limit_pieces_go_as_one_dmabuf(fx: &mut Fixture) -> TestResult {
     Ok(())
 }
 
-fn beyond_list_limit_goes_as_segments(fx: &mut Fixture) -> TestResult {
+/// Checks that `add` carries `n` dma-bufs (or segments, without udmabuf),
+/// of udmabuf, each of at most `list_limit` pages and `size_limit` bytes,
+/// that show `data`, both ways.
+fn check_dmabufs(
+    fx: &Fixture,
+    add: &Add,
+    data: &[u8],
+    ranges: &[(u64, u64)],
+    n: usize,
+) -> TestResult {
+    if !fx.dmabuf {
+        return check_segments(fx, add, data, ranges, None);
+    }
+    let Memory::DmaBufs { dmabufs, segments } = &add.memory else {
+        return Err(Fail::Not(format!("not several dma-bufs: {:?}", add.memory)));
+    };
+    check!(dmabufs.len() == n, "{} dma-bufs, not {n}", dmabufs.len());
+    check!(segments.len() == n, "{} segments, not {n}", segments.len());
+    for (fd, seg) in dmabufs.iter().zip(segments) {
+        let exporter = fdinfo(fd, "exp_name")?;
+        check!(exporter == "udmabuf", "exporter {exporter:?}");
+        check!(seg.offset == 0, "a segment at {}", seg.offset);
+        check!(fdinfo(fd, "size")? == seg.len.to_string());
+        check!(seg.len <= fx.size_limit, "a dma-buf of {} bytes", seg.len);
+    }
+    let map = ctx(MappedBuffer::new(add, true), "mmap")?;
+    let got = read_all(&map)?;
+    check!(got == data, "{}", first_difference(&got, data));
+    let new = pattern(0xaa, add.size);
+    ctx(map.write(0, &new), "writing the mapping")?;
+    let got = fx.read_guest(ranges)?;
+    check!(got == new, "guest memory: {}", first_difference(&got, &new));
+    Ok(())
+}
+
+fn beyond_list_limit_goes_as_two_dmabufs(fx: &mut Fixture) -> TestResult {
     if fx.list_limit > MAX_LIST_LIMIT {
         return Err(Fail::Skip(format!(
             "list_limit {} is too large",
@@ -719,10 +845,24 @@ fn beyond_list_limit_goes_as_segments(fx: &mut Fixture) -> TestResult {
     let n = fx.list_limit + 1;
     let ranges = fx.layout.scattered(n);
     let (add, data) = fx.share(&mut client, 11, "beyond-limit", &ranges)?;
-    check_segments(fx, &add, &data, &ranges, Some(n))
+    check_dmabufs(fx, &add, &data, &ranges, 2)
 }
 
-fn unsealed_memory_goes_as_segments(fx: &mut Fixture) -> TestResult {
+fn beyond_size_limit_goes_as_two_dmabufs(fx: &mut Fixture) -> TestResult {
+    if fx.size_limit > MAX_SIZE_LIMIT {
+        return Err(Fail::Skip(format!(
+            "size_limit_mb {} is too large",
+            fx.size_limit >> 20
+        )));
+    }
+    let mut client = fx.consumer(&["beyond-size"])?;
+    // One range, two pages more than udmabuf takes in one dma-buf.
+    let ranges = [(Layout::R2_BASE, fx.size_limit + 2 * fx.layout.page)];
+    let (add, data) = fx.share(&mut client, 14, "beyond-size", &ranges)?;
+    check_dmabufs(fx, &add, &data, &ranges, 2)
+}
+
+fn unsealed_memory_goes_to_nobody(fx: &mut Fixture) -> TestResult {
     if let Some(udmabuf) = fx.server.hub().udmabuf() {
         // udmabuf itself refuses a memfd without F_SEAL_SHRINK.
         let segment = bufshare_consumer::Segment {
@@ -738,10 +878,12 @@ fn unsealed_memory_goes_as_segments(fx: &mut Fixture) -> TestResult {
             Ok(_) => return Err(Fail::Not("udmabuf took an unsealed memfd".into())),
         }
     }
+    // Neither as a dma-buf, nor as segments, even to a trusted consumer:
+    // whoever has its descriptor could truncate guest RAM.
     let mut client = fx.consumer(&["unsealed"])?;
     let ranges = [(fx.layout.r3_base + fx.layout.page, 2 * fx.layout.page)];
-    let (add, data) = fx.share(&mut client, 12, "unsealed", &ranges)?;
-    check_segments(fx, &add, &data, &ranges, Some(1))
+    let id = if fx.trusted { 22 } else { 12 };
+    fx.not_given(&mut client, id, "unsealed", &ranges)
 }
 
 fn device_reset_sends_reset(fx: &mut Fixture) -> TestResult {
@@ -762,39 +904,97 @@ fn device_reset_sends_reset(fx: &mut Fixture) -> TestResult {
 }
 
 fn tests() -> Vec<Test> {
+    use Who::{Plain, Trusted};
     vec![
-        ("udmabuf_opens", udmabuf_opens),
-        ("welcome_says_dmabuf", welcome_says_dmabuf),
-        ("add_carries_one_dmabuf", add_carries_one_dmabuf),
-        ("dmabuf_shows_guest_bytes", dmabuf_shows_guest_bytes),
+        ("udmabuf_opens", Plain, udmabuf_opens),
+        ("welcome_says_dmabuf", Plain, welcome_says_dmabuf),
+        ("add_carries_one_dmabuf", Plain, add_carries_one_dmabuf),
+        ("dmabuf_shows_guest_bytes", Plain, dmabuf_shows_guest_bytes),
         (
             "guest_writes_show_through_dmabuf",
+            Plain,
             guest_writes_show_through_dmabuf,
         ),
-        ("dmabuf_writes_show_in_guest", dmabuf_writes_show_in_guest),
-        ("consumers_share_one_dmabuf", consumers_share_one_dmabuf),
+        (
+            "dmabuf_writes_show_in_guest",
+            Plain,
+            dmabuf_writes_show_in_guest,
+        ),
+        (
+            "consumers_share_one_dmabuf",
+            Plain,
+            consumers_share_one_dmabuf,
+        ),
         (
             "update_and_remove_reach_consumers",
+            Plain,
             update_and_remove_reach_consumers,
         ),
         (
-            "unaligned_buffer_goes_as_segments",
-            unaligned_buffer_goes_as_segments,
+            "unaligned_buffer_is_not_given",
+            Plain,
+            unaligned_buffer_is_not_given,
+        ),
+        (
+            "unaligned_buffer_goes_as_segments_if_trusted",
+            Trusted,
+            unaligned_buffer_goes_as_segments_if_trusted,
         ),
         (
             "list_limit_pieces_go_as_one_dmabuf",
+            Plain,
             list_limit_pieces_go_as_one_dmabuf,
         ),
         (
-            "beyond_list_limit_goes_as_segments",
-            beyond_list_limit_goes_as_segments,
+            "beyond_list_limit_goes_as_two_dmabufs",
+            Plain,
+            beyond_list_limit_goes_as_two_dmabufs,
         ),
         (
-            "unsealed_memory_goes_as_segments",
-            unsealed_memory_goes_as_segments,
+            "beyond_size_limit_goes_as_two_dmabufs",
+            Plain,
+            beyond_size_limit_goes_as_two_dmabufs,
         ),
-        ("device_reset_sends_reset", device_reset_sends_reset),
+        (
+            "unsealed_memory_goes_to_nobody",
+            Plain,
+            unsealed_memory_goes_to_nobody,
+        ),
+        (
+            "unsealed_memory_goes_to_nobody_trusted",
+            Trusted,
+            unsealed_memory_goes_to_nobody,
+        ),
+        ("device_reset_sends_reset", Plain, device_reset_sends_reset),
     ]
+}
+
+/// The two fixtures: consumers of `plain` are trusted with nothing, those
+/// of `trusted` with all of the guest's RAM. Without udmabuf, `plain` is
+/// `None`: its consumers would get nothing at all, and the tests run with
+/// `trusted`, which gets segments.
+struct Fixtures {
+    plain: Option<Fixture>,
+    trusted: Fixture,
+}
+
+impl Fixtures {
+    fn new(udmabuf: Option<&Path>) -> Result<Self, String> {
+        let trusted = Fixture::new(udmabuf, true)?;
+        let plain = if trusted.dmabuf {
+            Some(Fixture::new(udmabuf, false)?)
+        } else {
+            None
+        };
+        Ok(Self { plain, trusted })
+    }
+
+    fn get(&mut self, who: Who) -> &mut Fixture {
+        match (who, &mut self.plain) {
+            (Who::Plain, Some(plain)) => plain,
+            _ => &mut self.trusted,
+        }
+    }
 }
 
 /// What became of the tests.
@@ -825,7 +1025,7 @@ fn report(out: &mut impl Write, totals: &mut Totals, n: usize, name: &str, resul
 
 /// Runs `tests` against `fixture` (or reports each as `fixture` says),
 /// printing TAP to `out`.
-fn run(out: &mut impl Write, tests: &[Test], fixture: Result<Fixture, Fail>) -> Totals {
+fn run(out: &mut impl Write, tests: &[Test], fixture: Result<Fixtures, Fail>) -> Totals {
     let mut totals = Totals::default();
     let _ = writeln!(out, "TAP version 13").and_then(|()| writeln!(out, "1..{}", tests.len()));
     let mut fx = match fixture {
@@ -838,7 +1038,7 @@ fn run(out: &mut impl Write, tests: &[Test], fixture: Result<Fixture, Fail>) -> 
                     Fail::Not(String::from("no fixture"))
                 }
             };
-            for (i, (name, _)) in tests.iter().enumerate() {
+            for (i, (name, _, _)) in tests.iter().enumerate() {
                 let result = match &why {
                     Fail::Skip(why) => Err(Fail::Skip(why.clone())),
                     Fail::Not(why) => Err(Fail::Not(why.clone())),
@@ -848,8 +1048,9 @@ fn run(out: &mut impl Write, tests: &[Test], fixture: Result<Fixture, Fail>) -> 
             return totals;
         }
     };
-    let broken = fx.want_dmabuf && !fx.dmabuf;
-    for (i, (name, test)) in tests.iter().enumerate() {
+    let broken = fx.trusted.want_dmabuf && !fx.trusted.dmabuf;
+    for (i, (name, who, test)) in tests.iter().enumerate() {
+        let fx = fx.get(*who);
         let result = if broken && i > 0 {
             Err(Fail::Skip(format!(
                 "udmabuf does not work here (see {})",
@@ -857,7 +1058,7 @@ fn run(out: &mut impl Write, tests: &[Test], fixture: Result<Fixture, Fail>) -> 
             )))
         } else {
             // A panic fails the test, not the run.
-            panic::catch_unwind(AssertUnwindSafe(|| test(&mut fx)))
+            panic::catch_unwind(AssertUnwindSafe(|| test(fx)))
                 .unwrap_or_else(|_| Err(Fail::Not("panicked".into())))
         };
         fx.cleanup();
@@ -878,7 +1079,7 @@ fn main() -> ExitCode {
         .try_init();
     let device = Path::new(Udmabuf::DEVICE);
     let fixture = if device.exists() {
-        Fixture::new(Some(device)).map_err(Fail::Not)
+        Fixtures::new(Some(device)).map_err(Fail::Not)
     } else {
         Err(Fail::Skip(format!("{} is absent", device.display())))
     };
@@ -906,7 +1107,7 @@ mod tests {
     #[test]
     fn with_segments_the_tests_pass() {
         let mut out = Vec::new();
-        let totals = run(&mut out, &tests(), Fixture::new(None).map_err(Fail::Not));
+        let totals = run(&mut out, &tests(), Fixtures::new(None).map_err(Fail::Not));
         let out = String::from_utf8(out).unwrap();
         assert_eq!(
             totals,
@@ -917,13 +1118,13 @@ mod tests {
             },
             "{out}"
         );
-        assert!(out.starts_with("TAP version 13\n1..13\n"), "{out}");
+        assert!(out.starts_with("TAP version 13\n1..16\n"), "{out}");
         assert!(
             out.contains("ok 1 - udmabuf_opens # SKIP no udmabuf device asked for\n"),
             "{out}"
         );
         assert!(
-            out.contains("\nok 13 - device_reset_sends_reset\n"),
+            out.contains("\nok 16 - device_reset_sends_reset\n"),
             "{out}"
         );
     }
@@ -941,7 +1142,7 @@ mod tests {
             Totals {
                 pass: 0,
                 fail: 0,
-                skip: 13
+                skip: 16
             }
         );
         let out = String::from_utf8(out).unwrap();
@@ -956,7 +1157,7 @@ mod tests {
         let totals = run(
             &mut out,
             &tests(),
-            Fixture::new(Some(&file)).map_err(Fail::Not),
+            Fixtures::new(Some(&file)).map_err(Fail::Not),
         );
         fs::remove_file(&file).unwrap();
         let out = String::from_utf8(out).unwrap();
@@ -965,7 +1166,7 @@ mod tests {
             Totals {
                 pass: 0,
                 fail: 1,
-                skip: 12
+                skip: 15
             },
             "{out}"
         );

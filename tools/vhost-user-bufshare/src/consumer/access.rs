@@ -9,6 +9,13 @@
 //! applications of the rules that match its effective uid and gid. The uid
 //! the backend runs as may subscribe to everything: it could read the
 //! backend's memory anyway.
+//!
+//! Who is trusted with all of the guests' RAM is said apart, by rules
+//! written `UID[:GID]=ro|rw` ([`TrustRule`], `--trust-ram`): only those
+//! consumers may get buffers as segments, which pass descriptors of the
+//! guests' memory files, reopened read-only (`ro`) or read-write (`rw`).
+//! Nobody is trusted so unless a rule says so, the backend's own uid
+//! included.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -92,14 +99,7 @@ impl FromStr for AllowRule {
         let (who, apps) = spec
             .split_once('=')
             .ok_or_else(|| format!("{spec:?}: expected UID[:GID]=APPLICATIONS"))?;
-        let (uid, gid) = match who.split_once(':') {
-            Some((uid, gid)) => (uid, Some(number("gid", gid)?)),
-            None => (who, None),
-        };
-        let uid = match uid {
-            "*" => None,
-            uid => Some(number("uid", uid)?),
-        };
+        let (uid, gid) = parse_who(who)?;
         let applications = if apps == ALL_APPLICATIONS {
             Applications::All
         } else {
@@ -135,6 +135,96 @@ impl fmt::Display for AllowRule {
     }
 }
 
+/// What a consumer trusted with all of the guests' RAM may do with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RamAccess {
+    /// Read it: the memory files are handed over reopened read-only.
+    ReadOnly,
+    /// Read and write it: the memory files are handed over reopened
+    /// read-write.
+    ReadWrite,
+}
+
+impl fmt::Display for RamAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RamAccess::ReadOnly => "ro",
+            RamAccess::ReadWrite => "rw",
+        })
+    }
+}
+
+/// One `--trust-ram` rule: `UID[:GID]=ro|rw`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrustRule {
+    /// The uid it applies to; `None`: any.
+    pub uid: Option<u32>,
+    /// The gid it also requires, if any.
+    pub gid: Option<u32>,
+    /// What it grants.
+    pub access: RamAccess,
+}
+
+impl TrustRule {
+    /// A rule for the uid this process runs as.
+    pub fn for_this_process(access: RamAccess) -> Self {
+        Self {
+            uid: Some(nix::unistd::geteuid().as_raw()),
+            gid: None,
+            access,
+        }
+    }
+
+    /// Whether the rule applies to a process with these credentials.
+    pub fn matches(&self, uid: u32, gid: u32) -> bool {
+        self.uid.is_none_or(|u| u == uid) && self.gid.is_none_or(|g| g == gid)
+    }
+}
+
+/// `UID[:GID]`, as the rules write it.
+fn parse_who(who: &str) -> Result<(Option<u32>, Option<u32>), String> {
+    let (uid, gid) = match who.split_once(':') {
+        Some((uid, gid)) => (uid, Some(number("gid", gid)?)),
+        None => (who, None),
+    };
+    let uid = match uid {
+        "*" => None,
+        uid => Some(number("uid", uid)?),
+    };
+    Ok((uid, gid))
+}
+
+impl FromStr for TrustRule {
+    type Err = String;
+
+    /// Parses `UID[:GID]=ro|rw`.
+    fn from_str(spec: &str) -> Result<Self, String> {
+        let (who, access) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("{spec:?}: expected UID[:GID]=ro|rw"))?;
+        let (uid, gid) = parse_who(who)?;
+        let access = match access {
+            "ro" => RamAccess::ReadOnly,
+            "rw" => RamAccess::ReadWrite,
+            other => return Err(format!("{other:?}: expected ro or rw")),
+        };
+        Ok(Self { uid, gid, access })
+    }
+}
+
+impl fmt::Display for TrustRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.uid {
+            Some(uid) => write!(f, "{uid}")?,
+            None => f.write_str("*")?,
+        }
+        if let Some(gid) = self.gid {
+            write!(f, ":{gid}")?;
+        }
+        write!(f, "={}", self.access)
+    }
+}
+
 /// The rules of a backend.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccessPolicy {
@@ -142,15 +232,35 @@ pub struct AccessPolicy {
     pub owner: u32,
     /// The `--allow` rules.
     pub rules: Vec<AllowRule>,
+    /// The `--trust-ram` rules.
+    pub trust: Vec<TrustRule>,
 }
 
 impl AccessPolicy {
-    /// The rules, with the effective uid of this process as the owner.
+    /// The rules, with the effective uid of this process as the owner, and
+    /// nobody trusted with the guests' RAM.
     pub fn for_this_process(rules: Vec<AllowRule>) -> Self {
         Self {
             owner: nix::unistd::geteuid().as_raw(),
             rules,
+            trust: Vec::new(),
         }
+    }
+
+    /// The same, with the `--trust-ram` rules `trust`.
+    pub fn with_trust(self, trust: Vec<TrustRule>) -> Self {
+        Self { trust, ..self }
+    }
+
+    /// What a process with these credentials may do with all of the
+    /// guests' RAM, if it is trusted with it: the most of the rules that
+    /// match it. Only the rules say; being the owner does not.
+    pub fn ram_access(&self, uid: u32, gid: u32) -> Option<RamAccess> {
+        self.trust
+            .iter()
+            .filter(|r| r.matches(uid, gid))
+            .map(|r| r.access)
+            .max()
     }
 
     /// What a process with these credentials may subscribe to, if anything.
@@ -281,6 +391,7 @@ mod tests {
                 rule("*:55=video"),
                 rule("2000=*"),
             ],
+            trust: Vec::new(),
         };
         assert_eq!(policy.allowed(7, 0), Some(Applications::All));
         assert_eq!(policy.allowed(1000, 0), Some(only(&["camera"])));
@@ -307,6 +418,42 @@ mod tests {
         assert_eq!(
             policy.check(3000, 0, &apps(&["camera"])),
             Err("uid 3000 gid 0 may not subscribe to any application".into())
+        );
+    }
+
+    #[test]
+    fn trust_rules() {
+        let trust = |s: &str| s.parse::<TrustRule>().unwrap();
+        assert_eq!(
+            trust("1000:44=rw"),
+            TrustRule {
+                uid: Some(1000),
+                gid: Some(44),
+                access: RamAccess::ReadWrite,
+            }
+        );
+        for text in ["1000=ro", "*:44=rw", "0=rw", "*=ro"] {
+            assert_eq!(trust(text).to_string(), text);
+        }
+        for bad in ["1000", "1000=", "1000=r", "1000=RW", "x=ro", "1000=ro,rw"] {
+            assert!(bad.parse::<TrustRule>().is_err(), "{bad:?}");
+        }
+        let policy = AccessPolicy {
+            owner: 7,
+            rules: Vec::new(),
+            trust: vec![trust("1000=ro"), trust("1000:44=rw"), trust("*:55=ro")],
+        };
+        // The owner is not trusted unless a rule says so.
+        assert_eq!(policy.ram_access(7, 0), None);
+        assert_eq!(policy.ram_access(1000, 0), Some(RamAccess::ReadOnly));
+        assert_eq!(policy.ram_access(1000, 44), Some(RamAccess::ReadWrite));
+        assert_eq!(policy.ram_access(3, 55), Some(RamAccess::ReadOnly));
+        assert_eq!(policy.ram_access(3, 0), None);
+        let mine = TrustRule::for_this_process(RamAccess::ReadOnly);
+        assert_eq!(mine.uid, Some(nix::unistd::geteuid().as_raw()));
+        assert_eq!(
+            AccessPolicy::for_this_process(Vec::new()).ram_access(mine.uid.unwrap(), 0),
+            None
         );
     }
 

@@ -39,7 +39,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use vm_memory::GuestMemoryMmap;
 
 use super::access::Applications;
-use super::export::{Export, Udmabuf};
+use super::export::{Export, HandOverError, Receiver, Udmabuf};
 use crate::buffers::{Buffer, TableObserver, UpdateInfo};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -128,8 +128,13 @@ impl Item {
         &**self.guest() == guest && self.id() == Some(id)
     }
 
-    /// The message to send; an ADD's memory as `udmabuf` allows.
-    pub fn to_message<'a>(&'a self, udmabuf: Option<&Udmabuf>) -> Message<BorrowedFd<'a>> {
+    /// The message to send to `to`; an ADD's memory as `udmabuf` allows
+    /// and `to` may take ([`Export::memory`]): else why the ADD cannot go.
+    pub fn to_message<'a>(
+        &'a self,
+        udmabuf: Option<&Udmabuf>,
+        to: &Receiver,
+    ) -> Result<Message<BorrowedFd<'a>>, HandOverError> {
         let event = match self {
             Item::Add {
                 guest,
@@ -146,7 +151,7 @@ impl Item {
                 size: *size,
                 seqno: *seqno,
                 properties: (**props).clone(),
-                memory: export.memory(udmabuf),
+                memory: export.memory(udmabuf, to)?,
             }),
             Item::Update { guest, id, info } => Event::Update(Update {
                 guest: guest.to_string(),
@@ -169,7 +174,7 @@ impl Item {
                 reason: *reason,
             }),
         };
-        Message::Event(event)
+        Ok(Message::Event(event))
     }
 }
 
@@ -280,8 +285,8 @@ impl QueueState {
 pub struct ConsumerQueue {
     who: String,
     applications: Applications,
-    /// The protocol version the connection speaks.
-    version: u32,
+    /// The connection's version, and its trust.
+    receiver: Receiver,
     limit: usize,
     state: Mutex<QueueState>,
     wake: EventFd,
@@ -301,13 +306,13 @@ impl ConsumerQueue {
     fn new(
         who: String,
         applications: Applications,
-        version: u32,
+        receiver: Receiver,
         limit: usize,
     ) -> io::Result<Self> {
         Ok(Self {
             who,
             applications,
-            version,
+            receiver,
             limit,
             state: Mutex::new(QueueState::default()),
             wake: EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?,
@@ -324,9 +329,9 @@ impl ConsumerQueue {
         &self.applications
     }
 
-    /// The protocol version its connection speaks.
-    pub fn version(&self) -> u32 {
-        self.version
+    /// What the consumer may take: its connection's version, its trust.
+    pub fn receiver(&self) -> &Receiver {
+        &self.receiver
     }
 
     fn wake(&self) {
@@ -436,7 +441,7 @@ impl ConsumerQueue {
         st.withdraw(0, |i| i.guest() == guest);
         st.live.remove(guest);
         if st.held.get(guest).is_some_and(|ids| !ids.is_empty()) {
-            let reason = if self.version >= 2 {
+            let reason = if self.receiver.version >= 2 {
                 ResetReason::Overflow
             } else {
                 ResetReason::Disconnected
@@ -532,6 +537,52 @@ impl ConsumerQueue {
             Item::Update { .. } | Item::Properties { .. } => {}
         }
         Next::Item(entry.item)
+    }
+
+    /// The ADD of buffer `id` of `guest`, just taken, could not be made for
+    /// the consumer ([`Item::to_message`]): it does not hold the buffer,
+    /// and the buffer's events queued after it (up to its REMOVE, the end
+    /// of that buffer) are withdrawn; so is a RESET of the guest queued for
+    /// that buffer only.
+    pub fn undeliverable(&self, guest: &Arc<str>, id: u64) {
+        let mut st = lock(&self.state);
+        if let Some(ids) = st.held.get_mut(guest) {
+            ids.remove(&id);
+        }
+        let nothing_held = st.held.get(guest).is_none_or(HashSet::is_empty);
+        let mut withdrawn_reset = false;
+        let mut ended = false;
+        let mut live = std::mem::take(&mut st.live);
+        st.entries.retain(|e| {
+            if ended {
+                return true;
+            }
+            let drop = match &e.item {
+                Item::Reset { guest: g, .. } if g == guest => {
+                    // Later entries are about another buffer.
+                    ended = true;
+                    nothing_held && !std::mem::replace(&mut withdrawn_reset, true)
+                }
+                Item::Remove { .. } if e.item.is_about(guest, id) => {
+                    ended = true;
+                    true
+                }
+                Item::Add { .. } if e.item.is_about(guest, id) => {
+                    // The buffer again, after a REMOVE already withdrawn:
+                    // not possible, the REMOVE ends the scan. Keep it.
+                    ended = true;
+                    false
+                }
+                item => item.is_about(guest, id),
+            };
+            if drop && !e.snapshot {
+                if let Some(n) = live.get_mut(e.item.guest()) {
+                    *n -= 1;
+                }
+            }
+            !drop
+        });
+        st.live = live;
     }
 
     /// Number of events queued (for tests and logs).
@@ -698,12 +749,12 @@ impl Hub {
         &self,
         who: String,
         applications: Applications,
-        version: u32,
+        receiver: Receiver,
     ) -> io::Result<Arc<ConsumerQueue>> {
         let queue = Arc::new(ConsumerQueue::new(
             who,
             applications,
-            version,
+            receiver,
             self.queue_limit,
         )?);
         let mut inner = self.lock();

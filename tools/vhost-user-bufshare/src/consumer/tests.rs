@@ -25,7 +25,7 @@ use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 use vm_memory::{ByteValued, Bytes, FileOffset, GuestAddress, GuestMemoryAtomic, GuestMemoryMmap};
 
-use super::access::AllowRule;
+use super::access::{AllowRule, RamAccess, TrustRule};
 use super::*;
 use crate::buffers::SharedState;
 use crate::device::{BufshareDevice, Limits};
@@ -35,6 +35,12 @@ const MIB: u64 = 0x10_0000;
 
 /// A sealed memfd of `len` bytes, as QEMU's memory-backend-memfd makes.
 fn memfd(len: u64) -> File {
+    memfd_sealed(len, true)
+}
+
+/// A memfd of `len` bytes, sealed against shrinking and growing if
+/// `sealed`.
+fn memfd_sealed(len: u64, sealed: bool) -> File {
     let fd = memfd_create(
         "guest-ram",
         MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
@@ -42,20 +48,22 @@ fn memfd(len: u64) -> File {
     .unwrap();
     let file = File::from(fd);
     file.set_len(len).unwrap();
-    fcntl(
-        &file,
-        FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW),
-    )
-    .unwrap();
+    if sealed {
+        fcntl(
+            &file,
+            FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW),
+        )
+        .unwrap();
+    }
     file
 }
 
 /// Guest RAM: 0..1 MiB at 1 MiB of `ram0`, 1..2 MiB at 0 of `ram0` (so
 /// the two are adjacent in the guest but not in the file), 16..17 MiB in
-/// `ram1`.
-fn memory() -> (GuestMemoryMmap, File, File) {
+/// `ram1`; `ram1` unsealed if `ram1_sealed` is false.
+fn memory_with(ram1_sealed: bool) -> (GuestMemoryMmap, File, File) {
     let ram0 = memfd(2 * MIB);
-    let ram1 = memfd(MIB);
+    let ram1 = memfd_sealed(MIB, ram1_sealed);
     let region = |guest: u64, file: &File, offset: u64| {
         (
             GuestAddress(guest),
@@ -70,6 +78,10 @@ fn memory() -> (GuestMemoryMmap, File, File) {
     ])
     .unwrap();
     (mem, ram0, ram1)
+}
+
+fn memory() -> (GuestMemoryMmap, File, File) {
+    memory_with(true)
 }
 
 /// REGISTER of buffer `id` of `num_ranges` ranges, `ranges` of them now.
@@ -107,14 +119,22 @@ struct Fixture {
 
 impl Fixture {
     fn new(configure: impl FnOnce(&mut ConsumerConfig)) -> Self {
+        Self::with_memory(configure, memory())
+    }
+
+    fn with_memory(
+        configure: impl FnOnce(&mut ConsumerConfig),
+        (mem, ram0, _ram1): (GuestMemoryMmap, File, File),
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("consumer.sock");
         let mut config = ConsumerConfig::new(&path);
-        // This host has no udmabuf; make sure of it.
+        // This host has no udmabuf; make sure of it. Buffers go as
+        // segments: to consumers trusted with all of the guest's RAM.
         config.udmabuf = None;
+        config.access.trust = vec![TrustRule::for_this_process(RamAccess::ReadWrite)];
         configure(&mut config);
         let server = ConsumerServer::start(config).unwrap();
-        let (mem, ram0, _ram1) = memory();
         let state = Arc::new(SharedState::default());
         state.lock().observer = Some(server.guest("vm0").unwrap());
         let mut device = BufshareDevice::with_state(Limits::default(), Arc::clone(&state));
@@ -242,7 +262,7 @@ fn round_trip() {
                 ]
             );
         }
-        Memory::DmaBuf(_) => panic!("a dma-buf"),
+        Memory::DmaBuf(_) | Memory::DmaBufs { .. } => panic!("a dma-buf"),
     }
     // The bytes, through the descriptors.
     let map = MappedBuffer::new(&add, true).unwrap();
@@ -410,6 +430,7 @@ fn access_is_checked() {
                 .parse()
                 .unwrap(),
         ],
+        trust: vec![TrustRule::for_this_process(RamAccess::ReadWrite)],
     };
     let fx = Fixture::new(|c| c.access = policy);
     for apps in [&["camera", "weston"][..], &["weston"], &[ALL_APPLICATIONS]] {
@@ -431,6 +452,7 @@ fn access_is_checked() {
     let policy = AccessPolicy {
         owner: uid().wrapping_add(1),
         rules: vec![format!("{}=*", uid().wrapping_add(2)).parse().unwrap()],
+        trust: Vec::new(),
     };
     let fx = Fixture::new(|c| c.access = policy);
     let mut client = fx.client();
@@ -552,6 +574,58 @@ fn bad_consumers() {
     send_message(stream.as_fd(), &hello_bytes(7, &["a"]), &[]).unwrap();
     match bufshare_consumer::io::recv_message(stream.as_fd()) {
         Ok(Some(Message::Welcome(w))) => assert_eq!(w.version, VERSION),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn without_udmabuf_untrusted_consumers_are_refused() {
+    // Segments would give them all of the guest's RAM: only consumers
+    // the configuration trusts with it get them, the owner included.
+    let fx = Fixture::new(|c| c.access.trust.clear());
+    let mut client = fx.client();
+    match client.subscribe(&["a"]) {
+        Err(ClientError::Refused(e)) => {
+            assert_eq!(e.code, ErrorCode::Denied);
+            assert!(e.message.contains("--trust-ram"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Trusted read-only: the memory files, reopened read-only.
+    let mut fx = Fixture::new(|c| {
+        c.access.trust = vec![TrustRule::for_this_process(RamAccess::ReadOnly)];
+    });
+    fx.run(&register(1, "a", 1, &[(0, 0x1000)], 0x1000, b""));
+    let mut client = fx.subscribed(&["a"]);
+    let add = expect_add(&mut client);
+    let Memory::Segments { files, .. } = &add.memory else {
+        panic!("{:?}", add.memory);
+    };
+    let flags = fcntl(&files[0], FcntlArg::F_GETFL).unwrap();
+    assert_eq!(flags & libc::O_ACCMODE, libc::O_RDONLY);
+    let file = File::from(files[0].try_clone().unwrap());
+    assert!(file.set_len(0).is_err());
+    assert!(MappedBuffer::new(&add, true).is_err());
+    assert!(MappedBuffer::new(&add, false).is_ok());
+}
+
+#[test]
+fn unsealed_memory_is_handed_to_nobody() {
+    // ram1 is not sealed: whoever had its descriptor could truncate guest
+    // RAM. A trusted consumer is not told of a buffer in it, nor of its
+    // UPDATE or REMOVE; it gets the buffers it may have.
+    let mut fx = Fixture::with_memory(|_| {}, memory_with(false));
+    let mut client = fx.subscribed(&["a"]);
+    fx.wait_consumers(1);
+    fx.run(&register(1, "a", 1, &[(16 * MIB, 0x1000)], 0x1000, b""));
+    fx.run(update_command(1, 1, None, None).as_slice());
+    fx.run(&unregister(1));
+    fx.run(&register(2, "a", 1, &[(0, 0x1000)], 0x1000, b""));
+    let add = expect_add(&mut client);
+    assert_eq!(add.buffer_id, 2);
+    fx.run(update_command(2, 1, None, None).as_slice());
+    match next(&mut client) {
+        Event::Update(u) => assert_eq!(u.buffer_id, 2),
         other => panic!("{other:?}"),
     }
 }

@@ -12,12 +12,27 @@ use vm_memory::{FileOffset, GuestAddress};
 
 use super::*;
 use crate::buffers::resolve_range;
+use crate::consumer::access::RamAccess;
 use crate::props::parse_properties;
 
-/// Guest RAM of 1 MiB in a file, and a region that no file backs.
+/// Guest RAM of 1 MiB in a memfd sealed as QEMU seals it, and a region
+/// that no file backs.
 fn memory() -> (GuestMemoryMmap, File) {
-    let file = tempfile::tempfile().unwrap();
+    use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+    use nix::sys::memfd::{memfd_create, MFdFlags};
+    let file = File::from(
+        memfd_create(
+            "hub-test",
+            MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+        )
+        .unwrap(),
+    );
     file.set_len(0x10_0000).unwrap();
+    fcntl(
+        &file,
+        FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW),
+    )
+    .unwrap();
     let mem = GuestMemoryMmap::from_ranges_with_files(&[
         (
             GuestAddress(0),
@@ -76,6 +91,18 @@ fn drain(queue: &ConsumerQueue) -> Vec<String> {
     }
 }
 
+/// A consumer of the current version trusted with all of the guests'
+/// RAM: it gets segments (there is no udmabuf here).
+const TRUSTED: Receiver = Receiver {
+    version: VERSION,
+    ram: Some(RamAccess::ReadWrite),
+};
+/// The same, of version 1.
+const V1: Receiver = Receiver {
+    version: 1,
+    ram: Some(RamAccess::ReadWrite),
+};
+
 fn hub(limit: usize) -> Arc<Hub> {
     Arc::new(Hub::new(limit, None))
 }
@@ -86,13 +113,13 @@ fn dispatch_by_application() {
     let hub = hub(100);
     let guest = hub.add_guest("vm0").unwrap();
     let cam = hub
-        .subscribe("cam".into(), only(&["cam"]), VERSION)
+        .subscribe("cam".into(), only(&["cam"]), TRUSTED)
         .unwrap();
     let all = hub
-        .subscribe("all".into(), Applications::All, VERSION)
+        .subscribe("all".into(), Applications::All, TRUSTED)
         .unwrap();
     let other = hub
-        .subscribe("other".into(), only(&["other", "x"]), VERSION)
+        .subscribe("other".into(), only(&["other", "x"]), TRUSTED)
         .unwrap();
     assert_eq!(hub.consumers(), 3);
 
@@ -139,7 +166,7 @@ fn subscription_gets_what_exists() {
     // The subscription sees the last seqno.
     b_guest.updated(&buffer(&mem, 2, "cam"), &update(7));
 
-    let q = hub.subscribe("q".into(), only(&["cam"]), VERSION).unwrap();
+    let q = hub.subscribe("q".into(), only(&["cam"]), TRUSTED).unwrap();
     // Four ADDs with a limit of 1: they do not count; one live event fits.
     assert_eq!(q.len(), 4);
     b_guest.updated(&buffer(&mem, 1, "cam"), &update(1));
@@ -163,9 +190,9 @@ fn overflow_resynchronises_the_guest_only() {
     let vm0 = hub.add_guest("vm0").unwrap();
     let vm1 = hub.add_guest("vm1").unwrap();
     let q = hub
-        .subscribe("q".into(), Applications::All, VERSION)
+        .subscribe("q".into(), Applications::All, TRUSTED)
         .unwrap();
-    let v1 = hub.subscribe("v1".into(), Applications::All, 1).unwrap();
+    let v1 = hub.subscribe("v1".into(), Applications::All, V1).unwrap();
     let (b1, b2, b3) = (
         buffer(&mem, 1, "cam"),
         buffer(&mem, 2, "cam"),
@@ -216,7 +243,7 @@ fn overflow_resynchronises_the_guest_only() {
     vm0.updated(&b1, &update(3));
     assert_eq!(q.len(), 4);
     // A guest the consumer holds nothing of: no RESET, just the ADDs.
-    let late = hub.subscribe("late".into(), only(&["y"]), VERSION).unwrap();
+    let late = hub.subscribe("late".into(), only(&["y"]), TRUSTED).unwrap();
     let b4 = buffer(&mem, 4, "y");
     for _ in 0..3 {
         vm1.added(&b4, Some(&mem));
@@ -237,7 +264,7 @@ fn remove_withdraws_what_was_not_sent() {
     let hub = hub(100);
     let guest = hub.add_guest("vm0").unwrap();
     let q = hub
-        .subscribe("q".into(), Applications::All, VERSION)
+        .subscribe("q".into(), Applications::All, TRUSTED)
         .unwrap();
     let (b1, b2) = (buffer(&mem, 1, "cam"), buffer(&mem, 2, "cam"));
     guest.added(&b1, Some(&mem));
@@ -262,7 +289,7 @@ fn reset_goes_to_those_who_hold_buffers() {
     let vm0 = hub.add_guest("vm0").unwrap();
     let vm1 = hub.add_guest("vm1").unwrap();
     let holder = hub
-        .subscribe("holder".into(), Applications::All, VERSION)
+        .subscribe("holder".into(), Applications::All, TRUSTED)
         .unwrap();
     let b = buffer(&mem, 1, "cam");
     vm0.added(&b, Some(&mem));
@@ -270,10 +297,10 @@ fn reset_goes_to_those_who_hold_buffers() {
     assert_eq!(drain(&holder), ["add vm0 1 0", "add vm1 1 0"]);
     // Subscribed now: its ADDs are still queued.
     let late = hub
-        .subscribe("late".into(), Applications::All, VERSION)
+        .subscribe("late".into(), Applications::All, TRUSTED)
         .unwrap();
     let bystander = hub
-        .subscribe("bystander".into(), only(&["other"]), VERSION)
+        .subscribe("bystander".into(), only(&["other"]), TRUSTED)
         .unwrap();
     vm0.updated(&b, &update(1));
     vm1.updated(&b, &update(1));
@@ -299,7 +326,7 @@ fn reset_goes_to_those_who_hold_buffers() {
     assert!(drain(&holder).is_empty());
     // A new subscriber gets nothing of vm0.
     let q = hub
-        .subscribe("q".into(), Applications::All, VERSION)
+        .subscribe("q".into(), Applications::All, TRUSTED)
         .unwrap();
     assert_eq!(drain(&q), ["add vm1 1 1"]);
 }
@@ -310,7 +337,7 @@ fn same_id_again_after_a_reset() {
     let hub = hub(100);
     let vm0 = hub.add_guest("vm0").unwrap();
     let q = hub
-        .subscribe("q".into(), Applications::All, VERSION)
+        .subscribe("q".into(), Applications::All, TRUSTED)
         .unwrap();
     let b = buffer(&mem, 1, "cam");
     vm0.added(&b, Some(&mem));
@@ -345,7 +372,7 @@ fn guests_come_and_go() {
         HubError::Duplicate("vm0".into())
     );
     let q = hub
-        .subscribe("q".into(), Applications::All, VERSION)
+        .subscribe("q".into(), Applications::All, TRUSTED)
         .unwrap();
     vm0.added(&buffer(&mem, 1, "cam"), Some(&mem));
     drain(&q);
@@ -354,7 +381,7 @@ fn guests_come_and_go() {
     assert_eq!(drain(&q), ["reset vm0 Disconnected"]);
     let vm0 = hub.add_guest("vm0").unwrap();
     assert!(drain(
-        &hub.subscribe("new".into(), Applications::All, VERSION)
+        &hub.subscribe("new".into(), Applications::All, TRUSTED)
             .unwrap()
     )
     .is_empty());
@@ -367,7 +394,7 @@ fn buffers_that_cannot_be_handed_over() {
     let hub = hub(100);
     let vm0 = hub.add_guest("vm0").unwrap();
     let q = hub
-        .subscribe("q".into(), Applications::All, VERSION)
+        .subscribe("q".into(), Applications::All, TRUSTED)
         .unwrap();
     // In memory that no file backs.
     let props = crate::props::Properties::default();
@@ -401,10 +428,10 @@ fn finish_all_and_unsubscribe() {
     let hub = hub(100);
     let vm0 = hub.add_guest("vm0").unwrap();
     let a = hub
-        .subscribe("a".into(), Applications::All, VERSION)
+        .subscribe("a".into(), Applications::All, TRUSTED)
         .unwrap();
     let b = hub
-        .subscribe("b".into(), Applications::All, VERSION)
+        .subscribe("b".into(), Applications::All, TRUSTED)
         .unwrap();
     hub.unsubscribe(&b);
     assert_eq!(hub.consumers(), 1);
@@ -428,7 +455,7 @@ fn finish_all_and_unsubscribe() {
 
     // An end (overflow) drops what is queued and wins over a finish.
     let c = hub
-        .subscribe("c".into(), Applications::All, VERSION)
+        .subscribe("c".into(), Applications::All, TRUSTED)
         .unwrap();
     vm0.added(&buffer(&mem, 2, "cam"), Some(&mem));
     c.finish(ErrorMessage::new(ErrorCode::Shutdown, ""));
@@ -447,7 +474,7 @@ fn wake_ups() {
     let hub = hub(100);
     let vm0 = hub.add_guest("vm0").unwrap();
     let q = hub
-        .subscribe("q".into(), Applications::All, VERSION)
+        .subscribe("q".into(), Applications::All, TRUSTED)
         .unwrap();
     assert!(!readable(&q));
     vm0.added(&buffer(&mem, 1, "cam"), Some(&mem));
@@ -465,13 +492,13 @@ fn items_make_valid_messages() {
     let hub = hub(100);
     let vm0 = hub.add_guest("vm0").unwrap();
     let q = hub
-        .subscribe("q".into(), Applications::All, VERSION)
+        .subscribe("q".into(), Applications::All, TRUSTED)
         .unwrap();
     let b = buffer(&mem, 1, "cam");
     let mut kinds = Vec::new();
     let mut take = |q: &ConsumerQueue| {
         while let Next::Item(item) = q.pop() {
-            let message = item.to_message(None);
+            let message = item.to_message(None, q.receiver()).unwrap();
             message.encode().unwrap();
             if let Message::Event(event) = &message {
                 assert_eq!(event.guest(), "vm0");
@@ -520,7 +547,7 @@ fn remove_of_a_held_buffer_survives_the_id_used_again() {
     let hub = hub(100);
     let guest = hub.add_guest("vm0").unwrap();
     let q = hub
-        .subscribe("q".into(), Applications::All, VERSION)
+        .subscribe("q".into(), Applications::All, TRUSTED)
         .unwrap();
     let b = buffer(&mem, 1, "cam");
     guest.added(&b, Some(&mem));
@@ -563,7 +590,7 @@ fn events_of_buffers_never_given_are_not_queued() {
     guest.added(&b, Some(&mem));
     // Subscribed after: gets the ADD on subscription, then its events.
     let q = hub
-        .subscribe("q".into(), Applications::All, VERSION)
+        .subscribe("q".into(), Applications::All, TRUSTED)
         .unwrap();
     guest.updated(&b, &update(3));
     assert_eq!(drain(&q), ["add vm0 1 0", "update vm0 1 3"]);
@@ -582,4 +609,88 @@ fn events_of_buffers_never_given_are_not_queued() {
         props: Arc::default(),
     });
     assert!(q.is_empty());
+}
+
+#[test]
+fn a_buffer_the_consumer_cannot_take_is_forgotten() {
+    // Its ADD was taken but could not be made for the consumer (no
+    // dma-buf, not trusted with segments): the consumer hears nothing of
+    // that buffer, not even its REMOVE or a RESET for it alone.
+    let (mem, _file) = memory();
+    let hub = hub(100);
+    let guest = hub.add_guest("vm0").unwrap();
+    let q = hub
+        .subscribe("q".into(), Applications::All, TRUSTED)
+        .unwrap();
+    let (b1, b2) = (buffer(&mem, 1, "cam"), buffer(&mem, 2, "cam"));
+    guest.added(&b1, Some(&mem));
+    guest.updated(&b1, &update(1));
+    let Next::Item(add) = q.pop() else {
+        panic!("no ADD")
+    };
+    guest.properties(&b1);
+    q.undeliverable(add.guest(), 1);
+    guest.updated(&b1, &update(2));
+    guest.reset(ResetReason::DeviceReset);
+    assert!(q.is_empty(), "{:?}", drain(&q));
+
+    // With another buffer held, the RESET stays; so does the next buffer
+    // of the same id, once the first is removed.
+    guest.added(&b1, Some(&mem));
+    guest.added(&b2, Some(&mem));
+    assert_eq!(drain(&q), ["add vm0 1 0", "add vm0 2 0"]);
+    guest.removed(&b1);
+    guest.added(&b1, Some(&mem));
+    let Next::Item(Item::Remove { .. }) = q.pop() else {
+        panic!("no REMOVE")
+    };
+    let Next::Item(add) = q.pop() else {
+        panic!("no ADD")
+    };
+    guest.updated(&b1, &update(1));
+    guest.removed(&b1);
+    guest.added(&b1, Some(&mem));
+    q.undeliverable(add.guest(), 1);
+    guest.reset(ResetReason::DeviceReset);
+    assert_eq!(drain(&q), ["reset vm0 DeviceReset"]);
+}
+
+#[test]
+fn no_segments_for_an_untrusted_consumer() {
+    // Without udmabuf a buffer could only go as segments, all of the
+    // guest's RAM: an untrusted consumer's ADD is refused, with the
+    // reason; its other events are not about memory.
+    let (mem, _file) = memory();
+    let hub = hub(100);
+    let guest = hub.add_guest("vm0").unwrap();
+    let untrusted = Receiver {
+        version: VERSION,
+        ram: None,
+    };
+    let q = hub
+        .subscribe("q".into(), Applications::All, untrusted)
+        .unwrap();
+    let b = buffer(&mem, 1, "cam");
+    guest.added(&b, Some(&mem));
+    let Next::Item(add) = q.pop() else {
+        panic!("no ADD")
+    };
+    let e = add.to_message(None, q.receiver()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            HandOverError::NotTrusted(crate::consumer::export::NoDmaBuf::NoUdmabuf)
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("--trust-ram"), "{e}");
+    // Trusted: segments.
+    let message = add.to_message(None, &TRUSTED).unwrap();
+    let Message::Event(Event::Add(add)) = message else {
+        panic!("{message:?}");
+    };
+    assert!(matches!(
+        add.memory,
+        bufshare_consumer::Memory::Segments { .. }
+    ));
 }
