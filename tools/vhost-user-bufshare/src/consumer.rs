@@ -190,6 +190,18 @@ impl ConsumerServer {
                     None
                 }
             });
+        if udmabuf.is_some() {
+            // A descriptor per dma-buf, kept as long as its buffer (up to
+            // 32 for a buffer, max_buffers buffers per guest): far beyond
+            // the usual soft limit of 1024.
+            match raise_nofile_limit() {
+                Ok((old, new)) if old != new => {
+                    info!("dma-buf mode: RLIMIT_NOFILE soft limit raised from {old} to {new}");
+                }
+                Ok((_, limit)) => info!("dma-buf mode: RLIMIT_NOFILE soft limit is {limit}"),
+                Err(e) => warn!("dma-buf mode: cannot raise RLIMIT_NOFILE: {e}"),
+            }
+        }
         let hub = Arc::new(Hub::new(config.queue_limit.max(1), udmabuf));
         let listener = socket::listen(&config.path, config.mode)?;
         let shared = Arc::new(Shared {
@@ -363,6 +375,17 @@ fn send_error(stream: &UnixStream, error: ErrorMessage) {
         }
         Err(e) => error!("cannot encode an error: {e}"),
     }
+}
+
+/// Raises the soft limit of open descriptors (`RLIMIT_NOFILE`) to the hard
+/// limit: the soft limit before and after.
+pub fn raise_nofile_limit() -> nix::Result<(u64, u64)> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok((soft, getrlimit(Resource::RLIMIT_NOFILE)?.0))
 }
 
 /// A consumer refused because buffers can only go to it as segments (the

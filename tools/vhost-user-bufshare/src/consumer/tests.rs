@@ -839,3 +839,17 @@ fn a_file_in_the_way() {
     ));
     assert_eq!(std::fs::read(&path).unwrap(), b"x");
 }
+
+#[test]
+fn nofile_soft_limit_raised_to_the_hard_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    // One below the hard limit, so that there is something to raise
+    // (harmless to the other tests, unless the hard limit is small).
+    if hard > 4096 {
+        setrlimit(Resource::RLIMIT_NOFILE, hard - 1, hard).unwrap();
+        assert_eq!(raise_nofile_limit().unwrap(), (hard - 1, hard));
+    }
+    assert_eq!(raise_nofile_limit().unwrap().1, hard);
+    assert_eq!(getrlimit(Resource::RLIMIT_NOFILE).unwrap(), (hard, hard));
+}
