@@ -5,6 +5,8 @@
 #   make KDIR=<kernel tree>   build the driver as an external module against a
 #                             prepared Rust-enabled tree (see README.md)
 #   make check                everything from cold, then every test
+#   make fuzz                 run each fuzz target of the host side for
+#                             FUZZ_TIME seconds (600; scripts/fuzz.sh)
 #   make run                  boot a guest with the driver and show a round trip
 #   make series               the kernel side as an upstream series, checkpatch-clean
 #
@@ -14,7 +16,7 @@
 KDIR ?=
 
 .PHONY: all modules clean toolchain kernel tools guest-programs check run bench \
-	rustfmtcheck clippy series
+	rustfmtcheck clippy series fuzz
 
 all: modules
 
@@ -52,6 +54,9 @@ clippy:
 
 check:
 	scripts/check.sh
+
+fuzz:
+	scripts/fuzz.sh run
 
 run:
 	scripts/run.sh

@@ -81,6 +81,24 @@ else
 	fail "external module build (CLIPPY=1)"
 fi
 
+# The fuzz targets (scripts/fuzz.sh), FUZZ_CHECK_TIME (20) seconds each:
+# a short run from the seed corpus and what earlier runs found; `make fuzz`
+# runs them for longer.
+log "fuzz targets (${FUZZ_CHECK_TIME:-20} s each)"
+if out=$(bash scripts/fuzz.sh lint 2>&1); then pass "fuzz crate: cargo fmt and clippy"; else echo "$out" | tail -30; fail "fuzz crate: cargo fmt and clippy"; fi
+out=$(FUZZ_TIME=${FUZZ_CHECK_TIME:-20} bash scripts/fuzz.sh run 2>&1)
+rc=$?
+while IFS= read -r line; do
+	case "$line" in
+	"fuzz "*": FAILED"*) echo "$out" | grep -v '^ *at \|^ *[0-9]*: ' | tail -40; fail "${line#fuzz }" ;;
+	"fuzz "*) pass "${line#fuzz }" ;;
+	esac
+done <<< "$out"
+if [ "$rc" != 0 ] && ! echo "$out" | grep -q '^fuzz .*: FAILED'; then
+	echo "$out" | tail -30
+	fail "fuzz targets (exit $rc)"
+fi
+
 # The guest tests (scripts/guest-tests.sh), each boot in a run directory of
 # its own: its console, kernel log, kmemleak report and backend log stay
 # there, and their paths are printed when anything failed.
