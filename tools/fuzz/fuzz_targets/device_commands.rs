@@ -90,12 +90,18 @@ struct Memory {
 }
 
 fn memfd(size: u64) -> File {
+    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
     // SAFETY: a NUL-terminated name, no pointers kept.
-    let fd = unsafe { libc::memfd_create(c"bufshare-fuzz".as_ptr(), libc::MFD_CLOEXEC) };
+    let fd = unsafe { libc::memfd_create(c"bufshare-fuzz".as_ptr(), flags) };
     assert!(fd >= 0, "memfd_create");
     // SAFETY: a descriptor just made, owned by nothing else.
     let file = unsafe { File::from_raw_fd(fd) };
     file.set_len(size).expect("memfd size");
+    // Sealed as QEMU's memory-backend-memfd seals guest RAM.
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+    // SAFETY: F_ADD_SEALS takes an int, on a descriptor we own.
+    let rc = unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) };
+    assert_eq!(rc, 0, "F_ADD_SEALS");
     file
 }
 
