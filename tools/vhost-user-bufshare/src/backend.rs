@@ -142,6 +142,10 @@ impl VhostUserBufshareBackend {
     /// Serves the chains available now; returns how many were taken from
     /// the ring, including those a [`Fault::Drop`] or [`Fault::DropNext`]
     /// leaves outstanding.
+    ///
+    /// The driver is notified (if it asked to be) once they are returned,
+    /// and at once after each chain a [`Fault::SlowAnswer`] held back: that
+    /// answer is late enough.
     fn process_available(&mut self, vring: &VringRwLock) -> Result<usize, Error> {
         let mem = self.mem.as_ref().ok_or(Error::NoMemory)?.memory();
         let chains: Vec<Chain> = vring
@@ -154,7 +158,8 @@ impl VhostUserBufshareBackend {
             return Ok(0);
         }
 
-        let mut returned = 0;
+        // Chains returned and not notified yet.
+        let mut unnotified = 0;
         for chain in &chains {
             let head = chain.head_index();
             let fault = self.fault();
@@ -166,22 +171,23 @@ impl VhostUserBufshareBackend {
                 continue;
             }
             let len = self.process_chain(&mem, chain, fault);
+            // The command is carried out: under slow-answer, its answer
+            // waits here before it is returned.
+            let held = self
+                .faults
+                .as_ref()
+                .is_some_and(|faults| faults.before_answer(fault, head));
             if let Err(e) = vring.add_used(head, len) {
                 guest_error!("cannot return descriptor chain {head} to the driver: {e}");
             }
-            returned += 1;
-        }
-        if returned == 0 {
-            return Ok(chains.len());
-        }
-
-        match vring.needs_notification() {
-            Ok(false) => {}
-            Ok(true) => signal(vring),
-            Err(e) => {
-                guest_error!("cannot read used_event, notifying anyway: {e}");
-                signal(vring);
+            unnotified += 1;
+            if held {
+                notify(vring);
+                unnotified = 0;
             }
+        }
+        if unnotified > 0 {
+            notify(vring);
         }
         Ok(chains.len())
     }
@@ -273,6 +279,18 @@ pub fn answer(
     let mut answer = fault.rewrite(request, answer);
     device.stamp(&mut answer);
     Some(answer)
+}
+
+/// Notifies the driver of the chains returned, if it asked to be.
+fn notify(vring: &VringRwLock) {
+    match vring.needs_notification() {
+        Ok(false) => {}
+        Ok(true) => signal(vring),
+        Err(e) => {
+            guest_error!("cannot read used_event, notifying anyway: {e}");
+            signal(vring);
+        }
+    }
 }
 
 fn signal(vring: &VringRwLock) {

@@ -16,6 +16,14 @@
 //! ([`events`]), when it begins and when it is done, so that a guest test
 //! can tell when the device's reset happened.
 //!
+//! While it holds `slow-answer` ([`Fault::SlowAnswer`]), every chain is
+//! served normally (the command is carried out, its answer written) but
+//! returned to the driver, and the driver notified, only
+//! [`SLOW_ANSWER_DELAY`] later ([`FaultFile::before_answer`]): the queue's
+//! worker waits meanwhile, so that the commands of that queue are then served
+//! one per [`SLOW_ANSWER_DELAY`]. A driver that stops waiting for an answer
+//! (a signal) finds the command carried out all the same.
+//!
 //! The file may also hold `lose-buffers TOKEN` ([`Directive::LoseBuffers`]):
 //! once per TOKEN, before the next command, the device loses its buffers as
 //! a restarted device implementation does ([`Fault::LoseBuffers`],
@@ -25,14 +33,15 @@
 //! the later ones are served normally.
 //!
 //! Except [`Fault::Drop`] and [`Fault::DropNext`], faults only change what is answered to a command
-//! the device answers: a chain with broken descriptors, or with less room
-//! than a `virtio_bufshare_resp_hdr`, is returned with a used length of 0 as
-//! always.
+//! the device answers (and [`Fault::SlowAnswer`] when): a chain with broken
+//! descriptors, or with less room than a `virtio_bufshare_resp_hdr`, is
+//! returned with a used length of 0 as always.
 //!
 //! Every fault but [`Fault::SlowReset`] (which is about resets) applies to
 //! every command, the buffer commands included:
 //! [`Fault::Short`], [`Fault::Truncated`], [`Fault::Overlong`] and
-//! [`Fault::BadStatus`] carry the command out (a REGISTER registers);
+//! [`Fault::BadStatus`] and [`Fault::SlowAnswer`] carry the command out (a
+//! REGISTER registers);
 //! [`Fault::Invalid`], [`Fault::Unsupported`], [`Fault::DeviceError`] and
 //! [`Fault::Drop`] do not, except that an ADD_RANGES refused with
 //! `S_INVALID` drops its incomplete buffer, as a real `S_INVALID` does.
@@ -40,7 +49,8 @@
 //! A fault only decides: whether a chain is served at all
 //! ([`Fault::drops_chain`]), whether the command is carried out or refused
 //! ([`Fault::refusal`]), how the answer is rewritten ([`Fault::rewrite`]) and
-//! which used length is reported ([`Fault::used_len`]). The backend carries
+//! which used length is reported ([`Fault::used_len`]), and whether the
+//! answer is held back ([`Fault::holds_answer`]). The backend carries
 //! the command out and writes the answer ([`crate::backend::answer`]).
 //! Whatever the fault, an answer that holds a whole resp_hdr carries the
 //! device's generation (with `VIRTIO_BUFSHARE_F_GENERATION`): the backend
@@ -89,6 +99,8 @@ pub const DROP_NEXT: &str = "drop-next";
 pub const MAX_TOKEN_LEN: usize = 32;
 /// How long a device reset waits under [`Fault::SlowReset`].
 pub const SLOW_RESET_DELAY: Duration = Duration::from_secs(3);
+/// How long an answer is held back under [`Fault::SlowAnswer`].
+pub const SLOW_ANSWER_DELAY: Duration = Duration::from_secs(2);
 /// The pattern the GET_INFO name is filled with under
 /// [`Fault::GarbageName`]: control characters, DEL, bytes that are not UTF-8,
 /// and never a NUL.
@@ -130,6 +142,9 @@ pub enum Fault {
     /// `slow-reset`: device resets delayed ([`FaultFile::before_reset`]);
     /// commands are served normally.
     SlowReset,
+    /// `slow-answer`: commands carried out, their answers returned late
+    /// ([`FaultFile::before_answer`]).
+    SlowAnswer,
 }
 
 /// An entry of [`Fault::CATALOGUE`].
@@ -152,7 +167,7 @@ impl Fault {
     /// with its word and what it does. [`Fault::ALL`], [`Fault::name`],
     /// [`Fault::from_str`] and the `--help` text ([`file_help`]) are made
     /// from it.
-    pub const CATALOGUE: [FaultEntry; 14] = [
+    pub const CATALOGUE: [FaultEntry; 15] = [
         FaultEntry {
             fault: Fault::None,
             word: "none",
@@ -259,11 +274,21 @@ impl Fault {
                    before it is carried out, if the file holds this word when the \
                    reset begins (it is read then); commands are served normally",
         },
+        FaultEntry {
+            fault: Fault::SlowAnswer,
+            word: "slow-answer",
+            token: false,
+            what: "the command is carried out and answered normally (its effects, e.g. \
+                   an UPDATE's sequence number, are the device's at once), but its \
+                   chain is returned, and the driver notified, only 2 seconds later; \
+                   the queue waits meanwhile, so its commands are served one per 2 \
+                   seconds (and a device reset waits for the answer held)",
+        },
     ];
 
     /// Every fault, [`Fault::None`] first: those of [`Fault::CATALOGUE`].
-    pub const ALL: [Fault; 14] = {
-        let mut all = [Fault::None; 14];
+    pub const ALL: [Fault; 15] = {
+        let mut all = [Fault::None; 15];
         let mut i = 0;
         while i < all.len() {
             all[i] = Fault::CATALOGUE[i].fault;
@@ -292,6 +317,12 @@ impl Fault {
         if self == Fault::LoseBuffers {
             device.lose_buffers();
         }
+    }
+
+    /// Whether the chain, once served, must be held back
+    /// ([`FaultFile::before_answer`]) before it is returned: [`Fault::SlowAnswer`].
+    pub fn holds_answer(self) -> bool {
+        self == Fault::SlowAnswer
     }
 
     /// Whether the chain must be left outstanding: neither carried out nor
@@ -356,7 +387,8 @@ impl Fault {
             | Fault::Drop
             | Fault::DropNext
             | Fault::LoseBuffers
-            | Fault::SlowReset => {}
+            | Fault::SlowReset
+            | Fault::SlowAnswer => {}
         }
         answer
     }
@@ -598,6 +630,8 @@ pub struct FaultFile {
     warned: HashSet<String>,
     /// How long a device reset waits under [`Fault::SlowReset`].
     reset_delay: Duration,
+    /// How long an answer is held back under [`Fault::SlowAnswer`].
+    answer_delay: Duration,
     /// Where device resets are written down.
     events: EventsFile,
 }
@@ -621,6 +655,7 @@ impl FaultFile {
             dropped: None,
             warned: HashSet::new(),
             reset_delay: SLOW_RESET_DELAY,
+            answer_delay: SLOW_ANSWER_DELAY,
         }
     }
 
@@ -672,6 +707,23 @@ impl FaultFile {
         }
     }
 
+    /// Called once a chain read under `fault` ([`FaultFile::read`]) is
+    /// served, before it is returned: under [`Fault::SlowAnswer`], waits
+    /// [`FaultFile::answer_delay`] ([`SLOW_ANSWER_DELAY`] unless changed) and
+    /// returns true; under the others, returns false at once. The file is
+    /// not read again: the fault read for the chain decides.
+    pub fn before_answer(&self, fault: Fault, head: u16) -> bool {
+        if !fault.holds_answer() {
+            return false;
+        }
+        info!(
+            "chain {head}: answer held back {} ms (fault injection)",
+            self.answer_delay.as_millis()
+        );
+        thread::sleep(self.answer_delay);
+        true
+    }
+
     /// Called once a device reset is complete: writes `reset-done` to the
     /// events file.
     pub fn after_reset(&self) {
@@ -692,6 +744,18 @@ impl FaultFile {
     /// of [`SLOW_RESET_DELAY`] (for tests, which would rather not wait).
     pub fn with_reset_delay(mut self, delay: Duration) -> Self {
         self.reset_delay = delay;
+        self
+    }
+
+    /// How long an answer is held back under [`Fault::SlowAnswer`].
+    pub fn answer_delay(&self) -> Duration {
+        self.answer_delay
+    }
+
+    /// Makes answers wait `delay` under [`Fault::SlowAnswer`] instead of
+    /// [`SLOW_ANSWER_DELAY`] (for tests, which would rather not wait).
+    pub fn with_answer_delay(mut self, delay: Duration) -> Self {
+        self.answer_delay = delay;
         self
     }
 
@@ -840,6 +904,12 @@ mod tests {
         assert!(what(Fault::LoseBuffers).contains(&format!("1 to {MAX_TOKEN_LEN} characters")));
         assert!(what(Fault::SlowReset)
             .contains(&format!("waits {} seconds", SLOW_RESET_DELAY.as_secs())));
+        assert!(what(Fault::SlowAnswer).contains(&format!(
+            "only {} seconds later",
+            SLOW_ANSWER_DELAY.as_secs()
+        )));
+        assert!(what(Fault::SlowAnswer)
+            .contains(&format!("one per {} seconds", SLOW_ANSWER_DELAY.as_secs())));
 
         let help = file_help();
         for entry in &Fault::CATALOGUE {
@@ -856,6 +926,8 @@ mod tests {
         );
         assert!(words.contains("whatever the fault, except drop and drop-next."));
         assert!(help.contains("\n- drop-next TOKEN: once per TOKEN"));
+        assert!(words.contains("- slow-answer: the command is carried out and answered normally"));
+        assert!(words.contains("returned, and the driver notified, only 2 seconds later"));
         assert!(words.contains("Every fault but slow-reset applies to every command"));
         assert!(words.contains(
             "appends a line to PATH.events (made if missing): `reset-start NS` when it \
@@ -1007,6 +1079,52 @@ mod tests {
             Fault::SlowReset.rewrite(&GET_INFO, normal(&GET_INFO)),
             normal(&GET_INFO)
         );
+    }
+
+    #[test]
+    fn slow_answer_is_read_for_each_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fault");
+        assert_eq!(FaultFile::new(&path).answer_delay(), SLOW_ANSWER_DELAY);
+        assert_eq!(SLOW_ANSWER_DELAY, Duration::from_secs(2));
+        let delay = Duration::from_millis(200);
+        let mut file = FaultFile::new(&path).with_answer_delay(delay);
+        assert_eq!(file.answer_delay(), delay);
+        assert_eq!(file.reset_delay(), SLOW_RESET_DELAY, "apart from resets'");
+
+        for (contents, fault) in [
+            ("slow-answer", Fault::SlowAnswer),
+            (" slow-answer\n", Fault::SlowAnswer),
+            ("slow-answer x", Fault::None),
+            ("slow_answer", Fault::None),
+            ("slow-reset", Fault::SlowReset),
+        ] {
+            std::fs::write(&path, contents).unwrap();
+            assert_eq!(file.read(), fault, "{contents:?}");
+        }
+        assert_eq!("slow-answer".parse(), Ok(Fault::SlowAnswer));
+        assert_eq!(Fault::SlowAnswer.to_string(), "slow-answer");
+
+        // Only slow-answer holds answers back, and for the delay.
+        for fault in Fault::ALL {
+            assert_eq!(fault.holds_answer(), fault == Fault::SlowAnswer);
+            let start = std::time::Instant::now();
+            assert_eq!(file.before_answer(fault, 0), fault.holds_answer());
+            assert_eq!(start.elapsed() >= delay, fault.holds_answer(), "{fault}");
+        }
+        // Its command is carried out, and answered normally.
+        assert_eq!(Fault::SlowAnswer.refusal(), None);
+        assert!(!Fault::SlowAnswer.drops_chain());
+        assert_eq!(Fault::SlowAnswer.used_len(80, 4096), 80);
+        assert_eq!(
+            faulty(Fault::SlowAnswer, &GET_INFO, 4096),
+            (Some(normal(&GET_INFO)), 1)
+        );
+        // A reset is not slowed.
+        std::fs::write(&path, "slow-answer").unwrap();
+        let start = std::time::Instant::now();
+        file.before_reset();
+        assert!(start.elapsed() < SLOW_RESET_DELAY);
     }
 
     #[test]

@@ -19,6 +19,9 @@ const ROOM: u32 = INFO_SIZE + 16;
 /// How long a device reset waits under `slow-reset` in these tests.
 const RESET_DELAY: Duration = Duration::from_millis(300);
 
+/// How long an answer is held back under `slow-answer` in these tests.
+const ANSWER_DELAY: Duration = Duration::from_millis(400);
+
 /// A [`Setup`] whose backend reads a fault file.
 struct Faulty<'a> {
     s: Setup<'a>,
@@ -34,7 +37,9 @@ impl<'a> Faulty<'a> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("fault");
         let plain = VhostUserBufshareBackend::new(LIMITS).unwrap();
-        let faults = FaultFile::new(&path).with_reset_delay(RESET_DELAY);
+        let faults = FaultFile::new(&path)
+            .with_reset_delay(RESET_DELAY)
+            .with_answer_delay(ANSWER_DELAY);
         s.backend = std::mem::replace(&mut s.backend, plain).with_fault_file(faults);
         s.write(BUF, &get_info());
         s.write(BUF + 8, &cmd(0x42, 0));
@@ -642,4 +647,163 @@ fn resets_are_written_down() {
     // The slow one took the delay between its start and its end.
     assert!(times[3] - times[2] >= RESET_DELAY.as_nanos(), "{times:?}");
     assert!(times[1] - times[0] < RESET_DELAY.as_nanos(), "{times:?}");
+}
+
+/// What a test sees of a [`Faulty`] while its backend serves a kick in
+/// another thread ([`kick_aside`]): the used index and the notifications so
+/// far, and the sequence number of buffer 1 on the device.
+struct Watch<'a> {
+    mem: &'a GuestMemoryMmap,
+    used_idx: GuestAddress,
+    used_event: GuestAddress,
+    calls: &'a File,
+    state: Arc<crate::buffers::SharedState>,
+}
+
+impl Watch<'_> {
+    /// (used index, notifications, seqno of buffer 1).
+    fn now(&self) -> (u16, u64, u64) {
+        let used = u16::from_le(self.mem.read_obj(self.used_idx).unwrap());
+        let seqno = self.state.lock().buffers.get(1).map_or(0, |b| b.seqno);
+        (used, self.calls.metadata().unwrap().len() / 8, seqno)
+    }
+
+    /// Sets `used_event`, as [`Setup::set_used_event`].
+    fn set_used_event(&self, idx: u16) {
+        self.mem.write_obj(idx.to_le(), self.used_event).unwrap();
+    }
+}
+
+/// Kicks the queue of `f` in another thread and, meanwhile, calls `watch`
+/// in this one; returns how long the kick took to be served.
+fn kick_aside(f: &mut Faulty, watch: impl FnOnce(&Watch)) -> Duration {
+    let w = Watch {
+        mem: f.s.mem,
+        used_idx: GuestAddress(f.s.queue.used_addr().0 + 2),
+        used_event: GuestAddress(f.s.queue.avail_addr().0 + 4 + 2 * u64::from(QSIZE)),
+        calls: &f.s.calls,
+        state: Arc::clone(f.s.backend.device().state()),
+    };
+    let backend = &mut f.s.backend;
+    let vring = &f.s.vring;
+    thread::scope(|scope| {
+        let start = Instant::now();
+        let serving = scope.spawn(move || {
+            backend
+                .handle_event(0, EventSet::IN, std::slice::from_ref(vring), 0)
+                .unwrap();
+        });
+        watch(&w);
+        serving.join().unwrap();
+        start.elapsed()
+    })
+}
+
+/// An UPDATE of buffer 1 with `seqno`.
+fn update(seqno: u64) -> Vec<u8> {
+    use vm_memory::ByteValued;
+    bufshare_uapi::update_command(1, seqno, None, None)
+        .as_slice()
+        .to_vec()
+}
+
+/// A [`Faulty`] with buffer 1 registered.
+fn with_buffer(mem: &GuestMemoryMmap, event_idx: bool) -> Faulty<'_> {
+    use super::buffers::{register, DATA};
+    use bufshare_uapi::VIRTIO_BUFSHARE_F_BUFFERS;
+
+    let mut f = Faulty::new(mem, event_idx);
+    f.s.backend.acked_features(1 << VIRTIO_BUFSHARE_F_BUFFERS);
+    assert_eq!(
+        f.send(&register(1, &[(DATA, 16)])),
+        Some((8, status_only(0)))
+    );
+    f
+}
+
+#[test]
+fn slow_answer_carries_the_command_out_and_answers_late() {
+    let mem = memory();
+    let mut f = with_buffer(&mem, false);
+    assert_eq!(f.send(&update(1)), Some((8, status_only(0))));
+    let (used, notified) = (f.s.used_idx(), f.s.notifications());
+
+    f.set("slow-answer\n");
+    let command = update(2);
+    f.s.write(BUF + 0x400, &command);
+    let answer = f.next_answer;
+    f.next_answer += 0x100;
+    f.s.add_chain(&[
+        Desc(BUF + 0x400, command.len() as u32, false),
+        Desc(answer, ROOM, true),
+    ]);
+    let took = kick_aside(&mut f, |w| {
+        thread::sleep(ANSWER_DELAY / 2);
+        // Carried out, not answered yet: seqno 2 is the device's, the chain
+        // neither returned nor notified.
+        assert_eq!(w.now(), (used, notified, 2), "half way");
+    });
+    assert!(took >= ANSWER_DELAY, "{took:?}");
+    // Then answered, normally, and notified.
+    assert_eq!(f.s.used_idx(), used + 1);
+    assert_eq!(f.s.used(used), (u32::from(f.s.next_desc) - 2, 8));
+    assert_eq!(f.s.read(answer, ROOM as usize), poisoned(&status_only(0)));
+    assert_eq!(f.s.notifications(), notified + 1);
+    assert_eq!(f.s.backend.device().num_commands(), 3);
+
+    // The next UPDATE must follow it: seqno 2 again is stale, 3 is fine.
+    f.set("none");
+    let start = Instant::now();
+    assert_eq!(
+        f.send(&update(2)),
+        Some((8, status_only(bufshare_uapi::VIRTIO_BUFSHARE_S_INVALID)))
+    );
+    assert_eq!(f.send(&update(3)), Some((8, status_only(0))));
+    assert!(start.elapsed() < ANSWER_DELAY, "none answers at once");
+}
+
+#[test]
+fn slow_answer_serves_a_batch_one_chain_per_delay() {
+    for event_idx in [false, true] {
+        let mem = memory();
+        let mut f = with_buffer(&mem, event_idx);
+        let (used, notified) = (f.s.used_idx(), f.s.notifications());
+        if event_idx {
+            // The driver wants the next answer notified (and the one after
+            // it, below).
+            f.s.set_used_event(used);
+        }
+
+        f.set("slow-answer");
+        let len = update(1).len() as u32;
+        f.s.write(BUF + 0x400, &update(1));
+        f.s.write(BUF + 0x500, &update(2));
+        let first = f.next_answer;
+        f.next_answer += 0x200;
+        f.s.add_chain(&[Desc(BUF + 0x400, len, false), Desc(first, ROOM, true)]);
+        f.s.add_chain(&[
+            Desc(BUF + 0x500, len, false),
+            Desc(first + 0x100, ROOM, true),
+        ]);
+        let took = kick_aside(&mut f, |w| {
+            thread::sleep(ANSWER_DELAY / 2);
+            assert_eq!(w.now(), (used, notified, 1), "half way through the first");
+            thread::sleep(ANSWER_DELAY);
+            // The first returned and notified on its own; the second
+            // carried out, held back.
+            let now = w.now();
+            assert_eq!(now, (used + 1, notified + 1, 2), "event_idx {event_idx}");
+            if event_idx {
+                w.set_used_event(used + 1);
+            }
+        });
+        assert!(took >= 2 * ANSWER_DELAY, "{took:?}");
+        assert_eq!(f.s.used_idx(), used + 2);
+        assert_eq!(f.s.notifications(), notified + 2, "event_idx {event_idx}");
+        for i in 0..2 {
+            assert_eq!(f.s.used(used + i).1, 8);
+            let answer = first + 0x100 * u64::from(i);
+            assert_eq!(f.s.read(answer, 8), status_only(0));
+        }
+    }
 }
