@@ -9,8 +9,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -195,6 +197,51 @@ TEST_F_TIMEOUT(fault, timeout_is_one_deadline, 90)
 	EXPECT_LE(9000, u.ms);
 	EXPECT_GE(15000, u.ms);
 	EXPECT_LT(10, answered);
+}
+
+static void ignore_signal(int sig)
+{
+	(void)sig;
+}
+
+/*
+ * An auto-numbered UPDATE whose wait a signal ends is still carried out by
+ * the device (the backend's slow-answer fault answers it 2 s late); the next
+ * auto-numbered UPDATE gets a number past it and goes through, where it
+ * would send the same number again and be refused as not newer.
+ */
+TEST_F_TIMEOUT(fault, interrupted_update_numbered_past, 60)
+{
+	struct sigaction sa = { .sa_handler = ignore_signal }, old;
+	struct itimerval in_300ms = { .it_value = { .tv_usec = 300000 } };
+	struct bufshare_update u;
+	__u64 id, first = 0, next = 0;
+	int memfd, err;
+
+	memfd = make_memfd(4096, F_SEAL_SHRINK);
+	ASSERT_LE(0, memfd);
+	ASSERT_EQ(0, bs_register(self->fd, memfd, 0, 4096, "seqno", NULL, 0, &id));
+	u = (struct bufshare_update){ .id = id };
+	ASSERT_EQ(0, bs_update(self->fd, &u, &first));
+
+	/* No SA_RESTART: the signal ends the wait with EINTR. */
+	ASSERT_EQ(0, sigaction(SIGALRM, &sa, &old));
+	ASSERT_EQ(0, set_fault("slow-answer"));
+	ASSERT_EQ(0, setitimer(ITIMER_REAL, &in_300ms, NULL));
+	u = (struct bufshare_update){ .id = id };
+	err = bs_update(self->fd, &u, NULL);
+	EXPECT_EQ(0, set_fault("none"));
+	EXPECT_EQ(EINTR, err);
+	/* Its answer comes 2 s after it was sent. */
+	sleep(3);
+	u = (struct bufshare_update){ .id = id };
+	EXPECT_EQ(0, bs_update(self->fd, &u, &next)) TH_LOG("the UPDATE after the interrupted one");
+	TH_LOG("first UPDATE %llu, the one after the interrupted one %llu",
+	       (unsigned long long)first, (unsigned long long)next);
+	EXPECT_LT(first + 1, next);
+	EXPECT_EQ(0, sigaction(SIGALRM, &old, NULL));
+	EXPECT_EQ(0, bs_unregister(self->fd, id));
+	close(memfd);
 }
 
 TEST_HARNESS_MAIN
