@@ -17,6 +17,8 @@ use kernel::{
         DmaMappedFolios,
         PinnedFolios, //
     },
+    memlock::MemlockCharge,
+    page::PAGE_SIZE,
     prelude::*,
     sync::{
         atomic::{
@@ -74,8 +76,8 @@ impl Ranges {
     }
 }
 
-/// The memory of a buffer, held for the device until the buffer is dropped.
-pub(crate) enum Memory {
+/// What holds the memory of a buffer for the device.
+enum Hold {
     /// Memfd folios, pinned and mapped with the DMA API.
     Mapped(#[expect(dead_code)] DmaMappedFolios),
     /// Memfd folios, pinned; the device reads them by physical address.
@@ -84,10 +86,27 @@ pub(crate) enum Memory {
     DmaBuf(#[expect(dead_code)] MappedAttachment),
 }
 
+/// The memory of a buffer, held for the device until the buffer is dropped.
+pub(crate) struct Memory {
+    /// Dropped first: the memory is let go...
+    _hold: Hold,
+    /// ...before its charge to the user who registered it is given back.
+    _charge: MemlockCharge,
+}
+
+/// The pages `bytes` bytes span, as charged to `RLIMIT_MEMLOCK`.
+fn pages(bytes: u64) -> Result<usize> {
+    let pages = bytes.div_ceil(PAGE_SIZE as u64);
+    usize::try_from(pages).map_err(|_| ENOMEM)
+}
+
 impl Memory {
     /// Takes the memory of `length` bytes at `offset` in the memfd or dma-buf open as `fd`, for
     /// the device reached as `target`; returns it, its kind, and its ranges (at most
     /// `max_ranges`). `offset` and `length` are page-aligned, `length` non-zero.
+    ///
+    /// What is pinned is charged to the calling user's `RLIMIT_MEMLOCK` first (`ENOMEM` over
+    /// it): the range of a memfd, the whole of a dma-buf, which is attached and mapped whole.
     pub(crate) fn take(
         fd: i32,
         offset: u64,
@@ -106,6 +125,7 @@ impl Memory {
                 if !writable {
                     return Err(EACCES);
                 }
+                let charge = MemlockCharge::charge_current(pages(length)?)?;
                 let pinned = PinnedFolios::pin_sealed(&file, offset, length, |seals| {
                     if seals & memfd::SEAL_SHRINK == 0
                         || seals & (memfd::SEAL_WRITE | memfd::SEAL_FUTURE_WRITE) != 0
@@ -114,7 +134,7 @@ impl Memory {
                     }
                     Ok(())
                 })?;
-                let memory = match target {
+                let hold = match target {
                     DmaTarget::Api(dev) => {
                         let dir = DataDirection::Bidirectional;
                         // SAFETY: The buffer, and so this mapping, is dropped before the driver
@@ -124,14 +144,18 @@ impl Memory {
                         for (addr, len) in mapped.dma_ranges() {
                             ranges.push(addr, len as u64)?;
                         }
-                        Memory::Mapped(mapped)
+                        Hold::Mapped(mapped)
                     }
                     DmaTarget::Physical(_) => {
                         for piece in pinned.pieces() {
                             ranges.push(piece.phys_addr(), piece.len as u64)?;
                         }
-                        Memory::Pinned(pinned)
+                        Hold::Pinned(pinned)
                     }
+                };
+                let memory = Memory {
+                    _hold: hold,
+                    _charge: charge,
                 };
                 Ok((memory, uapi::BUFSHARE_KIND_MEMFD, ranges.list))
             }
@@ -150,6 +174,7 @@ impl Memory {
                 if end > dmabuf.size() as u64 {
                     return Err(EINVAL);
                 }
+                let charge = MemlockCharge::charge_current(pages(dmabuf.size() as u64)?)?;
                 // SAFETY: As for the memfd mapping above: the attachment is dropped before the
                 // driver unbinds from the virtio device.
                 let attach = unsafe { dmabuf.attach(target.device().clone()) }?;
@@ -180,11 +205,11 @@ impl Memory {
                 if ranges.total() != length {
                     return Err(EINVAL);
                 }
-                Ok((
-                    Memory::DmaBuf(mapped),
-                    uapi::BUFSHARE_KIND_DMABUF,
-                    ranges.list,
-                ))
+                let memory = Memory {
+                    _hold: Hold::DmaBuf(mapped),
+                    _charge: charge,
+                };
+                Ok((memory, uapi::BUFSHARE_KIND_DMABUF, ranges.list))
             }
             Err(e) => Err(e),
         }

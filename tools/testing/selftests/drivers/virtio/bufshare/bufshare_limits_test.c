@@ -9,6 +9,8 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -294,6 +296,95 @@ TEST_F_TIMEOUT(limits, device_max_buffers, 600)
 	close_dev(self, a);
 	EXPECT_EQ(max / 2 + max % 2, device_num_buffers());
 	EXPECT_EQ(0, reg(b, self->memfd, 0, PAGE, NULL));
+}
+
+/*
+ * The steps of memlock_charged_per_user, as the child's exit status: 0 if
+ * all went as expected, else the step that did not.
+ */
+static int memlock_steps(int a, int b, int m1, int m2, int m3, int dmabuf)
+{
+	enum { KIB = 1024 };
+	struct rlimit lim = { .rlim_cur = 512 * KIB, .rlim_max = 512 * KIB };
+	__u64 id1, id2;
+	int status;
+	pid_t pid;
+
+	if (setrlimit(RLIMIT_MEMLOCK, &lim))
+		return 10;
+	/* Leaving uid 0 drops every capability, CAP_IPC_LOCK with them. */
+	if (setresgid(65534, 65534, 65534) || setresuid(65534, 65534, 65534))
+		return 11;
+	/* 256 KiB on each of two files: 512 KiB, the limit. */
+	if (reg(a, m1, 0, 256 * KIB, &id1))
+		return 12;
+	if (reg(b, m2, 0, 256 * KIB, &id2))
+		return 13;
+	/* A page more is over it, on either file. */
+	if (reg(b, m3, 0, PAGE, NULL) != ENOMEM || reg(a, m3, 0, PAGE, NULL) != ENOMEM)
+		return 14;
+	/* And from another process of the same user. */
+	pid = fork();
+	if (pid == 0)
+		_exit(reg(a, m3, 0, PAGE, NULL) == ENOMEM ? 0 : 1);
+	if (pid < 0 || waitpid(pid, &status, 0) != pid || status != 0)
+		return 15;
+	/* Unregistering gives the charge back. */
+	if (bs_unregister(a, id1) || reg(b, m3, 0, PAGE, NULL))
+		return 16;
+	/*
+	 * A page of a 512 KiB dma-buf is charged the whole dma-buf, which is
+	 * pinned and mapped whole: over the limit while 260 KiB are charged.
+	 */
+	if (dmabuf >= 0 && reg(a, dmabuf, 0, PAGE, NULL) != ENOMEM)
+		return 17;
+	if (bs_unregister(b, id2))
+		return 18;
+	return 0;
+}
+
+/*
+ * What a buffer pins is charged to the RLIMIT_MEMLOCK of the user who
+ * registered it, across all of the user's files and processes, unless the
+ * user has CAP_IPC_LOCK: ENOMEM over the limit.
+ */
+TEST_F(limits, memlock_charged_per_user)
+{
+	int a, b, m1, m2, m3, dmabuf, dmabuf_memfd = -1, status;
+	pid_t pid;
+
+	a = open_dev(self);
+	b = open_dev(self);
+	ASSERT_LE(0, a);
+	ASSERT_LE(0, b);
+	m1 = make_memfd(256 * 1024, F_SEAL_SHRINK);
+	m2 = make_memfd(256 * 1024, F_SEAL_SHRINK);
+	m3 = make_memfd(PAGE, F_SEAL_SHRINK);
+	ASSERT_LE(0, m1);
+	ASSERT_LE(0, m2);
+	ASSERT_LE(0, m3);
+	dmabuf = make_udmabuf(512 * 1024, &dmabuf_memfd);
+	if (dmabuf < 0)
+		TH_LOG("no udmabuf: the dma-buf step is left out");
+	/* As root (CAP_IPC_LOCK), nothing is charged. */
+	for (int i = 0; i < 4; i++)
+		EXPECT_EQ(0, reg(a, m1, 0, 256 * 1024, NULL));
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (pid == 0)
+		_exit(memlock_steps(a, b, m1, m2, m3, dmabuf));
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	ASSERT_TRUE(WIFEXITED(status));
+	EXPECT_EQ(0, WEXITSTATUS(status)) TH_LOG("step %d of memlock_steps", WEXITSTATUS(status));
+	close(m1);
+	close(m2);
+	close(m3);
+	if (dmabuf >= 0) {
+		close(dmabuf);
+		close(dmabuf_memfd);
+	}
+	close_dev(self, a);
+	close_dev(self, b);
 }
 
 TEST_HARNESS_MAIN
