@@ -180,4 +180,8 @@ guest_run all ""
 # The notification path without event indices: the driver asks for every
 # interrupt with the used ring's flags, the device for every kick.
 guest_run no-event-idx ",event_idx=off" bufshare_stress_test
+# Every DMA mapping bounced through swiotlb: memfds, given to the device by
+# physical address, still go through both ways; dma-bufs, whose mappings
+# the device would not see as the CPU writes them, are refused.
+BUFSHARE_APPEND="swiotlb=force" guest_run swiotlb-force "" bufshare_zerocopy_test
 finish

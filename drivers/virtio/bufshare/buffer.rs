@@ -142,6 +142,9 @@ impl Memory {
                         // driver is bound to its transport device `dev`.
                         let mapped = unsafe { pinned.dma_map(dev.clone(), dir) }?;
                         for (addr, len) in mapped.dma_ranges() {
+                            if !target.reaches_directly(addr) {
+                                return Err(EOPNOTSUPP);
+                            }
                             ranges.push(addr, len as u64)?;
                         }
                         Hold::Mapped(mapped)
@@ -191,6 +194,11 @@ impl Memory {
                 let mut pos = 0u64;
                 for sg in mapped.sg_table().iter() {
                     let (addr, len) = (sg.dma_address(), sg.dma_len());
+                    // Bounced (swiotlb) or not coherent, the device would not see the buffer
+                    // as the CPU writes it.
+                    if !target.reaches_directly(addr) {
+                        return Err(EOPNOTSUPP);
+                    }
                     let seg_end = pos.checked_add(len).ok_or(EINVAL)?;
                     let from = offset.max(pos);
                     let to = end.min(seg_end);

@@ -79,6 +79,17 @@ impl DmaTarget {
             DmaTarget::Api(dev) | DmaTarget::Physical(dev) => dev,
         }
     }
+
+    /// Whether the device reaches the memory of a mapping made for it, at `addr`, as it is:
+    /// false if the mapping needs syncing, because it is bounced through swiotlb (forced with
+    /// `swiotlb=force`, or for memory encryption) or the device is not cache-coherent.
+    ///
+    /// Memory that a device keeps using for an unbounded time, and that the CPU uses meanwhile,
+    /// cannot be synced at the right moments: drivers refuse to hand it over then.
+    pub fn reaches_directly(&self, addr: crate::dma::DmaAddress) -> bool {
+        // SAFETY: `device()` is a valid device; `dma_need_sync` only reads its DMA settings.
+        !unsafe { bindings::dma_need_sync(self.device().as_raw(), addr) }
+    }
 }
 
 /// One virtqueue of a [`Virtqueues`] set; `T` is the type of the requests it carries.

@@ -250,6 +250,28 @@ static inline int bs_buffer_info(int dev, __u64 id, struct bufshare_buffer_info 
 	return ioctl(dev, BUFSHARE_IOC_BUFFER_INFO, info) ? errno : 0;
 }
 
+/*
+ * Whether the kernel bounces every DMA mapping through swiotlb
+ * (swiotlb=force on its command line): the driver then refuses dma-bufs,
+ * whose mappings the device would not see as the CPU writes them.
+ */
+static inline int dma_bounced(void)
+{
+	char line[4096];
+	ssize_t n;
+	int fd;
+
+	fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, line, sizeof(line) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	line[n] = '\0';
+	return !!strstr(line, "swiotlb=force");
+}
+
 /* UPDATE: returns 0 or the errno; the seqno sent goes to *@seqno. */
 static inline int bs_update(int dev, struct bufshare_update *u, __u64 *seqno)
 {
