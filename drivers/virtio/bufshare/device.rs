@@ -525,7 +525,14 @@ impl BufshareDevice {
             // Taken before the command goes out: if the wait ends early (a signal, a timeout), the
             // device may still carry it out, and the next number must be a larger one.
             buf.seqno.store(seqno, Relaxed);
-            self.cmdq.send(&update, Wait::Interruptible)?;
+            if let Err(e) = self.cmdq.send(&update, Wait::Interruptible) {
+                // An answer that refuses it (or says the device lost the buffer, when the
+                // command is sent again once the buffer is back) leaves the number unused.
+                if e != EINTR && e != ETIMEDOUT {
+                    buf.seqno.store(last, Relaxed);
+                }
+                return Err(e);
+            }
             drop(state);
             Ok(seqno)
         })?;
