@@ -50,12 +50,17 @@ export BUFSHARE_CONSUMER_SOCKET=$RUN/consumer.sock
 export BUFSHARE_INSPECT_SOCKET=$RUN/inspect.sock
 INSPECT_SOCK=$BUFSHARE_INSPECT_SOCKET
 
-# The backend, on the host, with its inspect socket for host tools.
+# The backend, on the host, with its inspect socket for host tools. Where
+# the host has no /dev/udmabuf (these machines), consumers get buffers as
+# segments of the guest's memory file, which the backend hands only to the
+# uids it is told to trust with all of guest RAM: the host tools' (root)
+# and the tests' unprivileged watcher (nobody, read-only).
 rm -f "$SOCK" "$INSPECT_SOCK" "$BUFSHARE_CONSUMER_SOCKET"
 # shellcheck disable=SC2086
 RUST_LOG=${RUST_LOG:-info} "$BACKEND" --socket-path "$SOCK" \
 	--inspect-socket "$INSPECT_SOCK" --consumer-socket "$BUFSHARE_CONSUMER_SOCKET" \
 	--guest-name guest0 --allow 65534=permitted \
+	--trust-ram 0=rw --trust-ram 65534=ro \
 	--fault-file "$RUN/fault" $BACKEND_ARGS >"$RUN/backend.log" 2>&1 &
 backend=$!
 relay=""
