@@ -65,6 +65,29 @@ impl DmaBuf {
         unsafe { (*self.ptr.as_ptr()).size }
     }
 
+    /// Waits until the writes that the dma-buf's fences announce (those of usage
+    /// `DMA_RESV_USAGE_WRITE` in its reservation object) are done, for at most `timeout`; a
+    /// signal ends the wait.
+    ///
+    /// Fails with `ETIMEDOUT` if they are not done in time, `ERESTARTSYS` if a signal came.
+    pub fn wait_for_writes(&self, timeout: crate::time::Jiffies) -> Result {
+        // SAFETY: By the type invariants `ptr` is a live dma-buf; its `resv` lives as long as it
+        // does. `dma_resv_wait_timeout()` takes the fences under RCU and may sleep.
+        let ret = unsafe {
+            bindings::dma_resv_wait_timeout(
+                (*self.ptr.as_ptr()).resv,
+                bindings::dma_resv_usage_DMA_RESV_USAGE_WRITE,
+                true,
+                timeout,
+            )
+        };
+        match ret {
+            0 => Err(ETIMEDOUT),
+            r if r < 0 => Err(Error::from_errno(i32::try_from(r).unwrap_or(-22))),
+            _ => Ok(()),
+        }
+    }
+
     /// Attaches `dev` to the dma-buf as a static importer.
     ///
     /// # Safety
@@ -81,6 +104,17 @@ impl DmaBuf {
             dmabuf: self,
             _dev: dev,
         })
+    }
+}
+
+impl Clone for DmaBuf {
+    fn clone(&self) -> Self {
+        // SAFETY: By the type invariants `ptr` is a live dma-buf, on whose file we hold a
+        // reference; `get_file()` takes another, as `get_dma_buf()` does, which the clone's
+        // `dma_buf_put()` drops.
+        unsafe { bindings::get_file((*self.ptr.as_ptr()).file) };
+        // INVARIANT: The clone holds the reference just taken.
+        DmaBuf { ptr: self.ptr }
     }
 }
 

@@ -83,15 +83,25 @@ enum Hold {
     /// Memfd folios, pinned; the device reads them by physical address.
     Pinned(#[expect(dead_code)] PinnedFolios),
     /// A dma-buf, attached and mapped.
-    DmaBuf(#[expect(dead_code)] MappedAttachment),
+    DmaBuf(MappedAttachment),
 }
 
 /// The memory of a buffer, held for the device until the buffer is dropped.
 pub(crate) struct Memory {
     /// Dropped first: the memory is let go...
-    _hold: Hold,
+    hold: Hold,
     /// ...before its charge to the user who registered it is given back.
     _charge: MemlockCharge,
+}
+
+impl Memory {
+    /// The dma-buf the memory is in, if it is one.
+    pub(crate) fn dma_buf(&self) -> Option<&DmaBuf> {
+        match &self.hold {
+            Hold::DmaBuf(mapped) => Some(mapped.attachment().dma_buf()),
+            Hold::Mapped(_) | Hold::Pinned(_) => None,
+        }
+    }
 }
 
 /// The pages `bytes` bytes span, as charged to `RLIMIT_MEMLOCK`.
@@ -157,7 +167,7 @@ impl Memory {
                     }
                 };
                 let memory = Memory {
-                    _hold: hold,
+                    hold,
                     _charge: charge,
                 };
                 Ok((memory, uapi::BUFSHARE_KIND_MEMFD, ranges.list))
@@ -214,7 +224,7 @@ impl Memory {
                     return Err(EINVAL);
                 }
                 let memory = Memory {
-                    _hold: Hold::DmaBuf(mapped),
+                    hold: Hold::DmaBuf(mapped),
                     _charge: charge,
                 };
                 Ok((memory, uapi::BUFSHARE_KIND_DMABUF, ranges.list))
@@ -249,7 +259,7 @@ pub(crate) struct Buffer {
     #[pin]
     pub(crate) state: Mutex<BufferState>,
     /// Dropped, so unmapped and unpinned, only once the device gave the buffer up or was reset.
-    pub(crate) _memory: Memory,
+    pub(crate) memory: Memory,
 }
 
 impl Buffer {

@@ -23,6 +23,7 @@ use kernel::{
         CondVar,
         Mutex, //
     },
+    time::msecs_to_jiffies,
     uaccess::{
         UserPtr,
         UserSlice, //
@@ -65,6 +66,9 @@ mod recovery;
 use recovery::Inflight;
 
 const PAGE_SIZE: u64 = kernel::page::PAGE_SIZE as u64;
+
+/// How long an UPDATE of a dma-buf waits for the writes its fences announce.
+const FENCE_TIMEOUT_MS: u32 = 2_000;
 
 /// The device's limits, read from its configuration space at probe.
 #[derive(Clone, Copy)]
@@ -407,7 +411,7 @@ impl BufshareDevice {
                 ranges,
                 epoch: Atomic::new(0),
                 state <- new_mutex!(BufferState { props }, "virtio_bufshare:buffer"),
-                _memory: memory,
+                memory,
             }),
             GFP_KERNEL,
         )?;
@@ -485,6 +489,16 @@ impl BufshareDevice {
         let known = uapi::BUFSHARE_UPDATE_RANGE | uapi::BUFSHARE_UPDATE_RECT;
         if req.flags & !known != 0 || req.reserved != 0 {
             return Err(EINVAL);
+        }
+        // The writes that a dma-buf's fences announce land before the device hears of the
+        // update. Waited for with a reference to the dma-buf of our own, not to the buffer, whose
+        // memory the driver's teardown must not wait for.
+        let dmabuf = self
+            .lookup(owner, req.id)
+            .ok()
+            .and_then(|buf| buf.memory.dma_buf().cloned());
+        if let Some(dmabuf) = dmabuf {
+            dmabuf.wait_for_writes(msecs_to_jiffies(FENCE_TIMEOUT_MS))?;
         }
         let seqno = self.buffer_op(|_op| {
             let buf = self.lookup(owner, req.id)?;

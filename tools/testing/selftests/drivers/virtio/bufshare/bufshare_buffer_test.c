@@ -17,10 +17,13 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
+#include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <linux/bufshare.h>
+#include <linux/dma-buf.h>
 
 #include "kselftest_harness.h"
 #include "bufshare_util.h"
@@ -544,6 +547,111 @@ TEST_F(dev, register_too_large)
 	EXPECT_EQ(E2BIG, bs_register(self->fd, big, 0, info.max_buffer_size + PAGE, APP,
 				     NULL, 0, NULL));
 	close(big);
+}
+
+/* drivers/dma-buf/sw_sync.c: fences user space creates and signals. */
+struct sw_sync_create_fence_data {
+	__u32 value;
+	char name[32];
+	__s32 fence;
+};
+
+#define SW_SYNC_IOC_CREATE_FENCE	_IOWR('W', 0, struct sw_sync_create_fence_data)
+#define SW_SYNC_IOC_INC			_IOW('W', 1, __u32)
+#define SW_SYNC_PATH			"/sys/kernel/debug/sync/sw_sync"
+
+/* Adds a write fence at @value of @timeline to @dmabuf. Returns 0 or -errno. */
+static int add_write_fence(int dmabuf, int timeline, __u32 value)
+{
+	struct sw_sync_create_fence_data data = { .value = value, .name = "bufshare" };
+	struct dma_buf_import_sync_file import = { .flags = DMA_BUF_SYNC_WRITE };
+	int ret = 0;
+
+	if (ioctl(timeline, SW_SYNC_IOC_CREATE_FENCE, &data))
+		return -errno;
+	import.fd = data.fence;
+	if (ioctl(dmabuf, DMA_BUF_IOCTL_IMPORT_SYNC_FILE, &import))
+		ret = -errno;
+	close(data.fence);
+	return ret;
+}
+
+struct signaller {
+	int timeline;
+	int delay_ms;
+};
+
+static void *signal_later(void *arg)
+{
+	struct signaller *s = arg;
+	__u32 one = 1;
+
+	usleep(s->delay_ms * 1000);
+	ioctl(s->timeline, SW_SYNC_IOC_INC, &one);
+	return NULL;
+}
+
+static long long update_ms(int dev, __u64 id, int *err)
+{
+	struct bufshare_update u = { .id = id };
+	struct timespec a, b;
+
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	*err = bs_update(dev, &u, NULL);
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	return (b.tv_sec - a.tv_sec) * 1000LL + (b.tv_nsec - a.tv_nsec) / 1000000;
+}
+
+/*
+ * An UPDATE of a dma-buf waits for the writes that its fences announce
+ * (DMA_RESV_USAGE_WRITE, here a sw_sync fence imported as a write fence),
+ * for 2 s at most: ETIMEDOUT then, and nothing is sent to the device.
+ */
+TEST_F(dev, update_waits_for_write_fences)
+{
+	struct signaller sig;
+	long long ms;
+	int buf, memfd, timeline, err;
+	pthread_t t;
+	__u64 id;
+
+	if (access(SW_SYNC_PATH, F_OK))
+		mount("debugfs", "/sys/kernel/debug", "debugfs", 0, NULL);
+	timeline = open(SW_SYNC_PATH, O_RDWR | O_CLOEXEC);
+	if (timeline < 0)
+		SKIP(return, "no %s (CONFIG_SW_SYNC)", SW_SYNC_PATH);
+	buf = make_udmabuf(SIZE, &memfd);
+	ASSERT_LE(0, buf) TH_LOG("udmabuf: %s", strerror(-buf));
+	ASSERT_EQ(0, bs_register(self->fd, buf, 0, SIZE, "fenced", NULL, 0, &id));
+
+	/* Signalled 500 ms later: the UPDATE waits for it. */
+	ASSERT_EQ(0, add_write_fence(buf, timeline, 1));
+	sig = (struct signaller){ .timeline = timeline, .delay_ms = 500 };
+	ASSERT_EQ(0, pthread_create(&t, NULL, signal_later, &sig));
+	ms = update_ms(self->fd, id, &err);
+	ASSERT_EQ(0, pthread_join(t, NULL));
+	TH_LOG("UPDATE behind a fence signalled after 500 ms: %s after %lld ms",
+	       strerror(err), ms);
+	EXPECT_EQ(0, err);
+	EXPECT_LE(450, ms);
+
+	/* Never signalled: ETIMEDOUT after the 2 s bound. */
+	ASSERT_EQ(0, add_write_fence(buf, timeline, 2));
+	ms = update_ms(self->fd, id, &err);
+	TH_LOG("UPDATE behind a fence never signalled: %s after %lld ms", strerror(err), ms);
+	EXPECT_EQ(ETIMEDOUT, err);
+	EXPECT_LE(1900, ms);
+	EXPECT_GE(10000, ms);
+
+	/* Once it is signalled, UPDATEs go through again, at once. */
+	sig.delay_ms = 0;
+	signal_later(&sig);
+	ms = update_ms(self->fd, id, &err);
+	EXPECT_EQ(0, err);
+	EXPECT_EQ(0, bs_unregister(self->fd, id));
+	close(timeline);
+	close(buf);
+	close(memfd);
 }
 
 TEST_F(dev, update_errors)
