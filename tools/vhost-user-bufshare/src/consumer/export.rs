@@ -609,7 +609,7 @@ impl Udmabuf {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::mem::size_of;
     use std::os::unix::fs::FileExt;
 
@@ -627,7 +627,7 @@ mod tests {
     }
 
     /// A memfd of `len` bytes, sealed as QEMU seals guest RAM if `sealed`.
-    fn memfd(len: u64, sealed: bool) -> File {
+    pub(crate) fn memfd(len: u64, sealed: bool) -> File {
         let fd = memfd_create(
             "export-test",
             MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,

@@ -21,11 +21,11 @@ use bufshare_uapi::{
     unregister_bytes as unregister, update_command, RegisterCommand, VIRTIO_BUFSHARE_F_BUFFERS,
     VIRTIO_BUFSHARE_S_OK,
 };
-use nix::fcntl::{fcntl, FcntlArg, SealFlag};
-use nix::sys::memfd::{memfd_create, MFdFlags};
+use nix::fcntl::{fcntl, FcntlArg};
 use vm_memory::{ByteValued, Bytes, FileOffset, GuestAddress, GuestMemoryAtomic, GuestMemoryMmap};
 
 use super::access::{AllowRule, RamAccess, TrustRule};
+use super::export::tests::memfd as memfd_sealed;
 use super::*;
 use crate::buffers::SharedState;
 use crate::device::{BufshareDevice, Limits};
@@ -36,26 +36,6 @@ const MIB: u64 = 0x10_0000;
 /// A sealed memfd of `len` bytes, as QEMU's memory-backend-memfd makes.
 fn memfd(len: u64) -> File {
     memfd_sealed(len, true)
-}
-
-/// A memfd of `len` bytes, sealed against shrinking and growing if
-/// `sealed`.
-fn memfd_sealed(len: u64, sealed: bool) -> File {
-    let fd = memfd_create(
-        "guest-ram",
-        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
-    )
-    .unwrap();
-    let file = File::from(fd);
-    file.set_len(len).unwrap();
-    if sealed {
-        fcntl(
-            &file,
-            FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW),
-        )
-        .unwrap();
-    }
-    file
 }
 
 /// Guest RAM: 0..1 MiB at 1 MiB of `ram0`, 1..2 MiB at 0 of `ram0` (so
