@@ -39,6 +39,11 @@ fn update(id: u64, seqno: u64, range: Option<(u64, u64)>, rect: Option<[u32; 4]>
     cmd(update_command(id, seqno, range, rect).as_slice().to_vec())
 }
 
+/// Consumer `consumer` takes up to `count` events.
+fn take(consumer: u8, count: u8) -> Step {
+    Step::Take { consumer, count }
+}
+
 fn device_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let get_info = cmd(VirtioBufshareCmdHdr {
         type_: VIRTIO_BUFSHARE_CMD_GET_INFO.into(),
@@ -57,10 +62,7 @@ fn device_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 &[
                     Step::Subscribe(0),
                     one(1),
-                    Step::Take {
-                        consumer: 0,
-                        count: 1,
-                    },
+                    take(0, 1),
                     update(1, 1, None, None),
                     update(1, 2, Some((0, 0x100)), Some([0, 0, 4, 4])),
                     cmd(set_properties_bytes(1, b"width=8\0height=8\0")),
@@ -105,10 +107,7 @@ fn device_seeds() -> Vec<(&'static str, Vec<u8>)> {
                     one(1),
                     register(2, "b", &[(0x4000, 0x800), (0x1_0000, 0x800)], b""),
                     register(3, "c", &[(0x0, 0x800)], b""),
-                    Step::Take {
-                        consumer: 0,
-                        count: 2,
-                    },
+                    take(0, 2),
                     Step::Reset,
                     register(1, "b", &[(0x2000, 0x800)], b""),
                     Step::Drain,
@@ -127,10 +126,7 @@ fn device_seeds() -> Vec<(&'static str, Vec<u8>)> {
                     update(1, 1, None, None),
                     update(1, 2, None, None),
                     update(1, 3, None, None),
-                    Step::Take {
-                        consumer: 0,
-                        count: 8,
-                    },
+                    take(0, 8),
                     Step::Subscribe(0),
                     Step::Drain,
                 ],
@@ -143,16 +139,10 @@ fn device_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 &[
                     Step::Subscribe(0),
                     one(1),
-                    Step::Take {
-                        consumer: 0,
-                        count: 1,
-                    },
+                    take(0, 1),
                     cmd(unregister_bytes(1)),
                     one(1),
-                    Step::Take {
-                        consumer: 0,
-                        count: 1,
-                    },
+                    take(0, 1),
                     Step::Unsubscribe(0),
                     Step::Drain,
                 ],
@@ -167,10 +157,7 @@ fn device_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 &[
                     Step::Subscribe(0),
                     one(1),
-                    Step::Take {
-                        consumer: 0,
-                        count: 1,
-                    },
+                    take(0, 1),
                     cmd(unregister_bytes(1)),
                     one(1),
                     cmd(unregister_bytes(1)),
