@@ -30,9 +30,26 @@ __rust_helper void rust_helper_virtio_device_ready(struct virtio_device *dev)
 	virtio_device_ready(dev);
 }
 
-__rust_helper void rust_helper_virtio_cread_bytes(struct virtio_device *vdev,
-						  unsigned int offset, void *buf,
-						  size_t len)
+__rust_helper u8 rust_helper_virtio_cread8(struct virtio_device *vdev,
+					   unsigned int offset)
 {
-	virtio_cread_bytes(vdev, offset, buf, len);
+	return virtio_cread8(vdev, offset);
+}
+
+__rust_helper u16 rust_helper_virtio_cread16(struct virtio_device *vdev,
+					     unsigned int offset)
+{
+	return virtio_cread16(vdev, offset);
+}
+
+__rust_helper u32 rust_helper_virtio_cread32(struct virtio_device *vdev,
+					     unsigned int offset)
+{
+	return virtio_cread32(vdev, offset);
+}
+
+__rust_helper u64 rust_helper_virtio_cread64(struct virtio_device *vdev,
+					     unsigned int offset)
+{
+	return virtio_cread64(vdev, offset);
 }

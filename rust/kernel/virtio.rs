@@ -23,16 +23,12 @@ use crate::{
     },
     prelude::*,
     sync::aref::ARef,
-    transmute::FromBytes,
     types::Opaque,
     ThisModule, //
 };
 use core::{
     marker::PhantomData,
-    mem::{
-        offset_of,
-        MaybeUninit, //
-    },
+    mem::offset_of,
     ptr::{
         addr_of_mut,
         NonNull, //
@@ -351,31 +347,56 @@ impl<Ctx: device::DeviceContext> Device<Ctx> {
 }
 
 impl Device<device::Bound> {
-    /// Reads a value of type `V` from the device-specific configuration space at `offset`.
+    /// Reads the field of type `V` at `offset` of the device-specific configuration space.
     ///
-    /// The read is retried until the device reports the same configuration generation before and
-    /// after it, so a multi-byte value is never torn. The value comes from the device: callers
-    /// validate it.
-    pub fn config_read<V: FromBytes>(&self, offset: u32) -> V {
-        let mut val = MaybeUninit::<V>::uninit();
-
+    /// The field is read with accesses of its own width, as the virtio specification requires
+    /// (the PCI transport does not take narrower ones), and converted from the device's byte
+    /// order. A 64-bit field is read until the device reports the same configuration generation
+    /// before and after, so it is never torn. The value comes from the device: callers validate
+    /// it.
+    pub fn config_read<V: ConfigField>(&self, offset: u32) -> V {
         // SAFETY: By the type invariant `self.as_raw()` is a valid pointer to a
-        // `struct virtio_device` and the device is bound; `val` is valid for writes of
-        // `size_of::<V>()` bytes.
-        unsafe {
-            bindings::virtio_cread_bytes(
-                self.as_raw(),
-                offset,
-                val.as_mut_ptr().cast(),
-                core::mem::size_of::<V>(),
-            )
-        };
-
-        // SAFETY: `virtio_cread_bytes` wrote all `size_of::<V>()` bytes, and any bit pattern is a
-        // valid `V` since `V: FromBytes`.
-        unsafe { val.assume_init() }
+        // `struct virtio_device`, and the device is bound.
+        unsafe { V::read(self.as_raw(), offset) }
     }
 }
+
+mod private {
+    pub trait Sealed {}
+}
+
+/// A field of a virtio device's configuration space: an integer of 8, 16, 32 or 64 bits
+/// ([`Device::config_read`]).
+pub trait ConfigField: Sized + private::Sealed {
+    /// Reads the field at `offset`.
+    ///
+    /// # Safety
+    ///
+    /// `vdev` is a valid pointer to a `struct virtio_device` bound to a driver.
+    #[doc(hidden)]
+    unsafe fn read(vdev: *mut bindings::virtio_device, offset: u32) -> Self;
+}
+
+macro_rules! config_field {
+    ($($t:ty => $read:ident),* $(,)?) => {$(
+        impl private::Sealed for $t {}
+
+        impl ConfigField for $t {
+            unsafe fn read(vdev: *mut bindings::virtio_device, offset: u32) -> Self {
+                // SAFETY: By the safety requirements `vdev` is a valid, bound virtio device; the
+                // transport checks `offset` against its configuration space.
+                unsafe { bindings::$read(vdev, offset) }
+            }
+        }
+    )*};
+}
+
+config_field!(
+    u8 => virtio_cread8,
+    u16 => virtio_cread16,
+    u32 => virtio_cread32,
+    u64 => virtio_cread64,
+);
 
 impl<'a> Device<device::Core<'a>> {
     /// Marks the device ready (`DRIVER_OK`), so that it starts processing virtqueues.

@@ -83,14 +83,12 @@ impl Limits {
     /// Reads the limits of `vdev`; fails if they leave no room for any buffer.
     fn read(vdev: &virtio::Device<Core<'_>>) -> Result<Self> {
         type C = uapi::virtio_bufshare_config;
-        let u32_at = |off: usize| u32::from_le(vdev.config_read::<u32>(off as u32));
+        let u32_at = |off: usize| vdev.config_read::<u32>(off as u32);
         let limits = Limits {
             max_ranges: u32_at(offset_of!(C, max_ranges)),
             max_props_size: u32_at(offset_of!(C, max_props_size)),
             max_buffers: u32_at(offset_of!(C, max_buffers)),
-            max_buffer_size: u64::from_le(
-                vdev.config_read::<u64>(offset_of!(C, max_buffer_size) as u32),
-            ),
+            max_buffer_size: vdev.config_read::<u64>(offset_of!(C, max_buffer_size) as u32),
         };
         if limits.max_ranges == 0 || limits.max_buffers == 0 || limits.max_buffer_size == 0 {
             dev_err!(
