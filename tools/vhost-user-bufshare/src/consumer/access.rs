@@ -79,7 +79,7 @@ pub struct AllowRule {
 impl AllowRule {
     /// Whether the rule applies to a process with these credentials.
     pub fn matches(&self, uid: u32, gid: u32) -> bool {
-        self.uid.is_none_or(|u| u == uid) && self.gid.is_none_or(|g| g == gid)
+        who_matches(self.uid, self.gid, uid, gid)
     }
 }
 
@@ -124,13 +124,7 @@ impl FromStr for AllowRule {
 
 impl fmt::Display for AllowRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.uid {
-            Some(uid) => write!(f, "{uid}")?,
-            None => f.write_str("*")?,
-        }
-        if let Some(gid) = self.gid {
-            write!(f, ":{gid}")?;
-        }
+        write_who(f, self.uid, self.gid)?;
         write!(f, "={}", self.applications)
     }
 }
@@ -177,8 +171,26 @@ impl TrustRule {
 
     /// Whether the rule applies to a process with these credentials.
     pub fn matches(&self, uid: u32, gid: u32) -> bool {
-        self.uid.is_none_or(|u| u == uid) && self.gid.is_none_or(|g| g == gid)
+        who_matches(self.uid, self.gid, uid, gid)
     }
+}
+
+/// Whether a rule for `rule_uid` and `rule_gid` (`None`: any) applies to
+/// a process with these credentials.
+fn who_matches(rule_uid: Option<u32>, rule_gid: Option<u32>, uid: u32, gid: u32) -> bool {
+    rule_uid.is_none_or(|u| u == uid) && rule_gid.is_none_or(|g| g == gid)
+}
+
+/// Writes `UID[:GID]` as [`parse_who`] reads it.
+fn write_who(f: &mut fmt::Formatter<'_>, uid: Option<u32>, gid: Option<u32>) -> fmt::Result {
+    match uid {
+        Some(uid) => write!(f, "{uid}")?,
+        None => f.write_str("*")?,
+    }
+    if let Some(gid) = gid {
+        write!(f, ":{gid}")?;
+    }
+    Ok(())
 }
 
 /// `UID[:GID]`, as the rules write it.
@@ -214,13 +226,7 @@ impl FromStr for TrustRule {
 
 impl fmt::Display for TrustRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.uid {
-            Some(uid) => write!(f, "{uid}")?,
-            None => f.write_str("*")?,
-        }
-        if let Some(gid) = self.gid {
-            write!(f, ":{gid}")?;
-        }
+        write_who(f, self.uid, self.gid)?;
         write!(f, "={}", self.access)
     }
 }

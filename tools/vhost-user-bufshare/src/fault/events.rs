@@ -105,20 +105,24 @@ impl EventsFile {
     }
 }
 
+/// The lines of an events file's text, as (word, ns): for tests.
+#[cfg(test)]
+pub(crate) fn parse_lines(text: &str) -> Vec<(String, u128)> {
+    text.lines()
+        .map(|line| {
+            let (word, ns) = line.split_once(' ').unwrap();
+            (word.to_owned(), ns.parse().unwrap())
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// The events of `path`, as (word, ns).
     fn lines_of(path: &Path) -> Vec<(String, u128)> {
-        std::fs::read_to_string(path)
-            .unwrap()
-            .lines()
-            .map(|line| {
-                let (word, ns) = line.split_once(' ').unwrap();
-                (word.to_owned(), ns.parse().unwrap())
-            })
-            .collect()
+        parse_lines(&std::fs::read_to_string(path).unwrap())
     }
 
     #[test]

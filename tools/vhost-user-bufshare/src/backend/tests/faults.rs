@@ -599,14 +599,7 @@ fn slow_reset_is_read_when_the_reset_begins() {
 fn reset_events(f: &Faulty) -> Vec<(String, u128)> {
     let mut path = f.path.clone().into_os_string();
     path.push(".events");
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|line| {
-            let (word, ns) = line.split_once(' ').unwrap();
-            (word.to_owned(), ns.parse().unwrap())
-        })
-        .collect()
+    crate::fault::events::parse_lines(&std::fs::read_to_string(path).unwrap_or_default())
 }
 
 #[test]
