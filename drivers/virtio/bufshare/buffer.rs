@@ -20,6 +20,7 @@ use kernel::{
     memlock::MemlockCharge,
     page::PAGE_SIZE,
     prelude::*,
+    ratelimit::RateLimit,
     sync::{
         atomic::{
             Atomic,
@@ -123,6 +124,7 @@ impl Memory {
         length: u64,
         target: &DmaTarget,
         max_ranges: usize,
+        log_limit: &RateLimit,
     ) -> Result<(Memory, u32, KVVec<Range>)> {
         let mut ranges = Ranges::new(max_ranges);
         let fd_u32 = u32::try_from(fd).map_err(|_| EBADF)?;
@@ -195,7 +197,9 @@ impl Memory {
                     if e == ENOMEM || e == EINTR || e == ERESTARTSYS {
                         e
                     } else {
-                        pr_info!("exporter cannot map its dma-buf for the device: {:?}\n", e);
+                        if log_limit.allow() {
+                            pr_info!("exporter cannot map its dma-buf for the device: {:?}\n", e);
+                        }
                         EOPNOTSUPP
                     }
                 })?;

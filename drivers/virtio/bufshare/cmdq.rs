@@ -12,6 +12,7 @@ use kernel::{
     device::Core,
     new_condvar, new_spinlock_irq,
     prelude::*,
+    ratelimit::RateLimit,
     sync::{
         aref::ARef,
         atomic::{
@@ -182,6 +183,9 @@ pub(crate) struct Cmdq {
     generation: Atomic<u64>,
     /// How many times the answers showed a new generation.
     epoch: Atomic<u64>,
+    /// The device's log lines, which the device or users can trigger at will.
+    #[pin]
+    log_limit: RateLimit,
 }
 
 impl Cmdq {
@@ -196,12 +200,24 @@ impl Cmdq {
                 with_generation,
                 generation: Atomic::new(0),
                 epoch: Atomic::new(0),
+                log_limit <- RateLimit::new_default(c_str!("virtio_bufshare")),
             }),
             GFP_KERNEL,
         )?;
         let vqs = Virtqueues::new(vdev, &[c_str!("cmd")], cmdq.clone())?;
         *cmdq.vqs.lock() = Some(vqs);
         Ok(cmdq)
+    }
+
+    /// Whether a log line about the device may go out now: lines that the device or users can
+    /// trigger at will are rate-limited, all of them together.
+    pub(crate) fn log_allowed(&self) -> bool {
+        self.log_limit.allow()
+    }
+
+    /// The rate limit of the device's log lines, for those logged elsewhere.
+    pub(crate) fn log_limit(&self) -> &RateLimit {
+        &self.log_limit
     }
 
     /// Returns how the device reaches memory the driver describes to it by address.
@@ -232,12 +248,14 @@ impl Cmdq {
         let (resp, epoch) = self.submit(&queued, wait)?;
         let resp = self.check_status(resp)?;
         if resp.len() != C::Reply::LEN {
-            dev_err!(
-                self.dev.as_ref(),
-                "answer is {} bytes, expected {}\n",
-                resp.len(),
-                C::Reply::LEN
-            );
+            if self.log_allowed() {
+                dev_err!(
+                    self.dev.as_ref(),
+                    "answer is {} bytes, expected {}\n",
+                    resp.len(),
+                    C::Reply::LEN
+                );
+            }
             return Err(EIO);
         }
         Ok(Answer {
@@ -273,7 +291,9 @@ impl Cmdq {
             match vq.add(queued.clone(), GFP_ATOMIC) {
                 Ok(()) => {
                     if !vq.kick() {
-                        dev_err!(self.dev.as_ref(), "device is broken\n");
+                        if self.log_allowed() {
+                            dev_err!(self.dev.as_ref(), "device is broken\n");
+                        }
                         return Err(EIO);
                     }
                     break;
@@ -304,7 +324,9 @@ impl Cmdq {
                     return Ok((resp?, queued.epoch.load(Relaxed)));
                 }
                 if e == ETIMEDOUT {
-                    dev_warn!(self.dev.as_ref(), "device did not answer in time\n");
+                    if self.log_allowed() {
+                        dev_warn!(self.dev.as_ref(), "device did not answer in time\n");
+                    }
                 }
                 return Err(e);
             }
@@ -398,11 +420,13 @@ impl Cmdq {
     /// Checks the status of an answer; returns the answer if it says OK.
     fn check_status<'a>(&self, resp: &'a [u8]) -> Result<&'a [u8]> {
         let Some(hdr) = resp.get(..RESP_HDR_LEN).and_then(RespHdr::from_bytes_copy) else {
-            dev_err!(
-                self.dev.as_ref(),
-                "short answer from device ({} bytes)\n",
-                resp.len()
-            );
+            if self.log_allowed() {
+                dev_err!(
+                    self.dev.as_ref(),
+                    "short answer from device ({} bytes)\n",
+                    resp.len()
+                );
+            }
             return Err(EIO);
         };
         match u32::from_le(hdr.0.status) {
@@ -413,11 +437,13 @@ impl Cmdq {
             uapi::VIRTIO_BUFSHARE_S_NO_BUFFER => Err(ENOENT),
             uapi::VIRTIO_BUFSHARE_S_NO_SPACE => Err(ENOSPC),
             status => {
-                dev_err!(
-                    self.dev.as_ref(),
-                    "unknown status {:#x} from device\n",
-                    status
-                );
+                if self.log_allowed() {
+                    dev_err!(
+                        self.dev.as_ref(),
+                        "unknown status {:#x} from device\n",
+                        status
+                    );
+                }
                 Err(EIO)
             }
         }

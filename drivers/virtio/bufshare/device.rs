@@ -292,11 +292,13 @@ impl BufshareDevice {
             name: [0; uapi::BUFSHARE_NAME_LEN as usize],
         };
         if info.version != uapi::VIRTIO_BUFSHARE_VERSION {
-            dev_err!(
-                self.dev.as_ref(),
-                "device speaks protocol version {}\n",
-                info.version
-            );
+            if self.cmdq.log_allowed() {
+                dev_err!(
+                    self.dev.as_ref(),
+                    "device speaks protocol version {}\n",
+                    info.version
+                );
+            }
             return Err(EPROTO);
         }
         // The device's name is NUL-padded; keep printable ASCII up to the first NUL, and always
@@ -391,6 +393,7 @@ impl BufshareDevice {
             req.length,
             op.dma()?,
             self.limits.max_ranges as usize,
+            self.cmdq.log_limit(),
         )?;
         // The commands count ranges in a `u32`.
         u32::try_from(ranges.len()).map_err(|_| E2BIG)?;
@@ -734,12 +737,14 @@ impl BufshareDevice {
             }
             Err(e) => {
                 // The device may still use the memory: keep it until the device is reset.
-                dev_warn!(
-                    self.dev.as_ref(),
-                    "buffer {}: device did not confirm unregistering ({:?}); memory kept until reset\n",
-                    buf.id,
-                    e
-                );
+                if self.cmdq.log_allowed() {
+                    dev_warn!(
+                        self.dev.as_ref(),
+                        "buffer {}: device did not confirm unregistering ({:?}); memory kept until reset\n",
+                        buf.id,
+                        e
+                    );
+                }
                 self.keep_until_reset(buf);
                 e != ETIMEDOUT
             }
@@ -764,10 +769,12 @@ impl BufshareDevice {
             return;
         }
         if buffers.zombies.reserve(1, GFP_KERNEL).is_err() {
-            dev_err!(
-                self.dev.as_ref(),
-                "no memory: leaking a buffer the device may still use\n"
-            );
+            if self.cmdq.log_allowed() {
+                dev_err!(
+                    self.dev.as_ref(),
+                    "no memory: leaking a buffer the device may still use\n"
+                );
+            }
             // Pinned for good is safe; freed while the device may write to it is not.
             core::mem::forget(buf);
             return;

@@ -104,10 +104,12 @@ impl BufshareDevice {
                 break;
             }
             if restores == MAX_RESTORES {
-                dev_err!(
-                    self.dev.as_ref(),
-                    "device keeps losing its buffers; giving up registering them again\n"
-                );
+                if self.cmdq.log_allowed() {
+                    dev_err!(
+                        self.dev.as_ref(),
+                        "device keeps losing its buffers; giving up registering them again\n"
+                    );
+                }
                 buffers.restored = epoch;
                 break;
             }
@@ -170,12 +172,14 @@ impl BufshareDevice {
                 }
                 Err(e) => {
                     refused += 1;
-                    dev_warn!(
-                        self.dev.as_ref(),
-                        "buffer {}: not registered again ({:?})\n",
-                        buf.id,
-                        e
-                    );
+                    if self.cmdq.log_allowed() {
+                        dev_warn!(
+                            self.dev.as_ref(),
+                            "buffer {}: not registered again ({:?})\n",
+                            buf.id,
+                            e
+                        );
+                    }
                     if e == ETIMEDOUT || e == ENODEV {
                         break;
                     }
@@ -184,12 +188,14 @@ impl BufshareDevice {
                 }
             }
         }
-        dev_info!(
-            self.dev.as_ref(),
-            "device lost its buffers (generation {:#x}): {} registered again, {} not\n",
-            self.cmdq.generation(),
-            registered,
-            refused
-        );
+        if self.cmdq.log_allowed() {
+            dev_info!(
+                self.dev.as_ref(),
+                "device lost its buffers (generation {:#x}): {} registered again, {} not\n",
+                self.cmdq.generation(),
+                registered,
+                refused
+            );
+        }
     }
 }

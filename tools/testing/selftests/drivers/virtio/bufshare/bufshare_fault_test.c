@@ -89,6 +89,48 @@ TEST_F(fault, device_errors_map_to_errno)
 	EXPECT_EQ(EIO, fault_errno(self->fd, "device-error"));
 }
 
+/* Counts the kernel log lines holding @needle that @fd has not read yet. */
+static int kmsg_count(int fd, const char *needle)
+{
+	char line[256];
+	int n = 0, ret;
+
+	while ((ret = kmsg_find(fd, needle, line, sizeof(line))) == 1)
+		n++;
+	return ret < 0 ? ret : n;
+}
+
+/*
+ * A device that answers every command wrongly makes the driver log, and a
+ * user can send as many commands as they like: the lines are rate-limited,
+ * at most 10 in each interval of 5 seconds (the kernel's default).
+ */
+TEST_F_TIMEOUT(fault, device_errors_logged_rate_limited, 120)
+{
+	struct bufshare_info info;
+	int kmsg, lines, allowed, fails = 0;
+	struct timespec start, end;
+	long long ms;
+
+	kmsg = kmsg_open();
+	ASSERT_LE(0, kmsg) TH_LOG("/dev/kmsg: %s", strerror(-kmsg));
+	ASSERT_EQ(0, set_fault("bad-status"));
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	for (int i = 0; i < 200; i++)
+		fails += ioctl(self->fd, BUFSHARE_IOC_GET_INFO, &info) && errno == EIO;
+	clock_gettime(CLOCK_MONOTONIC, &end);
+	ms = (end.tv_sec - start.tv_sec) * 1000LL + (end.tv_nsec - start.tv_nsec) / 1000000;
+	EXPECT_EQ(200, fails);
+	lines = kmsg_count(kmsg, "unknown status");
+	/* The intervals the run touched, each of 5 s, 10 lines each. */
+	allowed = 10 * (ms / 5000 + 2);
+	TH_LOG("200 bad answers in %lld ms, %d log lines (at most %d)", ms, lines, allowed);
+	EXPECT_LE(1, lines);
+	EXPECT_GE(allowed, lines);
+	EXPECT_GT(200, allowed) TH_LOG("too slow to tell a limit from none");
+	close(kmsg);
+}
+
 TEST_F(fault, wrong_version_is_eproto)
 {
 	EXPECT_EQ(EPROTO, fault_errno(self->fd, "bad-version"));
