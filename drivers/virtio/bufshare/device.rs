@@ -36,6 +36,7 @@ use kernel::{
 };
 
 use crate::{
+    apps::Bindings,
     buffer::{
         Buffer,
         BufferState,
@@ -202,6 +203,9 @@ pub(crate) struct BufshareDevice {
     next_id: Atomic<u64>,
     /// The id of the next owner.
     next_owner: Atomic<u64>,
+    /// Who may register under which application name.
+    #[pin]
+    apps: Mutex<Bindings>,
 }
 
 impl BufshareDevice {
@@ -245,6 +249,7 @@ impl BufshareDevice {
                 features,
                 next_id: Atomic::new(1),
                 next_owner: Atomic::new(1),
+                apps <- new_mutex!(Bindings::new(), "virtio_bufshare:apps"),
             }),
             GFP_KERNEL,
         );
@@ -324,6 +329,7 @@ impl BufshareDevice {
             return Err(EINVAL);
         }
         let application = props::application(&req.application)?;
+        self.apps.lock().check(&application)?;
         if req.length == 0 || req.offset % PAGE_SIZE != 0 || req.length % PAGE_SIZE != 0 {
             return Err(EINVAL);
         }
@@ -698,6 +704,8 @@ impl BufshareDevice {
 
         let mut buffers = self.buffers.lock();
         buffers.gone = true;
+        // Operations waiting for the device to come back from a reset find it gone.
+        self.restored.notify_all();
         while buffers.inflight > 0 {
             self.idle.wait(&mut buffers);
         }

@@ -26,6 +26,7 @@ use kernel::{
         UserSlice, //
     },
     uapi,
+    uidgid, //
 };
 
 use crate::{
@@ -45,6 +46,10 @@ const BUFSHARE_IOC_SET_PROPERTIES: u32 =
 const BUFSHARE_IOC_UNREGISTER: u32 = _IOW::<u64>(uapi::BUFSHARE_IOCTL_BASE, 0x04);
 const BUFSHARE_IOC_BUFFER_INFO: u32 =
     _IOWR::<uapi::bufshare_buffer_info>(uapi::BUFSHARE_IOCTL_BASE, 0x05);
+const BUFSHARE_IOC_BIND_APPLICATION: u32 =
+    _IOW::<uapi::bufshare_app_binding>(uapi::BUFSHARE_IOCTL_BASE, 0x06);
+const BUFSHARE_IOC_GET_BINDING: u32 =
+    _IOWR::<uapi::bufshare_app_binding>(uapi::BUFSHARE_IOCTL_BASE, 0x07);
 
 /// Declares a transparent wrapper of an ioctl argument structure that user space reads and
 /// writes whole.
@@ -69,6 +74,7 @@ user_struct!(RegisterArg, uapi::bufshare_register);
 user_struct!(UpdateArg, uapi::bufshare_update);
 user_struct!(SetPropertiesArg, uapi::bufshare_set_properties);
 user_struct!(BufferInfoArg, uapi::bufshare_buffer_info);
+user_struct!(BindingArg, uapi::bufshare_app_binding);
 
 /// Reads an ioctl argument of type `T` at `arg`.
 fn read_arg<T: FromBytes>(arg: usize) -> Result<T> {
@@ -138,6 +144,22 @@ impl BufshareFile {
         self.device.buffer_info(&self.owner, &mut info.0)?;
         write_arg(arg, &info)
     }
+
+    /// `BUFSHARE_IOC_BIND_APPLICATION`: for the administrator only.
+    fn bind_application(&self, arg: usize) -> Result {
+        if !uidgid::capable(uidgid::CAP_SYS_ADMIN) {
+            return Err(EPERM);
+        }
+        let req = read_arg::<BindingArg>(arg)?;
+        self.device.bind_application(&req.0)
+    }
+
+    /// `BUFSHARE_IOC_GET_BINDING`.
+    fn get_binding(&self, arg: usize) -> Result {
+        let mut req = read_arg::<BindingArg>(arg)?;
+        self.device.get_binding(&mut req.0)?;
+        write_arg(arg, &req)
+    }
 }
 
 #[vtable]
@@ -176,6 +198,8 @@ impl MiscDevice for BufshareFile {
             BUFSHARE_IOC_SET_PROPERTIES => me.set_properties(arg),
             BUFSHARE_IOC_UNREGISTER => me.unregister(arg),
             BUFSHARE_IOC_BUFFER_INFO => me.buffer_info(arg),
+            BUFSHARE_IOC_BIND_APPLICATION => me.bind_application(arg),
+            BUFSHARE_IOC_GET_BINDING => me.get_binding(arg),
             _ => Err(ENOTTY),
         }
         .map(|()| 0)

@@ -41,6 +41,7 @@
 //! in flight; it is only held for short spells, never across a command and never together with
 //! the locks above but `Owner::usage`, which may be held when it is taken.
 
+mod apps;
 mod buffer;
 mod cmdq;
 mod commands;
@@ -72,6 +73,10 @@ kernel::module_virtio_driver! {
         max_props_size: u32 {
             default: 4096,
             description: "Most bytes of properties per buffer (the device's own limit applies too)",
+        },
+        bound_applications_only: bool {
+            default: false,
+            description: "Refuse registrations under application names that are bound to nobody",
         },
     },
 }

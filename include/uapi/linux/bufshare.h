@@ -130,6 +130,26 @@ struct bufshare_buffer_info {
 	char application[BUFSHARE_APP_LEN];
 };
 
+/* bufshare_app_binding.flags */
+#define BUFSHARE_BIND_UID		(1 << 0)	/* @uid may */
+#define BUFSHARE_BIND_GID		(1 << 1)	/* members of @gid may */
+
+/*
+ * struct bufshare_app_binding - BUFSHARE_IOC_BIND_APPLICATION and
+ * BUFSHARE_IOC_GET_BINDING: who may register buffers under the application
+ * name @application. With BUFSHARE_BIND_UID the user @uid may, with
+ * BUFSHARE_BIND_GID the members of the group @gid may; with both, either
+ * may. Binding a name with neither flag removes its binding. @uid and @gid
+ * are numbers in the caller's user namespace. @reserved must be 0.
+ */
+struct bufshare_app_binding {
+	char application[BUFSHARE_APP_LEN];
+	__u32 flags;
+	__u32 uid;
+	__u32 gid;
+	__u32 reserved;
+};
+
 #define BUFSHARE_IOC_GET_INFO	_IOR(BUFSHARE_IOCTL_BASE, 0x00, struct bufshare_info)
 #define BUFSHARE_IOC_REGISTER	_IOWR(BUFSHARE_IOCTL_BASE, 0x01, struct bufshare_register)
 #define BUFSHARE_IOC_UPDATE	_IOWR(BUFSHARE_IOCTL_BASE, 0x02, struct bufshare_update)
@@ -138,5 +158,9 @@ struct bufshare_buffer_info {
 #define BUFSHARE_IOC_UNREGISTER	_IOW(BUFSHARE_IOCTL_BASE, 0x04, __u64)
 #define BUFSHARE_IOC_BUFFER_INFO \
 	_IOWR(BUFSHARE_IOCTL_BASE, 0x05, struct bufshare_buffer_info)
+#define BUFSHARE_IOC_BIND_APPLICATION \
+	_IOW(BUFSHARE_IOCTL_BASE, 0x06, struct bufshare_app_binding)
+#define BUFSHARE_IOC_GET_BINDING \
+	_IOWR(BUFSHARE_IOCTL_BASE, 0x07, struct bufshare_app_binding)
 
 #endif /* _UAPI_LINUX_BUFSHARE_H */

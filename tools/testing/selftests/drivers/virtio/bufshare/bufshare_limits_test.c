@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
@@ -70,6 +71,23 @@ static long long param(const char *name)
 		return -1;
 	buf[n] = '\0';
 	return strtoll(buf, NULL, 0);
+}
+
+/* The text of file @path, NUL-terminated, in @buf. */
+static int read_text(const char *path, char *buf, size_t len)
+{
+	ssize_t n;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, len - 1);
+	close(fd);
+	if (n < 0)
+		return -errno;
+	buf[n] = '\0';
+	return 0;
 }
 
 FIXTURE(limits) {
@@ -385,6 +403,172 @@ TEST_F(limits, memlock_charged_per_user)
 	}
 	close_dev(self, a);
 	close_dev(self, b);
+}
+
+/*
+ * Application names bound to users and groups by the administrator
+ * (BUFSHARE_IOC_BIND_APPLICATION): only they may register under them.
+ */
+static int bind_app(int dev, const char *app, __u32 flags, __u32 uid, __u32 gid)
+{
+	struct bufshare_app_binding b = { .flags = flags, .uid = uid, .gid = gid };
+
+	strncpy(b.application, app, sizeof(b.application) - 1);
+	return ioctl(dev, BUFSHARE_IOC_BIND_APPLICATION, &b) ? errno : 0;
+}
+
+static int get_binding(int dev, const char *app, struct bufshare_app_binding *b)
+{
+	memset(b, 0, sizeof(*b));
+	strncpy(b->application, app, sizeof(b->application) - 1);
+	return ioctl(dev, BUFSHARE_IOC_GET_BINDING, b) ? errno : 0;
+}
+
+/*
+ * Runs @what (REGISTER of a page under @app, or BIND of @app) on @dev,
+ * which root opened, in a child running as user @uid with the one
+ * supplementary group @gid (none if 0). Returns the errno (0 on success),
+ * or -1 if the child could not run as asked.
+ */
+enum as_what { AS_REGISTER, AS_BIND };
+
+static int as_user(int dev, enum as_what what, const char *app, uid_t uid, gid_t gid)
+{
+	int status, m, ret;
+	pid_t pid;
+	__u64 id;
+
+	pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		gid_t groups[1] = { gid };
+
+		if (setgroups(gid ? 1 : 0, groups) || setresgid(65534, 65534, 65534) ||
+		    setresuid(uid, uid, uid))
+			_exit(255);
+		if (what == AS_BIND)
+			_exit(bind_app(dev, app, BUFSHARE_BIND_UID, uid, 0));
+		m = make_memfd(PAGE, BUFSHARE_SEALS);
+		if (m < 0)
+			_exit(255);
+		ret = bs_register(dev, m, 0, PAGE, app, NULL, 0, &id);
+		if (!ret)
+			bs_unregister(dev, id);
+		_exit(ret);
+	}
+	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) == 255)
+		return -1;
+	return WEXITSTATUS(status);
+}
+
+FIXTURE(apps) {
+	int dev;
+};
+
+FIXTURE_SETUP(apps)
+{
+	self->dev = open(BUFSHARE_DEV, O_RDWR | O_CLOEXEC);
+	ASSERT_LE(0, self->dev) TH_LOG("open %s: %s", BUFSHARE_DEV, strerror(errno));
+}
+
+FIXTURE_TEARDOWN(apps)
+{
+	bind_app(self->dev, "apps-uid", 0, 0, 0);
+	bind_app(self->dev, "apps-gid", 0, 0, 0);
+	bind_app(self->dev, "apps-root", 0, 0, 0);
+	close(self->dev);
+}
+
+TEST_F(apps, bound_to_a_user)
+{
+	struct bufshare_app_binding b;
+
+	/* Unbound: anybody may. */
+	EXPECT_EQ(0, as_user(self->dev, AS_REGISTER, "apps-uid", 1001, 0));
+	ASSERT_EQ(0, bind_app(self->dev, "apps-uid", BUFSHARE_BIND_UID, 1000, 0));
+	ASSERT_EQ(0, get_binding(self->dev, "apps-uid", &b));
+	EXPECT_EQ(BUFSHARE_BIND_UID, b.flags);
+	EXPECT_EQ(1000, b.uid);
+	/* Bound: its user may, nobody else, root included. */
+	EXPECT_EQ(0, as_user(self->dev, AS_REGISTER, "apps-uid", 1000, 0));
+	EXPECT_EQ(EACCES, as_user(self->dev, AS_REGISTER, "apps-uid", 1001, 0));
+	EXPECT_EQ(EACCES, as_user(self->dev, AS_REGISTER, "apps-uid", 0, 0));
+	/* Other names stay open. */
+	EXPECT_EQ(0, as_user(self->dev, AS_REGISTER, "apps-other", 1001, 0));
+	/* Unbound again. */
+	ASSERT_EQ(0, bind_app(self->dev, "apps-uid", 0, 0, 0));
+	EXPECT_EQ(ENOENT, get_binding(self->dev, "apps-uid", &b));
+	EXPECT_EQ(0, as_user(self->dev, AS_REGISTER, "apps-uid", 1001, 0));
+}
+
+TEST_F(apps, bound_to_a_group)
+{
+	struct bufshare_app_binding b;
+
+	ASSERT_EQ(0, bind_app(self->dev, "apps-gid", BUFSHARE_BIND_GID, 0, 2000));
+	ASSERT_EQ(0, get_binding(self->dev, "apps-gid", &b));
+	EXPECT_EQ(BUFSHARE_BIND_GID, b.flags);
+	EXPECT_EQ(2000, b.gid);
+	EXPECT_EQ(0, as_user(self->dev, AS_REGISTER, "apps-gid", 1001, 2000));
+	EXPECT_EQ(EACCES, as_user(self->dev, AS_REGISTER, "apps-gid", 1001, 2001));
+	EXPECT_EQ(EACCES, as_user(self->dev, AS_REGISTER, "apps-gid", 1001, 0));
+	/* A user or a group: either may. */
+	ASSERT_EQ(0, bind_app(self->dev, "apps-gid", BUFSHARE_BIND_UID | BUFSHARE_BIND_GID,
+			      1002, 2000));
+	EXPECT_EQ(0, as_user(self->dev, AS_REGISTER, "apps-gid", 1002, 0));
+	EXPECT_EQ(0, as_user(self->dev, AS_REGISTER, "apps-gid", 1001, 2000));
+	EXPECT_EQ(EACCES, as_user(self->dev, AS_REGISTER, "apps-gid", 1001, 0));
+}
+
+TEST_F(apps, binding_is_for_the_administrator)
+{
+	struct bufshare_app_binding b;
+
+	EXPECT_EQ(EPERM, as_user(self->dev, AS_BIND, "apps-uid", 1000, 0));
+	EXPECT_EQ(ENOENT, get_binding(self->dev, "apps-uid", &b));
+}
+
+TEST_F(apps, bad_bindings_are_refused)
+{
+	struct bufshare_app_binding b = { .flags = BUFSHARE_BIND_UID };
+
+	EXPECT_EQ(EINVAL, bind_app(self->dev, "bad name", BUFSHARE_BIND_UID, 1000, 0));
+	EXPECT_EQ(EINVAL, bind_app(self->dev, "", BUFSHARE_BIND_UID, 1000, 0));
+	EXPECT_EQ(EINVAL, bind_app(self->dev, "apps-uid", 1 << 7, 1000, 0));
+	/* (uid_t)-1 names nobody. */
+	EXPECT_EQ(EINVAL, bind_app(self->dev, "apps-uid", BUFSHARE_BIND_UID, -1, 0));
+	b.reserved = 1;
+	strcpy(b.application, "apps-uid");
+	EXPECT_NE(0, ioctl(self->dev, BUFSHARE_IOC_BIND_APPLICATION, &b));
+	EXPECT_EQ(EINVAL, errno);
+	EXPECT_EQ(ENOENT, get_binding(self->dev, "apps-uid", &b));
+}
+
+/* With bound_applications_only, names nobody bound are closed. */
+TEST(apps_bound_only)
+{
+	char text[16];
+	const char *what;
+	int dev, err;
+
+	err = reload("bound_applications_only=1", &what);
+	ASSERT_EQ(0, err) TH_LOG("%s: %s", what, strerror(-err));
+	/* The parameters in force are shown, read-only. */
+	ASSERT_EQ(0, read_text("/sys/module/virtio_bufshare/parameters/bound_applications_only",
+			       text, sizeof(text)));
+	EXPECT_STREQ("Y\n", text);
+	EXPECT_EQ(4096, param("max_buffers"));
+	EXPECT_NE(0, write_file("/sys/module/virtio_bufshare/parameters/max_buffers", "1"));
+	dev = open(BUFSHARE_DEV, O_RDWR | O_CLOEXEC);
+	ASSERT_LE(0, dev);
+	EXPECT_EQ(EACCES, as_user(dev, AS_REGISTER, "apps-root", 0, 0));
+	ASSERT_EQ(0, bind_app(dev, "apps-root", BUFSHARE_BIND_UID, 0, 0));
+	EXPECT_EQ(0, as_user(dev, AS_REGISTER, "apps-root", 0, 0));
+	EXPECT_EQ(EACCES, as_user(dev, AS_REGISTER, "apps-root", 1000, 0));
+	close(dev);
+	err = reload("", &what);
+	ASSERT_EQ(0, err) TH_LOG("%s: %s", what, strerror(-err));
 }
 
 TEST_HARNESS_MAIN
