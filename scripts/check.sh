@@ -165,21 +165,25 @@ guest_run() {
 		if [ "$vmrc" != 0 ]; then
 			fail "vm.sh exit $vmrc$label"
 		fi
-		# The examples of the virtio abstractions, run by KUnit at boot
-		# (vm.sh keeps KUnit to them).
-		if grep -qE '(^|[] ])ok [0-9]+ rust_doctest_kernel_virtio' "$RUN/dmesg.txt" &&
-			! grep -qE 'not ok [0-9]+ rust_doctest_kernel_virtio' "$RUN/dmesg.txt"; then
-			pass "doctests of the virtio abstractions$label (KUnit)"
-		else
-			fail "doctests of the virtio abstractions$label (KUnit)"
-		fi
+		# The examples of the virtio and rate limit abstractions, run
+		# by KUnit at boot (vm.sh keeps KUnit to them).
+		for mod in virtio ratelimit; do
+			if grep -qE "(^|[] ])ok [0-9]+ rust_doctest_kernel_$mod" "$RUN/dmesg.txt" &&
+				! grep -qE "not ok [0-9]+ rust_doctest_kernel_$mod" "$RUN/dmesg.txt"; then
+				pass "doctests of the $mod abstractions$label (KUnit)"
+			else
+				fail "doctests of the $mod abstractions$label (KUnit)"
+			fi
+		done
 	fi
 }
 
 guest_run all ""
 # The notification path without event indices: the driver asks for every
-# interrupt with the used ring's flags, the device for every kick.
-guest_run no-event-idx ",event_idx=off" bufshare_stress_test
+# interrupt with the used ring's flags, the device for every kick. A second
+# device there (/dev/bufshare1) for the devices test.
+BUFSHARE_SECOND_DEVICE=1 guest_run no-event-idx ",event_idx=off" bufshare_stress_test \
+	bufshare_devices_test
 # Every DMA mapping bounced through swiotlb: memfds, given to the device by
 # physical address, still go through both ways; dma-bufs, whose mappings
 # the device would not see as the CPU writes them, are refused.

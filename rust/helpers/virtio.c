@@ -53,3 +53,18 @@ __rust_helper u64 rust_helper_virtio_cread64(struct virtio_device *vdev,
 {
 	return virtio_cread64(vdev, offset);
 }
+
+/*
+ * The power management and reset callbacks of a virtio driver run under the
+ * transport device's lock, not the virtio device's; the Rust abstractions
+ * lock the virtio device to keep its driver from being unbound meanwhile.
+ */
+__rust_helper void rust_helper_virtio_device_lock(struct virtio_device *vdev)
+{
+	device_lock(&vdev->dev);
+}
+
+__rust_helper void rust_helper_virtio_device_unlock(struct virtio_device *vdev)
+{
+	device_unlock(&vdev->dev);
+}

@@ -76,6 +76,18 @@ unsafe impl<T: Driver + 'static> driver::RegistrationOps for Adapter<T> {
             (*vdrv.get()).feature_table_size = T::FEATURES.len() as u32;
             (*vdrv.get()).probe = Some(Self::probe_callback);
             (*vdrv.get()).remove = Some(Self::remove_callback);
+            if T::HAS_FREEZE {
+                (*vdrv.get()).freeze = Some(Self::freeze_callback);
+            }
+            if T::HAS_RESTORE {
+                (*vdrv.get()).restore = Some(Self::restore_callback);
+            }
+            if T::HAS_RESET_PREPARE {
+                (*vdrv.get()).reset_prepare = Some(Self::reset_prepare_callback);
+            }
+            if T::HAS_RESET_DONE {
+                (*vdrv.get()).reset_done = Some(Self::reset_done_callback);
+            }
         }
 
         // SAFETY: `vdrv` is guaranteed to be a valid `DriverType`, `T::FEATURES` and
@@ -132,6 +144,65 @@ impl<T: Driver + 'static> Adapter<T> {
         if vdev.status() != 0 {
             vdev.reset();
         }
+    }
+
+    extern "C" fn freeze_callback(vdev: *mut bindings::virtio_device) -> c_int {
+        Self::with_bound(vdev, T::freeze)
+    }
+
+    extern "C" fn restore_callback(vdev: *mut bindings::virtio_device) -> c_int {
+        Self::with_bound(vdev, T::restore)
+    }
+
+    extern "C" fn reset_prepare_callback(vdev: *mut bindings::virtio_device) -> c_int {
+        Self::with_bound(vdev, T::reset_prepare)
+    }
+
+    extern "C" fn reset_done_callback(vdev: *mut bindings::virtio_device) -> c_int {
+        Self::with_bound(vdev, T::reset_done)
+    }
+
+    /// Runs the driver's power management or reset callback `f` for `vdev`, with the device
+    /// locked, if this driver is still bound to it.
+    ///
+    /// The virtio core calls these from its transport's callbacks, which hold the transport
+    /// device's lock (the PCI function's), not the virtio device's: an unbind of the virtio
+    /// device can run meanwhile. With the virtio device locked, the driver is either still bound,
+    /// and stays bound until `f` returns, or is gone, and there is nothing left to do.
+    fn with_bound(
+        vdev: *mut bindings::virtio_device,
+        f: impl for<'bound> FnOnce(&'bound Device<device::Core<'_>>, Pin<&T::Data<'bound>>) -> Result,
+    ) -> c_int {
+        // SAFETY: The virtio core only calls these callbacks with a valid pointer to a
+        // `struct virtio_device`, which stays valid for the duration of the callback.
+        unsafe { bindings::virtio_device_lock(vdev) };
+
+        // SAFETY: `vdev` is valid and locked: its driver does not change meanwhile. A driver's
+        // `struct virtio_driver` embeds its `struct device_driver`; a bound driver is registered.
+        let bound = unsafe {
+            let drv = (*vdev).dev.driver;
+            !drv.is_null() && {
+                let vdrv = crate::container_of!(drv, bindings::virtio_driver, driver);
+                // Every driver has an id table of its own (see `Driver::ID_TABLE`).
+                (*vdrv).id_table == T::ID_TABLE.as_ptr()
+            }
+        };
+        let ret = if bound {
+            // SAFETY: `vdev` is valid, and locked for the duration of the callback.
+            let dev = unsafe { &*vdev.cast::<Device<device::CoreInternal<'_>>>() };
+
+            // SAFETY: The device is bound to this driver, so `probe_callback` succeeded and
+            // stored a `Pin<KBox<T::Data<'_>>>`; the device lock keeps `remove_callback` from
+            // taking it meanwhile.
+            let data = unsafe { dev.as_ref().drvdata_borrow::<T::Data<'_>>() };
+            from_result(|| f(dev, data).map(|()| 0))
+        } else {
+            0
+        };
+
+        // SAFETY: Locked above.
+        unsafe { bindings::virtio_device_unlock(vdev) };
+        ret
     }
 }
 
@@ -212,6 +283,7 @@ macro_rules! virtio_device_table {
 ///     [virtio::DeviceId::new(4)]
 /// );
 ///
+/// #[vtable]
 /// impl virtio::Driver for MyDriver {
 ///     type Data<'bound> = Self;
 ///     const ID_TABLE: virtio::IdTable = &VIRTIO_TABLE;
@@ -223,11 +295,13 @@ macro_rules! virtio_device_table {
 ///     }
 /// }
 /// ```
+#[vtable]
 pub trait Driver {
     /// The type of the driver's bus device private data.
     type Data<'bound>: Send + 'bound;
 
-    /// The table of device ids supported by the driver.
+    /// The table of device ids supported by the driver, of this driver only: the abstraction
+    /// tells its driver by it.
     const ID_TABLE: IdTable;
 
     /// The feature bits the driver supports. The device's features are negotiated against these
@@ -250,6 +324,57 @@ pub trait Driver {
     /// reset. Implementing this callback is optional.
     fn unbind<'bound>(dev: &'bound Device<device::Core<'_>>, this: Pin<&Self::Data<'bound>>) {
         let _ = (dev, this);
+    }
+
+    /// Virtio driver freeze: the system suspends or hibernates, and the device will be reset.
+    ///
+    /// The driver stops using the device and drops its [`Virtqueues`], which resets it; the data
+    /// stays. On failure the system does not suspend. A driver without this callback keeps its
+    /// virtqueues, which do not survive the reset: implement it together with
+    /// [`Driver::restore`].
+    fn freeze<'bound>(
+        dev: &'bound Device<device::Core<'_>>,
+        this: Pin<&Self::Data<'bound>>,
+    ) -> Result {
+        let _ = (dev, this);
+        build_error!(crate::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Virtio driver restore: the system resumed after [`Driver::freeze`].
+    ///
+    /// The device was reset and its features negotiated again; the driver sets up its
+    /// [`Virtqueues`] again. The device is marked ready when it returns successfully, unless the
+    /// driver did so earlier with [`Device::ready`]; on failure it is marked failed.
+    fn restore<'bound>(
+        dev: &'bound Device<device::Core<'_>>,
+        this: Pin<&Self::Data<'bound>>,
+    ) -> Result {
+        let _ = (dev, this);
+        build_error!(crate::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Virtio driver reset preparation: the transport is about to reset the device (a PCI
+    /// function level reset), as for [`Driver::freeze`].
+    ///
+    /// The reset happens whatever this returns, and [`Driver::reset_done`] follows only if it
+    /// succeeded: the driver must let go of the device here in any case. Without this callback
+    /// the device is reset behind the driver.
+    fn reset_prepare<'bound>(
+        dev: &'bound Device<device::Core<'_>>,
+        this: Pin<&Self::Data<'bound>>,
+    ) -> Result {
+        let _ = (dev, this);
+        build_error!(crate::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Virtio driver reset completion: the transport reset the device after
+    /// [`Driver::reset_prepare`], as for [`Driver::restore`].
+    fn reset_done<'bound>(
+        dev: &'bound Device<device::Core<'_>>,
+        this: Pin<&Self::Data<'bound>>,
+    ) -> Result {
+        let _ = (dev, this);
+        build_error!(crate::error::VTABLE_DEFAULT_ERROR)
     }
 }
 

@@ -10,6 +10,7 @@ use core::{
 use kernel::{
     c_str,
     device::Core,
+    devres::Devres,
     new_condvar, new_spinlock_irq,
     prelude::*,
     ratelimit::RateLimit,
@@ -94,6 +95,9 @@ struct Queued {
     used: Atomic<i64>,
     /// The epoch the answer came in; written under the queue's lock, before `used`.
     epoch: Atomic<u64>,
+    /// The number of the device's resets when the command was queued ([`Cmdq`]'s `resets`),
+    /// written under the queue's lock: if it changed, the reset took the command back unanswered.
+    resets: Atomic<u64>,
 }
 
 impl Queued {
@@ -109,6 +113,7 @@ impl Queued {
                 resp_len,
                 used: Atomic::new(-1),
                 epoch: Atomic::new(0),
+                resets: Atomic::new(0),
             },
             GFP_KERNEL,
         )?)
@@ -154,6 +159,29 @@ unsafe impl virtio::Request for Queued {
 }
 
 type Virtqueues = virtio::Virtqueues<Cmdq, Arc<Queued>>;
+type Virtqueue = virtio::Virtqueue<Arc<Queued>>;
+
+/// The device, as the command queue reaches it.
+enum Link {
+    /// Commands go on the device's virtqueues, which the driver's unbinding revokes.
+    Up(Devres<Virtqueues>),
+    /// The device is being reset (the system suspends, the transport resets it): commands wait
+    /// for it to come back, until their deadline.
+    Suspended,
+    /// The device went away.
+    Gone,
+}
+
+impl Link {
+    /// Runs `f` on the virtqueues, locked, while the device is up and the driver bound; `None`
+    /// otherwise.
+    fn with_vqs<R>(&self, f: impl FnOnce(&mut [Virtqueue]) -> R) -> Option<R> {
+        match self {
+            Link::Up(vqs) => vqs.try_access_with(|vqs| f(&mut vqs.lock())),
+            _ => None,
+        }
+    }
+}
 
 /// The command queue of a device.
 ///
@@ -164,16 +192,19 @@ type Virtqueues = virtio::Virtqueues<Cmdq, Arc<Queued>>;
 ///
 /// # Invariants
 ///
-/// - `vqs` holds the device's virtqueues until the device goes away, and `None` afterwards.
-/// - Answers are taken off the ring only by [`Cmdq::reap`], with the lock of `vqs` held, which
+/// - `link` holds the device's virtqueues while the device is up, and says why not otherwise.
+/// - Answers are taken off the ring only by [`Cmdq::reap`], with the lock of `link` held, which
 ///   wakes every caller sleeping on `answered` once it took any: a caller checks for its answer
 ///   and goes to sleep without letting go of the lock in between, so no answer goes unseen.
-/// - `generation` and `epoch` change only in [`Cmdq::reap`], under the same lock.
+/// - `generation` and `epoch` change only under the same lock: in [`Cmdq::reap`], and when the
+///   device is reset ([`Cmdq::suspend`]).
+/// - `resets` changes only under the same lock, when the virtqueues are dropped by a reset.
 #[pin_data]
 pub(crate) struct Cmdq {
     #[pin]
-    vqs: SpinLockIrq<Option<Virtqueues>>,
-    /// Woken when answers were taken off the ring, and when the device went away.
+    link: SpinLockIrq<Link>,
+    /// Woken when answers were taken off the ring, and when the device went away, was reset or
+    /// came back.
     #[pin]
     answered: CondVar,
     dev: ARef<virtio::Device>,
@@ -181,8 +212,11 @@ pub(crate) struct Cmdq {
     with_generation: bool,
     /// The device's generation, with [`GENERATION_KNOWN`] set once an answer told it.
     generation: Atomic<u64>,
-    /// How many times the answers showed a new generation.
+    /// How many times the answers showed a new generation, or the device was reset under its
+    /// buffers.
     epoch: Atomic<u64>,
+    /// How many times the device was reset while the driver kept it.
+    resets: Atomic<u64>,
     /// The device's log lines, which the device or users can trigger at will.
     #[pin]
     log_limit: RateLimit,
@@ -194,19 +228,64 @@ impl Cmdq {
     pub(crate) fn new(vdev: &virtio::Device<Core<'_>>, with_generation: bool) -> Result<Arc<Self>> {
         let cmdq = Arc::pin_init(
             pin_init!(Cmdq {
-                vqs <- new_spinlock_irq!(None, "virtio_bufshare:cmdq"),
+                link <- new_spinlock_irq!(Link::Suspended, "virtio_bufshare:cmdq"),
                 answered <- new_condvar!("virtio_bufshare:answered"),
                 dev: vdev.into(),
                 with_generation,
                 generation: Atomic::new(0),
                 epoch: Atomic::new(0),
+                resets: Atomic::new(0),
                 log_limit <- RateLimit::new_default(c_str!("virtio_bufshare")),
             }),
             GFP_KERNEL,
         )?;
-        let vqs = Virtqueues::new(vdev, &[c_str!("cmd")], cmdq.clone())?;
-        *cmdq.vqs.lock() = Some(vqs);
+        cmdq.connect(vdev)?;
         Ok(cmdq)
+    }
+
+    /// Sets up the virtqueues of `vdev`, which has none.
+    fn connect(self: &Arc<Self>, vdev: &virtio::Device<Core<'_>>) -> Result {
+        let vqs = Virtqueues::new(vdev, &[c_str!("cmd")], self.clone())?;
+        let mut link = self.link.lock();
+        match &*link {
+            Link::Suspended => *link = Link::Up(vqs),
+            // Cannot happen: the driver connects a queue it set up or suspended. The virtqueues
+            // are dropped outside the lock.
+            _ => {
+                drop(link);
+                drop(vqs);
+                return Err(EBUSY);
+            }
+        }
+        drop(link);
+        self.answered.notify_all();
+        Ok(())
+    }
+
+    /// Lets go of the device before it is reset behind the driver (the system suspends, the
+    /// transport resets it): drops the virtqueues, which resets the device and takes back the
+    /// commands queued. Commands wait for [`Cmdq::resume`] meanwhile, and those taken back are
+    /// queued again then.
+    ///
+    /// The reset makes the device forget its buffers: a new epoch starts.
+    pub(crate) fn suspend(&self) {
+        let vqs = {
+            let mut link = self.link.lock();
+            if !matches!(*link, Link::Up(_)) {
+                return;
+            }
+            self.resets.fetch_add(1, Relaxed);
+            self.epoch.fetch_add(1, Relaxed);
+            core::mem::replace(&mut *link, Link::Suspended)
+        };
+        // Dropped outside the lock: deleting the queues sleeps.
+        drop(vqs);
+        self.answered.notify_all();
+    }
+
+    /// Sets up the virtqueues again after [`Cmdq::suspend`]: the commands waiting go out.
+    pub(crate) fn resume(self: &Arc<Self>, vdev: &virtio::Device<Core<'_>>) -> Result {
+        self.connect(vdev)
     }
 
     /// Whether a log line about the device may go out now: lines that the device or users can
@@ -222,11 +301,14 @@ impl Cmdq {
 
     /// Returns how the device reaches memory the driver describes to it by address.
     pub(crate) fn dma_target(&self, vdev: &virtio::Device<Core<'_>>) -> Result<DmaTarget> {
-        let mut vqs = self.vqs.lock();
-        let vqs = Option::as_mut(&mut *vqs).ok_or(ENODEV)?;
-        vqs.get_mut(uapi::VIRTIO_BUFSHARE_VQ_CMD as usize)
+        self.link
+            .lock()
+            .with_vqs(|vqs| {
+                vqs.get_mut(uapi::VIRTIO_BUFSHARE_VQ_CMD as usize)
+                    .ok_or(ENODEV)?
+                    .dma_target(vdev)
+            })
             .ok_or(ENODEV)?
-            .dma_target(vdev)
     }
 
     /// How many times the device's answers have shown that it lost its buffers: its generation
@@ -267,61 +349,105 @@ impl Cmdq {
     /// Drops the virtqueues: the device is reset, queued commands are taken back, and everybody
     /// waiting is woken to find the device gone.
     pub(crate) fn shut_down(&self) {
-        let vqs = self.vqs.lock().take();
+        let link = core::mem::replace(&mut *self.link.lock(), Link::Gone);
         // Dropped outside the lock: deleting the queues sleeps.
-        drop(vqs);
+        drop(link);
         self.answered.notify_all();
     }
 
     /// Queues `queued` and sleeps until the device answers; returns the answer and its epoch.
     ///
     /// The command has one deadline, [`COMMAND_TIMEOUT_MS`] from now, for finding room on the
-    /// ring and for the answer, however often the caller is woken meanwhile.
+    /// ring and for the answer, however often the caller is woken meanwhile. While the device is
+    /// suspended it waits for the device to come back; a reset that took the command back
+    /// unanswered has it queued again.
     fn submit<'a>(&self, queued: &'a Arc<Queued>, wait: Wait) -> Result<(&'a [u8], u64)> {
         let deadline = Instant::<Monotonic>::now() + Delta::from_millis(COMMAND_TIMEOUT_MS.into());
-        let mut guard = self.vqs.lock();
-
-        // Queue it, waiting for room if the ring is full.
+        let mut guard = self.link.lock();
         loop {
-            let vqs = Option::as_mut(&mut *guard).ok_or(ENODEV)?;
-            self.reap(vqs);
-            let vq = vqs
-                .get_mut(uapi::VIRTIO_BUFSHARE_VQ_CMD as usize)
-                .ok_or(ENODEV)?;
-            match vq.add(queued.clone(), GFP_ATOMIC) {
-                Ok(()) => {
-                    if !vq.kick() {
-                        if self.log_allowed() {
-                            dev_err!(self.dev.as_ref(), "device is broken\n");
-                        }
-                        return Err(EIO);
-                    }
-                    break;
-                }
-                Err((_, e)) if e == ENOSPC => {}
-                Err((_, e)) => return Err(e),
+            self.queue(&mut guard, queued, wait, deadline)?;
+            if let Some(answer) = self.answer(&mut guard, queued, wait, deadline)? {
+                return Ok(answer);
             }
-            self.sleep(&mut guard, wait, deadline)?;
         }
+    }
 
-        // Wait for the answer. The command stays owned by the virtqueue if we give up: the
-        // device may still write its answer, and the memory stays valid for it.
+    /// Queues `queued`, waiting for room if the ring is full, or for the device to come back.
+    fn queue(
+        &self,
+        guard: &mut SpinLockIrqGuard<'_, Link>,
+        queued: &Arc<Queued>,
+        wait: Wait,
+        deadline: Instant<Monotonic>,
+    ) -> Result {
         loop {
-            if let Some(resp) = queued.response() {
-                return Ok((resp?, queued.epoch.load(Relaxed)));
+            if matches!(**guard, Link::Gone) {
+                return Err(ENODEV);
             }
-            let vqs = Option::as_mut(&mut *guard).ok_or(ENODEV)?;
-            self.reap(vqs);
-            if let Some(resp) = queued.response() {
-                return Ok((resp?, queued.epoch.load(Relaxed)));
+            // `None` while the device is suspended; an unbinding revoked the virtqueues if they
+            // are gone while the device is up.
+            let added = guard.with_vqs(|vqs| self.add(vqs, queued));
+            match added {
+                Some(Ok(true)) => return Ok(()),
+                Some(Ok(false)) => {}
+                Some(Err(e)) => return Err(e),
+                None if matches!(**guard, Link::Up(_)) => return Err(ENODEV),
+                None => {}
             }
-            if let Err(e) = self.sleep(&mut guard, wait, deadline) {
-                // The answer may have come with the timeout or the signal: look once more.
-                if let Some(vqs) = Option::as_mut(&mut *guard) {
-                    self.reap(vqs);
+            self.sleep(guard, wait, deadline)?;
+        }
+    }
+
+    /// Puts `queued` on the ring and kicks the device; false if the ring is full.
+    fn add(&self, vqs: &mut [Virtqueue], queued: &Arc<Queued>) -> Result<bool> {
+        self.reap(vqs);
+        let vq = vqs
+            .get_mut(uapi::VIRTIO_BUFSHARE_VQ_CMD as usize)
+            .ok_or(ENODEV)?;
+        match vq.add(queued.clone(), GFP_ATOMIC) {
+            Ok(()) => {
+                queued.resets.store(self.resets.load(Relaxed), Relaxed);
+                if !vq.kick() {
+                    if self.log_allowed() {
+                        dev_err!(self.dev.as_ref(), "device is broken\n");
+                    }
+                    return Err(EIO);
                 }
+                Ok(true)
+            }
+            Err((_, e)) if e == ENOSPC => Ok(false),
+            Err((_, e)) => Err(e),
+        }
+    }
+
+    /// Waits for the answer to `queued`; `None` if a reset took the command back unanswered.
+    ///
+    /// The command stays owned by the virtqueue if we give up: the device may still write its
+    /// answer, and the memory stays valid for it.
+    fn answer<'a>(
+        &self,
+        guard: &mut SpinLockIrqGuard<'_, Link>,
+        queued: &'a Arc<Queued>,
+        wait: Wait,
+        deadline: Instant<Monotonic>,
+    ) -> Result<Option<(&'a [u8], u64)>> {
+        loop {
+            let up = guard.with_vqs(|vqs| self.reap(vqs)).is_some();
+            if let Some(resp) = queued.response() {
+                return Ok(Some((resp?, queued.epoch.load(Relaxed))));
+            }
+            // Gone, or its virtqueues revoked by the driver's unbinding.
+            if !up && !matches!(**guard, Link::Suspended) {
+                return Err(ENODEV);
+            }
+            if queued.resets.load(Relaxed) != self.resets.load(Relaxed) {
+                return Ok(None);
+            }
+            if let Err(e) = self.sleep(guard, wait, deadline) {
+                // The answer may have come with the timeout or the signal: look once more.
+                guard.with_vqs(|vqs| self.reap(vqs));
                 if let Some(resp) = queued.response() {
-                    return Ok((resp?, queued.epoch.load(Relaxed)));
+                    return Ok(Some((resp?, queued.epoch.load(Relaxed))));
                 }
                 if e == ETIMEDOUT {
                     if self.log_allowed() {
@@ -336,7 +462,7 @@ impl Cmdq {
     /// Sleeps until woken, the deadline or (if `wait` allows) a signal.
     fn sleep(
         &self,
-        guard: &mut SpinLockIrqGuard<'_, Option<Virtqueues>>,
+        guard: &mut SpinLockIrqGuard<'_, Link>,
         wait: Wait,
         deadline: Instant<Monotonic>,
     ) -> Result {
@@ -366,7 +492,7 @@ impl Cmdq {
     /// another caller's, and the interrupt that announced it then finds the ring empty: the
     /// virtio core does not call the handler for it. Whoever takes an answer must wake its
     /// waiter.
-    fn reap(&self, vqs: &mut Virtqueues) {
+    fn reap(&self, vqs: &mut [Virtqueue]) {
         let Some(vq) = vqs.get_mut(uapi::VIRTIO_BUFSHARE_VQ_CMD as usize) else {
             return;
         };
@@ -452,8 +578,6 @@ impl Cmdq {
 
 impl virtio::VirtqueueHandler for Cmdq {
     fn used(&self, _index: usize) {
-        if let Some(vqs) = Option::as_mut(&mut *self.vqs.lock()) {
-            self.reap(vqs);
-        }
+        self.link.lock().with_vqs(|vqs| self.reap(vqs));
     }
 }

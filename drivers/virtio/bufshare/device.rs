@@ -179,6 +179,8 @@ struct Buffers {
     restored: u64,
     /// Set while the buffers are being registered again: no operation starts meanwhile.
     restoring: bool,
+    /// Set while the device is suspended or being reset: no operation starts meanwhile.
+    suspended: bool,
 }
 
 /// The driver's side of one device: its command queue and its buffers.
@@ -193,7 +195,8 @@ pub(crate) struct BufshareDevice {
     /// Signalled when the last buffer operation ends.
     #[pin]
     idle: CondVar,
-    /// Signalled when the buffers were registered again.
+    /// Signalled when the buffers were registered again, when the device came back from a
+    /// reset, and when it went away.
     #[pin]
     restored: CondVar,
     dev: ARef<virtio::Device>,
@@ -239,6 +242,7 @@ impl BufshareDevice {
                         dma,
                         restored: 0,
                         restoring: false,
+                        suspended: false,
                     },
                     "virtio_bufshare:buffers"
                 ),
@@ -321,6 +325,19 @@ impl BufshareDevice {
             };
         }
         Ok(info)
+    }
+
+    /// Binds an application name to a user or a group, or removes its binding; the caller was
+    /// checked to be allowed to.
+    pub(crate) fn bind_application(&self, req: &uapi::bufshare_app_binding) -> Result {
+        let application = props::application(&req.application)?;
+        self.apps.lock().bind(application, req)
+    }
+
+    /// Fills in who may register under the application name of `req`.
+    pub(crate) fn get_binding(&self, req: &mut uapi::bufshare_app_binding) -> Result {
+        let application = props::application(&req.application)?;
+        self.apps.lock().get(&application, req)
     }
 
     /// Registers a buffer for `owner`; returns its id.
@@ -716,6 +733,48 @@ impl BufshareDevice {
         drop(tree);
         drop(zombies);
         drop(dma);
+    }
+
+    /// Lets go of the device before it is reset behind the driver: the system suspends, or the
+    /// transport resets the device. The buffer operations running end first, and none starts
+    /// until [`BufshareDevice::resume`]; the buffers stay pinned and mapped meanwhile, to be
+    /// given to the device again then.
+    pub(crate) fn suspend(&self) {
+        let mut buffers = self.buffers.lock();
+        buffers.suspended = true;
+        while buffers.inflight > 0 {
+            self.idle.wait(&mut buffers);
+        }
+        drop(buffers);
+        self.cmdq.suspend();
+        // The reset made the device let go of the buffers it had not confirmed giving up.
+        let zombies = core::mem::take(&mut self.buffers.lock().zombies);
+        drop(zombies);
+    }
+
+    /// Takes the device back after [`BufshareDevice::suspend`], once it was reset: sets its
+    /// queue up again and gives it the buffers again. A device that cannot be set up again is
+    /// given up, as if it had gone away.
+    pub(crate) fn resume(&self, vdev: &virtio::Device<Core<'_>>) -> Result {
+        if let Err(e) = self.cmdq.resume(vdev) {
+            dev_err!(
+                vdev.as_ref(),
+                "cannot set the device up again after its reset ({:?}): giving it up\n",
+                e
+            );
+            self.shut_down();
+            return Err(e);
+        }
+        vdev.ready();
+        {
+            let mut buffers = self.buffers.lock();
+            buffers.suspended = false;
+            self.restored.notify_all();
+        }
+        // The reset made the device forget the buffers: register them again now, so that its
+        // consumers get them back without waiting for the next operation.
+        self.restore_if_lost();
+        Ok(())
     }
 
     /// Returns the buffer `id` if `owner` has it.

@@ -73,6 +73,7 @@ fn announce(vdev: &virtio::Device<Core<'_>>, device: &BufshareDevice) {
     );
 }
 
+#[vtable]
 impl virtio::Driver for BufshareDriver {
     type Data<'bound> = Self;
 
@@ -99,5 +100,35 @@ impl virtio::Driver for BufshareDriver {
                 name: c_str!("bufshare"),
             }),
         })
+    }
+
+    fn freeze<'bound>(
+        _vdev: &'bound virtio::Device<Core<'_>>,
+        this: Pin<&Self::Data<'bound>>,
+    ) -> Result {
+        this.device.device().suspend();
+        Ok(())
+    }
+
+    fn restore<'bound>(
+        vdev: &'bound virtio::Device<Core<'_>>,
+        this: Pin<&Self::Data<'bound>>,
+    ) -> Result {
+        this.device.device().resume(vdev)
+    }
+
+    fn reset_prepare<'bound>(
+        _vdev: &'bound virtio::Device<Core<'_>>,
+        this: Pin<&Self::Data<'bound>>,
+    ) -> Result {
+        this.device.device().suspend();
+        Ok(())
+    }
+
+    fn reset_done<'bound>(
+        vdev: &'bound virtio::Device<Core<'_>>,
+        this: Pin<&Self::Data<'bound>>,
+    ) -> Result {
+        this.device.device().resume(vdev)
     }
 }

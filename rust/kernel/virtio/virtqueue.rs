@@ -8,15 +8,24 @@
 //! dropped the device is reset first, so every request still queued is taken back from the
 //! device and dropped: a driver cannot free memory the device may still write to.
 //!
+//! The virtqueues belong to the binding of the driver to the device: [`Virtqueues::new`] hands
+//! them out in a [`Devres`], which drops them when the driver unbinds, if the driver did not drop
+//! them before. So a driver that keeps them somewhere that outlives the binding (an open file)
+//! cannot reset the device, or delete its queues, once another driver may have it.
+//!
 //! C header: [`include/linux/virtio.h`](srctree/include/linux/virtio.h)
 
 use super::Device;
 use crate::{
     bindings, device,
+    devres::Devres,
+    new_spinlock_irq,
     prelude::*,
     sync::{
         aref::ARef,
-        Arc, //
+        Arc,
+        SpinLockIrq,
+        SpinLockIrqGuard, //
     },
     types::ForeignOwnable,
 };
@@ -97,7 +106,8 @@ impl DmaTarget {
 /// # Invariants
 ///
 /// - `vq` points to a live virtqueue of the device, found by [`Virtqueues::new`] and deleted only
-///   when the [`Virtqueues`] that owns this value is dropped.
+///   when the [`Virtqueues`] that owns this value is dropped; it is only reached through the
+///   lock of that [`Virtqueues`].
 /// - Every buffer queued on `vq` was added by [`Virtqueue::add`] with a data token that is the
 ///   result of `T::into_foreign`.
 pub struct Virtqueue<T> {
@@ -253,31 +263,56 @@ unsafe impl<T: Send> Send for Virtqueue<T> {}
 
 /// The virtqueues of a device, and the handler of their notifications.
 ///
-/// Dropping it resets the device, drops every request still queued, and deletes the queues.
+/// They live while the driver is bound to the device, in the [`Devres`] that
+/// [`Virtqueues::new`] returns. Dropping them resets the device, drops every request still
+/// queued, and deletes the queues.
 ///
 /// # Invariants
 ///
 /// - `vqs` are the live virtqueues of `dev`, found by [`Virtqueues::new`].
 /// - `dev`'s `priv` points to the handler of `handler` for as long as the virtqueues exist.
-pub struct Virtqueues<H: VirtqueueHandler, T: ForeignOwnable> {
+/// - The driver that found them is bound to `dev` for as long as they exist: they live in the
+///   [`Devres`] of that binding.
+#[pin_data(PinnedDrop)]
+pub struct Virtqueues<H: VirtqueueHandler, T: ForeignOwnable + Send> {
     dev: ARef<Device>,
-    vqs: KVec<Virtqueue<T>>,
+    #[pin]
+    vqs: SpinLockIrq<KVec<Virtqueue<T>>>,
     handler: Arc<H>,
 }
 
 impl<H, T> Virtqueues<H, T>
 where
-    H: VirtqueueHandler,
-    T: ForeignOwnable + Deref + Send,
+    H: VirtqueueHandler + 'static,
+    T: ForeignOwnable + Deref + Send + 'static,
     T::Target: Request,
 {
     /// Finds the virtqueues of `dev`, one for each of `names`, with `handler` receiving their
-    /// notifications. A device has at most one set of virtqueues at a time: `EBUSY` otherwise.
+    /// notifications, for as long as the driver stays bound to `dev`. A device has at most one
+    /// set of virtqueues at a time: `EBUSY` otherwise.
     pub fn new(
         dev: &Device<device::Core<'_>>,
         names: &[&'static CStr],
         handler: Arc<H>,
-    ) -> Result<Self> {
+    ) -> Result<Devres<Self>> {
+        let vdev: ARef<Device> = dev.into();
+        Devres::new(
+            dev.as_ref(),
+            try_pin_init!(Self {
+                vqs <- new_spinlock_irq!(Self::find(dev, names, &handler)?, "virtio_vqs"),
+                dev: vdev,
+                handler,
+            }),
+        )
+    }
+
+    /// Finds the virtqueues of `dev`, one for each of `names`, with `handler` receiving their
+    /// notifications.
+    fn find(
+        dev: &Device<device::Core<'_>>,
+        names: &[&'static CStr],
+        handler: &Arc<H>,
+    ) -> Result<KVec<Virtqueue<T>>> {
         let n = names.len();
         if n == 0 || n > MAX_VQS {
             return Err(EINVAL);
@@ -304,8 +339,8 @@ where
         let mut vqs = KVec::with_capacity(n, GFP_KERNEL)?;
 
         // SAFETY: `vdev` is valid; in the core context nothing else uses `priv`. The handler is
-        // kept alive by `handler`, which this value holds until after the queues are deleted.
-        unsafe { (*vdev).priv_ = Arc::as_ptr(&handler).cast_mut().cast() };
+        // kept alive by `handler`, which the `Virtqueues` hold until after the queues are deleted.
+        unsafe { (*vdev).priv_ = Arc::as_ptr(handler).cast_mut().cast() };
 
         // SAFETY: `vdev` is valid; `raw` and `infos` hold at least `n` entries; `names` are
         // `'static` C strings, as the virtqueues keep pointers to them.
@@ -335,12 +370,9 @@ where
             vqs.push(vq, GFP_KERNEL)?;
         }
 
-        // INVARIANT: `vqs` are the queues just found, `priv` points to the handler.
-        Ok(Self {
-            dev: dev.into(),
-            vqs,
-            handler,
-        })
+        // INVARIANT: `vqs` are the queues just found, `priv` points to the handler; they go into
+        // the `Virtqueues` of the binding.
+        Ok(vqs)
     }
 
     extern "C" fn callback(vq: *mut bindings::virtqueue) {
@@ -354,9 +386,10 @@ where
         handler.used(index);
     }
 
-    /// Returns the virtqueue at `index`.
-    pub fn get_mut(&mut self, index: usize) -> Option<&mut Virtqueue<T>> {
-        self.vqs.get_mut(index)
+    /// Locks the virtqueues for the caller's operations on them: the lock is taken with
+    /// interrupts off, and the virtqueues are indexed as the names given to [`Virtqueues::new`].
+    pub fn lock(&self) -> SpinLockIrqGuard<'_, KVec<Virtqueue<T>>> {
+        self.vqs.lock()
     }
 
     /// Returns the handler of the virtqueues' notifications.
@@ -365,14 +398,15 @@ where
     }
 }
 
-impl<H: VirtqueueHandler, T: ForeignOwnable> Drop for Virtqueues<H, T> {
-    fn drop(&mut self) {
+#[pinned_drop]
+impl<H: VirtqueueHandler, T: ForeignOwnable + Send> PinnedDrop for Virtqueues<H, T> {
+    fn drop(self: Pin<&mut Self>) {
         let vdev = self.dev.as_raw();
 
         // The device stops using the rings and no callback is running when this returns.
         self.dev.reset();
 
-        for vq in self.vqs.iter() {
+        for vq in self.vqs.lock().iter() {
             loop {
                 // SAFETY: `vq.vq` is a live virtqueue and the device was reset, so no buffer is
                 // in use by the device any longer.
@@ -400,3 +434,6 @@ impl<H: VirtqueueHandler, T: ForeignOwnable> Drop for Virtqueues<H, T> {
 
 // SAFETY: The virtqueues and their requests can be used and dropped from any thread.
 unsafe impl<H: VirtqueueHandler, T: ForeignOwnable + Send> Send for Virtqueues<H, T> {}
+
+// SAFETY: The virtqueues are only reached through their lock; the handler is `Sync`.
+unsafe impl<H: VirtqueueHandler, T: ForeignOwnable + Send> Sync for Virtqueues<H, T> {}

@@ -95,7 +95,7 @@ impl BufshareDevice {
             if !self.features.buffers {
                 return Err(EOPNOTSUPP);
             }
-            if buffers.restoring {
+            if buffers.restoring || buffers.suspended {
                 self.restored.wait(&mut buffers);
                 continue;
             }
