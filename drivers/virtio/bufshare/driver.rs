@@ -10,7 +10,13 @@ use kernel::{
         MiscDeviceRegistration, //
     },
     prelude::*,
-    sync::Arc,
+    sync::{
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
+        Arc,
+    },
     uapi,
     virtio, //
 };
@@ -42,16 +48,63 @@ impl Drop for BoundDevice {
     }
 }
 
+/// The names of the misc devices: the first device bound is `/dev/bufshare`, the others
+/// `/dev/bufshare1` and on, by the lowest number free.
+const MISC_NAMES: [&CStr; 8] = [
+    c_str!("bufshare"),
+    c_str!("bufshare1"),
+    c_str!("bufshare2"),
+    c_str!("bufshare3"),
+    c_str!("bufshare4"),
+    c_str!("bufshare5"),
+    c_str!("bufshare6"),
+    c_str!("bufshare7"),
+];
+
+/// Which numbers of misc devices are in use.
+static MISC_USED: [Atomic<bool>; MISC_NAMES.len()] = [const { Atomic::new(false) }; 8];
+
+/// The number of a bound device's misc device, given back when dropped.
+///
+/// # Invariants
+///
+/// `self.0` indexes [`MISC_NAMES`], and this value set [`MISC_USED`] at that index.
+pub(crate) struct MiscNumber(usize);
+
+impl MiscNumber {
+    /// Takes the lowest number free; `EBUSY` if every one is in use.
+    fn take() -> Result<Self> {
+        MISC_USED
+            .iter()
+            .position(|used| !used.xchg(true, Relaxed))
+            // INVARIANT: the flag at that index was clear, and is now set by us.
+            .map(Self)
+            .ok_or(EBUSY)
+    }
+
+    /// The name of the misc device.
+    fn name(&self) -> &'static CStr {
+        MISC_NAMES[self.0]
+    }
+}
+
+impl Drop for MiscNumber {
+    fn drop(&mut self) {
+        MISC_USED[self.0].store(false, Relaxed);
+    }
+}
+
 /// The driver's data for a bound device.
 ///
 /// Fields are dropped in the order they are declared: the misc device goes first, and with it
 /// the last way for an open to reach `device` (`misc_deregister()` waits for opens running);
-/// only then is the device shut down.
+/// only then is the device shut down, and the misc device's number given back.
 #[pin_data]
 pub(crate) struct BufshareDriver {
     #[pin]
     pub(crate) misc: MiscDeviceRegistration<BufshareFile>,
     pub(crate) device: BoundDevice,
+    number: MiscNumber,
 }
 
 /// Says what the device offers, once probe found it usable.
@@ -93,12 +146,14 @@ impl virtio::Driver for BufshareDriver {
             vdev.ready();
         }
 
+        let number = MiscNumber::take();
+        let name = number.as_ref().map_or(MISC_NAMES[0], MiscNumber::name);
+
         // The device is set up before the misc device lets applications open it.
         try_pin_init!(Self {
             device: device?,
-            misc <- MiscDeviceRegistration::register(MiscDeviceOptions {
-                name: c_str!("bufshare"),
-            }),
+            number: number?,
+            misc <- MiscDeviceRegistration::register(MiscDeviceOptions { name }),
         })
     }
 
