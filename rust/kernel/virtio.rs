@@ -169,10 +169,10 @@ impl<T: Driver + 'static> Adapter<T> {
     /// device's lock (the PCI function's), not the virtio device's: an unbind of the virtio
     /// device can run meanwhile. With the virtio device locked, the driver is either still bound,
     /// and stays bound until `f` returns, or is gone, and there is nothing left to do.
-    fn with_bound(
-        vdev: *mut bindings::virtio_device,
-        f: impl for<'bound> FnOnce(&'bound Device<device::Core<'_>>, Pin<&T::Data<'bound>>) -> Result,
-    ) -> c_int {
+    fn with_bound<F>(vdev: *mut bindings::virtio_device, f: F) -> c_int
+    where
+        F: for<'bound> FnOnce(&'bound Device<device::Core<'_>>, Pin<&T::Data<'bound>>) -> Result,
+    {
         // SAFETY: The virtio core only calls these callbacks with a valid pointer to a
         // `struct virtio_device`, which stays valid for the duration of the callback.
         unsafe { bindings::virtio_device_lock(vdev) };

@@ -807,7 +807,7 @@ impl BufshareDevice {
                 if self.cmdq.log_allowed() {
                     dev_warn!(
                         self.dev.as_ref(),
-                        "buffer {}: device did not confirm unregistering ({:?}); memory kept until reset\n",
+                        "buffer {}: unregistering not confirmed ({:?}); memory kept until reset\n",
                         buf.id,
                         e
                     );

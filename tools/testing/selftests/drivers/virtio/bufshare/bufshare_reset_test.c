@@ -97,7 +97,7 @@ FIXTURE_TEARDOWN(reset)
  * each whole, with what the guest wrote (through the relay, where there is
  * one).
  */
-static int buffers_work(struct __test_metadata *_metadata, FIXTURE_DATA(reset) *self,
+static int buffers_work(struct __test_metadata *_metadata, struct _test_data_reset *self,
 			__u64 seqno)
 {
 	unsigned char *host = malloc(SIZE);
@@ -140,7 +140,7 @@ TEST_F_TIMEOUT(reset, buffers_come_back_after_function_reset, 300)
 struct updater {
 	int dev;
 	__u64 id;
-	volatile int stop;
+	int stop;	/* read and written with __atomic */
 	int calls, failed, last_errno;
 };
 
@@ -148,7 +148,7 @@ static void *update_loop(void *arg)
 {
 	struct updater *u = arg;
 
-	while (!u->stop) {
+	while (!__atomic_load_n(&u->stop, __ATOMIC_RELAXED)) {
 		struct bufshare_update up = { .id = u->id };
 		struct bufshare_info info;
 
@@ -172,7 +172,7 @@ TEST_F_TIMEOUT(reset, commands_during_reset_complete, 300)
 	for (int i = 0; i < 3; i++)
 		ASSERT_EQ(0, write_file(self->path, "1")) TH_LOG("reset: %s", strerror(errno));
 	usleep(200 * 1000);
-	u.stop = 1;
+	__atomic_store_n(&u.stop, 1, __ATOMIC_RELAXED);
 	pthread_join(t, NULL);
 	TH_LOG("%d calls during 3 resets, %d failed", u.calls, u.failed);
 	EXPECT_EQ(0, u.failed) TH_LOG("last errno %s", strerror(u.last_errno));
