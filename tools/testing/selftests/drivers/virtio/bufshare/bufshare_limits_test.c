@@ -173,6 +173,8 @@ TEST_F(limits, buffers_per_file)
 	for (int i = 0; i < 3; i++)
 		ASSERT_EQ(0, reg(a, self->memfd, i * PAGE, PAGE, &ids[i]));
 	EXPECT_EQ(ENOSPC, reg(a, self->memfd, 0, PAGE, NULL));
+	/* Checked before the file is looked at: not EBADF. */
+	EXPECT_EQ(ENOSPC, reg(a, -1, 0, PAGE, NULL));
 	/* Unregistering makes room again. */
 	ASSERT_EQ(0, bs_unregister(a, ids[1]));
 	EXPECT_EQ(0, reg(a, self->memfd, 0, PAGE, &id));
@@ -204,6 +206,7 @@ TEST_F(limits, bytes_per_file)
 	ASSERT_LE(0, b);
 	ASSERT_EQ(0, reg(a, self->memfd, 0, 65536, &id));
 	EXPECT_EQ(ENOSPC, reg(a, self->memfd, 0, PAGE, NULL));
+	EXPECT_EQ(ENOSPC, reg(a, -1, 0, PAGE, NULL));
 	/* One buffer larger than the limit. */
 	EXPECT_EQ(ENOSPC, reg(b, self->memfd, 0, 65536 + PAGE, NULL));
 	ASSERT_EQ(0, reg(b, self->memfd, 0, 32768, &half));
@@ -274,6 +277,7 @@ TEST_F(limits, buffers_per_device)
 	c = open_dev(self);
 	ASSERT_LE(0, c);
 	EXPECT_EQ(ENOSPC, reg(c, self->memfd, 0, PAGE, NULL));
+	EXPECT_EQ(ENOSPC, reg(c, -1, 0, PAGE, NULL));
 	/* Closing a file frees its share. */
 	close_dev(self, a);
 	EXPECT_EQ(2, device_num_buffers());
