@@ -133,6 +133,13 @@ impl Memory {
         // known to be a memfd or a dma-buf, which comes first).
         let writable = file.flags() & flags::O_ACCMODE != flags::O_RDONLY;
         match memfd::seals(&file) {
+            // A shmem or hugetlbfs file that carries `F_SEAL_SEAL` without `F_SEAL_SHRINK` can
+            // never be sealed against shrinking: a regular file of a tmpfs, or a memfd made
+            // without `MFD_ALLOW_SEALING` (or sealed so). No memfd that can be shared, as a file
+            // that is none. Seals are never taken away, so this holds without the inode lock.
+            Ok(seals) if seals & uapi::F_SEAL_SEAL != 0 && seals & memfd::SEAL_SHRINK == 0 => {
+                Err(EINVAL)
+            }
             Ok(_) => {
                 if !writable {
                     return Err(EACCES);

@@ -339,7 +339,10 @@ TEST_F(dev, register_other_files)
 	close(f);
 }
 
-/* F_SEAL_SHRINK is needed; F_SEAL_WRITE and F_SEAL_FUTURE_WRITE are refused. */
+/*
+ * F_SEAL_SHRINK is needed (EINVAL once F_SEAL_SEAL keeps it from ever being
+ * added); F_SEAL_WRITE and F_SEAL_FUTURE_WRITE are refused.
+ */
 TEST_F(dev, register_memfd_seals)
 {
 	static const struct {
@@ -348,7 +351,7 @@ TEST_F(dev, register_memfd_seals)
 	} cases[] = {
 		{ 0, EPERM },
 		{ F_SEAL_GROW, EPERM },
-		{ F_SEAL_SEAL, EPERM },
+		{ F_SEAL_SEAL, EINVAL },
 		{ F_SEAL_SHRINK, 0 },
 		{ F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL, 0 },
 		{ F_SEAL_SHRINK | F_SEAL_WRITE, EPERM },

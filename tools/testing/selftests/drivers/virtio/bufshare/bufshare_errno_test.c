@@ -15,7 +15,8 @@
  *   device's own; the driver's before the file is looked at) and ENOMEM
  *   (RLIMIT_MEMLOCK) in bufshare_limits_test;
  *   EOPNOTSUPP for dma-bufs under swiotlb=force in bufshare_zerocopy_test;
- *   EFAULT for the properties and the id here;
+ *   EFAULT for the properties and the id, and EINVAL for a file that can
+ *   never be sealed, here;
  * - UPDATE: ENOENT and EINVAL in bufshare_buffer_test; ETIMEDOUT on write
  *   fences there; EINTR on write fences here;
  * - SET_PROPERTIES: ENOENT, EINVAL, E2BIG in bufshare_buffer_test and
@@ -249,6 +250,98 @@ TEST_F(dev, register_file_order)
 	close(heap);
 	EXPECT_EQ(EACCES, bs_register(self->dev, data.fd, 0, SIZE + PAGE, APP, NULL, 0, NULL));
 	close(data.fd);
+	EXPECT_EQ(0, fdinfo_buffers(self->dev));
+}
+
+/*
+ * A file of a tmpfs mounted for the test in @dir (from mkdtemp() in the
+ * first writable of a few places), @size bytes, opened read-write. Returns
+ * the fd or -errno; on success the caller unmounts and removes @dir.
+ */
+static int tmpfs_file(char *dir, size_t dirlen, size_t size)
+{
+	static const char *const parents[] = { "/tmp", "/run", "/dev/shm", "/root" };
+	char path[128];
+	int fd, err = -ENOENT;
+
+	for (size_t i = 0; i < ARRAY_SIZE(parents); i++) {
+		snprintf(dir, dirlen, "%s/bufshare-errno-XXXXXX", parents[i]);
+		if (mkdtemp(dir)) {
+			err = 0;
+			break;
+		}
+		err = -errno;
+	}
+	if (err)
+		return err;
+	if (mount("tmpfs", dir, "tmpfs", 0, "size=1m")) {
+		err = -errno;
+		rmdir(dir);
+		return err;
+	}
+	snprintf(path, sizeof(path), "%s/file", dir);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0 || ftruncate(fd, size)) {
+		err = -errno;
+		if (fd >= 0)
+			close(fd);
+		umount2(dir, MNT_DETACH);
+		rmdir(dir);
+		return err;
+	}
+	return fd;
+}
+
+/*
+ * A shmem file whose seals hold F_SEAL_SEAL but not F_SEAL_SHRINK can never
+ * be sealed against shrinking: a regular file of a tmpfs, a memfd made
+ * without MFD_ALLOW_SEALING, one whose seals were sealed without it. It is
+ * no memfd that can be shared: EINVAL, as for a file that is neither a
+ * memfd nor a dma-buf, and before its access mode is looked at. A memfd
+ * that lacks F_SEAL_SHRINK but can still get it, or that is write-sealed,
+ * is EPERM.
+ */
+TEST_F(dev, register_never_sealable)
+{
+	static const struct {
+		unsigned int seals;
+		int err;
+	} memfds[] = {
+		{ F_SEAL_SEAL, EINVAL },
+		{ F_SEAL_SEAL | F_SEAL_GROW | F_SEAL_WRITE, EINVAL },
+		{ 0, EPERM },
+		{ F_SEAL_GROW, EPERM },
+		{ F_SEAL_GROW | F_SEAL_WRITE, EPERM },
+		{ F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_WRITE, EPERM },
+	};
+	char dir[64], path[64];
+	int f, ro, m;
+
+	f = tmpfs_file(dir, sizeof(dir), SIZE);
+	ASSERT_LE(0, f) TH_LOG("a tmpfs file: %s", strerror(-f));
+	EXPECT_EQ(EINVAL, bs_register(self->dev, f, 0, SIZE, APP, NULL, 0, NULL));
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", f);
+	ro = open(path, O_RDONLY | O_CLOEXEC);
+	ASSERT_LE(0, ro);
+	EXPECT_EQ(EINVAL, bs_register(self->dev, ro, 0, SIZE, APP, NULL, 0, NULL));
+	close(ro);
+	close(f);
+	umount2(dir, MNT_DETACH);
+	rmdir(dir);
+
+	m = memfd_create("bufshare-errno", MFD_CLOEXEC);
+	ASSERT_LE(0, m);
+	ASSERT_EQ(0, ftruncate(m, SIZE));
+	EXPECT_EQ(EINVAL, bs_register(self->dev, m, 0, SIZE, APP, NULL, 0, NULL));
+	close(m);
+
+	for (size_t i = 0; i < ARRAY_SIZE(memfds); i++) {
+		m = make_memfd(SIZE, memfds[i].seals);
+		ASSERT_LE(0, m);
+		EXPECT_EQ(memfds[i].err, bs_register(self->dev, m, 0, SIZE, APP, NULL, 0, NULL))
+			TH_LOG("seals %#x", memfds[i].seals);
+		close(m);
+	}
 	EXPECT_EQ(0, fdinfo_buffers(self->dev));
 }
 
