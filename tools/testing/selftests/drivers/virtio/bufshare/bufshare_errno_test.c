@@ -2,14 +2,14 @@
 /*
  * The errors of Documentation/userspace-api/bufshare.rst, ioctl by ioctl:
  * those no other test reaches, the order in which the driver checks an
- * ioctl's arguments when one call breaks several rules, and how properties
- * are split and merged.
+ * ioctl's arguments when one call breaks several rules (the document's
+ * "Errors and their order"), and how properties are split and merged.
  *
  * Where each documented errno is triggered:
  *
  * - every ioctl: EFAULT and ENOTTY here (common); ENODEV in
  *   bufshare_lifecycle_test; EINTR, ETIMEDOUT, EIO, EPROTO and the
- *   device's refusals in bufshare_fault_test;
+ *   device's refusals in bufshare_fault_test, EINTR with SA_RESTART here;
  * - REGISTER: EBADF, EACCES, EINVAL, EPERM, E2BIG (properties, size) in
  *   bufshare_buffer_test; ENOSPC (per file, bytes, device-wide, the
  *   device's own; the driver's before the file is looked at) and ENOMEM
@@ -574,6 +574,32 @@ TEST_F_TIMEOUT(dev, update_fence_wait_interrupted, 60)
 	close(timeline);
 	close(buf);
 	close(memfd);
+}
+
+/*
+ * A signal during the wait for the device ends it with EINTR, also after a
+ * handler installed with SA_RESTART: the device may still carry out the
+ * command, so the ioctl is not restarted. The backend's slow-answer fault
+ * answers 2 s late.
+ */
+TEST_F_TIMEOUT(dev, device_wait_not_restarted, 60)
+{
+	struct sigaction sa = { .sa_handler = on_alarm, .sa_flags = SA_RESTART };
+	struct itimerval it = { .it_value = { .tv_usec = 300000 } };
+	struct bufshare_info info;
+	int err;
+
+	sigemptyset(&sa.sa_mask);
+	ASSERT_EQ(0, sigaction(SIGALRM, &sa, NULL));
+	ASSERT_EQ(0, set_fault("slow-answer"));
+	ASSERT_EQ(0, setitimer(ITIMER_REAL, &it, NULL));
+	err = ioctl_errno(self->dev, BUFSHARE_IOC_GET_INFO, &info);
+	EXPECT_EQ(0, set_fault("none"));
+	signal(SIGALRM, SIG_DFL);
+	EXPECT_EQ(EINTR, err);
+	/* The answer held back comes 2 s after the command; then all is normal. */
+	sleep(3);
+	EXPECT_EQ(0, ioctl_errno(self->dev, BUFSHARE_IOC_GET_INFO, &info));
 }
 
 TEST_HARNESS_MAIN
