@@ -172,18 +172,18 @@ impl virtio::Driver for BufshareDriver {
         this.device.device().resume(vdev)
     }
 
+    /// As for a suspend: the device is reset behind the driver either way.
     fn reset_prepare<'bound>(
-        _vdev: &'bound virtio::Device<Core<'_>>,
+        vdev: &'bound virtio::Device<Core<'_>>,
         this: Pin<&Self::Data<'bound>>,
     ) -> Result {
-        this.device.device().suspend();
-        Ok(())
+        Self::freeze(vdev, this)
     }
 
     fn reset_done<'bound>(
         vdev: &'bound virtio::Device<Core<'_>>,
         this: Pin<&Self::Data<'bound>>,
     ) -> Result {
-        this.device.device().resume(vdev)
+        Self::restore(vdev, this)
     }
 }

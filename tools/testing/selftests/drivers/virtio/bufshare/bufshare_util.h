@@ -479,6 +479,33 @@ static inline int kmsg_find(int fd, const char *needle, char *line, size_t len)
 	}
 }
 
+/* drivers/dma-buf/sw_sync.c: fences user space creates and signals. */
+struct sw_sync_create_fence_data {
+	__u32 value;
+	char name[32];
+	__s32 fence;
+};
+
+#define SW_SYNC_IOC_CREATE_FENCE	_IOWR('W', 0, struct sw_sync_create_fence_data)
+#define SW_SYNC_IOC_INC			_IOW('W', 1, __u32)
+#define SW_SYNC_PATH			"/sys/kernel/debug/sync/sw_sync"
+
+/* Adds a write fence at @value of @timeline to @dmabuf. Returns 0 or -errno. */
+static inline int add_write_fence(int dmabuf, int timeline, __u32 value)
+{
+	struct sw_sync_create_fence_data data = { .value = value, .name = "bufshare" };
+	struct dma_buf_import_sync_file import = { .flags = DMA_BUF_SYNC_WRITE };
+	int ret = 0;
+
+	if (ioctl(timeline, SW_SYNC_IOC_CREATE_FENCE, &data))
+		return -errno;
+	import.fd = data.fence;
+	if (ioctl(dmabuf, DMA_BUF_IOCTL_IMPORT_SYNC_FILE, &import))
+		ret = -errno;
+	close(data.fence);
+	return ret;
+}
+
 /* The table of crc32(), made before main(). */
 static uint32_t crc32_table[256];
 
