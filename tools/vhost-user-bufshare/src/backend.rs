@@ -18,7 +18,7 @@ use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatu
 use vhost_user_backend::{VhostUserBackendMut, VringRwLock, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
-use virtio_queue::{DescriptorChain, QueueOwnedT, Reader, Writer};
+use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT, Reader, Writer};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
@@ -177,8 +177,15 @@ impl VhostUserBufshareBackend {
                 .faults
                 .as_ref()
                 .is_some_and(|faults| faults.before_answer(fault, head));
-            if let Err(e) = vring.add_used(head, len) {
-                guest_error!("cannot return descriptor chain {head} to the driver: {e}");
+            // Normally under its head, once; duplicate and wrong-id say otherwise.
+            let ids = fault.used_ids(head, vring.get_ref().get_queue().size());
+            if ids != [head] {
+                info!("chain {head}: returned as used ids {ids:?} (fault injection)");
+            }
+            for id in ids {
+                if let Err(e) = vring.add_used(id, len) {
+                    guest_error!("cannot return descriptor chain {head} to the driver: {e}");
+                }
             }
             unnotified += 1;
             if held {

@@ -33,9 +33,17 @@
 //! the later ones are served normally.
 //!
 //! Except [`Fault::Drop`] and [`Fault::DropNext`], faults only change what is answered to a command
-//! the device answers (and [`Fault::SlowAnswer`] when): a chain with broken
-//! descriptors, or with less room than a `virtio_bufshare_resp_hdr`, is
-//! returned with a used length of 0 as always.
+//! the device answers (and [`Fault::SlowAnswer`] when, [`Fault::Duplicate`]
+//! and [`Fault::WrongId`] under which ids: [`Fault::used_ids`]): a chain with
+//! broken descriptors, or with less room than a `virtio_bufshare_resp_hdr`,
+//! is returned with a used length of 0 as always.
+//!
+//! [`Fault::Duplicate`] and [`Fault::WrongId`] break the virtqueue's rules
+//! rather than the protocol's: the first puts a chain on the used ring twice,
+//! the second returns it under an id that is not its head. A driver cannot
+//! tell such a used element from a good one if the id is the head of another
+//! chain it has outstanding; Linux's virtio core marks the queue broken when
+//! it is not.
 //!
 //! Every fault but [`Fault::SlowReset`] (which is about resets) applies to
 //! every command, the buffer commands included:
@@ -145,6 +153,13 @@ pub enum Fault {
     /// `slow-answer`: commands carried out, their answers returned late
     /// ([`FaultFile::before_answer`]).
     SlowAnswer,
+    /// `duplicate`: commands carried out and answered normally, their chain
+    /// put on the used ring twice ([`Fault::used_ids`]).
+    Duplicate,
+    /// `wrong-id`: commands carried out and answered normally, their chain
+    /// returned under the id of the descriptor after its head
+    /// ([`Fault::used_ids`]).
+    WrongId,
 }
 
 /// An entry of [`Fault::CATALOGUE`].
@@ -167,7 +182,7 @@ impl Fault {
     /// with its word and what it does. [`Fault::ALL`], [`Fault::name`],
     /// [`Fault::from_str`] and the `--help` text ([`file_help`]) are made
     /// from it.
-    pub const CATALOGUE: [FaultEntry; 15] = [
+    pub const CATALOGUE: [FaultEntry; 17] = [
         FaultEntry {
             fault: Fault::None,
             word: "none",
@@ -284,11 +299,30 @@ impl Fault {
                    the queue waits meanwhile, so its commands are served one per 2 \
                    seconds (and a device reset waits for the answer held)",
         },
+        FaultEntry {
+            fault: Fault::Duplicate,
+            word: "duplicate",
+            token: false,
+            what: "the command is carried out and answered normally, but its chain is \
+                   put on the used ring twice, one element after the other, with the \
+                   same id and used length (the driver's virtio core takes the second \
+                   for a used id that is not a head, and marks the queue broken)",
+        },
+        FaultEntry {
+            fault: Fault::WrongId,
+            word: "wrong-id",
+            token: false,
+            what: "the command is carried out and answered normally, but the used \
+                   element that returns it carries the id of the descriptor after its \
+                   head (head + 1, modulo the queue size) instead of the head's: the \
+                   chain itself is never returned, and the id is no head the driver \
+                   has outstanding unless another chain starts there",
+        },
     ];
 
     /// Every fault, [`Fault::None`] first: those of [`Fault::CATALOGUE`].
-    pub const ALL: [Fault; 15] = {
-        let mut all = [Fault::None; 15];
+    pub const ALL: [Fault; 17] = {
+        let mut all = [Fault::None; 17];
         let mut i = 0;
         while i < all.len() {
             all[i] = Fault::CATALOGUE[i].fault;
@@ -323,6 +357,21 @@ impl Fault {
     /// ([`FaultFile::before_answer`]) before it is returned: [`Fault::SlowAnswer`].
     pub fn holds_answer(self) -> bool {
         self == Fault::SlowAnswer
+    }
+
+    /// The ids under which a chain with head `head`, served, is put on the
+    /// used ring of a queue of `size` descriptors: its head once, normally;
+    /// twice under [`Fault::Duplicate`]; `head + 1` (modulo `size`) under
+    /// [`Fault::WrongId`].
+    pub fn used_ids(self, head: u16, size: u16) -> Vec<u16> {
+        match self {
+            Fault::Duplicate => vec![head, head],
+            Fault::WrongId => {
+                let next = head.wrapping_add(1);
+                vec![if size == 0 || next >= size { 0 } else { next }]
+            }
+            _ => vec![head],
+        }
     }
 
     /// Whether the chain must be left outstanding: neither carried out nor
@@ -388,7 +437,9 @@ impl Fault {
             | Fault::DropNext
             | Fault::LoseBuffers
             | Fault::SlowReset
-            | Fault::SlowAnswer => {}
+            | Fault::SlowAnswer
+            | Fault::Duplicate
+            | Fault::WrongId => {}
         }
         answer
     }
@@ -1148,6 +1199,8 @@ mod tests {
             (b"\xff\xfe", Fault::None),
             (&[b' '; MAX_FILE_LEN + 10], Fault::None),
             (b"truncated", Fault::Truncated),
+            (b"duplicate\n", Fault::Duplicate),
+            (b"wrong-id", Fault::WrongId),
         ];
         for (contents, fault) in cases {
             std::fs::write(&path, contents).unwrap();

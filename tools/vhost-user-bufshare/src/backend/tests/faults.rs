@@ -201,8 +201,12 @@ fn no_room_for_a_header_is_len_0_whatever_the_fault() {
         let used = f.s.used_idx();
         f.s.add_chain(&[Desc(BUF, 8, false), Desc(BUF + 0x1000, 7, true)]);
         f.s.kick();
-        assert_eq!(f.s.used_idx(), used + 1);
-        assert_eq!(f.s.used(used).1, 0, "{fault}");
+        // Twice under duplicate.
+        let returned = fault.used_ids(0, QSIZE).len() as u16;
+        assert_eq!(f.s.used_idx(), used + returned, "{fault}");
+        for i in 0..returned {
+            assert_eq!(f.s.used(used + i).1, 0, "{fault}");
+        }
         assert_eq!(f.s.read(BUF + 0x1000, 7), [POISON; 7]);
     }
     assert_eq!(f.s.backend.device().num_commands(), 0);
@@ -799,4 +803,87 @@ fn slow_answer_serves_a_batch_one_chain_per_delay() {
             assert_eq!(f.s.read(answer, 8), status_only(0));
         }
     }
+}
+
+#[test]
+fn duplicate_puts_the_chain_on_the_used_ring_twice() {
+    for event_idx in [false, true] {
+        let mem = memory();
+        let mut f = Faulty::new(&mem, event_idx);
+        assert_eq!(f.run(BUF), (INFO_SIZE, poisoned(&info_bytes(1))));
+        let notified = f.s.notifications();
+
+        f.set("duplicate\n");
+        let used = f.s.used_idx();
+        if event_idx {
+            f.s.set_used_event(used);
+        }
+        let (head, answer) = f.offer(BUF);
+        f.s.kick();
+        // Carried out and answered once, returned twice, notified once.
+        assert_eq!(f.s.used_idx(), used + 2, "event_idx {event_idx}");
+        assert_eq!(f.s.used(used), (head, INFO_SIZE));
+        assert_eq!(f.s.used(used + 1), (head, INFO_SIZE));
+        assert_eq!(f.s.read(answer, ROOM as usize), poisoned(&info_bytes(2)));
+        assert_eq!(f.s.backend.device().num_commands(), 2);
+        assert_eq!(f.s.notifications(), notified + 1);
+
+        // Back to normal: once.
+        f.set("none");
+        let used = f.s.used_idx();
+        let (head, _) = f.offer(BUF);
+        f.s.kick();
+        assert_eq!(f.s.used_idx(), used + 1);
+        assert_eq!(f.s.used(used), (head, INFO_SIZE));
+    }
+}
+
+#[test]
+fn duplicate_even_for_a_chain_that_cannot_be_answered() {
+    let mem = memory();
+    let mut f = Faulty::new(&mem, false);
+    f.set("duplicate");
+    f.s.add_chain(&[Desc(BUF, 8, false), Desc(BUF + 0x1000, 7, true)]);
+    f.s.kick();
+    assert_eq!(f.s.used_idx(), 2);
+    assert_eq!(f.s.used(0), (0, 0));
+    assert_eq!(f.s.used(1), (0, 0));
+    assert_eq!(f.s.backend.device().num_commands(), 0);
+}
+
+#[test]
+fn wrong_id_returns_the_chain_under_the_next_descriptor() {
+    let mem = memory();
+    let mut f = Faulty::new(&mem, false);
+    assert_eq!(f.run(BUF), (INFO_SIZE, poisoned(&info_bytes(1))));
+
+    f.set("wrong-id");
+    let used = f.s.used_idx();
+    let (head, answer) = f.offer(BUF);
+    f.s.kick();
+    // Carried out and answered, returned once, under head + 1: the second
+    // descriptor of its own chain, no head.
+    assert_eq!(f.s.used_idx(), used + 1);
+    assert_eq!(f.s.used(used), (head + 1, INFO_SIZE));
+    assert_eq!(f.s.read(answer, ROOM as usize), poisoned(&info_bytes(2)));
+    assert_eq!(f.s.notifications(), 2);
+
+    f.set("none");
+    assert_eq!(f.run(BUF), (INFO_SIZE, poisoned(&info_bytes(3))));
+}
+
+#[test]
+fn used_ids_of_every_fault() {
+    for fault in Fault::ALL {
+        let expected = match fault {
+            Fault::Duplicate => vec![7, 7],
+            Fault::WrongId => vec![8],
+            _ => vec![7],
+        };
+        assert_eq!(fault.used_ids(7, QSIZE), expected, "{fault}");
+    }
+    // The last descriptor's next one is the first.
+    assert_eq!(Fault::WrongId.used_ids(QSIZE - 1, QSIZE), [0]);
+    assert_eq!(Fault::WrongId.used_ids(u16::MAX, 0), [0]);
+    assert_eq!(Fault::Duplicate.used_ids(QSIZE - 1, QSIZE), [QSIZE - 1; 2]);
 }
