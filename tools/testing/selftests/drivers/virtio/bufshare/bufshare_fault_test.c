@@ -3,7 +3,9 @@
  * A device that answers badly. The backend reads a fault mode from the file
  * named by BUFSHARE_FAULT_FILE before each command (see
  * tools/vhost-user-bufshare, --fault-file); each test makes it misbehave and
- * checks that the driver reports a clear error and keeps working.
+ * checks that the driver reports a clear error and keeps working, or, for a
+ * device that breaks the virtqueue (the broken tests), that it fails every
+ * command cleanly until the device is bound again.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -284,6 +286,160 @@ TEST_F_TIMEOUT(fault, interrupted_update_numbered_past, 60)
 	EXPECT_EQ(0, sigaction(SIGALRM, &old, NULL));
 	EXPECT_EQ(0, bs_unregister(self->fd, id));
 	close(memfd);
+}
+
+static long long mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+/* GET_INFO on @fd: 0 or the errno, and how long it took in *@ms. */
+static int timed_info(int fd, long long *ms)
+{
+	struct bufshare_info info;
+	long long start = mono_ms();
+	int err = ioctl(fd, BUFSHARE_IOC_GET_INFO, &info) ? errno : 0;
+
+	*ms = mono_ms() - start;
+	return err;
+}
+
+/*
+ * A device that breaks the virtqueue's rules: it puts a chain on the used
+ * ring twice, or returns it under an id that is no head. The virtio core
+ * marks the queue broken; every command then fails with EIO at once, a
+ * buffer's memory stays pinned (the device may still reach it) until the
+ * device is reset, and unbinding and binding bring the device back.
+ */
+FIXTURE(broken) {
+	int fd;
+	char dev[64];
+	/* What the teardown must do: BOUND_OK nothing, else bind again. */
+	enum { BOUND_OK, BOUND_BROKEN, UNBOUND } state;
+};
+
+FIXTURE_VARIANT(broken) {
+	const char *mode;
+	/* What the command the device answers wrongly gets. */
+	int err;
+};
+
+/* Answered (the first of the two is right), then the ring is broken. */
+FIXTURE_VARIANT_ADD(broken, duplicate) {
+	.mode = "duplicate",
+	.err = 0,
+};
+
+/* Never answered under its own id: it times out. */
+FIXTURE_VARIANT_ADD(broken, wrong_id) {
+	.mode = "wrong-id",
+	.err = ETIMEDOUT,
+};
+
+FIXTURE_SETUP(broken)
+{
+	self->state = BOUND_BROKEN;
+	ASSERT_EQ(0, set_fault("none"));
+	ASSERT_EQ(0, bound_device(self->dev, sizeof(self->dev)));
+	self->fd = open(BUFSHARE_DEV, O_RDWR | O_CLOEXEC);
+	ASSERT_LE(0, self->fd) TH_LOG("open %s: %s", BUFSHARE_DEV, strerror(errno));
+}
+
+FIXTURE_TEARDOWN(broken)
+{
+	EXPECT_EQ(0, set_fault("none"));
+	if (self->fd >= 0)
+		close(self->fd);
+	/* A failed test leaves the device bound and working for the next ones. */
+	if (self->state == BOUND_BROKEN)
+		EXPECT_EQ(0, write_file(BUFSHARE_DRV_DIR "/unbind", self->dev));
+	if (self->state != BOUND_OK) {
+		EXPECT_EQ(0, write_file(BUFSHARE_DRV_DIR "/bind", self->dev));
+		EXPECT_EQ(0, wait_path(BUFSHARE_DEV, 1));
+	}
+}
+
+TEST_F_TIMEOUT(broken, ring_broken_then_rebound, 120)
+{
+	size_t page = sysconf(_SC_PAGESIZE);
+	int kmsg_head, kmsg_kept, kmsg_bug, memfd, other, err;
+	struct bufshare_update u;
+	struct bufshare_info info;
+	char line[512];
+	long long ms;
+	__u64 id, id2;
+
+	kmsg_head = kmsg_open();
+	kmsg_kept = kmsg_open();
+	kmsg_bug = kmsg_open();
+	ASSERT_LE(0, kmsg_head);
+	ASSERT_LE(0, kmsg_kept);
+	ASSERT_LE(0, kmsg_bug);
+	/* Sealable still: F_SEAL_WRITE probes the driver's pins. */
+	memfd = make_memfd(4 * page, F_SEAL_SHRINK);
+	ASSERT_LE(0, memfd);
+	ASSERT_EQ(0, bs_register(self->fd, memfd, 0, 4 * page, "broken", NULL, 0, &id));
+
+	ASSERT_EQ(0, set_fault(variant->mode));
+	err = timed_info(self->fd, &ms);
+	EXPECT_EQ(0, set_fault("none"));
+	TH_LOG("%s: the command answered wrongly got %s after %lld ms", variant->mode,
+	       strerror(err), ms);
+	EXPECT_EQ(variant->err, err);
+	/* The virtio core says what the device did. */
+	EXPECT_EQ(1, kmsg_find(kmsg_head, "is not a head", line, sizeof(line)));
+	TH_LOG("kernel: %s", line);
+
+	/* Every command fails at once with EIO: the queue is broken. */
+	err = timed_info(self->fd, &ms);
+	EXPECT_EQ(EIO, err) TH_LOG("GET_INFO after the fault: %s", strerror(err));
+	EXPECT_GT(1000, ms);
+	other = open(BUFSHARE_DEV, O_RDWR | O_CLOEXEC);
+	ASSERT_LE(0, other);
+	EXPECT_EQ(EIO, timed_info(other, &ms));
+	u = (struct bufshare_update){ .id = id };
+	EXPECT_EQ(EIO, bs_update(self->fd, &u, NULL));
+	EXPECT_EQ(EIO, bs_register(other, memfd, 0, page, "broken", NULL, 0, &id2));
+	close(other);
+
+	/* Still pinned: the device may still reach the memory. */
+	EXPECT_EQ(-1, fcntl(memfd, F_ADD_SEALS, F_SEAL_WRITE));
+	EXPECT_EQ(EBUSY, errno);
+	/* Taken from the file; the device did not confirm, so the memory is kept. */
+	EXPECT_EQ(0, bs_unregister(self->fd, id));
+	EXPECT_EQ(ENOENT, bs_unregister(self->fd, id));
+	EXPECT_EQ(1, kmsg_find(kmsg_kept, "memory kept until reset", line, sizeof(line)));
+	EXPECT_EQ(-1, fcntl(memfd, F_ADD_SEALS, F_SEAL_WRITE));
+	EXPECT_EQ(EBUSY, errno);
+
+	/* The unbind resets the device: then the memory is let go. */
+	ASSERT_EQ(0, write_file(BUFSHARE_DRV_DIR "/unbind", self->dev));
+	self->state = UNBOUND;
+	EXPECT_EQ(ENODEV, timed_info(self->fd, &ms));
+	EXPECT_EQ(0, fcntl(memfd, F_ADD_SEALS, F_SEAL_WRITE)) TH_LOG("%s", strerror(errno));
+	close(memfd);
+
+	ASSERT_EQ(0, write_file(BUFSHARE_DRV_DIR "/bind", self->dev));
+	self->state = BOUND_OK;
+	ASSERT_EQ(0, wait_path(BUFSHARE_DEV, 1));
+	close(self->fd);
+	self->fd = open(BUFSHARE_DEV, O_RDWR | O_CLOEXEC);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, ioctl(self->fd, BUFSHARE_IOC_GET_INFO, &info));
+	EXPECT_EQ(0, info.num_buffers);
+	memfd = make_memfd(page, BUFSHARE_SEALS);
+	ASSERT_LE(0, memfd);
+	EXPECT_EQ(0, bs_register(self->fd, memfd, 0, page, "broken", NULL, 0, &id));
+	EXPECT_EQ(0, bs_unregister(self->fd, id));
+	close(memfd);
+
+	EXPECT_EQ(0, kmsg_find(kmsg_bug, "BUG:", line, sizeof(line))) TH_LOG("%s", line);
+	close(kmsg_head);
+	close(kmsg_kept);
+	close(kmsg_bug);
 }
 
 TEST_HARNESS_MAIN
