@@ -10,8 +10,8 @@
 #
 # TEST is a program of $BUFSHARE_CACHE/build/tests (bufshare_stress_test,
 # say); all of them by default. OPTS are appended to the device's QEMU
-# properties (",event_idx=off"). The environment's BUFSHARE_STRESS_SECONDS
-# and BUFSHARE_STRESS_BOUND_MS reach the stress test.
+# properties (",event_idx=off"). The environment's BUFSHARE_STRESS_SECONDS,
+# BUFSHARE_STRESS_BOUND_MS and BUFSHARE_WIDE_SECONDS reach the stress test.
 
 . "$(dirname "$0")/lib.sh"
 
@@ -45,6 +45,7 @@ export BUFSHARE_EXPECT_MAX_BUFFERS=$MAX_BUFFERS
 export BUFSHARE_EXPECT_MAX_BUFFER_SIZE=$MAX_SIZE
 export BUFSHARE_STRESS_SECONDS=${BUFSHARE_STRESS_SECONDS:-30}
 export BUFSHARE_STRESS_BOUND_MS=${BUFSHARE_STRESS_BOUND_MS:-3000}
+export BUFSHARE_WIDE_SECONDS=${BUFSHARE_WIDE_SECONDS:-8}
 ENV
 log "guest tests ($NAME): $RUN"
 # The guest tests take longer than a boot's default bound.
