@@ -442,4 +442,97 @@ TEST_F_TIMEOUT(zc, host_list, 300)
 	close(m);
 }
 
+/* MemFree of /proc/meminfo, in KiB, or -1. */
+static long long mem_free_kib(void)
+{
+	char buf[4096], *p;
+	long long kib = -1;
+	ssize_t n;
+	int fd;
+
+	fd = open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	p = strstr(buf, "MemFree:");
+	if (p)
+		kib = strtoll(p + strlen("MemFree:"), NULL, 10);
+	return kib;
+}
+
+/*
+ * A dma-buf whose exporter goes away: a udmabuf over a memfd, registered,
+ * then its descriptor, its memfd's, /dev/udmabuf's and every mapping
+ * closed. The driver's reference keeps the memory: UPDATE works and the
+ * host reads what the guest wrote, until UNREGISTER, which lets it go: the
+ * host no longer lists it and its pages are freed.
+ */
+TEST_F_TIMEOUT(zc, udmabuf_exporter_gone, 300)
+{
+	const size_t size = 32ULL << 20, piece = 64 * 1024;
+	const size_t offs[] = { 0, size / 2 - 3000, size - piece };
+	unsigned char *pattern, *host;
+	struct bufshare_update u;
+	long long before, after;
+	struct host_buf hb;
+	int buf, memfd;
+	void *map;
+	__u64 id;
+
+	/* make_udmabuf() closes /dev/udmabuf once the udmabuf is made. */
+	buf = make_udmabuf(size, &memfd);
+	ASSERT_LE(0, buf) TH_LOG("udmabuf: %s", strerror(-buf));
+	map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, buf, 0);
+	ASSERT_NE(MAP_FAILED, map);
+	if (dma_bounced()) {
+		EXPECT_EQ(EOPNOTSUPP, bs_register(self->dev, buf, 0, size, APP, NULL, 0, &id));
+		munmap(map, size);
+		close(buf);
+		close(memfd);
+		return;
+	}
+	pattern = malloc(size + piece);
+	ASSERT_NE(NULL, pattern);
+	host = pattern + size;
+	fill_random(pattern, size, fresh_seed());
+	ASSERT_EQ(0, dmabuf_sync(buf, DMA_BUF_SYNC_START | DMA_BUF_SYNC_WRITE));
+	memcpy(map, pattern, size);
+	ASSERT_EQ(0, dmabuf_sync(buf, DMA_BUF_SYNC_END | DMA_BUF_SYNC_WRITE));
+	ASSERT_EQ(0, bs_register(self->dev, buf, 0, size, APP, NULL, 0, &id));
+
+	/* The exporter's side goes: nothing of it is left in this process. */
+	ASSERT_EQ(0, munmap(map, size));
+	ASSERT_EQ(0, close(buf));
+	ASSERT_EQ(0, close(memfd));
+
+	u = (struct bufshare_update){ .id = id };
+	EXPECT_EQ(0, bs_update(self->dev, &u, NULL));
+	u = (struct bufshare_update){ .id = id, .flags = BUFSHARE_UPDATE_RANGE, .length = 4096 };
+	EXPECT_EQ(0, bs_update(self->dev, &u, NULL));
+	ASSERT_EQ(1, host_lookup(id, &hb, self->err, sizeof(self->err))) TH_LOG("%s", self->err);
+	EXPECT_EQ(size, hb.size);
+	EXPECT_EQ(2, hb.seqno);
+	for (size_t i = 0; i < ARRAY_SIZE(offs); i++) {
+		ASSERT_EQ(0, relay_read(id, offs[i], host, piece, self->err, sizeof(self->err)))
+			TH_LOG("%s", self->err);
+		EXPECT_EQ(0, memcmp(host, pattern + offs[i], piece))
+			TH_LOG("the host reads other bytes at %zu than the guest wrote", offs[i]);
+	}
+
+	/* Unregistered: the host lets go, and so does the kernel. */
+	before = mem_free_kib();
+	ASSERT_EQ(0, bs_unregister(self->dev, id));
+	after = mem_free_kib();
+	EXPECT_EQ(0, host_lookup(id, &hb, self->err, sizeof(self->err))) TH_LOG("%s", self->err);
+	EXPECT_NE(0, relay_read(id, 0, host, 16, self->err, sizeof(self->err)));
+	TH_LOG("MemFree %lld KiB before UNREGISTER, %lld KiB after", before, after);
+	/* Most of its 32 MiB come back at once. */
+	EXPECT_LE(before + (long long)(size >> 10) / 2, after);
+	free(pattern);
+}
+
 TEST_HARNESS_MAIN
