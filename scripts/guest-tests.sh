@@ -11,7 +11,8 @@
 # TEST is a program of $BUFSHARE_CACHE/build/tests (bufshare_stress_test,
 # say); all of them by default. OPTS are appended to the device's QEMU
 # properties (",event_idx=off"). The environment's BUFSHARE_STRESS_SECONDS,
-# BUFSHARE_STRESS_BOUND_MS and BUFSHARE_WIDE_SECONDS reach the stress test.
+# BUFSHARE_STRESS_BOUND_MS and BUFSHARE_WIDE_SECONDS reach the stress test,
+# BUFSHARE_RANDOM_SECONDS and BUFSHARE_RANDOM_SEED the random-ioctl test.
 
 . "$(dirname "$0")/lib.sh"
 
@@ -46,7 +47,15 @@ export BUFSHARE_EXPECT_MAX_BUFFER_SIZE=$MAX_SIZE
 export BUFSHARE_STRESS_SECONDS=${BUFSHARE_STRESS_SECONDS:-30}
 export BUFSHARE_STRESS_BOUND_MS=${BUFSHARE_STRESS_BOUND_MS:-3000}
 export BUFSHARE_WIDE_SECONDS=${BUFSHARE_WIDE_SECONDS:-8}
+export BUFSHARE_RANDOM_SECONDS=${BUFSHARE_RANDOM_SECONDS:-10}
 ENV
+# A seed repeats a random-ioctl run; without one, each run picks its own.
+if [ -n "${BUFSHARE_RANDOM_SEED:-}" ]; then
+	case "$BUFSHARE_RANDOM_SEED" in
+	*[!0-9a-fA-Fx]*) die "BUFSHARE_RANDOM_SEED is a number (0x... as the test prints it)" ;;
+	esac
+	echo "export BUFSHARE_RANDOM_SEED=$BUFSHARE_RANDOM_SEED" >> "$RUN/env"
+fi
 log "guest tests ($NAME): $RUN"
 # The guest tests take longer than a boot's default bound.
 export BUFSHARE_VM_TIMEOUT=${BUFSHARE_VM_TIMEOUT:-2400}
