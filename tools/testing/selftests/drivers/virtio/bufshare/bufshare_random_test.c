@@ -75,6 +75,10 @@ static const struct allowed allow_buffer_info = {
 	"BUFFER_INFO", { EFAULT, ENOTTY, EINVAL, ENOENT }
 };
 
+static const struct allowed allow_get_binding = {
+	"GET_BINDING", { EFAULT, ENOTTY, EINVAL, ENOENT }
+};
+
 static const struct allowed allow_unknown = { "an unknown number", { ENOTTY } };
 
 struct shared {
@@ -362,11 +366,23 @@ do_register:
 		check(w, &allow_unknown, cmd, ret, errno);
 		break;
 	case 7:
-		/* Any other number of our magic. */
+		/*
+		 * Any other number of our magic. BIND_APPLICATION, which the
+		 * administrator uses, is left out: the names it binds would
+		 * outlive the run and refuse other tests' registrations.
+		 * GET_BINDING only reads.
+		 */
 		cmd = _IOC(pick(seed, 4), BUFSHARE_IOCTL_BASE, 6 + pick(seed, 250),
 			   pick(seed, 1 << 14));
+		if (cmd == BUFSHARE_IOC_BIND_APPLICATION)
+			break;
 		ret = ioctl(fd, cmd, (void *)(uintptr_t)arg);
-		check(w, &allow_unknown, cmd, ret, errno);
+		check(w, cmd == BUFSHARE_IOC_GET_BINDING ? &allow_get_binding : &allow_unknown,
+		      cmd, ret, errno);
+		if (pick(seed, 8))
+			break;
+		ret = ioctl(fd, BUFSHARE_IOC_GET_BINDING, (void *)(uintptr_t)arg);
+		check(w, &allow_get_binding, BUFSHARE_IOC_GET_BINDING, ret, errno);
 		break;
 	default: {
 		/* A number of another magic that reaches the driver. */
