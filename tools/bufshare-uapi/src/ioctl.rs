@@ -227,6 +227,29 @@ uapi_struct! {
     }
 }
 
+/// `bufshare_app_binding.flags`: the user `uid` may register under the name.
+pub const BUFSHARE_BIND_UID: u32 = 1 << 0;
+/// `bufshare_app_binding.flags`: the members of the group `gid` may.
+pub const BUFSHARE_BIND_GID: u32 = 1 << 1;
+
+uapi_struct! {
+    /// `struct bufshare_app_binding`: [`BUFSHARE_IOC_BIND_APPLICATION`] and
+    /// [`BUFSHARE_IOC_GET_BINDING`], who may register buffers under an
+    /// application name.
+    pub struct BufshareAppBinding {
+        /// The application name, NUL-terminated (C `char`).
+        pub application: [u8; BUFSHARE_APP_LEN],
+        /// `BUFSHARE_BIND_*`; neither removes the name's binding.
+        pub flags: u32,
+        /// With `BUFSHARE_BIND_UID`: the user, in the caller's namespace.
+        pub uid: u32,
+        /// With `BUFSHARE_BIND_GID`: the group, in the caller's namespace.
+        pub gid: u32,
+        /// Must be 0.
+        pub reserved: u32,
+    }
+}
+
 /// `BUFSHARE_IOC_REGISTER`: `_IOWR(BUFSHARE_IOCTL_BASE, 0x01, struct bufshare_register)`.
 pub const BUFSHARE_IOC_REGISTER: u32 = iowr(
     BUFSHARE_IOCTL_BASE,
@@ -260,4 +283,21 @@ pub const BUFSHARE_IOC_BUFFER_INFO: u32 = iowr(
     BUFSHARE_IOCTL_BASE,
     0x05,
     core::mem::size_of::<BufshareBufferInfo>(),
+);
+
+/// `BUFSHARE_IOC_BIND_APPLICATION`:
+/// `_IOW(BUFSHARE_IOCTL_BASE, 0x06, struct bufshare_app_binding)`; needs
+/// `CAP_SYS_ADMIN`.
+pub const BUFSHARE_IOC_BIND_APPLICATION: u32 = iow(
+    BUFSHARE_IOCTL_BASE,
+    0x06,
+    core::mem::size_of::<BufshareAppBinding>(),
+);
+
+/// `BUFSHARE_IOC_GET_BINDING`:
+/// `_IOWR(BUFSHARE_IOCTL_BASE, 0x07, struct bufshare_app_binding)`.
+pub const BUFSHARE_IOC_GET_BINDING: u32 = iowr(
+    BUFSHARE_IOCTL_BASE,
+    0x07,
+    core::mem::size_of::<BufshareAppBinding>(),
 );

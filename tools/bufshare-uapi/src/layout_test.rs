@@ -82,6 +82,10 @@ fn every_mirror_item_is_checked() {
         "BUFSHARE_IOC_SET_PROPERTIES",
         "BUFSHARE_IOC_UNREGISTER",
         "BUFSHARE_IOC_BUFFER_INFO",
+        "BUFSHARE_BIND_UID",
+        "BUFSHARE_BIND_GID",
+        "BUFSHARE_IOC_BIND_APPLICATION",
+        "BUFSHARE_IOC_GET_BINDING",
     ];
     let structs = [
         "virtio_bufshare_config",
@@ -99,6 +103,7 @@ fn every_mirror_item_is_checked() {
         "bufshare_update",
         "bufshare_set_properties",
         "bufshare_buffer_info",
+        "bufshare_app_binding",
     ];
     for m in macros {
         assert!(MACROS.contains(&m), "macro {m} not found in the headers");
@@ -130,6 +135,9 @@ fn buffer_ioctl_numbers() {
     assert_eq!(crate::BUFSHARE_IOC_UNREGISTER, 0x4008_b904);
     assert_eq!(size_of::<crate::BufshareBufferInfo>(), 112);
     assert_eq!(crate::BUFSHARE_IOC_BUFFER_INFO, 0xc070_b905);
+    assert_eq!(size_of::<crate::BufshareAppBinding>(), 80);
+    assert_eq!(crate::BUFSHARE_IOC_BIND_APPLICATION, 0x4050_b906);
+    assert_eq!(crate::BUFSHARE_IOC_GET_BINDING, 0xc050_b907);
 }
 
 #[test]
