@@ -288,13 +288,8 @@ impl Cmdq {
         self.connect(vdev)
     }
 
-    /// Whether a log line about the device may go out now: lines that the device or users can
-    /// trigger at will are rate-limited, all of them together.
-    pub(crate) fn log_allowed(&self) -> bool {
-        self.log_limit.allow()
-    }
-
-    /// The rate limit of the device's log lines, for those logged elsewhere.
+    /// The rate limit of the device's log lines: lines that the device or users can trigger at
+    /// will go out only if it allows them, all of them counted together.
     pub(crate) fn log_limit(&self) -> &RateLimit {
         &self.log_limit
     }
@@ -330,7 +325,7 @@ impl Cmdq {
         let (resp, epoch) = self.submit(&queued, wait)?;
         let resp = self.check_status(resp)?;
         if resp.len() != C::Reply::LEN {
-            if self.log_allowed() {
+            if self.log_limit.allow() {
                 dev_err!(
                     self.dev.as_ref(),
                     "answer is {} bytes, expected {}\n",
@@ -408,7 +403,7 @@ impl Cmdq {
             Ok(()) => {
                 queued.resets.store(self.resets.load(Relaxed), Relaxed);
                 if !vq.kick() {
-                    if self.log_allowed() {
+                    if self.log_limit.allow() {
                         dev_err!(self.dev.as_ref(), "device is broken\n");
                     }
                     return Err(EIO);
@@ -450,7 +445,7 @@ impl Cmdq {
                     return Ok(Some((resp?, queued.epoch.load(Relaxed))));
                 }
                 if e == ETIMEDOUT {
-                    if self.log_allowed() {
+                    if self.log_limit.allow() {
                         dev_warn!(self.dev.as_ref(), "device did not answer in time\n");
                     }
                 }
@@ -546,7 +541,7 @@ impl Cmdq {
     /// Checks the status of an answer; returns the answer if it says OK.
     fn check_status<'a>(&self, resp: &'a [u8]) -> Result<&'a [u8]> {
         let Some(hdr) = resp.get(..RESP_HDR_LEN).and_then(RespHdr::from_bytes_copy) else {
-            if self.log_allowed() {
+            if self.log_limit.allow() {
                 dev_err!(
                     self.dev.as_ref(),
                     "short answer from device ({} bytes)\n",
@@ -563,7 +558,7 @@ impl Cmdq {
             uapi::VIRTIO_BUFSHARE_S_NO_BUFFER => Err(ENOENT),
             uapi::VIRTIO_BUFSHARE_S_NO_SPACE => Err(ENOSPC),
             status => {
-                if self.log_allowed() {
+                if self.log_limit.allow() {
                     dev_err!(
                         self.dev.as_ref(),
                         "unknown status {:#x} from device\n",

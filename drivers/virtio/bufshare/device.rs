@@ -301,7 +301,7 @@ impl BufshareDevice {
             name: [0; uapi::BUFSHARE_NAME_LEN as usize],
         };
         if info.version != uapi::VIRTIO_BUFSHARE_VERSION {
-            if self.cmdq.log_allowed() {
+            if self.cmdq.log_limit().allow() {
                 dev_err!(
                     self.dev.as_ref(),
                     "device speaks protocol version {}\n",
@@ -804,7 +804,7 @@ impl BufshareDevice {
             }
             Err(e) => {
                 // The device may still use the memory: keep it until the device is reset.
-                if self.cmdq.log_allowed() {
+                if self.cmdq.log_limit().allow() {
                     dev_warn!(
                         self.dev.as_ref(),
                         "buffer {}: unregistering not confirmed ({:?}); memory kept until reset\n",
@@ -836,7 +836,7 @@ impl BufshareDevice {
             return;
         }
         if buffers.zombies.reserve(1, GFP_KERNEL).is_err() {
-            if self.cmdq.log_allowed() {
+            if self.cmdq.log_limit().allow() {
                 dev_err!(
                     self.dev.as_ref(),
                     "no memory: leaking a buffer the device may still use\n"

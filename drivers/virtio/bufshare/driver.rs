@@ -62,7 +62,8 @@ const MISC_NAMES: [&CStr; 8] = [
 ];
 
 /// Which numbers of misc devices are in use.
-static MISC_USED: [Atomic<bool>; MISC_NAMES.len()] = [const { Atomic::new(false) }; 8];
+static MISC_USED: [Atomic<bool>; MISC_NAMES.len()] =
+    [const { Atomic::new(false) }; MISC_NAMES.len()];
 
 /// The number of a bound device's misc device, given back when dropped.
 ///

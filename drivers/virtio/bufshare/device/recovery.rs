@@ -104,7 +104,7 @@ impl BufshareDevice {
                 break;
             }
             if restores == MAX_RESTORES {
-                if self.cmdq.log_allowed() {
+                if self.cmdq.log_limit().allow() {
                     dev_err!(
                         self.dev.as_ref(),
                         "device keeps losing its buffers; giving up registering them again\n"
@@ -172,7 +172,7 @@ impl BufshareDevice {
                 }
                 Err(e) => {
                     refused += 1;
-                    if self.cmdq.log_allowed() {
+                    if self.cmdq.log_limit().allow() {
                         dev_warn!(
                             self.dev.as_ref(),
                             "buffer {}: not registered again ({:?})\n",
@@ -188,7 +188,7 @@ impl BufshareDevice {
                 }
             }
         }
-        if self.cmdq.log_allowed() {
+        if self.cmdq.log_limit().allow() {
             dev_info!(
                 self.dev.as_ref(),
                 "device lost its buffers (generation {:#x}): {} registered again, {} not\n",
