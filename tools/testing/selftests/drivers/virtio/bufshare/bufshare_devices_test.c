@@ -49,8 +49,7 @@ static int bufshare_devices(void)
 	DIR *d = opendir("/sys/bus/virtio/devices");
 	char path[300], id[16];
 	struct dirent *e;
-	int n = 0, fd;
-	ssize_t len;
+	int n = 0;
 
 	if (!d)
 		return -errno;
@@ -58,15 +57,8 @@ static int bufshare_devices(void)
 		if (e->d_name[0] == '.')
 			continue;
 		snprintf(path, sizeof(path), "/sys/bus/virtio/devices/%s/device", e->d_name);
-		fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0)
-			continue;
-		len = read(fd, id, sizeof(id) - 1);
-		close(fd);
-		if (len > 0) {
-			id[len] = '\0';
+		if (!read_text(path, id, sizeof(id)))
 			n += strtol(id, NULL, 0) == 37;
-		}
 	}
 	closedir(d);
 	return n;

@@ -58,36 +58,11 @@ static int reload(const char *params, const char **what)
 static long long param(const char *name)
 {
 	char path[128], buf[64];
-	ssize_t n;
-	int fd;
 
 	snprintf(path, sizeof(path), "/sys/module/virtio_bufshare/parameters/%s", name);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	if (read_text(path, buf, sizeof(buf)) || !buf[0])
 		return -1;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return -1;
-	buf[n] = '\0';
 	return strtoll(buf, NULL, 0);
-}
-
-/* The text of file @path, NUL-terminated, in @buf. */
-static int read_text(const char *path, char *buf, size_t len)
-{
-	ssize_t n;
-	int fd;
-
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	n = read(fd, buf, len - 1);
-	close(fd);
-	if (n < 0)
-		return -errno;
-	buf[n] = '\0';
-	return 0;
 }
 
 FIXTURE(limits) {

@@ -101,8 +101,7 @@ struct worker {
 	unsigned char *scratch;		/* SCRATCH bytes, then an unmapped page */
 	__u64 ids[32];			/* ids registered lately */
 	uint64_t calls, ok, registered;
-	int failures;
-	char first_failure[256];
+	struct failures fail;
 };
 
 static uint64_t now_ns(void)
@@ -191,19 +190,6 @@ static __u64 any_id(struct worker *w, uint64_t *seed)
 	}
 }
 
-static void failure(struct worker *w, const char *fmt, ...) __printf(2, 3);
-
-static void failure(struct worker *w, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (w->failures++)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(w->first_failure, sizeof(w->first_failure), fmt, ap);
-	va_end(ap);
-}
-
 static void check(struct worker *w, const struct allowed *a, unsigned long cmd, long ret,
 		  int err)
 {
@@ -215,7 +201,7 @@ static void check(struct worker *w, const struct allowed *a, unsigned long cmd, 
 	for (int i = 0; i < 16 && a->errs[i]; i++)
 		if (a->errs[i] == err)
 			return;
-	failure(w, "thread %d, call %llu: %s (cmd %#lx) returned %ld, errno %d (%s)", w->index,
+	note_failure(&w->fail, "thread %d, call %llu: %s (cmd %#lx) returned %ld, errno %d (%s)", w->index,
 		(unsigned long long)w->calls, a->what, cmd, ret, err, strerror(err));
 }
 
@@ -522,10 +508,10 @@ TEST_F_TIMEOUT(random, ioctls_from_threads, 420)
 		calls += w[i].calls;
 		ok += w[i].ok;
 		registered += w[i].registered;
-		if (w[i].failures)
-			TH_LOG("%s (%d failures in that thread)", w[i].first_failure,
-			       w[i].failures);
-		failures += w[i].failures;
+		if (w[i].fail.n)
+			TH_LOG("%s (%d failures in that thread)", w[i].fail.first,
+			       w[i].fail.n);
+		failures += w[i].fail.n;
 		close(w[i].own);
 		munmap(w[i].scratch, SCRATCH);
 	}

@@ -66,8 +66,7 @@ struct worker {
 	uint64_t bound_us;
 	/* Results. */
 	struct op_stats stats[OP_COUNT];
-	int failures;
-	char first_failure[256];
+	struct failures fail;
 };
 
 static uint64_t now_ns(void)
@@ -83,20 +82,6 @@ static uint64_t env_or(const char *name, uint64_t dflt)
 	const char *v = getenv(name);
 
 	return v && *v ? strtoull(v, NULL, 0) : dflt;
-}
-
-static void note_failure(struct worker *w, const char *fmt, ...)
-	__printf(2, 3);
-
-static void note_failure(struct worker *w, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (w->failures++)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(w->first_failure, sizeof(w->first_failure), fmt, ap);
-	va_end(ap);
 }
 
 /*
@@ -116,11 +101,11 @@ static void record(struct worker *w, enum op what, uint64_t start_ns, int err)
 	if (us > s->max_us)
 		s->max_us = us;
 	if (err)
-		note_failure(w, "thread %d: %s failed with %s (errno %d) after %llu ms",
+		note_failure(&w->fail, "thread %d: %s failed with %s (errno %d) after %llu ms",
 			     w->index, op_name[what], strerror(err), err,
 			     (unsigned long long)us / 1000);
 	else if (us > w->bound_us)
-		note_failure(w, "thread %d: %s took %llu ms (bound %llu ms)", w->index,
+		note_failure(&w->fail, "thread %d: %s took %llu ms (bound %llu ms)", w->index,
 			     op_name[what], (unsigned long long)us / 1000,
 			     (unsigned long long)w->bound_us / 1000);
 }
@@ -136,7 +121,7 @@ static void *worker_thread(void *arg)
 	/* Each thread registers its own small memfd, again and again. */
 	memfd = make_memfd(2 * page, BUFSHARE_SEALS);
 	if (memfd < 0) {
-		note_failure(w, "thread %d: memfd: %s", w->index, strerror(-memfd));
+		note_failure(&w->fail, "thread %d: memfd: %s", w->index, strerror(-memfd));
 		return NULL;
 	}
 	snprintf(props, sizeof(props), "thread=%d", w->index);
@@ -284,10 +269,10 @@ TEST_F_TIMEOUT(stress, mixed_commands, MAX_SECONDS + 60)
 			if (w[i].stats[op].max_us > total[op].max_us)
 				total[op].max_us = w[i].stats[op].max_us;
 		}
-		if (w[i].failures)
-			TH_LOG("%s (%d failures in that thread)", w[i].first_failure,
-			       w[i].failures);
-		failures += w[i].failures;
+		if (w[i].fail.n)
+			TH_LOG("%s (%d failures in that thread)", w[i].fail.first,
+			       w[i].fail.n);
+		failures += w[i].fail.n;
 	}
 	for (int op = 0; op < OP_COUNT; op++) {
 		sent += total[op].count;
@@ -351,22 +336,8 @@ struct wide_worker {
 	struct wide_run *run;
 	int fd, index;
 	uint64_t ok[W_COUNT], enoent[W_COUNT];
-	int failures;
-	char first_failure[256];
+	struct failures fail;
 };
-
-static void wide_failure(struct wide_worker *w, const char *fmt, ...) __printf(2, 3);
-
-static void wide_failure(struct wide_worker *w, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (w->failures++)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(w->first_failure, sizeof(w->first_failure), fmt, ap);
-	va_end(ap);
-}
 
 /*
  * Counts the result @err of @op on buffer @id: 0, or ENOENT where @enoent_ok
@@ -379,7 +350,7 @@ static void wide_result(struct wide_worker *w, enum wide_op op, __u64 id, int er
 	else if (err == ENOENT && enoent_ok)
 		w->enoent[op]++;
 	else
-		wide_failure(w, "thread %d: %s of buffer %llu: %s (errno %d)", w->index,
+		note_failure(&w->fail, "thread %d: %s of buffer %llu: %s (errno %d)", w->index,
 			     wide_op_name[op], (unsigned long long)id, strerror(err), err);
 }
 
@@ -387,7 +358,7 @@ static void wide_result(struct wide_worker *w, enum wide_op op, __u64 id, int er
 static long wide_slot(struct wide_worker *w, __u64 id)
 {
 	if (id < w->run->base || id - w->run->base >= WIDE_MAX_IDS) {
-		wide_failure(w, "thread %d: id %llu out of the run's (from %llu)", w->index,
+		note_failure(&w->fail, "thread %d: id %llu out of the run's (from %llu)", w->index,
 			     (unsigned long long)id, (unsigned long long)w->run->base);
 		return -1;
 	}
@@ -407,7 +378,7 @@ static int wide_info(struct wide_worker *w, __u64 id, const char *props)
 	if (info.size != 2 * (__u64)sysconf(_SC_PAGESIZE) || info.kind != BUFSHARE_KIND_MEMFD ||
 	    strcmp(info.application, WIDE_APP) ||
 	    (props && (info.props_size != strlen(props) + 1 || strcmp(got, props))))
-		wide_failure(w, "thread %d: info of %llu: size %llu kind %u app '%.64s' '%.64s'",
+		note_failure(&w->fail, "thread %d: info of %llu: size %llu kind %u app '%.64s' '%.64s'",
 			     w->index, (unsigned long long)id, (unsigned long long)info.size,
 			     info.kind, info.application, got);
 	return 0;
@@ -424,7 +395,7 @@ static void wide_poke(struct wide_worker *w, __u64 other, uint64_t *seed)
 		err = wide_info(w, other, NULL);
 		wide_result(w, W_OTHER_INFO, other, err, 1);
 		if (!err && !run->shared)
-			wide_failure(w, "thread %d: BUFFER_INFO of another file's buffer %llu: 0",
+			note_failure(&w->fail, "thread %d: BUFFER_INFO of another file's buffer %llu: 0",
 				     w->index, (unsigned long long)other);
 		return;
 	}
@@ -433,7 +404,7 @@ static void wide_poke(struct wide_worker *w, __u64 other, uint64_t *seed)
 	if (err)
 		return;
 	if (!run->shared)
-		wide_failure(w, "thread %d: UNREGISTER of another file's buffer %llu worked",
+		note_failure(&w->fail, "thread %d: UNREGISTER of another file's buffer %llu worked",
 			     w->index, (unsigned long long)other);
 	slot = wide_slot(w, other);
 	if (slot >= 0)
@@ -473,7 +444,7 @@ static void *wide_thread(void *arg)
 
 	memfd = make_memfd(2 * page, BUFSHARE_SEALS);
 	if (memfd < 0) {
-		wide_failure(w, "thread %d: memfd: %s", w->index, strerror(-memfd));
+		note_failure(&w->fail, "thread %d: memfd: %s", w->index, strerror(-memfd));
 		return NULL;
 	}
 	snprintf(props, sizeof(props), "thread=%d", w->index);
@@ -492,7 +463,7 @@ static void *wide_thread(void *arg)
 			if (slot < 0)
 				break;
 			if (__atomic_exchange_n(&run->registered[slot], 1, __ATOMIC_RELAXED))
-				wide_failure(w, "thread %d: id %llu given twice", w->index,
+				note_failure(&w->fail, "thread %d: id %llu given twice", w->index,
 					     (unsigned long long)id);
 			__atomic_store_n(&run->recent[prng_next(&seed) % WIDE_RECENT], id,
 					 __ATOMIC_RELAXED);
@@ -614,10 +585,10 @@ TEST_F_TIMEOUT(wide, register_update_info_unregister, 180)
 			ok[op] += w[i].ok[op];
 			enoent[op] += w[i].enoent[op];
 		}
-		if (w[i].failures)
-			TH_LOG("%s (%d failures in that thread)", w[i].first_failure,
-			       w[i].failures);
-		failures += w[i].failures;
+		if (w[i].fail.n)
+			TH_LOG("%s (%d failures in that thread)", w[i].fail.first,
+			       w[i].fail.n);
+		failures += w[i].fail.n;
 	}
 	for (int op = 0; op < W_COUNT; op++)
 		TH_LOG("%-26s %7llu done, %6llu ENOENT", wide_op_name[op],

@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -504,6 +505,43 @@ static inline int add_write_fence(int dmabuf, int timeline, __u32 value)
 		ret = -errno;
 	close(data.fence);
 	return ret;
+}
+
+/* What went wrong in a worker thread: how often, and the first time, for the log. */
+struct failures {
+	int n;
+	char first[256];
+};
+
+static inline void note_failure(struct failures *f, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static inline void note_failure(struct failures *f, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (f->n++)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(f->first, sizeof(f->first), fmt, ap);
+	va_end(ap);
+}
+
+/* The contents of file @path, NUL-terminated, in @buf of @len bytes: 0 or -errno. */
+static inline int read_text(const char *path, char *buf, size_t len)
+{
+	ssize_t n;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, len - 1);
+	close(fd);
+	if (n < 0)
+		return -errno;
+	buf[n] = '\0';
+	return 0;
 }
 
 /* The table of crc32(), made before main(). */

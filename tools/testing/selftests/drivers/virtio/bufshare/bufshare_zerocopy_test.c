@@ -447,17 +447,9 @@ static long long mem_free_kib(void)
 {
 	char buf[4096], *p;
 	long long kib = -1;
-	ssize_t n;
-	int fd;
 
-	fd = open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	if (read_text("/proc/meminfo", buf, sizeof(buf)))
 		return -1;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return -1;
-	buf[n] = '\0';
 	p = strstr(buf, "MemFree:");
 	if (p)
 		kib = strtoll(p + strlen("MemFree:"), NULL, 10);
