@@ -201,8 +201,9 @@ static void check(struct worker *w, const struct allowed *a, unsigned long cmd, 
 	for (int i = 0; i < 16 && a->errs[i]; i++)
 		if (a->errs[i] == err)
 			return;
-	note_failure(&w->fail, "thread %d, call %llu: %s (cmd %#lx) returned %ld, errno %d (%s)", w->index,
-		(unsigned long long)w->calls, a->what, cmd, ret, err, strerror(err));
+	note_failure(&w->fail,
+		     "thread %d, call %llu: %s (cmd %#lx) returned %ld, errno %d (%s)", w->index,
+		     (unsigned long long)w->calls, a->what, cmd, ret, err, strerror(err));
 }
 
 /* Magics whose numbers the VFS or a file system handles before the driver sees them. */

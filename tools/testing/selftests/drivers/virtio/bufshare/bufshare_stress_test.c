@@ -378,7 +378,8 @@ static int wide_info(struct wide_worker *w, __u64 id, const char *props)
 	if (info.size != 2 * (__u64)sysconf(_SC_PAGESIZE) || info.kind != BUFSHARE_KIND_MEMFD ||
 	    strcmp(info.application, WIDE_APP) ||
 	    (props && (info.props_size != strlen(props) + 1 || strcmp(got, props))))
-		note_failure(&w->fail, "thread %d: info of %llu: size %llu kind %u app '%.64s' '%.64s'",
+		note_failure(&w->fail,
+			     "thread %d: info of %llu: size %llu kind %u app '%.64s' '%.64s'",
 			     w->index, (unsigned long long)id, (unsigned long long)info.size,
 			     info.kind, info.application, got);
 	return 0;
@@ -395,7 +396,8 @@ static void wide_poke(struct wide_worker *w, __u64 other, uint64_t *seed)
 		err = wide_info(w, other, NULL);
 		wide_result(w, W_OTHER_INFO, other, err, 1);
 		if (!err && !run->shared)
-			note_failure(&w->fail, "thread %d: BUFFER_INFO of another file's buffer %llu: 0",
+			note_failure(&w->fail,
+				     "thread %d: BUFFER_INFO of another file's buffer %llu: 0",
 				     w->index, (unsigned long long)other);
 		return;
 	}

@@ -514,7 +514,7 @@ struct failures {
 };
 
 static inline void note_failure(struct failures *f, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+	__printf(2, 3);
 
 static inline void note_failure(struct failures *f, const char *fmt, ...)
 {
