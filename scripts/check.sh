@@ -187,5 +187,8 @@ BUFSHARE_SECOND_DEVICE=1 guest_run no-event-idx ",event_idx=off" bufshare_stress
 # Every DMA mapping bounced through swiotlb: memfds, given to the device by
 # physical address, still go through both ways; dma-bufs, whose mappings
 # the device would not see as the CPU writes them, are refused.
-BUFSHARE_APPEND="swiotlb=force" guest_run swiotlb-force "" bufshare_zerocopy_test
+# Last in that boot, as the device does not come back: QEMU removes it
+# (device_del) with commands pending.
+BUFSHARE_HOTPLUG_TEST=1 BUFSHARE_APPEND="swiotlb=force" guest_run swiotlb-force "" \
+	bufshare_zerocopy_test bufshare_hotplug_test
 finish

@@ -6,7 +6,7 @@
 # run host consumers (bufshare-watch) on the backend's consumer socket.
 # Started in the background by scripts/vm.sh; ends with it.
 #
-#   relay.sh [--watch TOOL --consumer-socket PATH] DIR SOCKET TOOL [PARENT-PID]
+#   relay.sh [--watch TOOL --consumer-socket PATH] [--qmp PATH] DIR SOCKET TOOL [PARENT-PID]
 #
 # DIR is shared with the guest (/build/run/relay there). The guest makes a
 # request TAG.req (one line, below; the data of a write in TAG.in, there
@@ -37,6 +37,13 @@
 #   watch-kill NAME
 #       SIGKILL, waits: status 0 (out "exit=N", 137 when the kill ended it).
 #
+# With --qmp, the QMP socket of the guest's QEMU:
+#
+#   device-del
+#       Asks QEMU to remove the bufshare device (its id is bufshare-dev),
+#       which QEMU starts and the guest carries out (ACPI hotplug): status 0
+#       once QEMU took the request, 1 with its error in err.
+#
 # Unknown watchers are refused (2, empty out). The log of each watcher,
 # its --log FILE in the relay's private directory, is published as
 # DIR/NAME.log, and its standard error as DIR/NAME.stderr: copied whole
@@ -60,13 +67,15 @@
 . "$(dirname "$0")/lib.sh"
 set +e
 
-USAGE="usage: relay.sh [--watch TOOL --consumer-socket PATH] DIR SOCKET TOOL [PARENT-PID]"
+USAGE="usage: relay.sh [--watch TOOL --consumer-socket PATH] [--qmp PATH] DIR SOCKET TOOL [PARENT-PID]"
 WATCH=""
 CSOCK=""
+QMP=""
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--watch) WATCH=${2:?$USAGE}; shift 2 ;;
 	--consumer-socket) CSOCK=${2:?$USAGE}; shift 2 ;;
+	--qmp) QMP=${2:?$USAGE}; shift 2 ;;
 	--) shift; break ;;
 	-*) die "$USAGE" ;;
 	*) break ;;
@@ -265,6 +274,42 @@ watch_end() {
 	return "${WRC[$name]}"
 }
 
+# qmp_device_del: asks QEMU, over its QMP socket, to remove the device
+# bufshare-dev; prints "ok", or QEMU's error on standard error (status 1).
+qmp_device_del() {
+	timeout -k 5 30 python3 - "$QMP" <<'PY'
+import json
+import socket
+import sys
+
+sock = socket.socket(socket.AF_UNIX)
+sock.settimeout(20)
+sock.connect(sys.argv[1])
+f = sock.makefile("rw")
+json.loads(f.readline())  # the greeting
+
+
+def execute(command, **arguments):
+    request = {"execute": command}
+    if arguments:
+        request["arguments"] = arguments
+    f.write(json.dumps(request) + "\n")
+    f.flush()
+    while True:
+        reply = json.loads(f.readline())
+        if "return" in reply or "error" in reply:
+            return reply
+
+
+execute("qmp_capabilities")
+reply = execute("device_del", id="bufshare-dev")
+if "error" in reply:
+    print(reply["error"].get("desc", reply["error"]), file=sys.stderr)
+    sys.exit(1)
+print("ok")
+PY
+}
+
 # answer TAG: runs the request in $R/req (with $R/in) and answers it.
 answer() {
 	local tag=$1 line="" rc=2 input=/dev/null answered=""
@@ -287,6 +332,10 @@ answer() {
 	elif [[ $line =~ ^watch\ ([A-Za-z0-9_-]{1,32})\ (\*|[A-Za-z0-9_.-]{1,63}(,[A-Za-z0-9_.-]{1,63}){0,63})(\ nobody)?$ ]]; then
 		watch_start "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}" "${BASH_REMATCH[4]}" \
 			>"$R/out" 2>"$R/err"
+		rc=$?
+		answered=1
+	elif [ "$line" = device-del ] && [ -n "$QMP" ]; then
+		qmp_device_del >"$R/out" 2>"$R/err"
 		rc=$?
 		answered=1
 	elif [[ $line =~ ^watch-(stop|kill)\ ([A-Za-z0-9_-]{1,32})$ ]]; then

@@ -97,7 +97,7 @@ WATCH=${BUFSHARE_WATCH:-$BUFSHARE_CACHE/cargo-target/release/bufshare-watch}
 rm -rf "$RUN/relay"
 mkdir "$RUN/relay"
 if [ -x "$INSPECT" ]; then
-	bash "$TOPDIR/scripts/relay.sh" --watch "$WATCH" \
+	bash "$TOPDIR/scripts/relay.sh" --watch "$WATCH" --qmp "$RUN/qmp.sock" \
 		--consumer-socket "$BUFSHARE_CONSUMER_SOCKET" \
 		"$RUN/relay" "$INSPECT_SOCK" "$INSPECT" $$ \
 		>"$RUN/relay.log" 2>&1 &
@@ -114,10 +114,12 @@ accel=--disable-kvm
 qemu_opts="-object memory-backend-memfd,id=mem,size=$MEM,share=on -numa node,memdev=mem"
 qemu_opts+=" -chardev socket,id=bufshare,path=/build/run/vhost.sock"
 # The device sits behind a PCIe root port, as a PCIe function: it has a
-# function level reset (the guest's /sys/bus/pci/devices/*/reset), and the
-# port's native hotplug lets QEMU's monitor remove it.
+# function level reset (the guest's /sys/bus/pci/devices/*/reset), and QEMU
+# can remove it (device_del, which QEMU signals through ACPI and the
+# guest's acpiphp carries out) when the relay asks on the QMP socket.
+qemu_opts+=" -qmp unix:/build/run/qmp.sock,server=on,wait=off"
 qemu_opts+=" -device pcie-root-port,id=bufshare-port,chassis=1,slot=1"
-qemu_opts+=" -device vhost-user-test-device-pci,bus=bufshare-port,chardev=bufshare,virtio-id=37,num_vqs=1,config_size=24$DEVICE_OPTS"
+qemu_opts+=" -device vhost-user-test-device-pci,id=bufshare-dev,bus=bufshare-port,chardev=bufshare,virtio-id=37,num_vqs=1,config_size=24$DEVICE_OPTS"
 if [ -n "$backend2" ]; then
 	qemu_opts+=" -chardev socket,id=bufshare2,path=/build/run/vhost2.sock"
 	qemu_opts+=" -device pcie-root-port,id=bufshare-port2,chassis=2,slot=2"
