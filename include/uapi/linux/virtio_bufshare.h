@@ -15,9 +15,13 @@
 /* The device id is VIRTIO_ID_DMABUF, reserved in virtio_ids.h. */
 #define VIRTIO_BUFSHARE_DEVICE_ID		VIRTIO_ID_DMABUF
 
-/* The one virtqueue: the driver's commands and the device's answers. */
+/* The command queue: the driver's commands and the device's answers. */
 #define VIRTIO_BUFSHARE_VQ_CMD			0
+/* With VIRTIO_BUFSHARE_F_EVENTS, the event queue: the device's events. */
+#define VIRTIO_BUFSHARE_VQ_EVENT		1
+/* Queues of a device without VIRTIO_BUFSHARE_F_EVENTS, and with it. */
 #define VIRTIO_BUFSHARE_NUM_VQS			1
+#define VIRTIO_BUFSHARE_NUM_VQS_EVENTS		2
 
 /* Protocol version the device reports in GET_INFO. */
 #define VIRTIO_BUFSHARE_VERSION			1
@@ -35,6 +39,14 @@
  */
 #define VIRTIO_BUFSHARE_F_BUFFERS		0
 #define VIRTIO_BUFSHARE_F_GENERATION		1
+/*
+ * VIRTIO_BUFSHARE_F_EVENTS: the device has an event queue, on which it
+ * says when host parties are done with a buffer's memory (RELEASED, FREED),
+ * when consumers come and go (CONSUMERS) and when it lost its buffers
+ * (LOST); it accepts GET_CONSUMERS, and it answers UNREGISTER at once and
+ * sends FREED once no host party holds the buffer's memory any more.
+ */
+#define VIRTIO_BUFSHARE_F_EVENTS		2
 
 /* Device configuration space layout. */
 struct virtio_bufshare_config {
@@ -57,6 +69,8 @@ struct virtio_bufshare_config {
 #define VIRTIO_BUFSHARE_CMD_UPDATE		0x0102
 #define VIRTIO_BUFSHARE_CMD_SET_PROPERTIES	0x0103
 #define VIRTIO_BUFSHARE_CMD_UNREGISTER		0x0104
+/* With VIRTIO_BUFSHARE_F_EVENTS: */
+#define VIRTIO_BUFSHARE_CMD_GET_CONSUMERS	0x0105
 
 /* Status codes (virtio_bufshare_resp_hdr.status). */
 #define VIRTIO_BUFSHARE_S_OK			0x0000
@@ -210,6 +224,53 @@ struct virtio_bufshare_cmd_set_properties {
 struct virtio_bufshare_cmd_unregister {
 	struct virtio_bufshare_cmd_hdr hdr;
 	__le64 buffer_id;
+};
+
+/*
+ * VIRTIO_BUFSHARE_CMD_GET_CONSUMERS: how many consumers are attached to
+ * an application now. The answer is a virtio_bufshare_resp_consumers.
+ */
+struct virtio_bufshare_cmd_get_consumers {
+	struct virtio_bufshare_cmd_hdr hdr;
+	__u8 application[VIRTIO_BUFSHARE_APP_LEN];
+};
+
+struct virtio_bufshare_resp_consumers {
+	struct virtio_bufshare_resp_hdr hdr;
+	__le32 consumers;
+	__le32 reserved;
+};
+
+/* Events (virtio_bufshare_event.type), with VIRTIO_BUFSHARE_F_EVENTS. */
+/* Every host party given update seqno (or a later one) of buffer_id is done with it. */
+#define VIRTIO_BUFSHARE_EVT_RELEASED		0x1000
+/* After UNREGISTER of buffer_id: no host party holds its memory any more. */
+#define VIRTIO_BUFSHARE_EVT_FREED		0x1001
+/* The number of consumers attached to application is now consumers. */
+#define VIRTIO_BUFSHARE_EVT_CONSUMERS		0x1002
+/* The device lost its buffers; generation is its new generation. */
+#define VIRTIO_BUFSHARE_EVT_LOST		0x1003
+/* The device dropped CONSUMERS events: ask GET_CONSUMERS again. */
+#define VIRTIO_BUFSHARE_EVT_OVERFLOW		0x1004
+
+/*
+ * An event: the device writes one into each device-writable buffer the
+ * driver places on the event queue, which MUST have room for all of it.
+ * Fields an event type does not use are 0.
+ */
+struct virtio_bufshare_event {
+	__le32 type;
+	/* With VIRTIO_BUFSHARE_F_GENERATION: the device's generation. */
+	__le32 generation;
+	/* RELEASED, FREED. */
+	__le64 buffer_id;
+	/* RELEASED. */
+	__le64 seqno;
+	/* CONSUMERS. */
+	__le32 consumers;
+	__le32 reserved;
+	/* CONSUMERS: the application, NUL-padded. */
+	__u8 application[VIRTIO_BUFSHARE_APP_LEN];
 };
 
 #endif /* _UAPI_LINUX_VIRTIO_BUFSHARE_H */
