@@ -16,6 +16,14 @@ __rust_helper bool rust_helper___virtio_test_bit(const struct virtio_device *vde
 	return __virtio_test_bit(vdev, fbit);
 }
 
+/* As __virtio_clear_bit(), ignoring bits beyond the feature space. */
+__rust_helper void rust_helper___virtio_clear_bit(struct virtio_device *vdev,
+						  unsigned int fbit)
+{
+	if (fbit < VIRTIO_FEATURES_BITS)
+		__virtio_clear_bit(vdev, fbit);
+}
+
 __rust_helper int rust_helper_virtio_find_vqs(struct virtio_device *vdev,
 					      unsigned int nvqs,
 					      struct virtqueue *vqs[],

@@ -74,6 +74,9 @@ unsafe impl<T: Driver + 'static> driver::RegistrationOps for Adapter<T> {
             (*vdrv.get()).id_table = T::ID_TABLE.as_ptr();
             (*vdrv.get()).feature_table = T::FEATURES.as_ptr();
             (*vdrv.get()).feature_table_size = T::FEATURES.len() as u32;
+            if T::HAS_VALIDATE {
+                (*vdrv.get()).validate = Some(Self::validate_callback);
+            }
             (*vdrv.get()).probe = Some(Self::probe_callback);
             (*vdrv.get()).remove = Some(Self::remove_callback);
             if T::HAS_FREEZE {
@@ -102,6 +105,19 @@ unsafe impl<T: Driver + 'static> driver::RegistrationOps for Adapter<T> {
 }
 
 impl<T: Driver + 'static> Adapter<T> {
+    extern "C" fn validate_callback(vdev: *mut bindings::virtio_device) -> c_int {
+        // SAFETY: The virtio bus only ever calls the validate callback with a valid pointer to a
+        // `struct virtio_device`, from its probe, before it calls `probe_callback`.
+        //
+        // INVARIANT: `vdev` is valid for the duration of `validate_callback()`.
+        let vdev = unsafe { &*vdev.cast::<Device<device::CoreInternal<'_>>>() };
+
+        from_result(|| {
+            T::validate(vdev)?;
+            Ok(0)
+        })
+    }
+
     extern "C" fn probe_callback(vdev: *mut bindings::virtio_device) -> c_int {
         // SAFETY: The virtio bus only ever calls the probe callback with a valid pointer to a
         // `struct virtio_device`.
@@ -307,6 +323,17 @@ pub trait Driver {
     /// The feature bits the driver supports. The device's features are negotiated against these
     /// before `probe`; [`Device::has_feature`] tells the result.
     const FEATURES: &'static [u32] = &[];
+
+    /// Virtio driver validation.
+    ///
+    /// Called when a virtio device matches the driver, after its features were negotiated
+    /// against [`Driver::FEATURES`] and before they are final: the driver may turn off features
+    /// it does not want for this device with [`Device::clear_feature`], or refuse the device with
+    /// an error. Implementing this callback is optional.
+    fn validate(dev: &Device<device::Core<'_>>) -> Result {
+        let _ = dev;
+        build_error!(crate::error::VTABLE_DEFAULT_ERROR)
+    }
 
     /// Virtio driver probe.
     ///
@@ -524,6 +551,15 @@ config_field!(
 );
 
 impl<'a> Device<device::Core<'a>> {
+    /// Turns off the feature `bit`, before the features are final: from
+    /// [`Driver::validate`]. Bits out of range are ignored.
+    pub fn clear_feature(&self, bit: u32) {
+        // SAFETY: By the type invariant `self.as_raw()` is a valid pointer to a
+        // `struct virtio_device`; in the core context nothing else changes its features. The
+        // helper ignores bits out of range.
+        unsafe { bindings::__virtio_clear_bit(self.as_raw(), bit) }
+    }
+
     /// Marks the device ready (`DRIVER_OK`), so that it starts processing virtqueues.
     ///
     /// The virtio core does this when `probe` returns; a driver that must use its virtqueues
