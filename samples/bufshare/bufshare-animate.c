@@ -9,11 +9,22 @@
  * DRM fourcc of XRGB8888, as a decimal number), offset (where the frame
  * starts in the buffer) and crc32, the CRC-32 (zlib's) of the frame's
  * bytes, which a host watcher can check. The buffer holds two frames:
- * each frame is drawn into the half the host is not looking at, then
- * offset and crc32 are set (SET_PROPERTIES, merge) and the host is told
- * (UPDATE with the whole frame as the rectangle), so the host never reads
- * a frame while it is being drawn.
- * Frames are paced to the requested rate; the achieved rate is printed.
+ * each frame is drawn into one half, then offset and crc32 are set
+ * (SET_PROPERTIES, merge) and the host is told (UPDATE with the whole
+ * frame as the rectangle).
+ *
+ * On a device with events, a half is drawn into only once the host
+ * released the last update that showed it (a RELEASED event with that
+ * update's number or a later one), so no host consumer ever reads a frame
+ * while it is being drawn: tear-free by construction, not by timing. And
+ * nothing is drawn while no consumer is attached to "framebuffer"
+ * (BUFSHARE_IOC_GET_CONSUMERS, then CONSUMERS events). Without events the
+ * host is trusted to read a frame within one frame's time.
+ *
+ * Frames are paced to the requested rate; a frame whose half is not
+ * released by its time is skipped. At the end it prints the frames drawn
+ * (and shown to the host), those skipped for want of a release or of a
+ * consumer, and the achieved rate.
  *
  *   bufshare-animate [-s SECONDS] [-r RATE] [-W WIDTH] [-H HEIGHT]
  *
@@ -27,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -116,17 +128,74 @@ static double now(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* What the host said so far. */
+struct host {
+	__u64 id;		/* the framebuffer's buffer */
+	__u64 sent;		/* the number of the last update sent */
+	__u64 released;		/* every update up to this one is released */
+	unsigned int consumers;
+};
+
+/*
+ * Reads the events that come within @ms milliseconds (0: those there
+ * already), and notes what they say. -1 on error.
+ */
+static int pump(int dev, struct host *host, int ms)
+{
+	struct pollfd p = { .fd = dev, .events = POLLIN };
+	struct bufshare_event ev[16];
+	ssize_t n;
+
+	if (poll(&p, 1, ms) < 0)
+		return errno == EINTR ? 0 : -1;
+	if (!(p.revents & POLLIN))
+		return 0;
+	n = read(dev, ev, sizeof(ev));
+	if (n < 0)
+		return errno == EAGAIN ? 0 : -1;
+	for (size_t i = 0; i < n / sizeof(ev[0]); i++) {
+		switch (ev[i].type) {
+		case BUFSHARE_EVENT_RELEASED:
+			if (ev[i].id == host->id && ev[i].seqno > host->released)
+				host->released = ev[i].seqno;
+			break;
+		case BUFSHARE_EVENT_CONSUMERS:
+			if (!strcmp(ev[i].application, "framebuffer"))
+				host->consumers = ev[i].consumers;
+			break;
+		case BUFSHARE_EVENT_LOST:
+			/* Updates in flight are never released: count them as released. */
+			host->released = host->sent;
+			break;
+		case BUFSHARE_EVENT_OVERFLOW:
+			/* Only RELEASED and CONSUMERS come here; ask again for the count. */
+			{
+				struct bufshare_consumers c = { .application = "framebuffer" };
+
+				if (!ioctl(dev, BUFSHARE_IOC_GET_CONSUMERS, &c))
+					host->consumers = c.consumers;
+			}
+			break;
+		}
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	unsigned int w = 320, h = 240, seconds = 3, rate = 60;
 	struct bufshare_register reg = { 0 };
 	struct bufshare_set_properties set = { 0 };
 	struct bufshare_update upd = { 0 };
+	struct bufshare_consumers cons = { .application = "framebuffer" };
+	struct host host = { 0 };
 	char props[256], frameprops[64];
-	unsigned int stride, frames;
+	unsigned int stride, frames, slot, slots, no_release = 0, no_consumer = 0;
+	__u64 shown[2] = { 0, 0 };	/* the last update that showed each half */
+	int events;
 	size_t half;
 	struct timespec next;
-	double start, took;
+	double start, took, t;
 	size_t size;
 	uint32_t *px;
 	int opt, dev, m, len;
@@ -183,8 +252,12 @@ int main(int argc, char **argv)
 		perror("BUFSHARE_IOC_REGISTER");
 		return 1;
 	}
-	printf("bufshare-animate: buffer %llu, %ux%u XRGB8888, %u frames/s for %u s\n",
-	       (unsigned long long)reg.id, w, h, rate, seconds);
+	host.id = reg.id;
+	events = !ioctl(dev, BUFSHARE_IOC_GET_CONSUMERS, &cons);
+	host.consumers = events ? cons.consumers : 1;
+	printf("bufshare-animate: buffer %llu, %ux%u XRGB8888, %u frames/s for %u s, %s\n",
+	       (unsigned long long)reg.id, w, h, rate, seconds,
+	       events ? "drawing into released frames only" : "no events: paced by time");
 	fflush(stdout);
 
 	set.id = reg.id;
@@ -196,11 +269,33 @@ int main(int argc, char **argv)
 	upd.height = h;
 
 	start = now();
-	clock_gettime(CLOCK_MONOTONIC, &next);
-	for (frames = 1; frames <= seconds * rate; frames++) {
+	slots = seconds * rate;
+	for (frames = 1, slot = 1; slot <= slots; slot++) {
 		size_t off = (frames % 2) * half;
 		uint32_t *frame = (uint32_t *)((char *)px + off);
+		int ready = 1;
 
+		if (events) {
+			double end = start + (double)slot / rate;
+
+			/* Wait, within this frame's time, for a consumer and the release. */
+			for (;;) {
+				ready = host.consumers && host.released >= shown[frames % 2];
+				if (ready || now() >= end)
+					break;
+				if (pump(dev, &host, (int)((end - now()) * 1000) + 1)) {
+					perror("bufshare-animate: events");
+					return 1;
+				}
+			}
+			if (!ready) {
+				if (!host.consumers)
+					no_consumer++;
+				else
+					no_release++;
+				continue;
+			}
+		}
 		draw(frame, w, h, stride, frames);
 		/* Two NUL-terminated strings in one set. */
 		len = snprintf(frameprops, sizeof(frameprops), "offset=%zu%ccrc32=%08x", off, 0,
@@ -212,18 +307,26 @@ int main(int argc, char **argv)
 			perror("bufshare-animate: frame");
 			return 1;
 		}
-		/* Absolute deadlines: a slow frame does not push the others back. */
-		next.tv_nsec += 1000000000L / rate;
-		if (next.tv_nsec >= 1000000000L) {
-			next.tv_sec++;
-			next.tv_nsec -= 1000000000L;
+		shown[frames % 2] = upd.seqno;
+		host.sent = upd.seqno;
+		frames++;
+		if (events && pump(dev, &host, 0)) {
+			perror("bufshare-animate: events");
+			return 1;
 		}
+		/* Absolute deadlines: a slow frame does not push the others back. */
+		t = start + (double)slot / rate;
+		next.tv_sec = (time_t)t;
+		next.tv_nsec = (long)((t - next.tv_sec) * 1e9);
 		while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL) == EINTR)
 			;
 	}
 	took = now() - start;
 	printf("bufshare-animate: %u frames in %.2f s: %.1f frames/s (asked %u)\n",
 	       frames - 1, took, (frames - 1) / took, rate);
+	if (events)
+		printf("bufshare-animate: %u frames drawn and shown, %u released, %u skipped waiting for a release, %u skipped without a consumer\n",
+		       frames - 1, (unsigned int)host.released, no_release, no_consumer);
 
 	if (ioctl(dev, BUFSHARE_IOC_UNREGISTER, &reg.id)) {
 		perror("BUFSHARE_IOC_UNREGISTER");

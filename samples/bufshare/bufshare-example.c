@@ -7,8 +7,10 @@
  * "framebuffer" with its width, height, stride and format (a DRM fourcc)
  * as properties, moves a square over it a few times, telling the host
  * which rectangle changed each time, then shows what the driver knows of
- * the buffer and unregisters it. Uses nothing but <linux/bufshare.h> and
- * the C library.
+ * the buffer and unregisters it. On a device with events it then runs a
+ * small event loop: it waits until the host released the last update, and
+ * after unregistering, until the host let go of the memory (FREED). Uses
+ * nothing but <linux/bufshare.h> and the C library.
  *
  *   bufshare-example [DEVICE]
  *
@@ -17,6 +19,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +36,7 @@
 #define SIZE		(STRIDE * HEIGHT)	/* 256 KiB: a whole number of pages */
 #define SQUARE		32
 #define FRAMES		4
+#define EVENT_WAIT_MS	10000
 
 /* DRM_FORMAT_XRGB8888, fourcc_code('X', 'R', '2', '4') of <drm/drm_fourcc.h>. */
 #define FORMAT_XRGB8888	((uint32_t)'X' | ((uint32_t)'R' << 8) | \
@@ -61,6 +65,53 @@ static void print_props(const char *props, size_t size)
 {
 	for (size_t i = 0; i < size; i += strlen(props + i) + 1)
 		printf("  property %s\n", props + i);
+}
+
+/* Whether the device has events: GET_CONSUMERS works only then. */
+static int has_events(int dev)
+{
+	struct bufshare_consumers c = { .application = "framebuffer" };
+
+	return !ioctl(dev, BUFSHARE_IOC_GET_CONSUMERS, &c);
+}
+
+/*
+ * Waits for an event of @type about buffer @id (with @seqno at least
+ * @seqno), handling the others as they come. 0, or -1 after a message.
+ */
+static int wait_event(int dev, __u32 type, __u64 id, __u64 seqno)
+{
+	struct pollfd p = { .fd = dev, .events = POLLIN };
+	struct bufshare_event ev;
+
+	for (;;) {
+		int n = poll(&p, 1, EVENT_WAIT_MS);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			fprintf(stderr, "no event %u for buffer %llu\n", type,
+				(unsigned long long)id);
+			return -1;
+		}
+		if (read(dev, &ev, sizeof(ev)) != sizeof(ev)) {
+			perror("read");
+			return -1;
+		}
+		switch (ev.type) {
+		case BUFSHARE_EVENT_CONSUMERS:
+			printf("%u consumers of %s\n", ev.consumers, ev.application);
+			break;
+		case BUFSHARE_EVENT_LOST:
+			/* Updates in flight will not be released. */
+			printf("the host lost its buffers; they come back\n");
+			if (type == BUFSHARE_EVENT_RELEASED)
+				return 0;
+			break;
+		}
+		if (ev.type == type && ev.id == id && ev.seqno >= seqno)
+			return 0;
+	}
 }
 
 int main(int argc, char **argv)
@@ -157,11 +208,29 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
-	if (ioctl(dev, BUFSHARE_IOC_UNREGISTER, &id)) {
-		perror("BUFSHARE_IOC_UNREGISTER");
+	if (!has_events(dev)) {
+		if (ioctl(dev, BUFSHARE_IOC_UNREGISTER, &id)) {
+			perror("BUFSHARE_IOC_UNREGISTER");
+			goto out;
+		}
+		printf("unregistered buffer %llu\n", (unsigned long long)id);
+		ret = 0;
 		goto out;
 	}
-	printf("unregistered buffer %llu\n", (unsigned long long)id);
+
+	/* The event loop: the host is done with the last update... */
+	if (wait_event(dev, BUFSHARE_EVENT_RELEASED, id, FRAMES))
+		goto out;
+	printf("host released update %u\n", FRAMES);
+	/* ...and, once unregistered, with the memory. */
+	struct bufshare_unregister unreg = { .id = id };
+	if (ioctl(dev, BUFSHARE_IOC_UNREGISTER_FLAGS, &unreg)) {
+		perror("BUFSHARE_IOC_UNREGISTER_FLAGS");
+		goto out;
+	}
+	if (wait_event(dev, BUFSHARE_EVENT_FREED, id, 0))
+		goto out;
+	printf("unregistered buffer %llu, host let go of its memory\n", (unsigned long long)id);
 	ret = 0;
 out:
 	if (dev >= 0)

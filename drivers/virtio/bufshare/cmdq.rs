@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The command queue: the device's one virtqueue, the commands in flight on it, their answers,
-//! and the device's generation as the answers tell it.
+//! The command queue: the device's virtqueues, the commands in flight on the first, their
+//! answers, and the device's generation as the answers tell it; and, with
+//! `VIRTIO_BUFSHARE_F_EVENTS`, the buffers the device writes its events into, on the second.
 
 use core::{
     mem::size_of,
@@ -43,11 +44,16 @@ use kernel::{
     },
 };
 
-use crate::commands::{
-    self,
-    Command,
-    Reply,
-    RespHdr, //
+use crate::{
+    commands::{
+        self,
+        Command,
+        Event,
+        Reply,
+        RespHdr,
+        EVENT_LEN, //
+    },
+    device::BufshareDevice,
 };
 
 /// How long a caller waits for the device to answer a command.
@@ -61,6 +67,9 @@ const RESP_HDR_LEN: usize = size_of::<RespHdr>();
 
 /// Set in [`Cmdq::generation`] once the device's generation is known.
 const GENERATION_KNOWN: u64 = 1 << 32;
+
+/// How many buffers the driver keeps on the event queue.
+pub(crate) const EVENT_BUFS: usize = 32;
 
 /// How a caller waits for the device.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -117,6 +126,12 @@ impl Queued {
             },
             GFP_KERNEL,
         )?)
+    }
+
+    /// Makes a buffer of the event queue that the device gave back ready to go on the queue
+    /// again: the device writes it anew.
+    fn rearm(&self) {
+        self.used.store(-1, Relaxed);
     }
 
     /// The device's answer once the device gave the command back; `EIO` if the device claims to
@@ -220,12 +235,29 @@ pub(crate) struct Cmdq {
     /// The device's log lines, which the device or users can trigger at will.
     #[pin]
     log_limit: RateLimit,
+    /// With `VIRTIO_BUFSHARE_F_EVENTS`: the buffers of the event queue, all of them on it while
+    /// the device is up. Empty without.
+    events: KVec<Arc<Queued>>,
+    /// Who the event queue's notifications go to: set once the device is set up, taken when it
+    /// goes away.
+    #[pin]
+    events_to: SpinLockIrq<Option<Arc<BufshareDevice>>>,
 }
 
 impl Cmdq {
     /// Sets up the command queue of `vdev`; `with_generation` says whether the device's answers
-    /// carry its generation.
-    pub(crate) fn new(vdev: &virtio::Device<Core<'_>>, with_generation: bool) -> Result<Arc<Self>> {
+    /// carry its generation, `with_events` whether it has an event queue.
+    pub(crate) fn new(
+        vdev: &virtio::Device<Core<'_>>,
+        with_generation: bool,
+        with_events: bool,
+    ) -> Result<Arc<Self>> {
+        let mut events = KVec::new();
+        if with_events {
+            for _ in 0..EVENT_BUFS {
+                events.push(Queued::new(KVec::new(), EVENT_LEN)?, GFP_KERNEL)?;
+            }
+        }
         let cmdq = Arc::pin_init(
             pin_init!(Cmdq {
                 link <- new_spinlock_irq!(Link::Suspended, "virtio_bufshare:cmdq"),
@@ -236,6 +268,8 @@ impl Cmdq {
                 epoch: Atomic::new(0),
                 resets: Atomic::new(0),
                 log_limit <- RateLimit::new_default(c_str!("virtio_bufshare")),
+                events,
+                events_to <- new_spinlock_irq!(None, "virtio_bufshare:events_to"),
             }),
             GFP_KERNEL,
         )?;
@@ -245,7 +279,12 @@ impl Cmdq {
 
     /// Sets up the virtqueues of `vdev`, which has none.
     fn connect(self: &Arc<Self>, vdev: &virtio::Device<Core<'_>>) -> Result {
-        let vqs = Virtqueues::new(vdev, &[c_str!("cmd")], self.clone())?;
+        let names: &[&'static CStr] = if self.events.is_empty() {
+            &[c_str!("cmd")]
+        } else {
+            &[c_str!("cmd"), c_str!("event")]
+        };
+        let vqs = Virtqueues::new(vdev, names, self.clone())?;
         let mut link = self.link.lock();
         match &*link {
             Link::Suspended => *link = Link::Up(vqs),
@@ -348,6 +387,99 @@ impl Cmdq {
         // Dropped outside the lock: deleting the queues sleeps.
         drop(link);
         self.answered.notify_all();
+        // No notification comes any more: let go of their receiver.
+        let events_to = self.events_to.lock().take();
+        drop(events_to);
+    }
+
+    /// Has the event queue's notifications go to `device`, until the device goes away.
+    pub(crate) fn send_events_to(&self, device: Arc<BufshareDevice>) {
+        let mut events_to = self.events_to.lock();
+        if !matches!(*self.link.lock(), Link::Gone) {
+            *events_to = Some(device);
+        }
+    }
+
+    /// Puts every buffer of the event queue on it, once the device is ready (at probe, and when
+    /// it came back from a reset, which took them back).
+    pub(crate) fn stock_events(&self) {
+        if self.events.is_empty() {
+            return;
+        }
+        let stocked = self.link.lock().with_vqs(|vqs| {
+            let vq = vqs.get_mut(uapi::VIRTIO_BUFSHARE_VQ_EVENT as usize)?;
+            for buf in &self.events {
+                buf.rearm();
+                if let Err((_, e)) = vq.add(buf.clone(), GFP_ATOMIC) {
+                    return Some(Err(e));
+                }
+            }
+            Some(Ok(vq.kick()))
+        });
+        if let Some(Some(Err(_) | Ok(false))) = stocked {
+            if self.log_limit.allow() {
+                dev_err!(self.dev.as_ref(), "cannot put buffers on the event queue\n");
+            }
+        }
+    }
+
+    /// Takes the events the device wrote off the event queue into `out`, as many as it has room
+    /// for, after the answers the device gave before them, and puts their buffers back on the
+    /// queue. Nothing is allocated: events beyond the room of `out` wait for the next call.
+    ///
+    /// Events that are not valid are dropped, with a (rate-limited) log line.
+    pub(crate) fn take_events(&self, out: &mut KVec<Event>) {
+        out.clear();
+        self.link.lock().with_vqs(|vqs| {
+            // Answers first: the device gives a command's answer back before the events that
+            // follow from it.
+            self.reap(vqs);
+            let Some(vq) = vqs.get_mut(uapi::VIRTIO_BUFSHARE_VQ_EVENT as usize) else {
+                return;
+            };
+            let mut taken = false;
+            // A buffer put back may be used again meanwhile: stop when `out` is full, the rest
+            // waits for the next call.
+            while out.len() < out.capacity() {
+                let Some((buf, len)) = vq.get_buf() else {
+                    break;
+                };
+                buf.used.store(i64::from(len), Release);
+                let event = buf.response().and_then(Result::ok).map(Event::read);
+                match event {
+                    // Cannot fail: `out` has room for it.
+                    Some(Ok(event)) => {
+                        let _ = out.push(event, GFP_NOWAIT);
+                    }
+                    _ => {
+                        if self.log_limit.allow() {
+                            dev_err!(self.dev.as_ref(), "bad event from device ({} bytes)\n", len);
+                        }
+                    }
+                }
+                buf.rearm();
+                if let Err((_, e)) = vq.add(buf, GFP_ATOMIC) {
+                    if self.log_limit.allow() {
+                        dev_err!(self.dev.as_ref(), "event buffer lost ({:?})\n", e);
+                    }
+                }
+                taken = true;
+            }
+            if taken && !vq.kick() && self.log_limit.allow() {
+                dev_err!(self.dev.as_ref(), "device is broken\n");
+            }
+        });
+    }
+
+    /// Follows the device's generation as a LOST event tells it: the device lost its buffers,
+    /// and a new epoch starts unless an answer already showed that generation.
+    pub(crate) fn lost(&self, generation: u32) {
+        let _guard = self.link.lock();
+        let known = u64::from(generation) | GENERATION_KNOWN;
+        if !self.with_generation || self.generation.load(Relaxed) != known {
+            self.generation.store(known, Relaxed);
+            self.epoch.fetch_add(1, Relaxed);
+        }
     }
 
     /// Queues `queued` and sleeps until the device answers; returns the answer and its epoch.
@@ -572,7 +704,14 @@ impl Cmdq {
 }
 
 impl virtio::VirtqueueHandler for Cmdq {
-    fn used(&self, _index: usize) {
+    fn used(&self, index: usize) {
+        if index == uapi::VIRTIO_BUFSHARE_VQ_EVENT as usize {
+            // Events are handled where sleeping is allowed.
+            if let Some(device) = &*self.events_to.lock() {
+                BufshareDevice::queue_events(device);
+            }
+            return;
+        }
         self.link.lock().with_vqs(|vqs| self.reap(vqs));
     }
 }

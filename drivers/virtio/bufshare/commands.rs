@@ -83,6 +83,21 @@ wire_struct!(
     uapi::virtio_bufshare_resp_info
 );
 wire_struct!(
+    /// `struct virtio_bufshare_cmd_get_consumers`.
+    GetConsumersCmd,
+    uapi::virtio_bufshare_cmd_get_consumers
+);
+wire_struct!(
+    /// `struct virtio_bufshare_resp_consumers`: the answer to GET_CONSUMERS.
+    ConsumersReply,
+    uapi::virtio_bufshare_resp_consumers
+);
+wire_struct!(
+    /// `struct virtio_bufshare_event`: what the device writes into a buffer of the event queue.
+    WireEvent,
+    uapi::virtio_bufshare_event
+);
+wire_struct!(
     /// `struct virtio_bufshare_range`.
     WireRange,
     uapi::virtio_bufshare_range
@@ -144,6 +159,14 @@ impl Reply for InfoReply {
 
     fn read(bytes: &[u8]) -> Result<Self> {
         InfoReply::from_bytes_copy(bytes).ok_or(EIO)
+    }
+}
+
+impl Reply for ConsumersReply {
+    const LEN: usize = size_of::<ConsumersReply>();
+
+    fn read(bytes: &[u8]) -> Result<Self> {
+        ConsumersReply::from_bytes_copy(bytes).ok_or(EIO)
     }
 }
 
@@ -342,6 +365,93 @@ impl Command for Unregister {
             hdr: hdr(uapi::VIRTIO_BUFSHARE_CMD_UNREGISTER),
             buffer_id: self.id.to_le(),
         })
+    }
+}
+
+/// GET_CONSUMERS: how many consumers an application has.
+pub(crate) struct GetConsumers<'a> {
+    pub(crate) application: &'a [u8; uapi::VIRTIO_BUFSHARE_APP_LEN as usize],
+}
+
+impl Command for GetConsumers<'_> {
+    type Fixed = GetConsumersCmd;
+    type Reply = ConsumersReply;
+
+    fn fixed(&self) -> GetConsumersCmd {
+        GetConsumersCmd(uapi::virtio_bufshare_cmd_get_consumers {
+            hdr: hdr(uapi::VIRTIO_BUFSHARE_CMD_GET_CONSUMERS),
+            application: *self.application,
+        })
+    }
+}
+
+/// The size of an event on the event queue.
+pub(crate) const EVENT_LEN: usize = size_of::<WireEvent>();
+
+/// An event of the device, checked.
+#[derive(Clone, Copy)]
+pub(crate) enum Event {
+    /// Every host party given update `seqno` of buffer `id`, or a later one, is done with it.
+    Released { id: u64, seqno: u64 },
+    /// No host party holds the memory of the unregistered buffer `id` any more.
+    Freed { id: u64 },
+    /// `consumers` consumers are attached to `application` now.
+    Consumers {
+        application: [u8; uapi::VIRTIO_BUFSHARE_APP_LEN as usize],
+        consumers: u32,
+    },
+    /// The device lost its buffers; `generation` is its new generation.
+    Lost { generation: u32 },
+    /// The device dropped CONSUMERS events.
+    Overflow,
+}
+
+impl Event {
+    /// Reads an event the device wrote: exactly [`EVENT_LEN`] bytes of a known type, with the
+    /// fields its type does not use 0, and a valid application name where it has one. `EIO`
+    /// otherwise.
+    pub(crate) fn read(bytes: &[u8]) -> Result<Self> {
+        if bytes.len() != EVENT_LEN {
+            return Err(EIO);
+        }
+        let e = WireEvent::from_bytes_copy(bytes).ok_or(EIO)?.0;
+        let (id, seqno) = (u64::from_le(e.buffer_id), u64::from_le(e.seqno));
+        let consumers = u32::from_le(e.consumers);
+        let no_app = e.application.iter().all(|&c| c == 0);
+        let event = match u32::from_le(e.type_) {
+            uapi::VIRTIO_BUFSHARE_EVT_RELEASED if consumers == 0 && no_app => {
+                Event::Released { id, seqno }
+            }
+            uapi::VIRTIO_BUFSHARE_EVT_FREED if seqno == 0 && consumers == 0 && no_app => {
+                Event::Freed { id }
+            }
+            uapi::VIRTIO_BUFSHARE_EVT_CONSUMERS if id == 0 && seqno == 0 => {
+                // A valid name, NUL-padded to the end.
+                let app = crate::props::application(&e.application).map_err(|_| EIO)?;
+                if app != e.application {
+                    return Err(EIO);
+                }
+                Event::Consumers {
+                    application: e.application,
+                    consumers,
+                }
+            }
+            uapi::VIRTIO_BUFSHARE_EVT_LOST if id == 0 && seqno == 0 && consumers == 0 && no_app => {
+                Event::Lost {
+                    generation: u32::from_le(e.generation),
+                }
+            }
+            uapi::VIRTIO_BUFSHARE_EVT_OVERFLOW
+                if id == 0 && seqno == 0 && consumers == 0 && no_app =>
+            {
+                Event::Overflow
+            }
+            _ => return Err(EIO),
+        };
+        if e.reserved != 0 {
+            return Err(EIO);
+        }
+        Ok(event)
     }
 }
 

@@ -33,6 +33,10 @@ use kernel::{
         self,
         DmaTarget, //
     },
+    workqueue::{
+        new_work,
+        Work, //
+    },
 };
 
 use crate::{
@@ -62,8 +66,14 @@ use crate::{
     },
 };
 
+mod events;
 mod recovery;
 
+pub(crate) use events::{
+    FileEvents,
+    Record,
+    EVENTS_PER_FILE, //
+};
 use recovery::Inflight;
 
 const PAGE_SIZE: u64 = kernel::page::PAGE_SIZE as u64;
@@ -126,6 +136,9 @@ pub(crate) struct Features {
     pub(crate) buffers: bool,
     /// `VIRTIO_BUFSHARE_F_GENERATION`: answers carry the device's generation.
     pub(crate) generation: bool,
+    /// `VIRTIO_BUFSHARE_F_EVENTS`: the device has an event queue, and says when the host let go
+    /// of an unregistered buffer.
+    pub(crate) events: bool,
 }
 
 impl Features {
@@ -134,6 +147,7 @@ impl Features {
             bits: vdev.features(),
             buffers: vdev.has_feature(uapi::VIRTIO_BUFSHARE_F_BUFFERS),
             generation: vdev.has_feature(uapi::VIRTIO_BUFSHARE_F_GENERATION),
+            events: vdev.has_feature(uapi::VIRTIO_BUFSHARE_F_EVENTS),
         }
     }
 }
@@ -145,12 +159,55 @@ struct Usage {
 }
 
 /// An owner of buffers: an open file. Closing it unregisters what it still has.
+///
+/// The device keeps the open files it has, to give them their events.
 #[pin_data]
 pub(crate) struct Owner {
     id: u64,
     /// Held while a registration runs, from the check of the limits until the buffer counts.
+    /// Buffers being drained count until the host let go of them.
     #[pin]
     usage: Mutex<Usage>,
+    /// Its events.
+    #[pin]
+    pub(crate) events: FileEvents,
+}
+
+impl Owner {
+    /// A buffer of `size` bytes no longer counts against the owner's limits.
+    fn uncharge(&self, size: u64) {
+        let mut usage = self.usage.lock();
+        usage.buffers = usage.buffers.saturating_sub(1);
+        usage.bytes = usage.bytes.saturating_sub(size);
+    }
+}
+
+/// A buffer unregistered while the device has `VIRTIO_BUFSHARE_F_EVENTS`: its memory is kept,
+/// pinned and mapped, until the device says that the host let go of it (FREED), or is reset.
+pub(crate) struct Drain {
+    buf: Arc<Buffer>,
+    /// The device answered the UNREGISTER: a FREED event lets the memory go.
+    answered: bool,
+    /// FREED came before the caller of UNREGISTER saw the answer: it lets the memory go.
+    freed: bool,
+    /// The buffer counts against its owner's limits until then, and the owner, which knows its
+    /// id, is told (FREED). False for a registration that failed, and for the buffers of an
+    /// owner being released.
+    charged: bool,
+}
+
+/// What became of a buffer the device was told to unregister.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Unregistered {
+    /// The device let go of it: its memory is ours again.
+    Freed,
+    /// The device answered, and says with FREED when the host let go of it.
+    Draining,
+    /// The host let go of it already: its owner was told (FREED) and uncharged.
+    Drained,
+    /// The device may still use it: kept until the device is reset. False if the device stopped
+    /// answering, or is going away.
+    Kept(bool),
 }
 
 /// A registration as the application asked for it, checked.
@@ -173,6 +230,10 @@ struct Buffers {
     /// Buffers the device did not confirm giving up (it timed out): their memory stays with the
     /// device until it is reset.
     zombies: KVec<Arc<Buffer>>,
+    /// Buffers unregistered whose memory the host may still hold, until FREED.
+    draining: RBTree<u64, Drain>,
+    /// Buffers taken out of `draining` whose memory is being let go.
+    freeing: usize,
     /// How the device reaches memory; `None` if it cannot be given buffers.
     dma: Option<DmaTarget>,
     /// The epoch whose buffers the device holds: they were last registered again for it.
@@ -181,6 +242,16 @@ struct Buffers {
     restoring: bool,
     /// Set while the device is suspended or being reset: no operation starts meanwhile.
     suspended: bool,
+}
+
+impl Buffers {
+    /// Takes buffer `id` out of the draining buffers, to let its memory go with
+    /// [`BufshareDevice::drained`], which waiters wait for.
+    fn take_draining(&mut self, id: u64) -> Option<Drain> {
+        let drain = self.draining.remove(&id)?;
+        self.freeing += 1;
+        Some(drain)
+    }
 }
 
 /// The driver's side of one device: its command queue and its buffers.
@@ -209,6 +280,15 @@ pub(crate) struct BufshareDevice {
     /// Who may register under which application name.
     #[pin]
     apps: Mutex<Bindings>,
+    /// The open files, which get the events.
+    #[pin]
+    owners: Mutex<KVec<Arc<Owner>>>,
+    /// Signalled when the memory of a buffer being drained is let go.
+    #[pin]
+    drained: CondVar,
+    /// Handles the events of the device ([`BufshareDevice::queue_events`]).
+    #[pin]
+    events_work: Work<BufshareDevice>,
 }
 
 impl BufshareDevice {
@@ -216,7 +296,7 @@ impl BufshareDevice {
     pub(crate) fn new(vdev: &virtio::Device<Core<'_>>) -> Result<Arc<Self>> {
         let limits = Limits::read(vdev)?;
         let features = Features::read(vdev);
-        let cmdq = Cmdq::new(vdev, features.generation)?;
+        let cmdq = Cmdq::new(vdev, features.generation, features.events)?;
         let dma = match cmdq.dma_target(vdev) {
             Ok(dma) => Some(dma),
             Err(e) => {
@@ -239,6 +319,8 @@ impl BufshareDevice {
                         reserved: 0,
                         tree: RBTree::new(),
                         zombies: KVec::new(),
+                        draining: RBTree::new(),
+                        freeing: 0,
                         dma,
                         restored: 0,
                         restoring: false,
@@ -254,14 +336,23 @@ impl BufshareDevice {
                 next_id: Atomic::new(1),
                 next_owner: Atomic::new(1),
                 apps <- new_mutex!(Bindings::new(), "virtio_bufshare:apps"),
+                owners <- new_mutex!(KVec::new(), "virtio_bufshare:owners"),
+                drained <- new_condvar!("virtio_bufshare:drained"),
+                events_work <- new_work!("virtio_bufshare:events"),
             }),
             GFP_KERNEL,
         );
-        if device.is_err() {
+        match &device {
+            Ok(device) => device.cmdq.send_events_to(device.clone()),
             // The queue holds itself through its virtqueues' handler until it is shut down.
-            shut_down_on_error.shut_down();
+            Err(_) => shut_down_on_error.shut_down(),
         }
         device
+    }
+
+    /// Puts the buffers for the device's events on its event queue, once it is ready.
+    pub(crate) fn start_events(&self) {
+        self.cmdq.stock_events();
     }
 
     /// The device's limits.
@@ -274,13 +365,42 @@ impl BufshareDevice {
         &self.features
     }
 
-    /// A new owner of buffers.
-    pub(crate) fn new_owner(&self) -> impl PinInit<Owner> {
+    /// A new owner of buffers, which gets its events until [`BufshareDevice::release`].
+    pub(crate) fn new_owner(&self) -> Result<Arc<Owner>> {
         let id = self.next_owner.fetch_add(1, Relaxed);
-        pin_init!(Owner {
-            id,
-            usage <- new_mutex!(Usage { buffers: 0, bytes: 0 }, "virtio_bufshare:usage"),
-        })
+        let owner = Arc::pin_init(
+            try_pin_init!(Owner {
+                id,
+                usage <- new_mutex!(Usage { buffers: 0, bytes: 0 }, "virtio_bufshare:usage"),
+                events <- FileEvents::new()?,
+            }),
+            GFP_KERNEL,
+        )?;
+        self.owners.lock().push(owner.clone(), GFP_KERNEL)?;
+        if self.buffers.lock().gone {
+            // The shutdown ended the events of the owners it found: end those of this one.
+            owner.events.end();
+        }
+        Ok(owner)
+    }
+
+    /// `BUFSHARE_IOC_GET_CONSUMERS`: how many consumers `req`'s application has; the owner
+    /// follows it from now on.
+    pub(crate) fn get_consumers(
+        &self,
+        owner: &Owner,
+        req: &mut uapi::bufshare_consumers,
+    ) -> Result {
+        if req.flags != 0 {
+            return Err(EINVAL);
+        }
+        let application = props::application(&req.application)?;
+        if !self.features.events {
+            return Err(EOPNOTSUPP);
+        }
+        owner.events.queue.lock().follow(&application);
+        req.consumers = self.consumers_of(&application)?;
+        Ok(())
     }
 
     /// Asks the device for its version, limits and counters.
@@ -374,6 +494,8 @@ impl BufshareDevice {
         let (id, size) = self.buffer_op(|op| self.register_in(op, &new))?;
         usage.buffers += 1;
         usage.bytes += size;
+        drop(usage);
+        owner.events.queue.lock().follow(&application);
         Ok(id)
     }
 
@@ -385,7 +507,10 @@ impl BufshareDevice {
         let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
         {
             let mut buffers = self.buffers.lock();
-            if buffers.tree.iter().count() + buffers.zombies.len() + buffers.reserved
+            if buffers.tree.iter().count()
+                + buffers.zombies.len()
+                + buffers.draining.iter().count()
+                + buffers.reserved
                 >= self.limits.buffers()
             {
                 return Err(ENOSPC);
@@ -451,7 +576,7 @@ impl BufshareDevice {
             }
             Err(e) => {
                 // The device may hold a part of the buffer: take it back before the memory goes.
-                self.unregister_on_device(buf);
+                self.unregister_on_device(buf, false);
                 Err(e)
             }
         }
@@ -487,9 +612,10 @@ impl BufshareDevice {
         Ok(epoch)
     }
 
-    /// Unregisters buffer `id` of `owner`.
-    pub(crate) fn unregister(&self, owner: &Owner, id: u64) -> Result {
-        let size = self.buffer_op(|_op| {
+    /// Unregisters buffer `id` of `owner`. With `wait`, waits until the host let go of its
+    /// memory.
+    pub(crate) fn unregister(&self, owner: &Owner, id: u64, wait: bool) -> Result {
+        let (size, what) = self.buffer_op(|_op| {
             let buf = {
                 let mut buffers = self.buffers.lock();
                 match buffers.tree.get(&id) {
@@ -499,13 +625,17 @@ impl BufshareDevice {
                 buffers.tree.remove(&id).ok_or(ENOENT)?
             };
             let size = buf.size;
-            self.unregister_on_device(buf);
-            Ok(size)
+            Ok((size, self.unregister_on_device(buf, true)))
         })?;
-        let mut usage = owner.usage.lock();
-        usage.buffers = usage.buffers.saturating_sub(1);
-        usage.bytes = usage.bytes.saturating_sub(size);
-        Ok(())
+        // A buffer being drained counts until the host let go of it; one drained was uncharged.
+        if !matches!(what, Unregistered::Draining | Unregistered::Drained) {
+            owner.uncharge(size);
+        }
+        match what {
+            // A buffer kept until the device is reset fails the wait, unless the reset came.
+            Unregistered::Draining | Unregistered::Kept(_) if wait => self.wait_freed(id),
+            _ => Ok(()),
+        }
     }
 
     /// Tells the device that a buffer of `owner` changed; fills in the sequence number sent.
@@ -648,8 +778,14 @@ impl BufshareDevice {
         Ok(())
     }
 
-    /// Unregisters every buffer of `owner`, which is going away.
+    /// Unregisters every buffer of `owner`, which is going away, and stops giving it events.
     pub(crate) fn release(&self, owner: &Owner) {
+        {
+            let mut owners = self.owners.lock();
+            if let Some(i) = owners.iter().position(|o| o.id == owner.id) {
+                let _ = owners.remove(i);
+            }
+        }
         // Fails only if the device is gone or cannot hold buffers: then nothing is registered.
         let _ = self.buffer_op(|_op| {
             // Out of the tree in one pass, so that releasing many buffers does not scan the
@@ -679,7 +815,10 @@ impl BufshareDevice {
             let mut responsive = true;
             for buf in mine {
                 if responsive {
-                    responsive = self.unregister_on_device(buf);
+                    responsive = !matches!(
+                        self.unregister_on_device(buf, false),
+                        Unregistered::Kept(false)
+                    );
                 } else {
                     // The device stopped answering: do not wait on it again for every buffer.
                     self.keep_until_reset(buf);
@@ -693,7 +832,25 @@ impl BufshareDevice {
     pub(crate) fn show_fdinfo(&self, owner: &Owner, m: &SeqFile) {
         let buffers = self.buffers.lock();
         let mine = || buffers.tree.values().filter(|b| b.owner == owner.id);
+        let draining = || {
+            buffers
+                .draining
+                .values()
+                .map(|d| &d.buf)
+                .filter(|b| b.owner == owner.id)
+        };
         seq_print!(m, "buffers:\t{}\n", mine().count());
+        seq_print!(m, "draining:\t{}\n", draining().count());
+        seq_print!(m, "events:\t{}\n", owner.events.queue.lock().len());
+        for buf in draining() {
+            seq_print!(
+                m,
+                "draining:\tid={} size={} application={}\n",
+                buf.id,
+                buf.size,
+                buf.app_str()
+            );
+        }
         for buf in mine() {
             let kind = if buf.kind == uapi::BUFSHARE_KIND_MEMFD {
                 "memfd"
@@ -719,20 +876,34 @@ impl BufshareDevice {
     pub(crate) fn shut_down(&self) {
         self.cmdq.shut_down();
 
+        {
+            let mut buffers = self.buffers.lock();
+            buffers.gone = true;
+            // Operations waiting for the device to come back from a reset find it gone, and so
+            // do unregistrations waiting for the host to let go.
+            self.restored.notify_all();
+            self.drained.notify_all();
+        }
+        // No event comes any more, and the handling of those that came starts no operation now:
+        // it ends, before the buffers it may look at go.
+        self.flush_events();
+
         let mut buffers = self.buffers.lock();
-        buffers.gone = true;
-        // Operations waiting for the device to come back from a reset find it gone.
-        self.restored.notify_all();
         while buffers.inflight > 0 {
             self.idle.wait(&mut buffers);
         }
         let tree = core::mem::replace(&mut buffers.tree, RBTree::new());
         let zombies = core::mem::take(&mut buffers.zombies);
+        let draining = core::mem::replace(&mut buffers.draining, RBTree::new());
         let dma = buffers.dma.take();
         drop(buffers);
         drop(tree);
         drop(zombies);
+        drop(draining);
         drop(dma);
+        for owner in self.owners.lock().iter() {
+            owner.events.end();
+        }
     }
 
     /// Lets go of the device before it is reset behind the driver: the system suspends, or the
@@ -747,9 +918,19 @@ impl BufshareDevice {
         }
         drop(buffers);
         self.cmdq.suspend();
-        // The reset made the device let go of the buffers it had not confirmed giving up.
-        let zombies = core::mem::take(&mut self.buffers.lock().zombies);
+        // The reset made the device let go of the buffers it had not confirmed giving up, and of
+        // those being drained.
+        let (zombies, draining) = {
+            let mut buffers = self.buffers.lock();
+            (
+                core::mem::take(&mut buffers.zombies),
+                core::mem::replace(&mut buffers.draining, RBTree::new()),
+            )
+        };
         drop(zombies);
+        drop(draining);
+        let _buffers = self.buffers.lock();
+        self.drained.notify_all();
     }
 
     /// Takes the device back after [`BufshareDevice::suspend`], once it was reset: sets its
@@ -766,6 +947,7 @@ impl BufshareDevice {
             return Err(e);
         }
         vdev.ready();
+        self.start_events();
         {
             let mut buffers = self.buffers.lock();
             buffers.suspended = false;
@@ -789,18 +971,89 @@ impl BufshareDevice {
         }
     }
 
-    /// Tells the device that `buf` is gone, and lets its memory go once the device confirmed, or
-    /// once it is reset. Returns false if the device did not answer in time, or is going away.
-    fn unregister_on_device(&self, buf: Arc<Buffer>) -> bool {
+    /// Tells the device that `buf` is gone, and lets its memory go once the device confirmed
+    /// (with `VIRTIO_BUFSHARE_F_EVENTS`, once it said FREED), or once it is reset. `charged` says
+    /// whether the buffer counts against its owner's limits, until FREED.
+    fn unregister_on_device(&self, buf: Arc<Buffer>, charged: bool) -> Unregistered {
+        if !self.features.events {
+            return self.unregister_confirmed(buf);
+        }
+        // Kept until FREED, from before the command goes out: FREED may be handled before this
+        // caller sees the answer.
+        let Ok(node) = RBTreeNodeReservation::new(GFP_KERNEL) else {
+            // Without room to wait for FREED, the memory is kept until the device is reset.
+            let _ = self.unregister_command(buf.id);
+            self.keep_until_reset(buf);
+            return Unregistered::Kept(true);
+        };
+        let id = buf.id;
+        {
+            let mut buffers = self.buffers.lock();
+            let drain = Drain {
+                buf: buf.clone(),
+                answered: false,
+                freed: false,
+                charged,
+            };
+            buffers.draining.insert(node.into_node(id, drain));
+        }
+        let result = self.unregister_command(id);
+        let mut buffers = self.buffers.lock();
+        let Some(drain) = buffers.draining.get_mut(&id) else {
+            // A reset took it, or a LOST event kept it until the next reset: the memory goes with
+            // the last reference.
+            drop(buffers);
+            drop(buf);
+            return Unregistered::Kept(true);
+        };
+        match result {
+            Ok(()) if !drain.freed => {
+                drain.answered = true;
+                Unregistered::Draining
+            }
+            // FREED came already, or the device does not know the buffer: the memory is ours,
+            // and the owner is told as for any FREED.
+            Ok(()) | Err(ENOENT) => {
+                let drain = buffers.take_draining(id);
+                drop(buffers);
+                drop(buf);
+                match drain {
+                    Some(drain) => {
+                        self.drained(drain);
+                        Unregistered::Drained
+                    }
+                    None => Unregistered::Freed,
+                }
+            }
+            Err(_) => {
+                let drain = buffers.draining.remove(&id);
+                drop(buffers);
+                drop(drain);
+                self.unregister_failed(buf, result)
+            }
+        }
+    }
+
+    /// Tells the device that `buf` is gone, without `VIRTIO_BUFSHARE_F_EVENTS`: its answer says
+    /// that the host let go.
+    fn unregister_confirmed(&self, buf: Arc<Buffer>) -> Unregistered {
         match self.unregister_command(buf.id) {
             // The device let go of it, or does not know it: the memory is ours again.
-            Ok(()) => true,
-            Err(e) if e == ENOENT => true,
+            Ok(()) => Unregistered::Freed,
+            Err(e) if e == ENOENT => Unregistered::Freed,
+            result => self.unregister_failed(buf, result),
+        }
+    }
+
+    /// Keeps `buf` until the device is reset: it did not confirm unregistering it (`result`).
+    fn unregister_failed(&self, buf: Arc<Buffer>, result: Result) -> Unregistered {
+        match result {
+            Ok(()) => Unregistered::Freed,
             // The device is going away, and may still use the memory until it is reset: the
             // shutdown lets it go once the reset is done.
             Err(e) if e == ENODEV => {
                 self.keep_until_reset(buf);
-                false
+                Unregistered::Kept(false)
             }
             Err(e) => {
                 // The device may still use the memory: keep it until the device is reset.
@@ -813,7 +1066,7 @@ impl BufshareDevice {
                     );
                 }
                 self.keep_until_reset(buf);
-                e != ETIMEDOUT
+                Unregistered::Kept(e != ETIMEDOUT)
             }
         }
     }

@@ -116,14 +116,20 @@ fn announce(vdev: &virtio::Device<Core<'_>>, device: &BufshareDevice) {
     } else {
         " (no buffer commands)"
     };
+    let events = if device.features().events {
+        ", events"
+    } else {
+        ""
+    };
     dev_info!(
         vdev.as_ref(),
-        "bufshare device: {} ranges, {} property bytes, {} buffers of up to {} bytes{}\n",
+        "bufshare device: {} ranges, {} property bytes, {} buffers of up to {} bytes{}{}\n",
         l.max_ranges,
         l.max_props_size,
         l.max_buffers,
         l.max_buffer_size,
-        buffers
+        buffers,
+        events
     );
 }
 
@@ -135,7 +141,17 @@ impl virtio::Driver for BufshareDriver {
     const FEATURES: &'static [u32] = &[
         uapi::VIRTIO_BUFSHARE_F_BUFFERS,
         uapi::VIRTIO_BUFSHARE_F_GENERATION,
+        uapi::VIRTIO_BUFSHARE_F_EVENTS,
     ];
+
+    /// Leaves the events off when the module was asked to (`events=0`): the driver then keeps
+    /// the device's promises without them.
+    fn validate(vdev: &virtio::Device<Core<'_>>) -> Result {
+        if !crate::module_parameters::events.value() {
+            vdev.clear_feature(uapi::VIRTIO_BUFSHARE_F_EVENTS);
+        }
+        Ok(())
+    }
 
     fn probe<'bound>(
         vdev: &'bound virtio::Device<Core<'_>>,
@@ -145,6 +161,7 @@ impl virtio::Driver for BufshareDriver {
             announce(vdev, &device.0);
             // The queue must work before applications can open the device.
             vdev.ready();
+            device.0.start_events();
         }
 
         let number = MiscNumber::take();

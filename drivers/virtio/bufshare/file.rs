@@ -4,19 +4,27 @@
 
 use core::mem::size_of;
 use kernel::{
-    fs::File,
+    bindings,
+    fs::{
+        File,
+        Kiocb, //
+    },
     ioctl::{
         _IOR,
         _IOW,
         _IOWR, //
     },
+    iov::IovIterDest,
     miscdevice::{
         MiscDevice,
         MiscDeviceRegistration, //
     },
     prelude::*,
     seq_file::SeqFile,
-    sync::Arc,
+    sync::{
+        poll::PollTable,
+        Arc, //
+    },
     transmute::{
         AsBytes,
         FromBytes, //
@@ -32,7 +40,9 @@ use kernel::{
 use crate::{
     device::{
         BufshareDevice,
-        Owner, //
+        Owner,
+        Record,
+        EVENTS_PER_FILE, //
     },
     driver::BufshareDriver,
 };
@@ -50,6 +60,13 @@ const BUFSHARE_IOC_BIND_APPLICATION: u32 =
     _IOW::<uapi::bufshare_app_binding>(uapi::BUFSHARE_IOCTL_BASE, 0x06);
 const BUFSHARE_IOC_GET_BINDING: u32 =
     _IOWR::<uapi::bufshare_app_binding>(uapi::BUFSHARE_IOCTL_BASE, 0x07);
+const BUFSHARE_IOC_UNREGISTER_FLAGS: u32 =
+    _IOW::<uapi::bufshare_unregister>(uapi::BUFSHARE_IOCTL_BASE, 0x08);
+const BUFSHARE_IOC_GET_CONSUMERS: u32 =
+    _IOWR::<uapi::bufshare_consumers>(uapi::BUFSHARE_IOCTL_BASE, 0x09);
+
+/// The size of an event record as read() returns it.
+const RECORD_LEN: usize = size_of::<Record>();
 
 /// Declares a transparent wrapper of an ioctl argument structure that user space reads and
 /// writes whole.
@@ -75,6 +92,9 @@ user_struct!(UpdateArg, uapi::bufshare_update);
 user_struct!(SetPropertiesArg, uapi::bufshare_set_properties);
 user_struct!(BufferInfoArg, uapi::bufshare_buffer_info);
 user_struct!(BindingArg, uapi::bufshare_app_binding);
+user_struct!(UnregisterArg, uapi::bufshare_unregister);
+user_struct!(ConsumersArg, uapi::bufshare_consumers);
+user_struct!(RecordOut, Record);
 
 /// Reads an ioctl argument of type `T` at `arg`.
 fn read_arg<T: FromBytes>(arg: usize) -> Result<T> {
@@ -91,12 +111,10 @@ fn write_arg<T: AsBytes>(arg: usize, value: &T) -> Result {
 }
 
 /// An open `/dev/bufshare`.
-#[pin_data]
 pub(crate) struct BufshareFile {
     device: Arc<BufshareDevice>,
-    /// The file as the owner of its buffers.
-    #[pin]
-    owner: Owner,
+    /// The file as the owner of its buffers, and the receiver of their events.
+    owner: Arc<Owner>,
 }
 
 impl BufshareFile {
@@ -113,7 +131,7 @@ impl BufshareFile {
         req.0.id = id;
         if let Err(e) = write_arg(arg, &req) {
             // The caller cannot learn the id: do not leave the buffer behind.
-            let _ = self.device.unregister(&self.owner, id);
+            let _ = self.device.unregister(&self.owner, id, false);
             return Err(e);
         }
         Ok(())
@@ -135,7 +153,61 @@ impl BufshareFile {
     /// `BUFSHARE_IOC_UNREGISTER`.
     fn unregister(&self, arg: usize) -> Result {
         let id = read_arg::<u64>(arg)?;
-        self.device.unregister(&self.owner, id)
+        self.device.unregister(&self.owner, id, false)
+    }
+
+    /// `BUFSHARE_IOC_UNREGISTER_FLAGS`.
+    fn unregister_flags(&self, arg: usize) -> Result {
+        let req = read_arg::<UnregisterArg>(arg)?.0;
+        if req.flags & !uapi::BUFSHARE_UNREGISTER_WAIT != 0 || req.reserved != 0 {
+            return Err(EINVAL);
+        }
+        let wait = req.flags & uapi::BUFSHARE_UNREGISTER_WAIT != 0;
+        self.device.unregister(&self.owner, req.id, wait)
+    }
+
+    /// `BUFSHARE_IOC_GET_CONSUMERS`.
+    fn get_consumers(&self, arg: usize) -> Result {
+        let mut req = read_arg::<ConsumersArg>(arg)?;
+        self.device.get_consumers(&self.owner, &mut req.0)?;
+        write_arg(arg, &req)
+    }
+
+    /// read(): whole event records, as many as fit; waits for one unless the file is
+    /// non-blocking. The records are taken with the queue locked, and copied to user space once
+    /// it is let go.
+    fn read_events(&self, nonblocking: bool, iov: &mut IovIterDest<'_>) -> Result<usize> {
+        let max = (iov.len() / RECORD_LEN).min(EVENTS_PER_FILE);
+        if max == 0 {
+            return Err(EINVAL);
+        }
+        let mut records = KVec::with_capacity(max, GFP_KERNEL)?;
+        {
+            let events = &self.owner.events;
+            let mut queue = events.queue.lock();
+            while !queue.readable() {
+                if queue.gone() {
+                    return Err(ENODEV);
+                }
+                if nonblocking {
+                    return Err(EAGAIN);
+                }
+                if events.readable.wait_interruptible(&mut queue) {
+                    return Err(ERESTARTSYS);
+                }
+            }
+            queue.take(&mut records, max)?;
+        }
+        let mut copied = 0;
+        for rec in records.into_iter() {
+            let rec = RecordOut(rec);
+            if iov.copy_to_iter(rec.as_bytes()) != RECORD_LEN {
+                // The records not copied are lost, as a reader that faults loses them.
+                return if copied == 0 { Err(EFAULT) } else { Ok(copied) };
+            }
+            copied += RECORD_LEN;
+        }
+        Ok(copied)
     }
 
     /// `BUFSHARE_IOC_BUFFER_INFO`.
@@ -175,14 +247,16 @@ impl MiscDevice for BufshareFile {
         // are dropped after it, so they are alive too.
         let driver = unsafe { &*kernel::container_of!(misc, BufshareDriver, misc) };
         let device = driver.device.device().clone();
-        let owner = device.new_owner();
-        KBox::try_pin_init(
-            try_pin_init!(BufshareFile {
-                device,
-                owner <- owner,
-            }),
-            GFP_KERNEL,
-        )
+        let owner = device.new_owner()?;
+        let me = BufshareFile {
+            device: device.clone(),
+            owner: owner.clone(),
+        };
+        KBox::pin(me, GFP_KERNEL).map_err(|e| {
+            // Never opened: it gets no events.
+            device.release(&owner);
+            e.into()
+        })
     }
 
     fn release(me: Pin<KBox<Self>>, _file: &File) {
@@ -200,9 +274,29 @@ impl MiscDevice for BufshareFile {
             BUFSHARE_IOC_BUFFER_INFO => me.buffer_info(arg),
             BUFSHARE_IOC_BIND_APPLICATION => me.bind_application(arg),
             BUFSHARE_IOC_GET_BINDING => me.get_binding(arg),
+            BUFSHARE_IOC_UNREGISTER_FLAGS => me.unregister_flags(arg),
+            BUFSHARE_IOC_GET_CONSUMERS => me.get_consumers(arg),
             _ => Err(ENOTTY),
         }
         .map(|()| 0)
+    }
+
+    fn read_iter(kiocb: Kiocb<'_, Self::Ptr>, iov: &mut IovIterDest<'_>) -> Result<usize> {
+        kiocb.file().read_events(kiocb.is_nonblocking(), iov)
+    }
+
+    fn poll(me: Pin<&BufshareFile>, file: &File, table: PollTable<'_>) -> u32 {
+        let events = &me.owner.events;
+        table.register_wait(file, &events.readable);
+        let queue = events.queue.lock();
+        let mut mask = 0;
+        if queue.readable() {
+            mask |= bindings::POLLIN | bindings::POLLRDNORM;
+        }
+        if queue.gone() {
+            mask |= bindings::POLLHUP;
+        }
+        mask
     }
 
     fn show_fdinfo(me: Pin<&BufshareFile>, m: &SeqFile, _file: &File) {

@@ -12,6 +12,12 @@
 //! A buffer belongs to the open file that registered it. Closing the file, however the process
 //! ends, unregisters every buffer it still has.
 //!
+//! With `VIRTIO_BUFSHARE_F_EVENTS` the device has a second queue, on which it says when the host
+//! is done with an update (RELEASED) and with an unregistered buffer's memory (FREED), when
+//! consumers come and go, and when it lost its buffers. The driver keeps an unregistered
+//! buffer's memory pinned and mapped until FREED, and queues the events for the open files,
+//! which read them (and poll for them).
+//!
 //! See `Documentation/driver-api/virtio/virtio_bufshare.rst` for the device and
 //! `Documentation/userspace-api/bufshare.rst` for the ioctls.
 //!
@@ -20,7 +26,8 @@
 //! - `driver`: probe, and the misc device that comes with a bound device.
 //! - `file`: an open `/dev/bufshare`, one function per ioctl.
 //! - `device`: the device's buffers and the operations on them; `device::recovery` runs them,
-//!   and brings the buffers back when the device lost them.
+//!   and brings the buffers back when the device lost them; `device::events` handles the
+//!   device's events and queues them for the open files.
 //! - `cmdq`: the command queue: sending commands, waiting for and checking their answers.
 //! - `commands`: one type per command and answer of the wire protocol.
 //! - `buffer`: a buffer and its memory; `props`: properties and application names.
@@ -37,9 +44,15 @@
 //!    held to queue a command, kick the device and take answers off the ring. Callers wait for
 //!    their answer on a condition variable that releases it.
 //!
-//! `BufshareDevice::buffers` (a mutex) guards the buffer tree and the count of buffer operations
-//! in flight; it is only held for short spells, never across a command and never together with
-//! the locks above but `Owner::usage`, which may be held when it is taken.
+//! `BufshareDevice::buffers` (a mutex) guards the buffer tree, the buffers being drained and the
+//! count of buffer operations in flight; it is only held for short spells, never across a command
+//! and never together with the locks above but `Owner::usage`, which may be held when it is
+//! taken.
+//!
+//! `BufshareDevice::owners` (a mutex, the open files) may be held when an open file's event queue
+//! (`FileEvents::queue`, a mutex) is taken; neither is held together with any other lock, and
+//! the queue is let go before its records are copied to user space. Events are handled by a work
+//! item, which the device's shutdown flushes once no event can come.
 
 mod apps;
 mod buffer;
@@ -77,6 +90,10 @@ kernel::module_virtio_driver! {
         bound_applications_only: bool {
             default: false,
             description: "Refuse registrations under application names that are bound to nobody",
+        },
+        events: bool {
+            default: true,
+            description: "Use the device's event queue if it has one (VIRTIO_BUFSHARE_F_EVENTS)",
         },
     },
 }

@@ -150,6 +150,60 @@ struct bufshare_app_binding {
 	__u32 reserved;
 };
 
+/* bufshare_unregister.flags */
+/* Wait until no host party holds the buffer's memory any more (FREED). */
+#define BUFSHARE_UNREGISTER_WAIT	(1 << 0)
+
+/*
+ * struct bufshare_unregister - BUFSHARE_IOC_UNREGISTER_FLAGS: unregister
+ * buffer @id. With BUFSHARE_UNREGISTER_WAIT, wait (interruptibly, for at
+ * most 10 seconds) until the host let go of its memory: ETIMEDOUT if it
+ * did not in time (the buffer is unregistered all the same, and the
+ * FREED event comes later). @reserved must be 0.
+ */
+struct bufshare_unregister {
+	__u64 id;
+	__u32 flags;
+	__u32 reserved;
+};
+
+/*
+ * struct bufshare_consumers - BUFSHARE_IOC_GET_CONSUMERS: how many host
+ * consumers are attached to @application now. The file then receives
+ * the CONSUMERS events of that application. @flags must be 0.
+ */
+struct bufshare_consumers {
+	char application[BUFSHARE_APP_LEN];
+	__u32 consumers;
+	__u32 flags;
+};
+
+/* Events, read() from /dev/bufshare (bufshare_event.type). */
+/* The host is done with updates up to @seqno of buffer @id. */
+#define BUFSHARE_EVENT_RELEASED		1
+/* After unregistering: no host party holds buffer @id's memory any more. */
+#define BUFSHARE_EVENT_FREED		2
+/* @consumers host consumers are attached to @application now. */
+#define BUFSHARE_EVENT_CONSUMERS	3
+/* The host lost its buffers; the driver gives them back. */
+#define BUFSHARE_EVENT_LOST		4
+/* @seqno events were dropped: the reader fell behind. */
+#define BUFSHARE_EVENT_OVERFLOW		5
+
+/*
+ * struct bufshare_event - one event, as read() returns them: whole
+ * records only, about the buffers of the open file and the applications
+ * it registered under or asked BUFSHARE_IOC_GET_CONSUMERS about. Fields
+ * the type does not use are 0.
+ */
+struct bufshare_event {
+	__u32 type;
+	__u32 consumers;
+	__u64 id;
+	__u64 seqno;
+	char application[BUFSHARE_APP_LEN];
+};
+
 #define BUFSHARE_IOC_GET_INFO	_IOR(BUFSHARE_IOCTL_BASE, 0x00, struct bufshare_info)
 #define BUFSHARE_IOC_REGISTER	_IOWR(BUFSHARE_IOCTL_BASE, 0x01, struct bufshare_register)
 #define BUFSHARE_IOC_UPDATE	_IOWR(BUFSHARE_IOCTL_BASE, 0x02, struct bufshare_update)
@@ -162,5 +216,9 @@ struct bufshare_app_binding {
 	_IOW(BUFSHARE_IOCTL_BASE, 0x06, struct bufshare_app_binding)
 #define BUFSHARE_IOC_GET_BINDING \
 	_IOWR(BUFSHARE_IOCTL_BASE, 0x07, struct bufshare_app_binding)
+#define BUFSHARE_IOC_UNREGISTER_FLAGS \
+	_IOW(BUFSHARE_IOCTL_BASE, 0x08, struct bufshare_unregister)
+#define BUFSHARE_IOC_GET_CONSUMERS \
+	_IOWR(BUFSHARE_IOCTL_BASE, 0x09, struct bufshare_consumers)
 
 #endif /* _UAPI_LINUX_BUFSHARE_H */

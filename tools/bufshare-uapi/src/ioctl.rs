@@ -301,3 +301,78 @@ pub const BUFSHARE_IOC_GET_BINDING: u32 = iowr(
     0x07,
     core::mem::size_of::<BufshareAppBinding>(),
 );
+
+/// `bufshare_unregister.flags`: wait until no host party holds the buffer's
+/// memory any more.
+pub const BUFSHARE_UNREGISTER_WAIT: u32 = 1 << 0;
+
+uapi_struct! {
+    /// `struct bufshare_unregister`: [`BUFSHARE_IOC_UNREGISTER_FLAGS`].
+    pub struct BufshareUnregister {
+        /// The buffer's id.
+        pub id: u64,
+        /// `BUFSHARE_UNREGISTER_*`.
+        pub flags: u32,
+        /// Must be 0.
+        pub reserved: u32,
+    }
+}
+
+uapi_struct! {
+    /// `struct bufshare_consumers`: [`BUFSHARE_IOC_GET_CONSUMERS`], how many
+    /// host consumers an application has.
+    pub struct BufshareConsumers {
+        /// In: the application name, NUL-terminated (C `char`).
+        pub application: [u8; BUFSHARE_APP_LEN],
+        /// Out: the number of consumers attached to it.
+        pub consumers: u32,
+        /// Must be 0.
+        pub flags: u32,
+    }
+}
+
+/// `bufshare_event.type`: the host is done with updates up to `seqno` of
+/// buffer `id`.
+pub const BUFSHARE_EVENT_RELEASED: u32 = 1;
+/// `bufshare_event.type`: no host party holds the unregistered buffer `id`'s
+/// memory any more.
+pub const BUFSHARE_EVENT_FREED: u32 = 2;
+/// `bufshare_event.type`: `consumers` consumers are attached to `application`.
+pub const BUFSHARE_EVENT_CONSUMERS: u32 = 3;
+/// `bufshare_event.type`: the host lost its buffers; the driver gives them
+/// back.
+pub const BUFSHARE_EVENT_LOST: u32 = 4;
+/// `bufshare_event.type`: `seqno` events were dropped.
+pub const BUFSHARE_EVENT_OVERFLOW: u32 = 5;
+
+uapi_struct! {
+    /// `struct bufshare_event`: one event, as read() returns them.
+    pub struct BufshareEvent {
+        /// `BUFSHARE_EVENT_*`.
+        pub type_: u32,
+        /// CONSUMERS: the number of consumers.
+        pub consumers: u32,
+        /// RELEASED, FREED: the buffer's id.
+        pub id: u64,
+        /// RELEASED: the update's number; OVERFLOW: the events dropped.
+        pub seqno: u64,
+        /// CONSUMERS: the application, NUL-terminated (C `char`).
+        pub application: [u8; BUFSHARE_APP_LEN],
+    }
+}
+
+/// `BUFSHARE_IOC_UNREGISTER_FLAGS`:
+/// `_IOW(BUFSHARE_IOCTL_BASE, 0x08, struct bufshare_unregister)`.
+pub const BUFSHARE_IOC_UNREGISTER_FLAGS: u32 = iow(
+    BUFSHARE_IOCTL_BASE,
+    0x08,
+    core::mem::size_of::<BufshareUnregister>(),
+);
+
+/// `BUFSHARE_IOC_GET_CONSUMERS`:
+/// `_IOWR(BUFSHARE_IOCTL_BASE, 0x09, struct bufshare_consumers)`.
+pub const BUFSHARE_IOC_GET_CONSUMERS: u32 = iowr(
+    BUFSHARE_IOCTL_BASE,
+    0x09,
+    core::mem::size_of::<BufshareConsumers>(),
+);

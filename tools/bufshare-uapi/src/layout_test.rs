@@ -86,6 +86,14 @@ fn every_mirror_item_is_checked() {
         "BUFSHARE_BIND_GID",
         "BUFSHARE_IOC_BIND_APPLICATION",
         "BUFSHARE_IOC_GET_BINDING",
+        "BUFSHARE_UNREGISTER_WAIT",
+        "BUFSHARE_EVENT_RELEASED",
+        "BUFSHARE_EVENT_FREED",
+        "BUFSHARE_EVENT_CONSUMERS",
+        "BUFSHARE_EVENT_LOST",
+        "BUFSHARE_EVENT_OVERFLOW",
+        "BUFSHARE_IOC_UNREGISTER_FLAGS",
+        "BUFSHARE_IOC_GET_CONSUMERS",
     ];
     let structs = [
         "virtio_bufshare_config",
@@ -104,6 +112,9 @@ fn every_mirror_item_is_checked() {
         "bufshare_set_properties",
         "bufshare_buffer_info",
         "bufshare_app_binding",
+        "bufshare_unregister",
+        "bufshare_consumers",
+        "bufshare_event",
     ];
     for m in macros {
         assert!(MACROS.contains(&m), "macro {m} not found in the headers");

@@ -102,6 +102,44 @@ pub struct BufferInfo {
     pub properties: Properties,
 }
 
+/// What the host says about the buffers of an open file, read with
+/// [`Device::read_events`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The host is done with every update of buffer `id` up to `seqno`.
+    Released { id: u64, seqno: u64 },
+    /// After unregistering: no host party holds buffer `id`'s memory any more.
+    Freed { id: u64 },
+    /// `consumers` host consumers are attached to `application` now.
+    Consumers { application: String, consumers: u32 },
+    /// The host lost its buffers; the driver gives them back. Updates in
+    /// flight will not be released: count them as released.
+    Lost,
+    /// `dropped` events were dropped: the reader fell behind.
+    Overflow { dropped: u64 },
+    /// A type this crate does not know.
+    Other(u32),
+}
+
+impl From<&uapi::Event> for Event {
+    fn from(e: &uapi::Event) -> Self {
+        match e.type_ {
+            uapi::EVENT_RELEASED => Event::Released {
+                id: e.id,
+                seqno: e.seqno,
+            },
+            uapi::EVENT_FREED => Event::Freed { id: e.id },
+            uapi::EVENT_CONSUMERS => Event::Consumers {
+                application: c_str(&e.application),
+                consumers: e.consumers,
+            },
+            uapi::EVENT_LOST => Event::Lost,
+            uapi::EVENT_OVERFLOW => Event::Overflow { dropped: e.seqno },
+            t => Event::Other(t),
+        }
+    }
+}
+
 /// A rectangle of pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Rect {
@@ -276,6 +314,77 @@ impl Device {
         ioctl(self.as_fd(), uapi::IOC_UNREGISTER, "UNREGISTER", &mut id)
     }
 
+    /// Unregisters buffer `id` and waits (at most 10 seconds, `ETIMEDOUT`
+    /// otherwise) until no host party holds its memory any more.
+    pub fn unregister_wait(&self, id: u64) -> Result<()> {
+        let mut arg = uapi::Unregister {
+            id,
+            flags: uapi::UNREGISTER_WAIT,
+            ..Default::default()
+        };
+        ioctl(
+            self.as_fd(),
+            uapi::IOC_UNREGISTER_FLAGS,
+            "UNREGISTER_FLAGS",
+            &mut arg,
+        )
+    }
+
+    /// How many host consumers `application` has now; this open file gets
+    /// its [`Event::Consumers`] events from now on. Fails with
+    /// `EOPNOTSUPP` on a device without events.
+    pub fn consumers(&self, application: &str) -> Result<u32> {
+        if !is_valid_name(application) {
+            return Err(Error::InvalidName(application.to_owned()));
+        }
+        let mut arg = uapi::Consumers::default();
+        arg.application[..application.len()].copy_from_slice(application.as_bytes());
+        ioctl(
+            self.as_fd(),
+            uapi::IOC_GET_CONSUMERS,
+            "GET_CONSUMERS",
+            &mut arg,
+        )?;
+        Ok(arg.consumers)
+    }
+
+    /// Reads the events waiting, at most `max` (at least one): blocks until
+    /// there is one, unless the file is non-blocking (`EAGAIN`). Poll the
+    /// device (it is an [`AsFd`]) for `POLLIN` to wait for them in an event
+    /// loop.
+    pub fn read_events(&self, max: usize) -> Result<Vec<Event>> {
+        let mut raw = vec![uapi::Event::default(); max.max(1)];
+        let len = std::mem::size_of_val(raw.as_slice());
+        // SAFETY: `raw` is `len` bytes of plain-old-data records that any
+        // bytes make valid, owned here for the duration of the call.
+        let n = unsafe { libc::read(self.as_raw_fd(), raw.as_mut_ptr().cast(), len) };
+        if n < 0 {
+            return Err(Error::last_os("read"));
+        }
+        let n = n as usize / std::mem::size_of::<uapi::Event>();
+        Ok(raw[..n].iter().map(Event::from).collect())
+    }
+
+    /// Makes reads of events non-blocking (or blocking again).
+    pub fn set_nonblocking(&self, nonblocking: bool) -> Result<()> {
+        let fd = self.as_raw_fd();
+        // SAFETY: F_GETFL and F_SETFL on an open file take and return flags.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags < 0 {
+            return Err(Error::last_os("fcntl"));
+        }
+        let flags = if nonblocking {
+            flags | libc::O_NONBLOCK
+        } else {
+            flags & !libc::O_NONBLOCK
+        };
+        // SAFETY: As above.
+        if unsafe { libc::fcntl(fd, libc::F_SETFL, flags) } < 0 {
+            return Err(Error::last_os("fcntl"));
+        }
+        Ok(())
+    }
+
     fn update(&self, id: u64, u: &Update) -> Result<u64> {
         let mut arg = uapi::Update {
             id,
@@ -371,6 +480,13 @@ impl Buffer {
     pub fn unregister(mut self) -> Result<()> {
         self.registered = false;
         self.dev.unregister(self.id)
+    }
+
+    /// Unregisters the buffer and waits until no host party holds its
+    /// memory any more ([`Device::unregister_wait`]).
+    pub fn unregister_wait(mut self) -> Result<()> {
+        self.registered = false;
+        self.dev.unregister_wait(self.id)
     }
 
     /// Gives up the handle, leaving the buffer registered until the open

@@ -6,23 +6,32 @@
 
 // The ioctls' argument structs.
 pub use bufshare_uapi::{
-    BufshareBufferInfo as BufferInfo, BufshareInfo as Info, BufshareRegister as Register,
-    BufshareSetProperties as SetProperties, BufshareUpdate as Update,
+    BufshareBufferInfo as BufferInfo, BufshareConsumers as Consumers, BufshareEvent as Event,
+    BufshareInfo as Info, BufshareRegister as Register, BufshareSetProperties as SetProperties,
+    BufshareUnregister as Unregister, BufshareUpdate as Update,
 };
 
 // Their lengths and flags.
 pub use bufshare_uapi::{
     BUFSHARE_APP_LEN as APP_LEN, BUFSHARE_KIND_DMABUF as KIND_DMABUF,
     BUFSHARE_KIND_MEMFD as KIND_MEMFD, BUFSHARE_NAME_LEN as NAME_LEN,
-    BUFSHARE_PROPS_MERGE as PROPS_MERGE, BUFSHARE_UPDATE_RANGE as UPDATE_RANGE,
-    BUFSHARE_UPDATE_RECT as UPDATE_RECT,
+    BUFSHARE_PROPS_MERGE as PROPS_MERGE, BUFSHARE_UNREGISTER_WAIT as UNREGISTER_WAIT,
+    BUFSHARE_UPDATE_RANGE as UPDATE_RANGE, BUFSHARE_UPDATE_RECT as UPDATE_RECT,
+};
+
+// The event types.
+pub use bufshare_uapi::{
+    BUFSHARE_EVENT_CONSUMERS as EVENT_CONSUMERS, BUFSHARE_EVENT_FREED as EVENT_FREED,
+    BUFSHARE_EVENT_LOST as EVENT_LOST, BUFSHARE_EVENT_OVERFLOW as EVENT_OVERFLOW,
+    BUFSHARE_EVENT_RELEASED as EVENT_RELEASED,
 };
 
 // The ioctl numbers.
 pub use bufshare_uapi::{
-    BUFSHARE_IOC_BUFFER_INFO as IOC_BUFFER_INFO, BUFSHARE_IOC_GET_INFO as IOC_GET_INFO,
-    BUFSHARE_IOC_REGISTER as IOC_REGISTER, BUFSHARE_IOC_SET_PROPERTIES as IOC_SET_PROPERTIES,
-    BUFSHARE_IOC_UNREGISTER as IOC_UNREGISTER, BUFSHARE_IOC_UPDATE as IOC_UPDATE,
+    BUFSHARE_IOC_BUFFER_INFO as IOC_BUFFER_INFO, BUFSHARE_IOC_GET_CONSUMERS as IOC_GET_CONSUMERS,
+    BUFSHARE_IOC_GET_INFO as IOC_GET_INFO, BUFSHARE_IOC_REGISTER as IOC_REGISTER,
+    BUFSHARE_IOC_SET_PROPERTIES as IOC_SET_PROPERTIES, BUFSHARE_IOC_UNREGISTER as IOC_UNREGISTER,
+    BUFSHARE_IOC_UNREGISTER_FLAGS as IOC_UNREGISTER_FLAGS, BUFSHARE_IOC_UPDATE as IOC_UPDATE,
 };
 
 /// `BUFSHARE_IOCTL_BASE`, as the `u32` this module always gave it

@@ -5,7 +5,9 @@
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::process::ExitCode;
 
-use bufshare::{Buffer, Device, Error, Kind, Mapping, Memfd, Properties, Update, SIZE_SEALS};
+use bufshare::{
+    Buffer, Device, Error, Event, Kind, Mapping, Memfd, Properties, Update, SIZE_SEALS,
+};
 
 type TestResult = Result<(), String>;
 type Test = (&'static str, fn() -> TestResult);
@@ -350,6 +352,58 @@ fn errors_carry_errno() -> TestResult {
     Ok(())
 }
 
+/// Whether the device has events (`VIRTIO_BUFSHARE_F_EVENTS`, bit 2).
+fn has_events(dev: &Device) -> Result<bool, String> {
+    Ok(ctx(dev.info(), "GET_INFO")?.features & (1 << 2) != 0)
+}
+
+/// Reads events, without blocking for more than `ms` in all, until `want`
+/// says one is the one; returns it.
+fn wait_event(dev: &Device, ms: u64, want: impl Fn(&Event) -> bool) -> Result<Event, String> {
+    let end = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+    ctx(dev.set_nonblocking(true), "O_NONBLOCK")?;
+    while std::time::Instant::now() < end {
+        match dev.read_events(16) {
+            Ok(events) => {
+                if let Some(e) = events.into_iter().find(|e| want(e)) {
+                    return Ok(e);
+                }
+            }
+            Err(e) if e.errno() == libc::EAGAIN => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+    Err("no such event in time".into())
+}
+
+fn events_released_and_freed() -> TestResult {
+    let dev = ctx(Device::open(), "open")?;
+    if !has_events(&dev)? {
+        expect_errno(dev.consumers("crate-test"), libc::EOPNOTSUPP)?;
+        // Without events, the unregistration that waits is the plain one.
+        let memfd = ctx(Memfd::create_sealed("crate-test", 4096), "memfd")?;
+        let buf = ctx(
+            dev.register(memfd.as_fd(), 0, 4096, "crate-test", &Properties::new()),
+            "REGISTER",
+        )?;
+        return ctx(buf.unregister_wait(), "UNREGISTER_FLAGS");
+    }
+    expect_errno(dev.consumers("not a name"), libc::EINVAL)?;
+    let memfd = ctx(Memfd::create_sealed("crate-test", 4096), "memfd")?;
+    let buf = ctx(
+        dev.register(memfd.as_fd(), 0, 4096, "crate-test", &Properties::new()),
+        "REGISTER",
+    )?;
+    let id = buf.id();
+    let seqno = ctx(buf.update(Update::whole()), "UPDATE")?;
+    wait_event(&dev, 20_000, |e| *e == Event::Released { id, seqno })?;
+    ctx(buf.unregister_wait(), "UNREGISTER_FLAGS")?;
+    wait_event(&dev, 20_000, |e| *e == Event::Freed { id })?;
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let tests: &[Test] = &[
         ("open_and_info", open_and_info),
@@ -368,6 +422,7 @@ fn main() -> ExitCode {
         ),
         ("register_dmabuf", register_dmabuf),
         ("errors_carry_errno", errors_carry_errno),
+        ("events_released_and_freed", events_released_and_freed),
     ];
     println!("TAP version 13");
     println!("1..{}", tests.len());

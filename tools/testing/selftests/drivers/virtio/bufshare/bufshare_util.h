@@ -110,6 +110,36 @@ static inline int load_module(const char *params)
 	return err ? err : wait_path(BUFSHARE_DEV, 1);
 }
 
+/*
+ * Unloads the driver (waiting up to 10 s for its last files to close) and
+ * loads it again with @params. Returns 0 or -errno, with what failed in
+ * @what.
+ */
+static inline int reload_module(const char *params, const char **what)
+{
+	int i;
+
+	/* Checked first: without it, the driver would stay unloaded. */
+	*what = "BUFSHARE_MODULE";
+	if (!getenv("BUFSHARE_MODULE"))
+		return -ENOENT;
+	*what = "delete_module";
+	for (i = 0; i < 1000; i++) {
+		if (!syscall(SYS_delete_module, "virtio_bufshare", O_NONBLOCK) || errno == ENOENT)
+			break;
+		if (errno != EWOULDBLOCK && errno != EBUSY)
+			return -errno;
+		usleep(10000);
+	}
+	if (i == 1000)
+		return -EBUSY;
+	*what = "waiting for /dev/bufshare to go";
+	if (wait_path(BUFSHARE_DEV, 0))
+		return -ETIMEDOUT;
+	*what = "load_module";
+	return load_module(params);
+}
+
 /* The name of the virtio device bound to the driver (virtioN), or -ENOENT. */
 static inline int bound_device(char *name, size_t len)
 {
@@ -238,6 +268,18 @@ static inline int bs_register(int dev, int fd, __u64 offset, __u64 len, const ch
 static inline int bs_unregister(int dev, __u64 id)
 {
 	return ioctl(dev, BUFSHARE_IOC_UNREGISTER, &id) ? errno : 0;
+}
+
+/*
+ * Unregisters buffer @id and waits until the host let go of its memory,
+ * so that it no longer counts against any limit (on a device with
+ * events, a buffer counts until then). 0 or errno.
+ */
+static inline int bs_unregister_wait(int dev, __u64 id)
+{
+	struct bufshare_unregister u = { .id = id, .flags = BUFSHARE_UNREGISTER_WAIT };
+
+	return ioctl(dev, BUFSHARE_IOC_UNREGISTER_FLAGS, &u) ? errno : 0;
 }
 
 /* BUFFER_INFO of @id into @info, properties into @props (may be NULL). */

@@ -515,14 +515,17 @@ TEST_F_TIMEOUT(zc, udmabuf_exporter_gone, 300)
 			TH_LOG("the host reads other bytes at %zu than the guest wrote", offs[i]);
 	}
 
-	/* Unregistered: the host lets go, and so does the kernel. */
+	/*
+	 * Unregistered: the host lets go, and so does the kernel (on a device
+	 * with events, once the host said so: the ioctl waits for that).
+	 */
 	before = mem_free_kib();
-	ASSERT_EQ(0, bs_unregister(self->dev, id));
+	ASSERT_EQ(0, bs_unregister_wait(self->dev, id));
 	after = mem_free_kib();
 	EXPECT_EQ(0, host_lookup(id, &hb, self->err, sizeof(self->err))) TH_LOG("%s", self->err);
 	EXPECT_NE(0, relay_read(id, 0, host, 16, self->err, sizeof(self->err)));
 	TH_LOG("MemFree %lld KiB before UNREGISTER, %lld KiB after", before, after);
-	/* Most of its 32 MiB come back at once. */
+	/* Most of its 32 MiB come back when it returns. */
 	EXPECT_LE(before + (long long)(size >> 10) / 2, after);
 	free(pattern);
 }

@@ -1,0 +1,429 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Events: what the host says about the buffers of an open file, read()
+ * from /dev/bufshare. RELEASED after an update the host is done with,
+ * FREED once no host party holds an unregistered buffer's memory,
+ * CONSUMERS as host consumers come and go, LOST when the device lost its
+ * buffers, OVERFLOW when the reader fell behind. Consumers are real
+ * watchers on the host, started through the relay.
+ *
+ * Without VIRTIO_BUFSHARE_F_EVENTS only the interface checks run.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linux/bufshare.h>
+#include <linux/virtio_bufshare.h>
+
+#include "kselftest_harness.h"
+#include "bufshare_util.h"
+#include "relay.h"
+
+#define PAGE		4096UL
+#define WAIT_MS		20000
+
+static int has_events(int dev)
+{
+	struct bufshare_info info;
+
+	if (ioctl(dev, BUFSHARE_IOC_GET_INFO, &info))
+		return 0;
+	return !!(info.features & (1ULL << VIRTIO_BUFSHARE_F_EVENTS));
+}
+
+static long long now_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec * 1000LL + t.tv_nsec / 1000000;
+}
+
+/*
+ * Reads the next event of @type (others are skipped, and counted in
+ * *@skipped if not NULL), waiting at most @ms. 0, or -ETIMEDOUT, or -errno.
+ */
+static int next_event(int dev, __u32 type, struct bufshare_event *ev, int ms, int *skipped)
+{
+	long long end = now_ms() + ms;
+
+	for (;;) {
+		struct pollfd p = { .fd = dev, .events = POLLIN };
+		long long left = end - now_ms();
+		ssize_t n;
+
+		if (left <= 0)
+			return -ETIMEDOUT;
+		if (poll(&p, 1, left) < 0)
+			return -errno;
+		if (!(p.revents & POLLIN))
+			continue;
+		n = read(dev, ev, sizeof(*ev));
+		if (n < 0)
+			return -errno;
+		if (n != sizeof(*ev))
+			return -EIO;
+		if (ev->type == type)
+			return 0;
+		if (skipped)
+			(*skipped)++;
+	}
+}
+
+static int unregister_flags(int dev, __u64 id, __u32 flags)
+{
+	struct bufshare_unregister u = { .id = id, .flags = flags };
+
+	return ioctl(dev, BUFSHARE_IOC_UNREGISTER_FLAGS, &u) ? errno : 0;
+}
+
+static int get_consumers(int dev, const char *app, __u32 *n)
+{
+	struct bufshare_consumers c = {};
+
+	snprintf(c.application, sizeof(c.application), "%s", app);
+	if (ioctl(dev, BUFSHARE_IOC_GET_CONSUMERS, &c))
+		return errno;
+	*n = c.consumers;
+	return 0;
+}
+
+/* The value of "@key:\t" in the fdinfo of @dev, or -1. */
+static long fdinfo_value(int dev, const char *key)
+{
+	char buf[8192], pat[64], *p;
+
+	if (read_fdinfo(dev, buf, sizeof(buf)))
+		return -1;
+	snprintf(pat, sizeof(pat), "\n%s:\t", key);
+	p = strstr(buf, pat);
+	return p ? strtol(p + strlen(pat), NULL, 10) : -1;
+}
+
+FIXTURE(events) {
+	int dev;
+	int events;
+};
+
+FIXTURE_SETUP(events)
+{
+	self->dev = open(BUFSHARE_DEV, O_RDWR | O_CLOEXEC);
+	ASSERT_LE(0, self->dev);
+	self->events = has_events(self->dev);
+}
+
+FIXTURE_TEARDOWN(events)
+{
+	close(self->dev);
+}
+
+/* What the interface refuses, with or without events. */
+TEST_F(events, interface_checks)
+{
+	struct bufshare_event ev[2];
+	struct bufshare_unregister u = {};
+	struct pollfd p = { .events = POLLIN };
+	__u32 n;
+	int nb;
+
+	/* A buffer too small for one record. */
+	EXPECT_EQ(-1, read(self->dev, ev, sizeof(ev[0]) - 1));
+	EXPECT_EQ(EINVAL, errno);
+	/* Nothing to read: a non-blocking read says so, poll says nothing. */
+	nb = open(BUFSHARE_DEV, O_RDWR | O_CLOEXEC | O_NONBLOCK);
+	ASSERT_LE(0, nb);
+	EXPECT_EQ(-1, read(nb, ev, sizeof(ev)));
+	EXPECT_EQ(EAGAIN, errno);
+	p.fd = nb;
+	EXPECT_EQ(0, poll(&p, 1, 0));
+	close(nb);
+
+	EXPECT_EQ(ENOENT, unregister_flags(self->dev, 12345678, BUFSHARE_UNREGISTER_WAIT));
+	EXPECT_EQ(EINVAL, unregister_flags(self->dev, 1, 1U << 1));
+	u.id = 1;
+	u.reserved = 1;
+	EXPECT_EQ(-1, ioctl(self->dev, BUFSHARE_IOC_UNREGISTER_FLAGS, &u));
+	EXPECT_EQ(EINVAL, errno);
+
+	EXPECT_EQ(EINVAL, get_consumers(self->dev, "bad name", &n));
+	EXPECT_EQ(EINVAL, get_consumers(self->dev, "", &n));
+	if (!self->events)
+		EXPECT_EQ(EOPNOTSUPP, get_consumers(self->dev, "events-test", &n));
+}
+
+/* An update no consumer was given is released at once. */
+TEST_F(events, released_without_consumers)
+{
+	struct bufshare_event ev;
+	__u64 id, seqno = 0;
+	int memfd;
+
+	if (!self->events)
+		SKIP(return, "device without VIRTIO_BUFSHARE_F_EVENTS");
+	memfd = make_memfd(PAGE, F_SEAL_SHRINK);
+	ASSERT_LE(0, memfd);
+	ASSERT_EQ(0, bs_register(self->dev, memfd, 0, PAGE, "events-nobody", NULL, 0, &id));
+	for (int i = 0; i < 3; i++) {
+		struct bufshare_update u = { .id = id };
+
+		ASSERT_EQ(0, bs_update(self->dev, &u, &seqno));
+		ASSERT_EQ(0, next_event(self->dev, BUFSHARE_EVENT_RELEASED, &ev, WAIT_MS, NULL));
+		EXPECT_EQ(id, ev.id);
+		EXPECT_EQ(seqno, ev.seqno);
+	}
+	EXPECT_EQ(0, unregister_flags(self->dev, id, BUFSHARE_UNREGISTER_WAIT));
+	close(memfd);
+}
+
+/*
+ * UNREGISTER and wait: the host let go of the memory when it returns,
+ * FREED is read, and the pages are no longer pinned.
+ */
+TEST_F(events, freed_after_unregister)
+{
+	struct bufshare_event ev;
+	__u64 id;
+	int memfd;
+
+	if (!self->events)
+		SKIP(return, "device without VIRTIO_BUFSHARE_F_EVENTS");
+	memfd = make_memfd(PAGE, F_SEAL_SHRINK);
+	ASSERT_LE(0, memfd);
+	ASSERT_EQ(0, bs_register(self->dev, memfd, 0, PAGE, "events-freed", NULL, 0, &id));
+	ASSERT_EQ(0, unregister_flags(self->dev, id, BUFSHARE_UNREGISTER_WAIT));
+	ASSERT_EQ(0, next_event(self->dev, BUFSHARE_EVENT_FREED, &ev, WAIT_MS, NULL));
+	EXPECT_EQ(id, ev.id);
+	EXPECT_EQ(0, fdinfo_value(self->dev, "draining"));
+	EXPECT_EQ(0, fcntl(memfd, F_ADD_SEALS, F_SEAL_WRITE)) TH_LOG("still pinned");
+	close(memfd);
+}
+
+/* CONSUMERS as a watcher of the application comes and goes. */
+TEST_F(events, consumers_come_and_go)
+{
+	const char *app = "events-consumers";
+	struct bufshare_event ev;
+	char name[32];
+	__u32 n = 99;
+
+	if (!self->events)
+		SKIP(return, "device without VIRTIO_BUFSHARE_F_EVENTS");
+	ASSERT_TRUE(relay_ready());
+	ASSERT_EQ(0, get_consumers(self->dev, app, &n));
+	EXPECT_EQ(0, n);
+
+	snprintf(name, sizeof(name), "ev-cons-%d", (int)getpid());
+	ASSERT_EQ(0, relay_watch(name, app, 0));
+	ASSERT_EQ(0, next_event(self->dev, BUFSHARE_EVENT_CONSUMERS, &ev, WAIT_MS, NULL));
+	EXPECT_STREQ(app, ev.application);
+	EXPECT_EQ(1, ev.consumers);
+	ASSERT_EQ(0, get_consumers(self->dev, app, &n));
+	EXPECT_EQ(1, n);
+
+	ASSERT_EQ(0, relay_watch_stop(name, NULL));
+	ASSERT_EQ(0, next_event(self->dev, BUFSHARE_EVENT_CONSUMERS, &ev, WAIT_MS, NULL));
+	EXPECT_STREQ(app, ev.application);
+	EXPECT_EQ(0, ev.consumers);
+}
+
+/*
+ * A reader that falls behind: RELEASED of one buffer merge while queued,
+ * so 300 buffers updated twice each make 300 records, of which 256 are
+ * kept (each with the later update); the reader gets them, then one
+ * OVERFLOW saying how many were dropped: 44 to 88, as the two RELEASED of
+ * a buffer whose first did not fit may come apart or merged by the
+ * device.
+ */
+TEST_F(events, overflow_is_bounded)
+{
+	enum { NBUF = 300, KEPT = 256 };
+	struct bufshare_event *ev;
+	int memfd[NBUF], released = 0, overflows = 0;
+	long long dropped = 0, end;
+	__u64 id[NBUF];
+	ssize_t n;
+
+	if (!self->events)
+		SKIP(return, "device without VIRTIO_BUFSHARE_F_EVENTS");
+	for (int i = 0; i < NBUF; i++) {
+		struct bufshare_update u = {};
+
+		memfd[i] = make_memfd(PAGE, F_SEAL_SHRINK);
+		ASSERT_LE(0, memfd[i]);
+		ASSERT_EQ(0, bs_register(self->dev, memfd[i], 0, PAGE, "events-overflow", NULL, 0,
+					 &id[i]));
+		u.id = id[i];
+		ASSERT_EQ(0, bs_update(self->dev, &u, NULL));
+		/* Twice: the second RELEASED merges with the first. */
+		u.seqno = 0;
+		ASSERT_EQ(0, bs_update(self->dev, &u, NULL));
+	}
+	/* Every RELEASED came in: the queue holds what it keeps. */
+	end = now_ms() + WAIT_MS;
+	while (fdinfo_value(self->dev, "events") < KEPT + 1 && now_ms() < end)
+		usleep(100 * 1000);
+	EXPECT_EQ(KEPT + 1, fdinfo_value(self->dev, "events"));
+
+	ev = calloc(NBUF + 8, sizeof(*ev));
+	ASSERT_NE(NULL, ev);
+	/* As many reads as it takes (one returns at most 256 records). */
+	n = 0;
+	for (;;) {
+		struct pollfd p = { .fd = self->dev, .events = POLLIN };
+		ssize_t got;
+
+		if (poll(&p, 1, 0) != 1 || n / (ssize_t)sizeof(*ev) >= NBUF + 8)
+			break;
+		got = read(self->dev, (char *)ev + n, (NBUF + 8) * sizeof(*ev) - n);
+		ASSERT_LT(0, got);
+		n += got;
+	}
+	for (size_t i = 0; i < n / sizeof(*ev); i++) {
+		if (ev[i].type == BUFSHARE_EVENT_RELEASED) {
+			EXPECT_EQ(0, overflows) TH_LOG("a record after OVERFLOW");
+			EXPECT_EQ(2, ev[i].seqno);
+			released++;
+		} else if (ev[i].type == BUFSHARE_EVENT_OVERFLOW) {
+			overflows++;
+			dropped = ev[i].seqno;
+		}
+	}
+	TH_LOG("%d RELEASED read, then OVERFLOW of %lld", released, dropped);
+	EXPECT_EQ(KEPT, released);
+	EXPECT_EQ(1, overflows);
+	EXPECT_LE(NBUF - KEPT, dropped);
+	EXPECT_GE(2 * (NBUF - KEPT), dropped);
+	free(ev);
+	for (int i = 0; i < NBUF; i++) {
+		EXPECT_EQ(0, bs_unregister(self->dev, id[i]));
+		close(memfd[i]);
+	}
+}
+
+/*
+ * The device loses its buffers (a restarted backend): LOST is read, the
+ * buffer comes back, and an update still goes through and is released.
+ */
+TEST_F(events, lost_then_back)
+{
+	static unsigned int count;
+	struct bufshare_event ev;
+	struct bufshare_update u = {};
+	struct bufshare_info info;
+	char mode[96];
+	__u64 id;
+	int memfd;
+
+	if (!self->events)
+		SKIP(return, "device without VIRTIO_BUFSHARE_F_EVENTS");
+	memfd = make_memfd(PAGE, F_SEAL_SHRINK);
+	ASSERT_LE(0, memfd);
+	ASSERT_EQ(0, bs_register(self->dev, memfd, 0, PAGE, "events-lost", NULL, 0, &id));
+	snprintf(mode, sizeof(mode), "lose-buffers ev%d-%u-%llx", (int)getpid(), ++count,
+		 (unsigned long long)(fresh_seed() & 0xffffff));
+	ASSERT_EQ(0, set_fault(mode));
+	/* The backend loses them before its next command. */
+	ASSERT_EQ(0, ioctl(self->dev, BUFSHARE_IOC_GET_INFO, &info));
+	ASSERT_EQ(0, next_event(self->dev, BUFSHARE_EVENT_LOST, &ev, WAIT_MS, NULL));
+	u.id = id;
+	ASSERT_EQ(0, bs_update(self->dev, &u, NULL));
+	ASSERT_EQ(0, next_event(self->dev, BUFSHARE_EVENT_RELEASED, &ev, WAIT_MS, NULL));
+	EXPECT_EQ(id, ev.id);
+	set_fault("none");
+	EXPECT_EQ(0, unregister_flags(self->dev, id, BUFSHARE_UNREGISTER_WAIT));
+	close(memfd);
+}
+
+static int cmp_ll(const void *a, const void *b)
+{
+	long long x = *(const long long *)a, y = *(const long long *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The median of @n microsecond samples, sorted in place. */
+static long long median(long long *v, int n)
+{
+	qsort(v, n, sizeof(*v), cmp_ll);
+	return v[n / 2];
+}
+
+static long long now_us(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec * 1000000LL + t.tv_nsec / 1000;
+}
+
+/*
+ * Timings, in one run, logged and not asserted: a bare GET_INFO round
+ * trip; UPDATE until RELEASED is read with no consumer (the device
+ * releases at once); and the frame round trip with one watcher, which
+ * releases each update after it read it (UPDATE, the consumer sees it,
+ * RELEASE, the guest reads RELEASED). The difference of the last two is
+ * what the consumer's side adds.
+ */
+TEST_F(events, round_trip_timings)
+{
+	enum { N = 40 };
+	long long info_us[N], alone_us[N], frame_us[N];
+	const char *apps[2] = { "events-rt-alone", "events-rt-watched" };
+	long long *us[2] = { alone_us, frame_us };
+	struct bufshare_info info;
+	struct bufshare_event ev;
+	char name[32];
+	__u32 n = 0;
+
+	if (!self->events)
+		SKIP(return, "device without VIRTIO_BUFSHARE_F_EVENTS");
+	ASSERT_TRUE(relay_ready());
+	for (int i = 0; i < N; i++) {
+		long long t = now_us();
+
+		ASSERT_EQ(0, ioctl(self->dev, BUFSHARE_IOC_GET_INFO, &info));
+		info_us[i] = now_us() - t;
+	}
+	snprintf(name, sizeof(name), "ev-rt-%d", (int)getpid());
+	ASSERT_EQ(0, relay_watch(name, apps[1], 0));
+	for (int i = 0; i < 100 && !n; i++) {
+		ASSERT_EQ(0, get_consumers(self->dev, apps[1], &n));
+		if (!n)
+			usleep(100 * 1000);
+	}
+	ASSERT_EQ(1, n);
+	for (int a = 0; a < 2; a++) {
+		__u64 id, seqno = 0;
+		int memfd = make_memfd(PAGE, F_SEAL_SHRINK);
+
+		ASSERT_LE(0, memfd);
+		ASSERT_EQ(0, bs_register(self->dev, memfd, 0, PAGE, apps[a], NULL, 0, &id));
+		for (int i = 0; i < N; i++) {
+			struct bufshare_update u = { .id = id };
+			long long t = now_us();
+
+			ASSERT_EQ(0, bs_update(self->dev, &u, &seqno));
+			do {
+				ASSERT_EQ(0, next_event(self->dev, BUFSHARE_EVENT_RELEASED, &ev,
+							WAIT_MS, NULL));
+			} while (ev.id != id || ev.seqno < seqno);
+			us[a][i] = now_us() - t;
+		}
+		EXPECT_EQ(0, unregister_flags(self->dev, id, BUFSHARE_UNREGISTER_WAIT));
+		close(memfd);
+	}
+	relay_watch_stop(name, NULL);
+	TH_LOG("medians of %d: GET_INFO %lld us", N, median(info_us, N));
+	TH_LOG("UPDATE to RELEASED: without a consumer %lld us, with one watcher %lld us",
+	       median(alone_us, N), median(frame_us, N));
+}
+
+TEST_HARNESS_MAIN
