@@ -48,11 +48,12 @@ static void *call_until_gone(void *arg)
 		c->calls++;
 		ret = c->calls % 2 ? bs_update(c->dev, &u, NULL) :
 			(ioctl(c->dev, BUFSHARE_IOC_GET_INFO, &info) ? errno : 0);
-		if (!ret) {
-			c->answered++;
-		} else if (ret == ENODEV) {
+		if (ret == ENODEV) {
 			c->enodev++;
 			return NULL;
+		}
+		if (!ret) {
+			c->answered++;
 		} else {
 			c->other++;
 			c->last_errno = ret;
