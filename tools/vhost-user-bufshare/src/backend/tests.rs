@@ -568,14 +568,14 @@ fn features_and_config() {
     }
     assert_eq!(
         features,
-        (1 << 32) | (1 << 28) | (1 << 29) | (1 << 30) | (1 << 0) | (1 << 1),
-        "VERSION_1, INDIRECT_DESC, EVENT_IDX, PROTOCOL_FEATURES, BUFFERS, GENERATION \
-         and nothing else"
+        (1 << 32) | (1 << 28) | (1 << 29) | (1 << 30) | (1 << 0) | (1 << 1) | (1 << 2),
+        "VERSION_1, INDIRECT_DESC, EVENT_IDX, PROTOCOL_FEATURES, BUFFERS, GENERATION, \
+         EVENTS and nothing else"
     );
     let protocol = backend.protocol_features();
     assert!(protocol.contains(VhostUserProtocolFeatures::CONFIG));
     assert!(protocol.contains(VhostUserProtocolFeatures::MQ));
-    assert_eq!(backend.num_queues(), 1);
+    assert_eq!(backend.num_queues(), 2);
     assert_eq!(backend.max_queue_size(), 256);
 
     let config = backend.get_config(0, 24);
@@ -602,3 +602,5 @@ fn config_is_read_only() {
 mod faults;
 
 mod buffers;
+
+mod events;
