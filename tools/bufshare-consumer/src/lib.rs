@@ -26,7 +26,7 @@ pub use client::{Client, Error};
 pub use map::MappedBuffer;
 pub use props::{escape_controls, Properties, Property, PropsError};
 pub use wire::{
-    Add, ByteRange, ErrorCode, ErrorMessage, Event, Memory, MemoryForm, Message, PropertiesChanged,
-    Rect, Remove, Reset, ResetReason, Segment, Update, Welcome, WireError, ALL_APPLICATIONS,
-    VERSION,
+    Add, ByteRange, Closed, ErrorCode, ErrorMessage, Event, Memory, MemoryForm, Message,
+    PropertiesChanged, Rect, Release, Remove, Reset, ResetReason, Segment, Update, Welcome,
+    WireError, ALL_APPLICATIONS, VERSION,
 };
