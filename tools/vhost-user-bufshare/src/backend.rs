@@ -632,12 +632,9 @@ impl VhostUserBackendMut for VhostUserBufshareBackend {
             }
             // The driver gave buffers for events; or the holders have
             // news.
-            VIRTIO_BUFSHARE_VQ_EVENT | HOLDERS_EVENT => {
-                if self.mem.is_none() {
-                    return Err(Error::NoMemory.into());
-                }
-                self.deliver(vrings);
-            }
+            // The notes are taken even without guest memory yet (the
+            // wake-up is level-triggered): what needs memory waits.
+            VIRTIO_BUFSHARE_VQ_EVENT | HOLDERS_EVENT => self.deliver(vrings),
             _ => return Err(Error::UnknownEvent(device_event).into()),
         }
         Ok(())
