@@ -13,6 +13,7 @@
 //! * [`Client`]: a blocking consumer: connect, subscribe, take events;
 //! * [`MappedBuffer`]: a buffer's bytes, through the descriptors of its ADD.
 
+pub mod answers;
 pub mod client;
 pub mod io;
 pub mod map;
@@ -22,6 +23,7 @@ pub mod wire;
 #[cfg(test)]
 mod test_support;
 
+pub use answers::{Answerer, BufferMapping, FrameGuard, Holding};
 pub use client::{Client, Error};
 pub use map::MappedBuffer;
 pub use props::{escape_controls, Properties, Property, PropsError};

@@ -25,7 +25,7 @@ use crate::props::{field_text, is_name, name_field, Properties, PropsError, NAME
 /// The highest protocol version this crate speaks (it speaks every one
 /// from 1 on: version 2 adds to version 1, see the protocol's
 /// specification).
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Size of a message header.
 pub const HEADER_SIZE: usize = 8;
 /// Length of the server name field of WELCOME.

@@ -332,7 +332,10 @@ pub fn serve(config: &Config, shutdown: &Shutdown) -> Result<(), Error> {
         Some(server) => {
             let observed = Observed(&states);
             for (guest, state) in config.guests.iter().zip(&states) {
-                state.lock().observer = Some(server.guest(&guest.name)?);
+                let events = server.guest(&guest.name)?;
+                let mut state = state.lock();
+                state.holders = Arc::clone(events.holders());
+                state.observer = Some(events);
                 info!("guest {} for consumers", guest.name);
             }
             Some(observed)

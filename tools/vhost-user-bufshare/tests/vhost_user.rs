@@ -1171,15 +1171,19 @@ fn several_guests_in_one_daemon() {
     guests[1].command(&register(7, &[(0x8_0000, 0x10)]), 8);
     let add = expect_add(&mut client);
     assert_eq!((add.guest.as_str(), add.buffer_id), ("vm1", 7));
-    // vm0 was never reset: its buffer 5 is still there to unregister.
-    let answer = guests[0].command(&unregister_bytes(5), 8);
-    assert_eq!(answer, (8, guests[0].hdr(0)));
+    // vm0 was never reset: its buffer 5 is still there to unregister. The
+    // answer waits for the consumer, which says CLOSED as it reads the
+    // REMOVE (it does not hold the buffer: its ADD is not held).
+    drop(adds);
+    let first = guests[0].offer(&unregister_bytes(5), 8);
     match client.next_event().unwrap() {
         Event::Remove(remove) => {
             assert_eq!((remove.guest.as_str(), remove.buffer_id), ("vm0", 5));
         }
         other => panic!("not a REMOVE: {other:?}"),
     }
+    let answer = guests[0].wait_answer(first);
+    assert_eq!(answer, (8, guests[0].hdr(0)));
 
     // The daemon stops: both sockets go, the consumer hears of vm1 (whose
     // buffer it holds), then of the shutdown.
