@@ -280,6 +280,36 @@ impl Holders {
         ids
     }
 
+    /// For `bufshare-inspect holders`: a line
+    /// `id=<n> holders=<n> instances=<n> draining=<0|1>` for each buffer
+    /// some holder holds, or that drains, by id. A buffer registered again
+    /// after a reset or lost buffers counts the instances of its
+    /// predecessor too.
+    pub fn describe(&self) -> Vec<u8> {
+        use std::io::Write;
+        let inner = self.lock();
+        let mut ids: BTreeSet<u64> = inner
+            .buffers
+            .iter()
+            .filter(|(_, b)| !b.instances.is_empty())
+            .map(|(id, _)| *id)
+            .collect();
+        ids.extend(inner.draining.iter().copied());
+        let mut out = Vec::new();
+        for id in ids {
+            let (holders, instances) = inner.buffers.get(&id).map_or((0, 0), |b| {
+                (b.instances.len(), b.instances.values().sum::<u32>())
+            });
+            // Writing to a Vec cannot fail.
+            let _ = writeln!(
+                out,
+                "id={id} holders={holders} instances={instances} draining={}",
+                u8::from(inner.draining.contains(&id))
+            );
+        }
+        out
+    }
+
     /// The buffers unregistered and still held, by id.
     pub fn draining(&self) -> Vec<u64> {
         self.lock().draining.iter().copied().collect()
@@ -447,6 +477,12 @@ mod tests {
         h.handed(5, 2);
         assert!(!h.unregistered(5));
         assert_eq!(h.draining(), [5]);
+        h.handed(6, 1);
+        assert_eq!(
+            h.describe(),
+            b"id=5 holders=2 instances=3 draining=1\nid=6 holders=1 instances=1 draining=0\n"
+        );
+        assert!(h.closed(6, 1));
         assert!(h.closed(5, 2));
         assert!(h.closed(5, 1));
         assert!(h.take_notes().freed.is_empty(), "holder 2 has one left");
@@ -454,6 +490,7 @@ mod tests {
         assert_eq!(h.take_notes().freed, [5]);
         assert!(!h.closed(5, 2), "nothing left to close");
         assert!(h.draining().is_empty());
+        assert_eq!(h.describe(), b"");
     }
 
     #[test]
