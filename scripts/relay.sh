@@ -17,19 +17,30 @@
 #
 # Requests run by "TOOL --socket SOCKET <request>" (bufshare-inspect):
 #
-#   list | read ID OFF LEN | write ID OFF
+#   list | read ID OFF LEN | write ID OFF | holders
+#
+# (holders: the buffers consumers hold, or that wait for them after
+# UNREGISTER, "id=ID holders=N instances=N draining=0|1" each.)
 #
 # Requests about watchers, "bufshare-watch --socket PATH --quiet --log
 # FILE" run in the background (with --watch and --consumer-socket only):
 #
-#   watch NAME APPS [nobody]
+#   watch NAME APPS [OPTION...]
 #       Starts watcher NAME (1 to 32 of [A-Za-z0-9_-]), subscribed to APPS:
-#       "*" (every application) or names separated by commas. With
-#       "nobody" it runs as uid and gid 65534, keeping only
-#       CAP_DAC_OVERRIDE so that it can reach the backend's socket (mode
-#       0600) and its log: what it then meets is the backend's own check of
-#       the peer's uid. Status 0 once started (out: "pid=PID"); 2 if NAME
-#       runs already, or too many watchers do.
+#       "*" (every application) or names separated by commas. Status 0 once
+#       started (out: "pid=PID"); 2 if NAME runs already, or too many
+#       watchers do. Options, each at most once, in any order:
+#         nobody          it runs as uid and gid 65534, keeping only
+#                         CAP_DAC_OVERRIDE so that it can reach the
+#                         backend's socket (mode 0600) and its log: what it
+#                         then meets is the backend's own check of the
+#                         peer's uid
+#         hold=SECS       --hold-after-remove SECS (0 to 86400): keeps a
+#                         removed buffer mapped SECS before closing it
+#                         (CLOSED then)
+#         no-release      --no-release: never RELEASE an update
+#         stop-reading=N  --stop-reading N: stops reading the socket after
+#                         N events, keeping every mapping
 #   watch-stop NAME
 #       SIGTERM (SIGKILL after 10 s), waits: the status and out ("exit=N")
 #       are its exit status, err its standard error. A watcher that ended
@@ -201,11 +212,38 @@ reap() {
 	return 0
 }
 
-# watch_start NAME APPS [nobody]: starts watcher NAME. Prints its pid;
+# watch_start NAME APPS [OPTIONS]: starts watcher NAME, with the options
+# of the "watch" request (words, checked by the caller). Prints its pid;
 # returns 0, or 2 if it is refused.
 watch_start() {
-	local name=$1 apps=$2 nobody=$3 running=0 n
-	local -a cmd list
+	local name=$1 apps=$2 opts=$3 nobody="" running=0 n opt
+	local -a cmd list extra=()
+	local -A seen=()
+
+	for opt in $opts; do
+		if [ -n "${seen[${opt%%=*}]:-}" ]; then
+			echo "relay: option ${opt%%=*} twice" >&2
+			return 2
+		fi
+		seen[${opt%%=*}]=1
+		case "$opt" in
+		nobody) nobody=1 ;;
+		hold=*)
+			n=$((10#${opt#hold=}))
+			if [ "$n" -gt 86400 ]; then
+				echo "relay: hold=$n: at most 86400" >&2
+				return 2
+			fi
+			extra+=(--hold-after-remove "$n")
+			;;
+		no-release) extra+=(--no-release) ;;
+		stop-reading=*) extra+=(--stop-reading "$((10#${opt#stop-reading=}))") ;;
+		*)
+			echo "relay: bad option $opt" >&2
+			return 2
+			;;
+		esac
+	done
 
 	if [ -z "$WATCH" ] || [ -z "$CSOCK" ] || [ ! -x "$WATCH" ]; then
 		echo "relay: no watch tool (relay.sh --watch, --consumer-socket)" >&2
@@ -226,7 +264,7 @@ watch_start() {
 		echo "relay: too many watchers" >&2
 		return 2
 	fi
-	cmd=("$WATCH" --socket "$CSOCK" --log "$W/$name.log" --quiet)
+	cmd=("$WATCH" --socket "$CSOCK" --log "$W/$name.log" --quiet "${extra[@]}")
 	if [ "$apps" != '*' ]; then
 		IFS=, read -r -a list <<<"$apps"
 		for n in "${list[@]}"; do cmd+=(--app "$n"); done
@@ -329,7 +367,9 @@ answer() {
 		[ -f "$R/in" ] && [ ! -L "$R/in" ]; then
 		args=(write "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}")
 		input=$R/in
-	elif [[ $line =~ ^watch\ ([A-Za-z0-9_-]{1,32})\ (\*|[A-Za-z0-9_.-]{1,63}(,[A-Za-z0-9_.-]{1,63}){0,63})(\ nobody)?$ ]]; then
+	elif [ "$line" = holders ]; then
+		args=(holders)
+	elif [[ $line =~ ^watch\ ([A-Za-z0-9_-]{1,32})\ (\*|[A-Za-z0-9_.-]{1,63}(,[A-Za-z0-9_.-]{1,63}){0,63})((\ (nobody|hold=[0-9]{1,5}|no-release|stop-reading=[0-9]{1,9})){0,4})$ ]]; then
 		watch_start "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}" "${BASH_REMATCH[4]}" \
 			>"$R/out" 2>"$R/err"
 		rc=$?

@@ -119,11 +119,11 @@ qemu_opts+=" -chardev socket,id=bufshare,path=/build/run/vhost.sock"
 # guest's acpiphp carries out) when the relay asks on the QMP socket.
 qemu_opts+=" -qmp unix:/build/run/qmp.sock,server=on,wait=off"
 qemu_opts+=" -device pcie-root-port,id=bufshare-port,chassis=1,slot=1"
-qemu_opts+=" -device vhost-user-test-device-pci,id=bufshare-dev,bus=bufshare-port,chardev=bufshare,virtio-id=37,num_vqs=1,config_size=24$DEVICE_OPTS"
+qemu_opts+=" -device vhost-user-test-device-pci,id=bufshare-dev,bus=bufshare-port,chardev=bufshare,virtio-id=37,num_vqs=2,config_size=24$DEVICE_OPTS"
 if [ -n "$backend2" ]; then
 	qemu_opts+=" -chardev socket,id=bufshare2,path=/build/run/vhost2.sock"
 	qemu_opts+=" -device pcie-root-port,id=bufshare-port2,chassis=2,slot=2"
-	qemu_opts+=" -device vhost-user-test-device-pci,bus=bufshare-port2,chardev=bufshare2,virtio-id=37,num_vqs=1,config_size=24"
+	qemu_opts+=" -device vhost-user-test-device-pci,bus=bufshare-port2,chardev=bufshare2,virtio-id=37,num_vqs=2,config_size=24"
 fi
 
 # Kernel arguments. A cached 9p root saves reading every binary again at

@@ -27,9 +27,15 @@ use std::time::Duration;
 use log::debug;
 use thiserror::Error as ThisError;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::answers::{Answerer, BufferMapping, FrameGuard, Holding, Instance};
 use crate::io::{recv_message, send_message, RecvError};
+use crate::map::MappedBuffer;
 use crate::wire::{
-    ErrorMessage, Event, Hello, Memory, Message, MessageType, Welcome, WireError, VERSION,
+    Add, ErrorMessage, Event, Hello, Memory, Message, MessageType, Update, Welcome, WireError,
+    VERSION,
 };
 
 /// Errors of a [`Client`].
@@ -86,11 +92,20 @@ impl Error {
 }
 
 /// A connection to the backend's consumer socket.
+///
+/// With a backend of version 3, the client tells the backend when the
+/// consumer is done with buffers (see [`crate::answers`]): map buffers with
+/// [`Client::map`] (or hold their descriptors with [`Client::hold`]), and
+/// CLOSED goes once a removed buffer's mappings are dropped; release
+/// updates with [`Client::release`] or [`Client::frame`].
 #[derive(Debug)]
 pub struct Client {
     stream: UnixStream,
     welcome: Option<Welcome>,
     broken: bool,
+    answerer: Answerer,
+    /// The buffers given (ADD) and not removed, by guest and id.
+    instances: HashMap<(String, u64), Vec<Arc<Instance>>>,
 }
 
 impl Client {
@@ -108,6 +123,8 @@ impl Client {
             stream,
             welcome: None,
             broken: false,
+            answerer: Answerer::default(),
+            instances: HashMap::new(),
         }
     }
 
@@ -160,6 +177,10 @@ impl Client {
             "subscribed to {}: memory as {}, queue of {}",
             welcome.server, welcome.memory_form, welcome.queue_limit
         );
+        if welcome.version >= 3 {
+            let stream = self.stream.try_clone().map_err(|e| self.fail(e.into()))?;
+            self.answerer = Answerer::new(stream);
+        }
         Ok(self.welcome.insert(welcome))
     }
 
@@ -182,12 +203,99 @@ impl Client {
         match self.recv() {
             Ok(Message::Event(event)) => match newer_than(&event, version) {
                 Some(what) => Err(self.fail(Error::NotInVersion(what, version))),
-                None => Ok(event),
+                None => {
+                    self.track(&event);
+                    Ok(event)
+                }
             },
             Ok(Message::Error(error)) => Err(self.fail(Error::Ended(error))),
             Ok(other) => Err(self.fail(Error::Unexpected(other.kind()))),
             Err(e) => Err(self.fail(e)),
         }
+    }
+
+    /// Keeps the instances of buffers as ADD, REMOVE and RESET come.
+    fn track(&mut self, event: &Event) {
+        match event {
+            Event::Add(add) => {
+                let instance = Instance::new(&add.guest, add.buffer_id, self.answerer.clone());
+                self.instances
+                    .entry((add.guest.clone(), add.buffer_id))
+                    .or_default()
+                    .push(instance);
+            }
+            Event::Remove(remove) => {
+                let key = (remove.guest.clone(), remove.buffer_id);
+                for instance in self.instances.remove(&key).unwrap_or_default() {
+                    instance.end();
+                }
+            }
+            Event::Reset(reset) => {
+                let keys: Vec<(String, u64)> = self
+                    .instances
+                    .keys()
+                    .filter(|(guest, _)| *guest == reset.guest)
+                    .cloned()
+                    .collect();
+                for key in keys {
+                    for instance in self.instances.remove(&key).unwrap_or_default() {
+                        instance.end();
+                    }
+                }
+            }
+            Event::Update(_) | Event::Properties(_) => {}
+        }
+    }
+
+    /// A [`Holding`] of the latest ADD of `add`'s buffer: while it lives,
+    /// the backend is not told CLOSED for it. For a consumer that keeps
+    /// the ADD's descriptors itself; [`Client::map`] takes one for its
+    /// mapping. Without one, CLOSED goes as soon as REMOVE is read: the
+    /// ADD must have been dropped by then.
+    pub fn hold<F>(&self, add: &Add<F>) -> Option<Holding> {
+        self.instances
+            .get(&(add.guest.clone(), add.buffer_id))
+            .and_then(|instances| instances.last())
+            .map(Instance::hold)
+    }
+
+    /// Maps `add`'s buffer (read-only unless `writable`) and holds it:
+    /// dropping the mapping after the buffer's REMOVE tells the backend
+    /// CLOSED. The ADD's descriptors may be dropped at once.
+    pub fn map<F: AsFd>(&self, add: &Add<F>, writable: bool) -> io::Result<BufferMapping> {
+        let holding = self.hold(add).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "buffer {} of guest {}: no ADD of it is held",
+                    add.buffer_id, add.guest
+                ),
+            )
+        })?;
+        let map = MappedBuffer::new(add, writable)?;
+        Ok(BufferMapping::new(map, holding))
+    }
+
+    /// Tells the backend that the consumer is done with every update of
+    /// buffer `buffer_id` of `guest` up to `seqno` (RELEASE); nothing with
+    /// a backend before version 3.
+    pub fn release(&self, guest: &str, buffer_id: u64, seqno: u64) -> Result<(), Error> {
+        Ok(self.answerer.release(guest, buffer_id, seqno)?)
+    }
+
+    /// A guard of `update` that releases it when dropped.
+    pub fn frame(&self, update: &Update) -> FrameGuard {
+        FrameGuard::new(
+            self.answerer.clone(),
+            &update.guest,
+            update.buffer_id,
+            update.seqno,
+        )
+    }
+
+    /// What sends RELEASE and CLOSED, for other threads.
+    pub fn answerer(&self) -> &Answerer {
+        &self.answerer
     }
 
     fn recv(&mut self) -> Result<Message, Error> {
@@ -397,7 +505,7 @@ mod tests {
     #[test]
     fn bad_answers() {
         let (mut client, _server) = serve(vec![welcome(VERSION + 1)]);
-        assert!(matches!(client.subscribe(&["a"]), Err(Error::Version(3))));
+        assert!(matches!(client.subscribe(&["a"]), Err(Error::Version(4))));
         let (mut client, _server) = serve(vec![remove()]);
         assert!(matches!(
             client.subscribe(&["a"]),
@@ -460,5 +568,170 @@ mod tests {
         let e = Client::connect("/nonexistent/bufshare.sock").unwrap_err();
         assert!(matches!(e, Error::Connect(..)));
         assert!(e.to_string().contains("/nonexistent/bufshare.sock"));
+    }
+
+    /// An ADD of buffer `id` of guest "g": one page of a memfd.
+    fn page_add(id: u64) -> Message {
+        let fd = crate::test_support::memfd();
+        nix::unistd::ftruncate(&fd, 4096).unwrap();
+        Message::Event(Event::Add(crate::wire::Add {
+            guest: "g".into(),
+            buffer_id: id,
+            application: "a".into(),
+            size: 4096,
+            seqno: 0,
+            properties: Default::default(),
+            memory: Memory::Segments {
+                files: vec![fd],
+                segments: vec![crate::wire::Segment {
+                    file: 0,
+                    offset: 0,
+                    len: 4096,
+                }],
+            },
+        }))
+    }
+
+    fn remove_of(id: u64) -> Message {
+        Message::Event(Event::Remove(Remove {
+            guest: "g".into(),
+            buffer_id: id,
+        }))
+    }
+
+    /// What the consumer sent after its HELLO, read by the other end
+    /// within 200 ms, as text.
+    fn answers(server: &UnixStream) -> Vec<String> {
+        server
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut out = Vec::new();
+        while let Ok(Some(m)) = recv_message(server.as_fd()) {
+            out.push(format!("{m:?}"));
+        }
+        out
+    }
+
+    fn said(messages: Vec<Message>) -> Vec<String> {
+        messages.iter().map(|m| format!("{m:?}")).collect()
+    }
+
+    fn closed_of(id: u64) -> Message {
+        Message::Closed(crate::wire::Closed {
+            guest: "g".into(),
+            buffer_id: id,
+        })
+    }
+
+    #[test]
+    fn closed_when_the_last_mapping_of_a_removed_buffer_goes() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut client = Client::from_stream(a);
+        send(&b, &welcome(3));
+        for message in [page_add(1), page_add(2), page_add(3)] {
+            send(&b, &message);
+        }
+        client.subscribe(&["a"]).unwrap();
+        assert!(matches!(
+            recv_message(b.as_fd()).unwrap(),
+            Some(Message::Hello(_))
+        ));
+        let Event::Add(add1) = client.next_event().unwrap() else {
+            panic!("no ADD")
+        };
+        let map1 = client.map(&add1, false).unwrap();
+        drop(add1);
+        let Event::Add(add2) = client.next_event().unwrap() else {
+            panic!("no ADD")
+        };
+        let map2 = client.map(&add2, false).unwrap();
+        let second = client.map(&add2, false).unwrap();
+        drop(add2);
+        // Taken and dropped before its REMOVE: CLOSED when REMOVE is read.
+        let Event::Add(add3) = client.next_event().unwrap() else {
+            panic!("no ADD")
+        };
+        drop(client.map(&add3, false).unwrap());
+        drop(add3);
+        assert!(answers(&b).is_empty(), "nothing removed yet");
+        send(&b, &remove_of(1));
+        send(&b, &remove_of(2));
+        send(&b, &remove_of(3));
+        for _ in 0..3 {
+            assert!(matches!(client.next_event().unwrap(), Event::Remove(_)));
+        }
+        assert_eq!(answers(&b), said(vec![closed_of(3)]));
+        assert!(map1.holding().removed());
+        drop(map1);
+        assert_eq!(answers(&b), said(vec![closed_of(1)]));
+        drop(map2);
+        assert!(answers(&b).is_empty(), "one mapping of buffer 2 left");
+        drop(second);
+        assert_eq!(answers(&b), said(vec![closed_of(2)]));
+    }
+
+    #[test]
+    fn reset_ends_every_buffer_of_the_guest_and_frames_release() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut client = Client::from_stream(a);
+        send(&b, &welcome(3));
+        send(&b, &page_add(5));
+        client.subscribe(&["a"]).unwrap();
+        recv_message(b.as_fd()).unwrap();
+        let Event::Add(add) = client.next_event().unwrap() else {
+            panic!("no ADD")
+        };
+        let map = client.map(&add, true).unwrap();
+        let update = Update {
+            guest: "g".into(),
+            buffer_id: 5,
+            seqno: 9,
+            range: None,
+            rect: None,
+        };
+        let frame = client.frame(&update);
+        assert_eq!(frame.seqno(), 9);
+        drop(frame);
+        client.release("g", 5, 10).unwrap();
+        client.frame(&update).forget();
+        let release = |seqno| {
+            Message::Release(crate::wire::Release {
+                guest: "g".into(),
+                buffer_id: 5,
+                seqno,
+            })
+        };
+        assert_eq!(answers(&b), said(vec![release(9), release(10)]));
+        send(
+            &b,
+            &Message::Event(Event::Reset(Reset {
+                guest: "g".into(),
+                reason: ResetReason::DeviceReset,
+            })),
+        );
+        assert!(matches!(client.next_event().unwrap(), Event::Reset(_)));
+        assert!(answers(&b).is_empty());
+        drop(map);
+        assert_eq!(answers(&b), said(vec![closed_of(5)]));
+    }
+
+    #[test]
+    fn nothing_is_said_before_version_3() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut client = Client::from_stream(a);
+        send(&b, &welcome(2));
+        send(&b, &page_add(1));
+        send(&b, &remove_of(1));
+        client.subscribe(&["a"]).unwrap();
+        recv_message(b.as_fd()).unwrap();
+        let Event::Add(add) = client.next_event().unwrap() else {
+            panic!("no ADD")
+        };
+        let map = client.map(&add, false).unwrap();
+        assert!(!client.answerer().enabled());
+        client.next_event().unwrap();
+        drop(map);
+        client.release("g", 1, 1).unwrap();
+        assert!(answers(&b).is_empty());
     }
 }

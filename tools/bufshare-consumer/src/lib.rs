@@ -13,6 +13,7 @@
 //! * [`Client`]: a blocking consumer: connect, subscribe, take events;
 //! * [`MappedBuffer`]: a buffer's bytes, through the descriptors of its ADD.
 
+pub mod answers;
 pub mod client;
 pub mod io;
 pub mod map;
@@ -22,11 +23,12 @@ pub mod wire;
 #[cfg(test)]
 mod test_support;
 
+pub use answers::{Answerer, BufferMapping, FrameGuard, Holding};
 pub use client::{Client, Error};
 pub use map::MappedBuffer;
 pub use props::{escape_controls, Properties, Property, PropsError};
 pub use wire::{
-    Add, ByteRange, ErrorCode, ErrorMessage, Event, Memory, MemoryForm, Message, PropertiesChanged,
-    Rect, Remove, Reset, ResetReason, Segment, Update, Welcome, WireError, ALL_APPLICATIONS,
-    VERSION,
+    Add, ByteRange, Closed, ErrorCode, ErrorMessage, Event, Memory, MemoryForm, Message,
+    PropertiesChanged, Rect, Release, Remove, Reset, ResetReason, Segment, Update, Welcome,
+    WireError, ALL_APPLICATIONS, VERSION,
 };

@@ -25,7 +25,7 @@ use crate::props::{field_text, is_name, name_field, Properties, PropsError, NAME
 /// The highest protocol version this crate speaks (it speaks every one
 /// from 1 on: version 2 adds to version 1, see the protocol's
 /// specification).
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Size of a message header.
 pub const HEADER_SIZE: usize = 8;
 /// Length of the server name field of WELCOME.
@@ -63,6 +63,10 @@ pub const PROPERTIES_FIXED: usize = 80;
 pub const REMOVE_SIZE: usize = 72;
 /// Size of RESET.
 pub const RESET_SIZE: usize = 72;
+/// Size of RELEASE.
+pub const RELEASE_SIZE: usize = 80;
+/// Size of CLOSED.
+pub const CLOSED_SIZE: usize = 72;
 
 /// UPDATE flag: `offset` and `length` say which bytes changed.
 pub const UPDATE_F_RANGE: u32 = 1 << 0;
@@ -89,11 +93,15 @@ pub enum MessageType {
     Remove = 0x0103,
     /// All of a guest's buffers are gone.
     Reset = 0x0104,
+    /// Consumer to backend (version 3): done with a buffer's updates.
+    Release = 0x0200,
+    /// Consumer to backend (version 3): closed a buffer's memory.
+    Closed = 0x0201,
 }
 
 impl MessageType {
     /// Every type.
-    pub const ALL: [MessageType; 8] = [
+    pub const ALL: [MessageType; 10] = [
         MessageType::Hello,
         MessageType::Welcome,
         MessageType::Error,
@@ -102,6 +110,8 @@ impl MessageType {
         MessageType::Properties,
         MessageType::Remove,
         MessageType::Reset,
+        MessageType::Release,
+        MessageType::Closed,
     ];
 
     /// The type with this value.
@@ -120,6 +130,8 @@ impl MessageType {
             MessageType::Properties => PROPERTIES_FIXED + MAX_PROPS_SIZE,
             MessageType::Remove => REMOVE_SIZE,
             MessageType::Reset => RESET_SIZE,
+            MessageType::Release => RELEASE_SIZE,
+            MessageType::Closed => CLOSED_SIZE,
         }
     }
 
@@ -143,6 +155,8 @@ impl fmt::Display for MessageType {
             MessageType::Properties => "PROPERTIES",
             MessageType::Remove => "REMOVE",
             MessageType::Reset => "RESET",
+            MessageType::Release => "RELEASE",
+            MessageType::Closed => "CLOSED",
         };
         f.write_str(name)
     }
@@ -710,6 +724,29 @@ impl<F> Event<F> {
     }
 }
 
+/// RELEASE (version 3, consumer to backend): the consumer is done with
+/// every update of the buffer up to `seqno`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Release {
+    /// The guest.
+    pub guest: String,
+    /// The buffer.
+    pub buffer_id: u64,
+    /// The last update it is done with.
+    pub seqno: u64,
+}
+
+/// CLOSED (version 3, consumer to backend): after the buffer's REMOVE (or
+/// its guest's RESET), the consumer closed every descriptor and mapping
+/// of one ADD of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Closed {
+    /// The guest.
+    pub guest: String,
+    /// The buffer.
+    pub buffer_id: u64,
+}
+
 /// Any message.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Message<F = OwnedFd> {
@@ -721,6 +758,10 @@ pub enum Message<F = OwnedFd> {
     Error(ErrorMessage),
     /// ADD, UPDATE, PROPERTIES, REMOVE or RESET.
     Event(Event<F>),
+    /// RELEASE.
+    Release(Release),
+    /// CLOSED.
+    Closed(Closed),
 }
 
 /// An encoded message: its bytes (header included), and the descriptors
@@ -745,6 +786,8 @@ impl<F> Message<F> {
             Message::Event(Event::Properties(_)) => MessageType::Properties,
             Message::Event(Event::Remove(_)) => MessageType::Remove,
             Message::Event(Event::Reset(_)) => MessageType::Reset,
+            Message::Release(_) => MessageType::Release,
+            Message::Closed(_) => MessageType::Closed,
         }
     }
 
@@ -755,6 +798,8 @@ impl<F> Message<F> {
             Message::Welcome(m) => Message::Welcome(m),
             Message::Error(m) => Message::Error(m),
             Message::Event(e) => Message::Event(e.map_fds(f)),
+            Message::Release(m) => Message::Release(m),
+            Message::Closed(m) => Message::Closed(m),
         }
     }
 
@@ -872,6 +917,15 @@ impl<F> Message<F> {
                 out.u32(m.reason as u32);
                 out.u32(0);
             }
+            Message::Release(m) => {
+                out.name(&m.guest);
+                out.u64(m.buffer_id);
+                out.u64(m.seqno);
+            }
+            Message::Closed(m) => {
+                out.name(&m.guest);
+                out.u64(m.buffer_id);
+            }
         }
         (out.0, nr_fds)
     }
@@ -954,6 +1008,8 @@ pub fn parse(header: &Header, body: &[u8]) -> Result<Message<usize>, WireError> 
         }
         MessageType::Remove => Message::Event(Event::Remove(Remove::decode(&mut b)?)),
         MessageType::Reset => Message::Event(Event::Reset(Reset::decode(&mut b)?)),
+        MessageType::Release => Message::Release(Release::decode(&mut b)?),
+        MessageType::Closed => Message::Closed(Closed::decode(&mut b)?),
     })
 }
 
@@ -1198,6 +1254,29 @@ impl PropertiesChanged {
 impl Remove {
     fn decode(b: &mut In<'_>) -> Result<Self, WireError> {
         b.exact(REMOVE_SIZE)?;
+        let guest = b.name("guest")?;
+        let buffer_id = b.u64();
+        Ok(Self { guest, buffer_id })
+    }
+}
+
+impl Release {
+    fn decode(b: &mut In<'_>) -> Result<Self, WireError> {
+        b.exact(RELEASE_SIZE)?;
+        let guest = b.name("guest")?;
+        let buffer_id = b.u64();
+        let seqno = b.u64();
+        Ok(Self {
+            guest,
+            buffer_id,
+            seqno,
+        })
+    }
+}
+
+impl Closed {
+    fn decode(b: &mut In<'_>) -> Result<Self, WireError> {
+        b.exact(CLOSED_SIZE)?;
         let guest = b.name("guest")?;
         let buffer_id = b.u64();
         Ok(Self { guest, buffer_id })

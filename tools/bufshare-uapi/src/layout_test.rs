@@ -46,16 +46,20 @@ fn every_mirror_item_is_checked() {
     let macros = [
         "VIRTIO_BUFSHARE_DEVICE_ID",
         "VIRTIO_BUFSHARE_VQ_CMD",
+        "VIRTIO_BUFSHARE_VQ_EVENT",
         "VIRTIO_BUFSHARE_NUM_VQS",
+        "VIRTIO_BUFSHARE_NUM_VQS_EVENTS",
         "VIRTIO_BUFSHARE_VERSION",
         "VIRTIO_BUFSHARE_F_BUFFERS",
         "VIRTIO_BUFSHARE_F_GENERATION",
+        "VIRTIO_BUFSHARE_F_EVENTS",
         "VIRTIO_BUFSHARE_CMD_GET_INFO",
         "VIRTIO_BUFSHARE_CMD_REGISTER",
         "VIRTIO_BUFSHARE_CMD_ADD_RANGES",
         "VIRTIO_BUFSHARE_CMD_UPDATE",
         "VIRTIO_BUFSHARE_CMD_SET_PROPERTIES",
         "VIRTIO_BUFSHARE_CMD_UNREGISTER",
+        "VIRTIO_BUFSHARE_CMD_GET_CONSUMERS",
         "VIRTIO_BUFSHARE_S_OK",
         "VIRTIO_BUFSHARE_S_UNSUPPORTED",
         "VIRTIO_BUFSHARE_S_INVALID",
@@ -68,6 +72,11 @@ fn every_mirror_item_is_checked() {
         "VIRTIO_BUFSHARE_PROP_NAME_MAX",
         "VIRTIO_BUFSHARE_UPDATE_F_RANGE",
         "VIRTIO_BUFSHARE_UPDATE_F_RECT",
+        "VIRTIO_BUFSHARE_EVT_RELEASED",
+        "VIRTIO_BUFSHARE_EVT_FREED",
+        "VIRTIO_BUFSHARE_EVT_CONSUMERS",
+        "VIRTIO_BUFSHARE_EVT_LOST",
+        "VIRTIO_BUFSHARE_EVT_OVERFLOW",
         "BUFSHARE_IOCTL_BASE",
         "BUFSHARE_NAME_LEN",
         "BUFSHARE_APP_LEN",
@@ -106,6 +115,9 @@ fn every_mirror_item_is_checked() {
         "virtio_bufshare_cmd_update",
         "virtio_bufshare_cmd_set_properties",
         "virtio_bufshare_cmd_unregister",
+        "virtio_bufshare_cmd_get_consumers",
+        "virtio_bufshare_resp_consumers",
+        "virtio_bufshare_event",
         "bufshare_info",
         "bufshare_register",
         "bufshare_update",
@@ -160,6 +172,9 @@ fn wire_command_sizes() {
     assert_eq!(size_of::<crate::VirtioBufshareCmdUpdate>(), 64);
     assert_eq!(size_of::<crate::VirtioBufshareCmdSetProperties>(), 24);
     assert_eq!(size_of::<crate::VirtioBufshareCmdUnregister>(), 16);
+    assert_eq!(size_of::<crate::VirtioBufshareCmdGetConsumers>(), 72);
+    assert_eq!(size_of::<crate::VirtioBufshareRespConsumers>(), 16);
+    assert_eq!(size_of::<crate::VirtioBufshareEvent>(), 96);
 }
 
 #[test]

@@ -21,10 +21,16 @@ pub use encode::{
 /// The device id, reserved in virtio_ids.h as `VIRTIO_ID_DMABUF`.
 pub const VIRTIO_BUFSHARE_DEVICE_ID: u32 = 37;
 
-/// Index of the one virtqueue: the driver's commands and the device's answers.
+/// Index of the command queue: the driver's commands and the device's
+/// answers.
 pub const VIRTIO_BUFSHARE_VQ_CMD: u16 = 0;
-/// Number of virtqueues.
+/// With [`VIRTIO_BUFSHARE_F_EVENTS`], index of the event queue: the
+/// device's events.
+pub const VIRTIO_BUFSHARE_VQ_EVENT: u16 = 1;
+/// Number of virtqueues of a device without [`VIRTIO_BUFSHARE_F_EVENTS`].
 pub const VIRTIO_BUFSHARE_NUM_VQS: usize = 1;
+/// Number of virtqueues of a device with [`VIRTIO_BUFSHARE_F_EVENTS`].
+pub const VIRTIO_BUFSHARE_NUM_VQS_EVENTS: usize = 2;
 
 /// Protocol version the device reports in GET_INFO.
 pub const VIRTIO_BUFSHARE_VERSION: u32 = 1;
@@ -37,6 +43,12 @@ pub const VIRTIO_BUFSHARE_F_BUFFERS: u32 = 0;
 /// lost its buffers other than by a reset (a restarted device
 /// implementation); the driver then registers its buffers again.
 pub const VIRTIO_BUFSHARE_F_GENERATION: u32 = 1;
+/// Feature bit: the device has an event queue, on which it says when host
+/// parties are done with a buffer's memory (RELEASED, FREED), when
+/// consumers come and go (CONSUMERS) and when it lost its buffers (LOST);
+/// it accepts GET_CONSUMERS, and it answers UNREGISTER at once and sends
+/// FREED once no host party holds the buffer's memory any more.
+pub const VIRTIO_BUFSHARE_F_EVENTS: u32 = 2;
 
 /// Command `GET_INFO` (`virtio_bufshare_cmd_hdr.type`).
 pub const VIRTIO_BUFSHARE_CMD_GET_INFO: u32 = 0x0001;
@@ -50,6 +62,8 @@ pub const VIRTIO_BUFSHARE_CMD_UPDATE: u32 = 0x0102;
 pub const VIRTIO_BUFSHARE_CMD_SET_PROPERTIES: u32 = 0x0103;
 /// Command `UNREGISTER` (with [`VIRTIO_BUFSHARE_F_BUFFERS`]).
 pub const VIRTIO_BUFSHARE_CMD_UNREGISTER: u32 = 0x0104;
+/// Command `GET_CONSUMERS` (with [`VIRTIO_BUFSHARE_F_EVENTS`]).
+pub const VIRTIO_BUFSHARE_CMD_GET_CONSUMERS: u32 = 0x0105;
 
 /// Status: success.
 pub const VIRTIO_BUFSHARE_S_OK: u32 = 0x0000;
@@ -254,6 +268,67 @@ uapi_struct! {
         pub hdr: VirtioBufshareCmdHdr,
         /// The buffer.
         pub buffer_id: Le64,
+    }
+}
+
+uapi_struct! {
+    /// `struct virtio_bufshare_cmd_get_consumers`: how many consumers are
+    /// attached to an application now. The answer is a
+    /// [`VirtioBufshareRespConsumers`].
+    pub struct VirtioBufshareCmdGetConsumers {
+        /// The command's header ([`VIRTIO_BUFSHARE_CMD_GET_CONSUMERS`]).
+        pub hdr: VirtioBufshareCmdHdr,
+        /// The application, NUL-padded.
+        pub application: [u8; VIRTIO_BUFSHARE_APP_LEN],
+    }
+}
+
+uapi_struct! {
+    /// `struct virtio_bufshare_resp_consumers`: the answer to
+    /// [`VIRTIO_BUFSHARE_CMD_GET_CONSUMERS`].
+    pub struct VirtioBufshareRespConsumers {
+        /// The answer's header.
+        pub hdr: VirtioBufshareRespHdr,
+        /// Consumers attached to the application.
+        pub consumers: Le32,
+        /// Reserved, zero.
+        pub reserved: Le32,
+    }
+}
+
+/// Event: every host party given update `seqno` (or a later one) of
+/// `buffer_id` is done with it.
+pub const VIRTIO_BUFSHARE_EVT_RELEASED: u32 = 0x1000;
+/// Event: after UNREGISTER of `buffer_id`, no host party holds its memory
+/// any more.
+pub const VIRTIO_BUFSHARE_EVT_FREED: u32 = 0x1001;
+/// Event: the number of consumers attached to `application` is now
+/// `consumers`.
+pub const VIRTIO_BUFSHARE_EVT_CONSUMERS: u32 = 0x1002;
+/// Event: the device lost its buffers; `generation` is its new generation.
+pub const VIRTIO_BUFSHARE_EVT_LOST: u32 = 0x1003;
+/// Event: the device dropped CONSUMERS events: ask GET_CONSUMERS again.
+pub const VIRTIO_BUFSHARE_EVT_OVERFLOW: u32 = 0x1004;
+
+uapi_struct! {
+    /// `struct virtio_bufshare_event`: what the device writes into each
+    /// buffer of the event queue it uses. Fields an event type does not use
+    /// are 0.
+    pub struct VirtioBufshareEvent {
+        /// `VIRTIO_BUFSHARE_EVT_*` (C field `type`).
+        pub type_: Le32,
+        /// With [`VIRTIO_BUFSHARE_F_GENERATION`]: the device's generation.
+        pub generation: Le32,
+        /// RELEASED, FREED: the buffer.
+        pub buffer_id: Le64,
+        /// RELEASED: the update.
+        pub seqno: Le64,
+        /// CONSUMERS: the number of consumers.
+        pub consumers: Le32,
+        /// Reserved, zero.
+        pub reserved: Le32,
+        /// CONSUMERS: the application, NUL-padded.
+        pub application: [u8; VIRTIO_BUFSHARE_APP_LEN],
     }
 }
 

@@ -6,6 +6,7 @@
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use bufshare_consumer::props::is_name;
 use bufshare_consumer::ALL_APPLICATIONS;
@@ -64,6 +65,22 @@ struct Args {
     /// on stderr (the --log file is still written).
     #[arg(long, short)]
     quiet: bool,
+
+    /// Keep each buffer mapped SECS seconds after its REMOVE (or its
+    /// guest's RESET) before unmapping it, which tells the backend CLOSED
+    /// (a slow consumer, for tests).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=86400))]
+    hold_after_remove: Option<u64>,
+
+    /// Never tell the backend RELEASE (by default each update is released
+    /// once dumped and verified).
+    #[arg(long)]
+    no_release: bool,
+
+    /// Stop reading the socket after N events, keeping every mapping, until
+    /// stopped (a stuck consumer, for tests).
+    #[arg(long, value_name = "N")]
+    stop_reading: Option<u64>,
 }
 
 /// Checks an application name: `[A-Za-z0-9_.-]`, 1 to 63 characters, or
@@ -87,6 +104,9 @@ impl From<Args> for Options {
             seconds: args.seconds,
             log: args.log,
             quiet: args.quiet,
+            hold_after_remove: args.hold_after_remove.map(Duration::from_secs),
+            no_release: args.no_release,
+            stop_reading: args.stop_reading,
         }
     }
 }
@@ -172,6 +192,11 @@ mod tests {
             "--log",
             "/tmp/log",
             "--quiet",
+            "--hold-after-remove",
+            "3",
+            "--no-release",
+            "--stop-reading",
+            "7",
         ])
         .unwrap();
         assert_eq!(args.apps, ["a", "b"]);
@@ -181,6 +206,9 @@ mod tests {
         let options = Options::from(args);
         assert_eq!(options.log, Some(PathBuf::from("/tmp/log")));
         assert!(options.quiet);
+        assert_eq!(options.hold_after_remove, Some(Duration::from_secs(3)));
+        assert!(options.no_release);
+        assert_eq!(options.stop_reading, Some(7));
         assert_eq!(parse(&["--socket", "s", "--app", "*"]).unwrap().apps, ["*"]);
     }
 

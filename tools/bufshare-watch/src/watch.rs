@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use bufshare_consumer::io::RecvError;
 use bufshare_consumer::{
-    Add, Client, Error as ClientError, ErrorCode, ErrorMessage, Event, MappedBuffer, Properties,
-    PropertiesChanged, Remove, Reset, Update, ALL_APPLICATIONS,
+    Add, BufferMapping, Client, Error as ClientError, ErrorCode, ErrorMessage, Event, MappedBuffer,
+    Properties, PropertiesChanged, Remove, Reset, Update, ALL_APPLICATIONS,
 };
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -47,6 +47,14 @@ pub struct Options {
     /// Print nothing but errors: no event lines on stdout, no progress nor
     /// summary on stderr (the log is still written).
     pub quiet: bool,
+    /// Keep a buffer mapped this long after its REMOVE (or its guest's
+    /// RESET) before closing it, which tells the backend CLOSED.
+    pub hold_after_remove: Option<Duration>,
+    /// Never tell the backend RELEASE.
+    pub no_release: bool,
+    /// Stop reading the socket after this many events (keeping every
+    /// mapping), until stopped.
+    pub stop_reading: Option<u64>,
 }
 
 /// How a run ended: the process's exit status.
@@ -253,8 +261,9 @@ impl Output {
 
 /// What is kept of a buffer.
 struct Buffer {
-    /// Its memory (`None` if it could not be mapped).
-    map: Option<MappedBuffer>,
+    /// Its memory (`None` if it could not be mapped); unmapping it after
+    /// the buffer's REMOVE tells the backend CLOSED.
+    map: Option<BufferMapping>,
     /// Its size.
     size: u64,
     /// Its properties, as the last ADD or PROPERTIES gave them.
@@ -334,6 +343,10 @@ struct Watcher<'a> {
     counts: Counts,
     /// A copy of the buffer being dumped or verified.
     scratch: Vec<u8>,
+    /// Buffers removed and kept mapped (`--hold-after-remove`), until when.
+    held: Vec<(Instant, Buffer)>,
+    /// Events handled.
+    events: u64,
 }
 
 impl Watcher<'_> {
@@ -354,7 +367,8 @@ impl Watcher<'_> {
         }
     }
 
-    fn crc_of(&mut self, guest: &str, id: u64, map: Option<&MappedBuffer>) -> Option<u32> {
+    fn crc_of(&mut self, guest: &str, id: u64, map: Option<&BufferMapping>) -> Option<u32> {
+        let map: Option<&MappedBuffer> = map.map(|m| &**m);
         match crc_streamed(map?) {
             Ok(crc) => Some(crc),
             Err(e) => {
@@ -365,19 +379,44 @@ impl Watcher<'_> {
         }
     }
 
-    fn handle(&mut self, event: Event) -> Result<(), Stop> {
+    fn handle(&mut self, client: &Client, event: Event) -> Result<(), Stop> {
+        self.events += 1;
         match event {
-            Event::Add(add) => self.add(add),
-            Event::Update(update) => self.update(&update),
+            Event::Add(add) => self.add(client, add),
+            Event::Update(update) => {
+                self.update(&update)?;
+                // Dumped and verified: done with it.
+                if !self.options.no_release {
+                    if let Err(e) = client.release(&update.guest, update.buffer_id, update.seqno) {
+                        self.out.warn(format_args!("cannot send RELEASE: {e}"));
+                    }
+                }
+                Ok(())
+            }
             Event::Properties(change) => self.properties(change),
             Event::Remove(remove) => self.remove(&remove),
             Event::Reset(reset) => self.reset(&reset),
         }
     }
 
-    fn add(&mut self, add: Add) -> Result<(), Stop> {
+    /// Keeps `buffer`, removed, mapped for `--hold-after-remove`; else
+    /// unmaps it now.
+    fn let_go(&mut self, buffer: Buffer) {
+        if let Some(hold) = self.options.hold_after_remove {
+            self.held.push((Instant::now() + hold, buffer));
+        }
+    }
+
+    /// Unmaps the buffers held long enough; when the next is due.
+    fn unmap_due(&mut self) -> Option<Instant> {
+        let now = Instant::now();
+        self.held.retain(|(until, _)| *until > now);
+        self.held.iter().map(|(until, _)| *until).min()
+    }
+
+    fn add(&mut self, client: &Client, add: Add) -> Result<(), Stop> {
         let (guest, id) = (add.guest.as_str(), add.buffer_id);
-        let map = match MappedBuffer::new(&add, false) {
+        let map = match client.map(&add, false) {
             Ok(map) => Some(map),
             Err(e) => {
                 self.out
@@ -420,8 +459,8 @@ impl Watcher<'_> {
         };
         let spec = buffer.spec;
         let wanted = self.options.dump.is_some() || self.options.verify;
-        let (Some(spec), Some(map), true) = (spec, buffer.map.as_ref(), wanted) else {
-            let crc = match buffer.map.as_ref() {
+        let (Some(spec), Some(map), true) = (spec, buffer.map.as_deref(), wanted) else {
+            let crc = match buffer.map.as_deref() {
                 Some(map) => crc_streamed(map).ok(),
                 None => None,
             };
@@ -496,23 +535,33 @@ impl Watcher<'_> {
     }
 
     fn remove(&mut self, remove: &Remove) -> Result<(), Stop> {
-        // Unmapped before the line is out.
-        if self
+        // Unmapped before the line is out (unless held).
+        match self
             .buffers
             .remove(&(remove.guest.clone(), remove.buffer_id))
-            .is_none()
         {
-            self.out.warn(format_args!(
+            Some(buffer) => self.let_go(buffer),
+            None => self.out.warn(format_args!(
                 "REMOVE of unknown buffer {} of guest {}",
                 remove.buffer_id, remove.guest
-            ));
+            )),
         }
         self.out.line(&lines::remove(remove))?;
         Ok(())
     }
 
     fn reset(&mut self, reset: &Reset) -> Result<(), Stop> {
-        self.buffers.retain(|(guest, _), _| *guest != reset.guest);
+        let keys: Vec<(String, u64)> = self
+            .buffers
+            .keys()
+            .filter(|(guest, _)| *guest == reset.guest)
+            .cloned()
+            .collect();
+        for key in keys {
+            if let Some(buffer) = self.buffers.remove(&key) {
+                self.let_go(buffer);
+            }
+        }
         self.out.line(&lines::reset(reset))?;
         Ok(())
     }
@@ -565,36 +614,47 @@ impl Watcher<'_> {
             if self.options.frames.is_some_and(|n| self.counts.frames >= n) {
                 return Stop::Normal;
             }
-            let timeout = match deadline {
+            // The earliest of --seconds and the next unmapping.
+            let next_unmap = self.unmap_due();
+            let wake = match (deadline, next_unmap) {
+                (Some(d), Some(u)) => Some(d.min(u)),
+                (d, u) => d.or(u),
+            };
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Stop::Normal;
+            }
+            let timeout = match wake {
                 None => PollTimeout::NONE,
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Stop::Normal;
-                    }
                     // Rounded up, not to wake up before the deadline.
                     let ms = left.as_millis().saturating_add(1).min(i32::MAX as u128);
                     PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
                 }
             };
-            let mut fds = vec![PollFd::new(client.as_fd(), PollFlags::POLLIN)];
+            // --stop-reading: the socket is no longer read.
+            let reading = self.options.stop_reading.is_none_or(|n| self.events < n);
+            let mut fds = Vec::new();
             if let Some(stop) = stop {
                 fds.push(PollFd::new(stop, PollFlags::POLLIN));
+            }
+            if reading {
+                fds.push(PollFd::new(client.as_fd(), PollFlags::POLLIN));
             }
             match poll(&mut fds, timeout) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => return Stop::Failed(format!("poll: {e}")),
             }
             let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
-            if fds.get(1).is_some_and(ready) {
+            if stop.is_some() && ready(&fds[0]) {
                 return Stop::Normal;
             }
-            if !ready(&fds[0]) {
+            if !reading || !fds.last().is_some_and(ready) {
                 continue;
             }
             drop(fds);
             let result = match client.next_event() {
-                Ok(event) => self.handle(event),
+                Ok(event) => self.handle(&client, event),
                 Err(ClientError::Recv(RecvError::Timeout)) => Ok(()),
                 Err(ClientError::Ended(error)) => return self.ended(&error),
                 Err(ClientError::Closed) => return Stop::Normal,
@@ -632,10 +692,13 @@ pub fn run(options: &Options, stop: Option<BorrowedFd<'_>>) -> Exit {
         buffers: HashMap::new(),
         counts: Counts::default(),
         scratch: Vec::new(),
+        held: Vec::new(),
+        events: 0,
     };
     let stopped = watcher.watch(stop, deadline);
     // Unmapped before the summary.
     watcher.buffers.clear();
+    watcher.held.clear();
     let exit = match stopped {
         Stop::Normal if watcher.counts.mismatched > 0 => Exit::Mismatch,
         Stop::Normal => Exit::Ok,

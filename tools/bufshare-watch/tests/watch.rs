@@ -886,3 +886,114 @@ fn usage() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("--verify"));
 }
+
+impl Conn {
+    /// Answers the HELLO with a WELCOME of version 3: the watcher says
+    /// RELEASE and CLOSED.
+    fn welcome_v3(&self) {
+        self.hello();
+        self.send::<BorrowedFd<'_>>(&Message::Welcome(Welcome {
+            version: 3,
+            memory_form: MemoryForm::DmaBuf,
+            queue_limit: 64,
+            server: "fake".into(),
+        }));
+    }
+
+    /// The next message the watcher sends, within `wait`, as text.
+    fn said(&self, wait: Duration) -> Option<String> {
+        self.stream.set_read_timeout(Some(wait)).unwrap();
+        recv_message(self.stream.as_fd())
+            .ok()
+            .flatten()
+            .map(|m| format!("{m:?}"))
+    }
+}
+
+fn release_text(seqno: u64) -> String {
+    format!(
+        "{:?}",
+        Message::<std::os::fd::OwnedFd>::Release(bufshare_consumer::Release {
+            guest: "vm0".into(),
+            buffer_id: 1,
+            seqno,
+        })
+    )
+}
+
+fn closed_text() -> String {
+    format!(
+        "{:?}",
+        Message::<std::os::fd::OwnedFd>::Closed(bufshare_consumer::Closed {
+            guest: "vm0".into(),
+            buffer_id: 1,
+        })
+    )
+}
+
+/// Runs a watcher with `args` against a backend of version 3 that adds
+/// buffer 1 and updates it, then (unless `remove` is false) removes it;
+/// returns what the watcher said, each with when (after the UPDATE, after
+/// the REMOVE).
+fn answers(args: &[&str], remove: bool) -> Vec<(String, Duration)> {
+    let setup = Setup::new();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = setup.serve(move |conn| {
+        conn.welcome_v3();
+        let file = memfd("bsw-v3", 4096);
+        conn.event(add(
+            "vm0",
+            1,
+            "app",
+            4096,
+            Properties::default(),
+            Memory::DmaBuf(file.as_fd()),
+        ));
+        conn.event(update("vm0", 1, 5));
+        let mut said = Vec::new();
+        let start = Instant::now();
+        if let Some(m) = conn.said(Duration::from_millis(500)) {
+            said.push((m, start.elapsed()));
+        }
+        if remove {
+            conn.event(Event::<BorrowedFd<'_>>::Remove(Remove {
+                guest: "vm0".into(),
+                buffer_id: 1,
+            }));
+            let start = Instant::now();
+            while let Some(m) = conn.said(Duration::from_secs(3)) {
+                said.push((m, start.elapsed()));
+            }
+        }
+        tx.send(said).unwrap();
+    });
+    let watch = setup.watch(args);
+    let said = rx.recv_timeout(TIMEOUT).unwrap();
+    kill(Pid::from_raw(watch.pid() as i32), Signal::SIGTERM).unwrap();
+    server.join().unwrap();
+    watch.wait();
+    said
+}
+
+#[test]
+fn releases_and_closes() {
+    let said = answers(&[], true);
+    let texts: Vec<&str> = said.iter().map(|(m, _)| m.as_str()).collect();
+    assert_eq!(texts, [release_text(5), closed_text()]);
+    assert!(said[1].1 < Duration::from_millis(500), "{said:?}");
+}
+
+#[test]
+fn hold_after_remove_and_no_release() {
+    let said = answers(&["--hold-after-remove", "1", "--no-release"], true);
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert_eq!(said[0].0, closed_text());
+    assert!(said[0].1 >= Duration::from_millis(900), "{said:?}");
+}
+
+#[test]
+fn stop_reading() {
+    // The UPDATE is not read: neither RELEASE nor, the REMOVE unread, CLOSED.
+    let said = answers(&["--stop-reading", "1"], true);
+    assert!(said.is_empty(), "{said:?}");
+}

@@ -8,9 +8,12 @@
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
+use std::collections::VecDeque;
+
 use bufshare_uapi::{
-    VIRTIO_BUFSHARE_F_BUFFERS, VIRTIO_BUFSHARE_F_GENERATION, VIRTIO_BUFSHARE_NUM_VQS,
-    VIRTIO_BUFSHARE_VQ_CMD,
+    VirtioBufshareEvent, VIRTIO_BUFSHARE_F_BUFFERS, VIRTIO_BUFSHARE_F_EVENTS,
+    VIRTIO_BUFSHARE_F_GENERATION, VIRTIO_BUFSHARE_NUM_VQS_EVENTS, VIRTIO_BUFSHARE_VQ_CMD,
+    VIRTIO_BUFSHARE_VQ_EVENT,
 };
 use log::{debug, error, info, warn};
 use thiserror::Error as ThisError;
@@ -32,8 +35,15 @@ use crate::{guest_error, guest_warn};
 
 /// Largest size of the command virtqueue.
 pub const QUEUE_SIZE: usize = 256;
-/// Number of virtqueues.
-pub const NUM_QUEUES: usize = VIRTIO_BUFSHARE_NUM_VQS;
+/// Number of virtqueues: the command queue, and the event queue, which a
+/// driver that does not ack `VIRTIO_BUFSHARE_F_EVENTS` never sets up.
+pub const NUM_QUEUES: usize = VIRTIO_BUFSHARE_NUM_VQS_EVENTS;
+/// The event of the worker thread's epoll that says the holders of the
+/// buffers have news for the device ([`crate::holders::Holders::wake_fd`]):
+/// the first after the queues' and the exit event's.
+pub const HOLDERS_EVENT: u16 = NUM_QUEUES as u16 + 1;
+/// Size of an event.
+const EVENT_SIZE: usize = std::mem::size_of::<VirtioBufshareEvent>();
 
 type GuestMemory = GuestMemoryAtomic<GuestMemoryMmap>;
 type Chain = DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>;
@@ -76,6 +86,13 @@ pub struct VhostUserBufshareBackend {
     faults: Option<FaultFile>,
     exit_consumer: EventConsumer,
     exit_notifier: EventNotifier,
+    /// Chains taken from the command queue and not served yet: a LOST
+    /// event must reach the driver first. Each with its fault, already
+    /// read.
+    stalled: VecDeque<(Chain, Fault)>,
+    /// Without events: UNREGISTER commands carried out, whose answer waits
+    /// for the buffer's holders to let go, with the buffer's id.
+    held: Vec<(Chain, u64)>,
 }
 
 impl VhostUserBufshareBackend {
@@ -97,6 +114,8 @@ impl VhostUserBufshareBackend {
             faults: None,
             exit_consumer,
             exit_notifier,
+            stalled: VecDeque::new(),
+            held: Vec::new(),
         })
     }
 
@@ -113,10 +132,24 @@ impl VhostUserBufshareBackend {
     }
 
     /// Serves every available descriptor chain of the command queue, then
-    /// notifies the driver if it asked to be.
-    pub fn process_queue(&mut self, vring: &VringRwLock) -> Result<(), Error> {
+    /// notifies the driver if it asked to be; then passes on what the
+    /// holders of the buffers said ([`VhostUserBufshareBackend::deliver`]).
+    pub fn process_queue(&mut self, vrings: &[VringRwLock]) -> Result<(), Error> {
+        let Some(vring) = vrings.get(usize::from(VIRTIO_BUFSHARE_VQ_CMD)) else {
+            return Ok(());
+        };
+        let result = self.process_commands(vring, vrings);
+        self.deliver(vrings);
+        result
+    }
+
+    fn process_commands(
+        &mut self,
+        vring: &VringRwLock,
+        vrings: &[VringRwLock],
+    ) -> Result<(), Error> {
         if !self.event_idx {
-            self.process_available(vring)?;
+            self.process_available(vring, vrings)?;
             return Ok(());
         }
         // With EVENT_IDX, serve with notifications off, then turn them back
@@ -124,7 +157,7 @@ impl VhostUserBufshareBackend {
         let mut idle_rounds = 0;
         loop {
             vring.disable_notification().map_err(Error::Notification)?;
-            let served = self.process_available(vring)?;
+            let served = self.process_available(vring, vrings)?;
             let more = vring.enable_notification().map_err(Error::Notification)?;
             if !more {
                 return Ok(());
@@ -146,31 +179,81 @@ impl VhostUserBufshareBackend {
     /// The driver is notified (if it asked to be) once they are returned,
     /// and at once after each chain a [`Fault::SlowAnswer`] held back: that
     /// answer is late enough.
-    fn process_available(&mut self, vring: &VringRwLock) -> Result<usize, Error> {
+    fn process_available(
+        &mut self,
+        vring: &VringRwLock,
+        vrings: &[VringRwLock],
+    ) -> Result<usize, Error> {
         let mem = self.mem.as_ref().ok_or(Error::NoMemory)?.memory();
-        let chains: Vec<Chain> = vring
-            .get_mut()
-            .get_queue_mut()
-            .iter(mem.clone())
-            .map_err(Error::AvailRing)?
+        // Those stalled first, with their faults; then those available.
+        let mut chains: Vec<(Chain, Option<Fault>)> = self
+            .stalled
+            .drain(..)
+            .map(|(chain, fault)| (chain, Some(fault)))
             .collect();
+        let stalled = chains.len();
+        if self.device.pending().lost_pending() {
+            // Still no room for LOST: nothing more is carried out.
+            self.write_events(vrings);
+        }
+        if !self.device.pending().lost_pending() || stalled == 0 {
+            chains.extend(
+                vring
+                    .get_mut()
+                    .get_queue_mut()
+                    .iter(mem.clone())
+                    .map_err(Error::AvailRing)?
+                    .map(|chain| (chain, None)),
+            );
+        }
         if chains.is_empty() {
             return Ok(0);
         }
+        let taken = chains.len() - stalled;
 
         // Chains returned and not notified yet.
         let mut unnotified = 0;
-        for chain in &chains {
+        let mut chains = chains.into_iter();
+        while let Some((chain, fault)) = chains.next() {
             let head = chain.head_index();
-            let fault = self.fault();
-            // Whatever becomes of the chain: a lose-buffers TOKEN is acted
-            // on once, when it is read.
-            fault.before_chain(&mut self.device);
+            let fault = match fault {
+                Some(fault) => fault,
+                None => {
+                    let fault = self.fault();
+                    // Whatever becomes of the chain: a lose-buffers TOKEN is
+                    // acted on once, when it is read.
+                    fault.before_chain(&mut self.device);
+                    fault
+                }
+            };
+            if self.device.pending().lost_pending() {
+                // LOST reaches the driver before any further command is
+                // carried out: written now, or the commands wait for room.
+                self.write_events(vrings);
+                if self.device.pending().lost_pending() {
+                    info!("no room for LOST on the event queue: commands wait");
+                    self.stalled.push_back((chain, fault));
+                    self.stalled.extend(chains.map(|(c, f)| {
+                        let f = f.unwrap_or_else(|| {
+                            let f = self.faults.as_mut().map_or(Fault::None, FaultFile::read);
+                            f.before_chain(&mut self.device);
+                            f
+                        });
+                        (c, f)
+                    }));
+                    break;
+                }
+            }
             if fault.drops_chain() {
                 info!("chain {head} left outstanding (fault injection)");
                 continue;
             }
-            let len = self.process_chain(&mem, chain, fault);
+            let len = self.process_chain(&mem, &chain, fault);
+            if let Some(id) = self.device.take_held() {
+                info!("UNREGISTER {id}: answered once its holders let go");
+                self.held.push((chain, id));
+                continue;
+            }
             // The command is carried out: under slow-answer, its answer
             // waits here before it is returned.
             let held = self
@@ -196,7 +279,134 @@ impl VhostUserBufshareBackend {
         if unnotified > 0 {
             notify(vring);
         }
-        Ok(chains.len())
+        Ok(taken)
+    }
+
+    /// Passes on what the holders of the buffers said: answers the held
+    /// UNREGISTER commands of the buffers freed, and with events writes
+    /// the pending events into the event queue, as far as it has room; if
+    /// that makes room for a LOST that commands waited for, serves them.
+    pub fn deliver(&mut self, vrings: &[VringRwLock]) {
+        let freed = self.device.collect();
+        if !freed.is_empty() && !self.held.is_empty() {
+            self.answer_held(&freed, vrings);
+        }
+        let lost = self.device.pending().lost_pending();
+        self.write_events(vrings);
+        if lost && !self.device.pending().lost_pending() && !self.stalled.is_empty() {
+            if let Some(vring) = vrings.get(usize::from(VIRTIO_BUFSHARE_VQ_CMD)) {
+                if let Err(e) = self.process_commands(vring, vrings) {
+                    guest_error!("command queue: {e}");
+                }
+                // The commands may have made more events.
+                self.device.collect();
+                self.write_events(vrings);
+            }
+        }
+    }
+
+    /// Answers the held UNREGISTER commands of the buffers `freed`, with
+    /// the generation of now.
+    fn answer_held(&mut self, freed: &[u64], vrings: &[VringRwLock]) {
+        let Some(vring) = vrings.get(usize::from(VIRTIO_BUFSHARE_VQ_CMD)) else {
+            return;
+        };
+        let Some(mem) = self.mem.as_ref().map(GuestAddressSpace::memory) else {
+            return;
+        };
+        let mut answered = 0;
+        let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|(_, id)| freed.contains(id));
+        self.held = later;
+        for (chain, id) in now {
+            let head = chain.head_index();
+            let answer = self.device.held_answer();
+            let len = match Writer::new(&*mem, chain) {
+                Ok(mut writer) => match writer.write_all(&answer) {
+                    Ok(()) => writer.bytes_written() as u32,
+                    Err(e) => {
+                        guest_error!("chain {head}: cannot write the answer: {e}");
+                        0
+                    }
+                },
+                Err(e) => {
+                    guest_error!("chain {head}: bad device-writable descriptors: {e}");
+                    0
+                }
+            };
+            info!("UNREGISTER {id}: no holder left, answered");
+            if let Err(e) = vring.add_used(head, len) {
+                guest_error!("cannot return descriptor chain {head} to the driver: {e}");
+            }
+            answered += 1;
+        }
+        if answered > 0 {
+            notify(vring);
+        }
+    }
+
+    /// Writes pending events into the buffers of the event queue, as long
+    /// as there are both; skips (used with length 0) buffers too small for
+    /// an event. Nothing without events, or before the queue is ready.
+    fn write_events(&mut self, vrings: &[VringRwLock]) {
+        if !self.device.events_enabled() || self.device.pending().is_empty() {
+            return;
+        }
+        let Some(vring) = vrings.get(usize::from(VIRTIO_BUFSHARE_VQ_EVENT)) else {
+            return;
+        };
+        if !vring.get_ref().get_queue().ready() {
+            return;
+        }
+        let Some(mem) = self.mem.as_ref().map(GuestAddressSpace::memory) else {
+            return;
+        };
+        let mut used = 0;
+        while !self.device.pending().is_empty() {
+            let chain = match vring
+                .get_mut()
+                .get_queue_mut()
+                .pop_descriptor_chain(mem.clone())
+            {
+                Some(chain) => chain,
+                None => break,
+            };
+            let head = chain.head_index();
+            let mut writer = match Writer::new(&*mem, chain) {
+                Ok(writer) => writer,
+                Err(e) => {
+                    guest_error!("event chain {head}: bad device-writable descriptors: {e}");
+                    add_used(vring, head, 0);
+                    used += 1;
+                    continue;
+                }
+            };
+            if writer.available_bytes() < EVENT_SIZE {
+                guest_warn!(
+                    "event chain {head}: {} bytes, too small for an event: skipped",
+                    writer.available_bytes()
+                );
+                add_used(vring, head, 0);
+                used += 1;
+                continue;
+            }
+            let Some(event) = self.device.next_event() else {
+                break;
+            };
+            let len = match writer.write_all(&event) {
+                Ok(()) => writer.bytes_written() as u32,
+                Err(e) => {
+                    guest_error!("event chain {head}: cannot write the event: {e}");
+                    0
+                }
+            };
+            add_used(vring, head, len);
+            used += 1;
+        }
+        if used > 0 {
+            notify(vring);
+        }
     }
 
     /// Resets the device, as the frontend asked. With a fault file: once it
@@ -206,6 +416,9 @@ impl VhostUserBufshareBackend {
         if let Some(faults) = self.faults.as_mut() {
             faults.before_reset();
         }
+        // Commands not answered are dropped.
+        self.stalled.clear();
+        self.held.clear();
         self.device.reset();
         if let Some(faults) = &self.faults {
             faults.after_reset();
@@ -288,6 +501,12 @@ pub fn answer(
     Some(answer)
 }
 
+fn add_used(vring: &VringRwLock, head: u16, len: u32) {
+    if let Err(e) = vring.add_used(head, len) {
+        guest_error!("cannot return descriptor chain {head} to the driver: {e}");
+    }
+}
+
 /// Notifies the driver of the chains returned, if it asked to be.
 fn notify(vring: &VringRwLock) {
     match vring.needs_notification() {
@@ -324,6 +543,7 @@ impl VhostUserBackendMut for VhostUserBufshareBackend {
             | (1 << VIRTIO_RING_F_EVENT_IDX)
             | (1 << VIRTIO_BUFSHARE_F_BUFFERS)
             | (1 << VIRTIO_BUFSHARE_F_GENERATION)
+            | (1 << VIRTIO_BUFSHARE_F_EVENTS)
             | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
     }
 
@@ -398,17 +618,24 @@ impl VhostUserBackendMut for VhostUserBufshareBackend {
         vrings: &[VringRwLock],
         _thread_id: usize,
     ) -> io::Result<()> {
-        if device_event != VIRTIO_BUFSHARE_VQ_CMD {
-            return Err(Error::UnknownEvent(device_event).into());
-        }
         if evset != EventSet::IN {
-            warn!("unexpected events {evset:?} on the command queue");
+            warn!("unexpected events {evset:?} on event {device_event}");
         }
-        let vring = &vrings[usize::from(VIRTIO_BUFSHARE_VQ_CMD)];
-        // Errors of a broken ring are the driver's: log them and keep the
-        // worker thread alive, so that a device reset can repair things.
-        if let Err(e) = self.process_queue(vring) {
-            guest_error!("command queue: {e}");
+        match device_event {
+            VIRTIO_BUFSHARE_VQ_CMD => {
+                // Errors of a broken ring are the driver's: log them and
+                // keep the worker thread alive, so that a device reset can
+                // repair things.
+                if let Err(e) = self.process_queue(vrings) {
+                    guest_error!("command queue: {e}");
+                }
+            }
+            // The driver gave buffers for events; or the holders have
+            // news.
+            // The notes are taken even without guest memory yet (the
+            // wake-up is level-triggered): what needs memory waits.
+            VIRTIO_BUFSHARE_VQ_EVENT | HOLDERS_EVENT => self.deliver(vrings),
+            _ => return Err(Error::UnknownEvent(device_event).into()),
         }
         Ok(())
     }

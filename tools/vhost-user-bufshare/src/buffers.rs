@@ -28,6 +28,7 @@ use vm_memory::{
     GuestMemoryError, GuestMemoryLoadGuard, GuestMemoryMmap, GuestMemoryRegion,
 };
 
+use crate::holders::Holders;
 use crate::props::Properties;
 
 /// Why a range of guest memory is refused.
@@ -398,6 +399,9 @@ pub struct State {
     /// Whether a frontend is connected (for the inspect socket's
     /// `guests`).
     pub connected: bool,
+    /// Who holds the memory of the buffers: the consumer socket's, once
+    /// it serves the guest.
+    pub holders: Arc<Holders>,
 }
 
 impl State {

@@ -16,10 +16,11 @@
 pub mod access;
 pub mod export;
 pub mod hub;
+pub mod peer;
 
 use std::collections::HashMap;
 use std::io::{self, Read};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use bufshare_consumer::io::send_message;
+use bufshare_consumer::io::{recv_message, send_message};
 use bufshare_consumer::wire::{Header, HEADER_SIZE};
 use bufshare_consumer::{ErrorCode, ErrorMessage, MemoryForm, Message, Welcome, VERSION};
 use log::{debug, error, info, warn};
@@ -38,8 +39,10 @@ use vmm_sys_util::eventfd::EventFd;
 
 use self::access::AccessPolicy;
 use self::export::{Receiver, Udmabuf};
-use self::hub::{ConsumerQueue, GuestEvents, Hub, HubError, Next};
+use self::hub::{ConsumerQueue, GuestEvents, Hub, HubError, Next, DEFAULT_CLOSE_GRACE};
+use self::peer::peer_pidfd;
 use crate::device::device_name;
+use crate::holders::HolderId;
 use crate::socket::{self, ListenError, SocketThread};
 
 /// Default number of events queued for a consumer.
@@ -88,6 +91,9 @@ pub struct ConsumerConfig {
     pub udmabuf: Option<PathBuf>,
     /// How long a consumer has to send its HELLO, and to take each message.
     pub client_timeout: Duration,
+    /// How long a consumer of version 3 has to say CLOSED after a REMOVE
+    /// (or RESET) of a buffer it holds, before it is disconnected.
+    pub close_grace: Duration,
 }
 
 impl ConsumerConfig {
@@ -103,6 +109,7 @@ impl ConsumerConfig {
             max_consumers_per_uid: DEFAULT_MAX_CONSUMERS_PER_UID,
             udmabuf: Some(PathBuf::from(Udmabuf::DEVICE)),
             client_timeout: CLIENT_TIMEOUT,
+            close_grace: DEFAULT_CLOSE_GRACE,
         }
     }
 }
@@ -125,6 +132,11 @@ struct Shared {
     active: AtomicUsize,
     /// Connections open by uid, handshakes included.
     by_uid: Mutex<HashMap<u32, usize>>,
+    /// Readable once the server stops: ends the waits for consumers'
+    /// processes.
+    stopping: nix::sys::eventfd::EventFd,
+    /// The consumers gone holding buffers.
+    reaper: Reaper,
 }
 
 impl Shared {
@@ -169,6 +181,126 @@ pub struct ConsumerServer {
     hub: Arc<Hub>,
     shared: Arc<Shared>,
     server: SocketThread,
+    /// Dropped last: once every consumer's thread is done.
+    _reaper: ReaperThread,
+}
+
+/// A consumer that disconnected holding buffers, waiting for its process
+/// to exit.
+struct Waiting {
+    pidfd: OwnedFd,
+    id: HolderId,
+    who: String,
+}
+
+/// The consumers waiting for their processes to exit, and the wake-up of
+/// the thread that waits for them ([`reap`]).
+struct Reaper {
+    waiting: Mutex<Vec<Waiting>>,
+    wake: nix::sys::eventfd::EventFd,
+}
+
+impl Reaper {
+    fn add(&self, waiting: Waiting) {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(waiting);
+        if let Err(e) = self.wake.write(1) {
+            error!("cannot wake the consumer reaper up: {e}");
+        }
+    }
+
+    /// Number of consumers waited for.
+    fn len(&self) -> usize {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// The thread that waits for the processes of consumers gone holding
+/// buffers; stopped and joined when dropped.
+struct ReaperThread {
+    thread: Option<JoinHandle<()>>,
+    shared: Arc<Shared>,
+}
+
+impl Drop for ReaperThread {
+    fn drop(&mut self) {
+        let _ = self.shared.stopping.write(1);
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                error!("the consumer reaper panicked");
+            }
+        }
+    }
+}
+
+/// Until the server stops: waits for the processes of the consumers in
+/// `shared.reaper`; as each exits, what it held is let go.
+fn reap(shared: &Shared) {
+    let lock = || {
+        shared
+            .reaper
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    };
+    loop {
+        // Copies of the pidfds: consumers' threads add to the list while
+        // this waits.
+        let watched: Vec<(OwnedFd, HolderId)> = lock()
+            .iter()
+            .filter_map(|w| match w.pidfd.try_clone() {
+                Ok(fd) => Some((fd, w.id)),
+                Err(e) => {
+                    error!("consumer reaper: {}: {e}", w.who);
+                    None
+                }
+            })
+            .collect();
+        let mut fds = vec![
+            PollFd::new(shared.stopping.as_fd(), PollFlags::POLLIN),
+            PollFd::new(shared.reaper.wake.as_fd(), PollFlags::POLLIN),
+        ];
+        fds.extend(
+            watched
+                .iter()
+                .map(|(fd, _)| PollFd::new(fd.as_fd(), PollFlags::POLLIN)),
+        );
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => {
+                error!("consumer reaper: {e}");
+                return;
+            }
+        }
+        let ready = |fd: &PollFd<'_>| !fd.revents().unwrap_or(PollFlags::empty()).is_empty();
+        if ready(&fds[0]) {
+            return;
+        }
+        if ready(&fds[1]) {
+            let _ = shared.reaper.wake.read();
+        }
+        let exited: Vec<HolderId> = fds[2..]
+            .iter()
+            .zip(&watched)
+            .filter(|(fd, _)| ready(fd))
+            .map(|(_, (_, id))| *id)
+            .collect();
+        if exited.is_empty() {
+            continue;
+        }
+        let gone: Vec<Waiting> = {
+            let mut waiting = lock();
+            let (gone, kept) = waiting.drain(..).partition(|w| exited.contains(&w.id));
+            *waiting = kept;
+            gone
+        };
+        for w in gone {
+            info!("consumer {}: process exited: what it held is let go", w.who);
+            shared.hub.gone(w.id);
+        }
+    }
 }
 
 impl ConsumerServer {
@@ -202,7 +334,9 @@ impl ConsumerServer {
                 Err(e) => warn!("dma-buf mode: cannot raise RLIMIT_NOFILE: {e}"),
             }
         }
-        let hub = Arc::new(Hub::new(config.queue_limit.max(1), udmabuf));
+        let hub = Arc::new(
+            Hub::new(config.queue_limit.max(1), udmabuf).with_close_grace(config.close_grace),
+        );
         let listener = socket::listen(&config.path, config.mode)?;
         let shared = Arc::new(Shared {
             hub: Arc::clone(&hub),
@@ -212,6 +346,19 @@ impl ConsumerServer {
             client_timeout: config.client_timeout,
             active: AtomicUsize::new(0),
             by_uid: Mutex::new(HashMap::new()),
+            stopping: nix::sys::eventfd::EventFd::from_flags(
+                nix::sys::eventfd::EfdFlags::EFD_NONBLOCK
+                    | nix::sys::eventfd::EfdFlags::EFD_CLOEXEC,
+            )
+            .map_err(|e| Error::Start(e.into()))?,
+            reaper: Reaper {
+                waiting: Mutex::new(Vec::new()),
+                wake: nix::sys::eventfd::EventFd::from_flags(
+                    nix::sys::eventfd::EfdFlags::EFD_NONBLOCK
+                        | nix::sys::eventfd::EfdFlags::EFD_CLOEXEC,
+                )
+                .map_err(|e| Error::Start(e.into()))?,
+            },
         });
         let thread_shared = Arc::clone(&shared);
         let server = SocketThread::spawn(
@@ -227,11 +374,26 @@ impl ConsumerServer {
             config.path.display(),
             hub.memory_form()
         );
+        let reaper_shared = Arc::clone(&shared);
+        let reaper = thread::Builder::new()
+            .name(String::from("consumer-reaper"))
+            .spawn(move || reap(&reaper_shared))
+            .map_err(Error::Start)?;
+        let reaper = ReaperThread {
+            thread: Some(reaper),
+            shared: Arc::clone(&shared),
+        };
         Ok(Self {
             hub,
             shared,
             server,
+            _reaper: reaper,
         })
+    }
+
+    /// Consumers gone holding buffers, whose processes have not exited.
+    pub fn waiting_for_exit(&self) -> usize {
+        self.shared.reaper.len()
     }
 
     /// Adds a guest; its buffer table tells the returned observer.
@@ -277,6 +439,9 @@ fn accept_loop(listener: &UnixListener, stop: &EventFd, shared: &Arc<Shared>) {
 /// SHUTDOWN, and [`SHUTDOWN_GRACE`] to take them; then the connections are
 /// cut.
 fn finish(connections: Vec<Connection>, shared: &Shared) {
+    if let Err(e) = shared.stopping.write(1) {
+        error!("cannot end the waits for consumers' processes: {e}");
+    }
     shared.hub.finish_all(&ErrorMessage::new(
         ErrorCode::Shutdown,
         "the backend is stopping",
@@ -421,7 +586,8 @@ fn protocol(message: impl AsRef<str>) -> Refusal {
 }
 
 /// Serves one consumer: handshake, then events until it goes, overflows,
-/// or the server stops.
+/// or the server stops; then, if it still holds buffers, waits for its
+/// process to exit before they count as let go.
 fn serve_consumer(stream: &UnixStream, shared: &Shared) {
     let creds = match getsockopt(stream, PeerCredentials) {
         Ok(creds) => creds,
@@ -432,12 +598,36 @@ fn serve_consumer(stream: &UnixStream, shared: &Shared) {
     };
     let (uid, gid) = (creds.uid(), creds.gid());
     let who = format!("pid {} uid {uid} gid {gid}", creds.pid());
+    // Taken before anything is handed over: the process may exit at any
+    // time after.
+    let pidfd = peer_pidfd(stream.as_fd(), creds.pid());
+    if let Err(e) = &pidfd {
+        debug!("consumer {who}: no pidfd ({e}): its process is gone");
+    }
     match handshake(stream, shared, &who, uid, gid) {
         Ok(queue) => {
             info!("consumer {who} subscribed to {}", queue.applications());
             send_events(stream, shared, &queue);
             shared.hub.unsubscribe(&queue);
-            info!("consumer {who} gone");
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            let id = queue.id();
+            match pidfd {
+                Ok(pidfd) if shared.hub.holds_anything(id) => {
+                    info!(
+                        "consumer {who} gone, holding buffers: they are let go when its \
+                         process exits"
+                    );
+                    shared.reaper.add(Waiting {
+                        pidfd,
+                        id,
+                        who: who.clone(),
+                    });
+                }
+                _ => {
+                    info!("consumer {who} gone");
+                    shared.hub.gone(id);
+                }
+            }
         }
         Err(Refusal::Send(error)) => {
             warn!("consumer {who} refused: {error}");
@@ -552,7 +742,9 @@ fn handshake(
 }
 
 /// Sends what `queue` holds as it comes, until the consumer goes, the queue
-/// ends (overflow, shutdown) or a send fails or times out.
+/// ends (overflow, shutdown), a send fails or times out, or (version 3)
+/// the consumer does not say CLOSED in time. Takes what a consumer of
+/// version 3 says (RELEASE, CLOSED) between sends and while waiting.
 fn send_events(stream: &UnixStream, shared: &Shared, queue: &ConsumerQueue) {
     let who = queue.who();
     // Reads only happen once poll() says there is something.
@@ -590,6 +782,9 @@ fn send_events(stream: &UnixStream, shared: &Shared, queue: &ConsumerQueue) {
                     warn!("consumer {who}: cannot send {}: {e}", message.kind());
                     return;
                 }
+                if !take_input(stream, shared, queue, Some(Duration::ZERO)) {
+                    return;
+                }
             }
             Next::End(error) => {
                 send_error(stream, error);
@@ -597,7 +792,7 @@ fn send_events(stream: &UnixStream, shared: &Shared, queue: &ConsumerQueue) {
             }
             Next::Done => return,
             Next::Idle => {
-                if !wait(stream, queue) {
+                if !wait(stream, shared, queue) {
                     return;
                 }
             }
@@ -605,49 +800,151 @@ fn send_events(stream: &UnixStream, shared: &Shared, queue: &ConsumerQueue) {
     }
 }
 
-/// Waits until the queue may have something; `false` if the consumer went
-/// away, or sent something (which it may not).
-fn wait(stream: &UnixStream, queue: &ConsumerQueue) -> bool {
-    let who = queue.who();
+/// Waits until the queue may have something, taking what the consumer
+/// says meanwhile; `false` if it went away, sent what it may not, or is
+/// disconnected for not saying CLOSED in time.
+fn wait(stream: &UnixStream, shared: &Shared, queue: &ConsumerQueue) -> bool {
     loop {
-        let mut fds = [
-            PollFd::new(stream.as_fd(), PollFlags::POLLIN),
-            PollFd::new(queue.wake_fd(), PollFlags::POLLIN),
-        ];
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
+        let mut fds = [PollFd::new(queue.wake_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => {
-                error!("consumer {who}: {e}");
+                error!("consumer {}: {e}", queue.who());
                 return false;
             }
         }
-        let socket = fds[0].revents().unwrap_or(PollFlags::empty());
-        let wake = fds[1].revents().unwrap_or(PollFlags::empty());
-        if !socket.is_empty() {
-            let mut byte = [0u8; 1];
-            return match (&*stream).read(&mut byte) {
-                Ok(0) => false,
-                Ok(_) => {
-                    warn!("consumer {who} sent something after its HELLO");
-                    send_error(
-                        stream,
-                        ErrorMessage::new(
-                            ErrorCode::Protocol,
-                            "consumers send nothing after HELLO",
-                        ),
-                    );
-                    false
-                }
-                Err(e) => {
-                    debug!("consumer {who}: {e}");
-                    false
-                }
-            };
-        }
-        if wake.contains(PollFlags::POLLIN) {
+        if fds[0]
+            .revents()
+            .unwrap_or(PollFlags::empty())
+            .contains(PollFlags::POLLIN)
+        {
             queue.clear_wake();
             return true;
+        }
+        if !take_input(stream, shared, queue, None) {
+            return false;
+        }
+    }
+}
+
+/// Waits (at most `timeout`; `None`: until the queue's wake-up, the
+/// consumer's next message or its next CLOSED deadline) and takes one
+/// message of the consumer if it sent one; `false` if the connection is
+/// to end.
+fn take_input(
+    stream: &UnixStream,
+    shared: &Shared,
+    queue: &ConsumerQueue,
+    timeout: Option<Duration>,
+) -> bool {
+    let who = queue.who();
+    let deadline = queue.next_deadline();
+    let wait = match (timeout, deadline) {
+        (Some(t), _) => Some(t),
+        (None, Some(at)) => Some(at.saturating_duration_since(Instant::now())),
+        (None, None) => None,
+    };
+    let poll_timeout = match wait {
+        Some(d) if d.is_zero() => PollTimeout::ZERO,
+        // Rounded up: a deadline is never polled for too early.
+        Some(d) => PollTimeout::try_from(d.as_millis().saturating_add(1).min(60_000) as i32)
+            .unwrap_or(PollTimeout::MAX),
+        None => PollTimeout::NONE,
+    };
+    let mut fds = [
+        PollFd::new(stream.as_fd(), PollFlags::POLLIN),
+        PollFd::new(queue.wake_fd(), PollFlags::POLLIN),
+    ];
+    match poll(&mut fds, poll_timeout) {
+        Ok(_) => {}
+        Err(nix::errno::Errno::EINTR) => return true,
+        Err(e) => {
+            error!("consumer {who}: {e}");
+            return false;
+        }
+    }
+    if let Some((guest, id)) = queue.overdue(Instant::now()) {
+        warn!(
+            "consumer {who}: buffer {id} of guest {guest} not CLOSED within {:?} of its \
+             REMOVE: disconnected; what it holds is let go when its process exits",
+            shared.hub.close_grace()
+        );
+        return false;
+    }
+    if fds[0].revents().unwrap_or(PollFlags::empty()).is_empty() {
+        return true;
+    }
+    if !queue.answers() {
+        let mut byte = [0u8; 1];
+        return match (&*stream).read(&mut byte) {
+            Ok(0) => false,
+            Ok(_) => {
+                warn!("consumer {who} sent something after its HELLO");
+                send_error(
+                    stream,
+                    ErrorMessage::new(
+                        ErrorCode::Protocol,
+                        "consumers of version 1 and 2 send nothing after HELLO",
+                    ),
+                );
+                false
+            }
+            Err(e) => {
+                debug!("consumer {who}: {e}");
+                false
+            }
+        };
+    }
+    // A message is coming: it has the time to take a message to arrive
+    // whole.
+    if let Err(e) = stream.set_read_timeout(Some(shared.client_timeout)) {
+        warn!("consumer {who}: {e}");
+        return false;
+    }
+    let received = recv_message(stream.as_fd());
+    let _ = stream.set_read_timeout(None);
+    match received {
+        Ok(Some(Message::Release(release))) => {
+            debug!(
+                "consumer {who}: RELEASE {} {} {}",
+                release.guest, release.buffer_id, release.seqno
+            );
+            queue.release(&release.guest, release.buffer_id, release.seqno);
+            true
+        }
+        Ok(Some(Message::Closed(closed))) => {
+            if queue.closed(&closed.guest, closed.buffer_id) {
+                debug!(
+                    "consumer {who}: CLOSED {} {}",
+                    closed.guest, closed.buffer_id
+                );
+            } else {
+                debug!(
+                    "consumer {who}: CLOSED {} {}, which it does not hold: ignored",
+                    closed.guest, closed.buffer_id
+                );
+            }
+            true
+        }
+        Ok(Some(other)) => {
+            warn!("consumer {who} sent {}", other.kind());
+            send_error(
+                stream,
+                ErrorMessage::new(
+                    ErrorCode::Protocol,
+                    format!("{} from a consumer: only RELEASE and CLOSED", other.kind()),
+                ),
+            );
+            false
+        }
+        Ok(None) => false,
+        Err(e) => {
+            warn!("consumer {who}: {e}");
+            send_error(
+                stream,
+                ErrorMessage::new(ErrorCode::Protocol, e.to_string()),
+            );
+            false
         }
     }
 }

@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +26,7 @@ use thiserror::Error as ThisError;
 use vhost::vhost_user::{Error as VhostUserError, Listener};
 use vhost_user_backend::{Error as DaemonError, ShutdownHandle, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use bufshare_consumer::props::{is_name, is_name_char, NAME_MAX};
@@ -330,7 +332,10 @@ pub fn serve(config: &Config, shutdown: &Shutdown) -> Result<(), Error> {
         Some(server) => {
             let observed = Observed(&states);
             for (guest, state) in config.guests.iter().zip(&states) {
-                state.lock().observer = Some(server.guest(&guest.name)?);
+                let events = server.guest(&guest.name)?;
+                let mut state = state.lock();
+                state.holders = Arc::clone(events.holders());
+                state.observer = Some(events);
                 info!("guest {} for consumers", guest.name);
             }
             Some(observed)
@@ -467,6 +472,18 @@ fn run_connection(
 
     daemon.start(listener).map_err(Error::Daemon)?;
     info!("guest {name}: frontend connected");
+    // The holders of the buffers wake the worker thread up when they let
+    // go of something.
+    let holders = Arc::clone(&state.lock().holders);
+    if let Some(handler) = daemon.get_epoll_handlers().first() {
+        if let Err(e) = handler.register_listener(
+            holders.wake_fd().as_raw_fd(),
+            EventSet::IN,
+            u64::from(backend::HOLDERS_EVENT),
+        ) {
+            error!("guest {name}: cannot listen to the holders of the buffers: {e}");
+        }
+    }
     state.lock().connected = true;
     shutdown.set_connection(index, daemon.shutdown_handle());
     let result = daemon.wait();

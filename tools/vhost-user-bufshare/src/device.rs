@@ -31,15 +31,18 @@ use std::mem::{offset_of, size_of};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
 use bufshare_uapi::{
-    VirtioBufshareCmdHdr, VirtioBufshareCmdRegister, VirtioBufshareCmdSetProperties,
-    VirtioBufshareCmdUpdate, VirtioBufshareConfig, VirtioBufshareRange, VirtioBufshareRespHdr,
-    VirtioBufshareRespInfo, VIRTIO_BUFSHARE_CMD_ADD_RANGES, VIRTIO_BUFSHARE_CMD_GET_INFO,
-    VIRTIO_BUFSHARE_CMD_REGISTER, VIRTIO_BUFSHARE_CMD_SET_PROPERTIES,
+    VirtioBufshareCmdGetConsumers, VirtioBufshareCmdHdr, VirtioBufshareCmdRegister,
+    VirtioBufshareCmdSetProperties, VirtioBufshareCmdUpdate, VirtioBufshareConfig,
+    VirtioBufshareRange, VirtioBufshareRespConsumers, VirtioBufshareRespHdr,
+    VirtioBufshareRespInfo, VIRTIO_BUFSHARE_CMD_ADD_RANGES, VIRTIO_BUFSHARE_CMD_GET_CONSUMERS,
+    VIRTIO_BUFSHARE_CMD_GET_INFO, VIRTIO_BUFSHARE_CMD_REGISTER, VIRTIO_BUFSHARE_CMD_SET_PROPERTIES,
     VIRTIO_BUFSHARE_CMD_UNREGISTER, VIRTIO_BUFSHARE_CMD_UPDATE, VIRTIO_BUFSHARE_F_BUFFERS,
-    VIRTIO_BUFSHARE_F_GENERATION, VIRTIO_BUFSHARE_MAX_RANGES_PER_CMD, VIRTIO_BUFSHARE_NAME_LEN,
-    VIRTIO_BUFSHARE_S_INVALID, VIRTIO_BUFSHARE_S_OK, VIRTIO_BUFSHARE_S_UNSUPPORTED,
-    VIRTIO_BUFSHARE_VERSION,
+    VIRTIO_BUFSHARE_F_EVENTS, VIRTIO_BUFSHARE_F_GENERATION, VIRTIO_BUFSHARE_MAX_RANGES_PER_CMD,
+    VIRTIO_BUFSHARE_NAME_LEN, VIRTIO_BUFSHARE_S_INVALID, VIRTIO_BUFSHARE_S_OK,
+    VIRTIO_BUFSHARE_S_UNSUPPORTED, VIRTIO_BUFSHARE_VERSION,
 };
 use log::{debug, info, warn};
 
@@ -47,6 +50,8 @@ use crate::guest_warn;
 use vm_memory::{ByteValued, GuestMemoryAtomic, GuestMemoryMmap};
 
 use crate::buffers::{ResetReason, SharedState};
+use crate::events::{DeviceEvent, PendingEvents};
+use crate::holders::Holders;
 
 mod commands;
 
@@ -57,6 +62,9 @@ pub const CMD_HDR_SIZE: usize = size_of::<VirtioBufshareCmdHdr>();
 pub const RESP_HDR_SIZE: usize = size_of::<VirtioBufshareRespHdr>();
 /// Offset of `generation` in `struct virtio_bufshare_resp_hdr`.
 const GENERATION_OFFSET: usize = offset_of!(VirtioBufshareRespHdr, generation);
+/// Most updates of a buffer the device remembers while they are not
+/// released; older ones are then released with a later one.
+pub const MAX_UNRELEASED_UPDATES: usize = 256;
 /// Why consumers are told that a guest's buffers are gone when the device
 /// loses them ([`BufshareDevice::lose_buffers`]): what they would be told if
 /// the frontend lost its connection to the backend and made a new one, as
@@ -119,10 +127,22 @@ pub struct BufshareDevice {
     buffers_enabled: bool,
     /// Whether the driver acked `VIRTIO_BUFSHARE_F_GENERATION`.
     generation_enabled: bool,
+    /// Whether the driver acked `VIRTIO_BUFSHARE_F_EVENTS`.
+    events_enabled: bool,
     /// The device's generation: random, never 0; kept across resets.
     generation: u32,
     /// The buffers and the guest memory.
     state: Arc<SharedState>,
+    /// Events not written into the event queue yet.
+    pending: PendingEvents,
+    /// With events: the updates of each buffer not released yet, oldest
+    /// first, at most [`MAX_UNRELEASED_UPDATES`].
+    unreleased: HashMap<u64, VecDeque<u64>>,
+    /// Buffers whose updates may be released now.
+    release_check: BTreeSet<u64>,
+    /// Without events: the UNREGISTER just carried out, whose answer must
+    /// wait for the buffer's holders ([`BufshareDevice::take_held`]).
+    held: Option<u64>,
 }
 
 impl BufshareDevice {
@@ -147,9 +167,93 @@ impl BufshareDevice {
             name,
             buffers_enabled: false,
             generation_enabled: false,
+            events_enabled: false,
             generation: next_generation(0, random_u32),
             state,
+            pending: PendingEvents::default(),
+            unreleased: HashMap::new(),
+            release_check: BTreeSet::new(),
+            held: None,
         }
+    }
+
+    /// Who holds the memory of the buffers.
+    pub fn holders(&self) -> Arc<Holders> {
+        Arc::clone(&self.state.lock().holders)
+    }
+
+    /// Whether the driver acked `VIRTIO_BUFSHARE_F_EVENTS`.
+    pub fn events_enabled(&self) -> bool {
+        self.events_enabled
+    }
+
+    /// Takes the id of the buffer whose UNREGISTER was just carried out
+    /// and must not be answered before its holders let go (without
+    /// events); the answer is then made by [`BufshareDevice::held_answer`].
+    pub fn take_held(&mut self) -> Option<u64> {
+        self.held.take()
+    }
+
+    /// The answer to a held UNREGISTER, stamped now.
+    pub fn held_answer(&self) -> Vec<u8> {
+        let mut answer = status_only(VIRTIO_BUFSHARE_S_OK);
+        self.stamp(&mut answer);
+        answer
+    }
+
+    /// Takes what the holders noted ([`Holders::take_notes`]): with
+    /// events, makes the events of it pending (FREED, RELEASED,
+    /// CONSUMERS); returns the buffers freed, whose held UNREGISTER can be
+    /// answered now (without events).
+    pub fn collect(&mut self) -> Vec<u64> {
+        let holders = self.holders();
+        let notes = holders.take_notes();
+        if !self.events_enabled {
+            return notes.freed;
+        }
+        for id in &notes.freed {
+            self.pending.freed(*id);
+        }
+        for (application, count) in &notes.consumers {
+            self.pending.consumers(application, *count);
+        }
+        self.release_check.extend(notes.released);
+        for id in std::mem::take(&mut self.release_check) {
+            let bound = holders.release_bound(id);
+            let Some(updates) = self.unreleased.get_mut(&id) else {
+                continue;
+            };
+            let mut released = None;
+            while updates.front().is_some_and(|&seqno| seqno <= bound) {
+                released = updates.pop_front();
+            }
+            if updates.is_empty() {
+                self.unreleased.remove(&id);
+            }
+            if let Some(seqno) = released {
+                self.pending.released(id, seqno);
+            }
+        }
+        Vec::new()
+    }
+
+    /// The pending events.
+    pub fn pending(&self) -> &PendingEvents {
+        &self.pending
+    }
+
+    /// Takes the first pending event, as the driver is to read it.
+    pub fn next_event(&mut self) -> Option<Vec<u8>> {
+        let generation = if self.generation_enabled {
+            self.generation
+        } else {
+            0
+        };
+        let event = self.pending.pop()?;
+        if let DeviceEvent::Lost = event {
+            info!("LOST event sent");
+        }
+        Some(event.to_wire(generation).as_slice().to_vec())
     }
 
     /// The state shared with the inspect socket.
@@ -169,6 +273,7 @@ impl BufshareDevice {
     pub fn set_driver_features(&mut self, features: u64) {
         self.buffers_enabled = features & (1 << VIRTIO_BUFSHARE_F_BUFFERS) != 0;
         self.generation_enabled = features & (1 << VIRTIO_BUFSHARE_F_GENERATION) != 0;
+        self.events_enabled = features & (1 << VIRTIO_BUFSHARE_F_EVENTS) != 0;
     }
 
     /// The device's generation: taken at random (never 0) when the device
@@ -207,6 +312,10 @@ impl BufshareDevice {
     /// were.
     pub fn lose_buffers(&mut self) -> usize {
         let dropped = self.state.lock().drop_all(LOST_BUFFERS_REASON);
+        self.forget_buffers();
+        if self.events_enabled {
+            self.pending.lost();
+        }
         let old = self.generation;
         self.generation = next_generation(old, random_u32);
         info!(
@@ -242,8 +351,48 @@ impl BufshareDevice {
     pub fn reset(&mut self) {
         self.num_commands = 0;
         let dropped = self.state.lock().drop_all(ResetReason::DeviceReset);
+        self.forget_buffers();
+        self.pending.clear();
         if dropped != 0 {
             info!("device reset: {dropped} buffers dropped");
+        }
+    }
+
+    /// Forgets what was kept about the buffers (they are dropped): their
+    /// unreleased updates, whether they drain, a held UNREGISTER.
+    fn forget_buffers(&mut self) {
+        self.unreleased.clear();
+        self.release_check.clear();
+        self.held = None;
+        self.holders().forget_buffers();
+    }
+
+    /// With events: update `seqno` of buffer `id` was accepted; it is
+    /// released once its holders released it ([`BufshareDevice::collect`]).
+    pub(crate) fn note_update(&mut self, id: u64, seqno: u64) {
+        if !self.events_enabled {
+            return;
+        }
+        let updates = self.unreleased.entry(id).or_default();
+        if updates.len() >= MAX_UNRELEASED_UPDATES {
+            updates.pop_front();
+        }
+        updates.push_back(seqno);
+        self.release_check.insert(id);
+    }
+
+    /// Buffer `id` was unregistered: with events, FREED is pending if
+    /// nothing holds it, else it comes when the holders let go; without,
+    /// the answer is held while something holds it.
+    pub(crate) fn note_unregistered(&mut self, id: u64, free: bool) {
+        self.unreleased.remove(&id);
+        self.release_check.remove(&id);
+        if self.events_enabled {
+            if free {
+                self.pending.freed(id);
+            }
+        } else if !free {
+            self.held = Some(id);
         }
     }
 
@@ -384,6 +533,11 @@ impl BufshareDevice {
             VIRTIO_BUFSHARE_CMD_UPDATE => self.update(request).map(ok),
             VIRTIO_BUFSHARE_CMD_SET_PROPERTIES => self.set_properties(request).map(ok),
             VIRTIO_BUFSHARE_CMD_UNREGISTER => self.unregister(request).map(ok),
+            VIRTIO_BUFSHARE_CMD_GET_CONSUMERS if self.events_enabled => self.get_consumers(payload),
+            VIRTIO_BUFSHARE_CMD_GET_CONSUMERS => {
+                guest_warn!("GET_CONSUMERS without VIRTIO_BUFSHARE_F_EVENTS");
+                Err(VIRTIO_BUFSHARE_S_UNSUPPORTED)
+            }
             _ => {
                 guest_warn!("unknown command {cmd:#x}");
                 Err(VIRTIO_BUFSHARE_S_UNSUPPORTED)
@@ -409,6 +563,30 @@ impl BufshareDevice {
         };
         debug!("GET_INFO: {} commands so far", self.num_commands);
         Ok(info.as_slice().to_vec())
+    }
+}
+
+impl BufshareDevice {
+    fn get_consumers(&self, payload: &[u8]) -> Result<Vec<u8>, u32> {
+        let want = size_of::<VirtioBufshareCmdGetConsumers>() - CMD_HDR_SIZE;
+        if payload.len() != want {
+            guest_warn!("GET_CONSUMERS of {} bytes", payload.len() + CMD_HDR_SIZE);
+            return Err(VIRTIO_BUFSHARE_S_INVALID);
+        }
+        let mut name = [0u8; bufshare_uapi::VIRTIO_BUFSHARE_APP_LEN];
+        name.copy_from_slice(payload);
+        let application = crate::props::parse_application(&name).map_err(|e| {
+            guest_warn!("GET_CONSUMERS: {e}");
+            VIRTIO_BUFSHARE_S_INVALID
+        })?;
+        let consumers = self.holders().consumers(&application);
+        let answer = VirtioBufshareRespConsumers {
+            hdr: VirtioBufshareRespHdr::with_status(VIRTIO_BUFSHARE_S_OK),
+            consumers: consumers.into(),
+            reserved: 0.into(),
+        };
+        debug!("GET_CONSUMERS {application}: {consumers}");
+        Ok(answer.as_slice().to_vec())
     }
 }
 

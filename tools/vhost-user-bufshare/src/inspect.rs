@@ -79,6 +79,8 @@ pub enum Command {
     List,
     /// `guests`.
     Guests,
+    /// `holders`.
+    Holders,
     /// `read ID OFFSET LEN`.
     Read {
         /// The buffer.
@@ -139,6 +141,7 @@ impl Request {
         let command = match words[..] {
             ["list"] => Command::List,
             ["guests"] if guest.is_none() => Command::Guests,
+            ["holders"] => Command::Holders,
             ["read", id, offset, len] => Command::Read {
                 id: number(id)?,
                 offset: number(offset)?,
@@ -159,6 +162,7 @@ impl Request {
         let command = match self.command {
             Command::List => "list".to_string(),
             Command::Guests => "guests".to_string(),
+            Command::Holders => "holders".to_string(),
             Command::Read { id, offset, len } => format!("read {id} {offset} {len}"),
             Command::Write { id, offset, len } => format!("write {id} {offset} {len}"),
         };
@@ -225,12 +229,33 @@ impl Guests {
     /// one; with no guest named and several guests, those of every guest,
     /// each buffer's line starting with `guest=NAME `.
     fn list(&self, name: Option<&str>) -> Result<Vec<u8>, String> {
+        self.per_guest(name, |state| state.lock().buffers.describe())
+    }
+
+    /// What `holders` answers: the buffers host parties hold, or that wait
+    /// for them after UNREGISTER ([`crate::holders::Holders::describe`]),
+    /// of the guest named or the only one; else of every guest, each line
+    /// starting with `guest=NAME `.
+    fn holders(&self, name: Option<&str>) -> Result<Vec<u8>, String> {
+        self.per_guest(name, |state| {
+            let holders = std::sync::Arc::clone(&state.lock().holders);
+            holders.describe()
+        })
+    }
+
+    /// `describe` of the guest named, or the only one; else of every
+    /// guest, each line not starting with a TAB prefixed `guest=NAME `.
+    fn per_guest(
+        &self,
+        name: Option<&str>,
+        describe: impl Fn(&SharedState) -> Vec<u8>,
+    ) -> Result<Vec<u8>, String> {
         if name.is_some() || self.0.len() == 1 {
-            return Ok(self.pick(name)?.lock().buffers.describe());
+            return Ok(describe(self.pick(name)?));
         }
         let mut out = Vec::new();
         for guest in &self.0 {
-            let listing = guest.state.lock().buffers.describe();
+            let listing = describe(&guest.state);
             for line in listing.split_inclusive(|&b| b == b'\n') {
                 if line.first() != Some(&b'\t') {
                     out.extend_from_slice(format!("guest={} ", guest.name).as_bytes());
@@ -356,6 +381,7 @@ fn serve_client(stream: UnixStream, guests: &Guests) -> io::Result<()> {
     let listing = match request.command {
         Command::List => Some(guests.list(guest)),
         Command::Guests => Some(Ok(guests.describe())),
+        Command::Holders => Some(guests.holders(guest)),
         Command::Read { .. } | Command::Write { .. } => None,
     };
     if let Some(listing) = listing {
@@ -409,7 +435,7 @@ fn serve_client(stream: UnixStream, guests: &Guests) -> io::Result<()> {
             }
             out.write_all(b"ok 0\n")
         }
-        Command::List | Command::Guests => Ok(()),
+        Command::List | Command::Guests | Command::Holders => Ok(()),
     }
 }
 
@@ -528,6 +554,13 @@ impl Client {
     /// starting with `guest=NAME `.
     pub fn list(&self) -> Result<Vec<u8>, ClientError> {
         self.listing(&self.request(Command::List))
+    }
+
+    /// The buffers host parties hold, or that wait for them after
+    /// UNREGISTER: a line `id=<n> holders=<n> instances=<n> draining=<0|1>`
+    /// each (with `guest=NAME ` first, as for [`Client::list`]).
+    pub fn holders(&self) -> Result<Vec<u8>, ClientError> {
+        self.listing(&self.request(Command::Holders))
     }
 
     /// The guests: a line `guest=NAME connected=<0|1> buffers=<n>` each.

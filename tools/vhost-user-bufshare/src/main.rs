@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use bufshare_consumer::props::is_name;
 use bufshare_consumer::wire::MAX_PROPS_SIZE;
@@ -136,6 +137,14 @@ struct BufshareArgs {
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     max_consumers_per_uid: u32,
 
+    /// Seconds a consumer (of protocol version 3) has to say CLOSED for a
+    /// buffer after its REMOVE (or its guest's RESET) before it is
+    /// disconnected; what it holds is then let go only when its process
+    /// exits.
+    #[arg(long, value_name = "SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=3600))]
+    close_grace: u32,
+
     /// With --socket-path: the guest's name, in what consumers receive (1
     /// to 63 characters out of [A-Za-z0-9_.-]). Default: the socket path's
     /// file name without its extension.
@@ -184,6 +193,7 @@ impl From<BufshareArgs> for Config {
             queue_limit: args.consumer_queue as usize,
             max_consumers: args.max_consumers as usize,
             max_consumers_per_uid: args.max_consumers_per_uid as usize,
+            close_grace: Duration::from_secs(args.close_grace.into()),
             ..ConsumerConfig::new(path)
         });
         let guests = match args.socket_path {
@@ -323,6 +333,8 @@ mod tests {
             "1",
             "--guest-name",
             "desktop.1",
+            "--close-grace",
+            "2",
         ])
         .unwrap();
         let consumer = config.consumer.unwrap();
@@ -341,6 +353,7 @@ mod tests {
         assert_eq!(consumer.queue_limit, 8);
         assert_eq!(consumer.max_consumers, 2);
         assert_eq!(consumer.max_consumers_per_uid, 1);
+        assert_eq!(consumer.close_grace, Duration::from_secs(2));
         assert_eq!(
             config.guests,
             [GuestConfig::new("desktop.1", "/run/vm-1.sock")]

@@ -112,6 +112,21 @@ fn remove() -> Message {
     }))
 }
 
+fn release() -> Message {
+    Message::Release(Release {
+        guest: "vm0".into(),
+        buffer_id: 7,
+        seqno: u64::MAX,
+    })
+}
+
+fn closed() -> Message {
+    Message::Closed(Closed {
+        guest: "vm0".into(),
+        buffer_id: 8,
+    })
+}
+
 fn reset(reason: ResetReason) -> Message {
     Message::Event(Event::Reset(Reset {
         guest: "vm0".into(),
@@ -157,6 +172,8 @@ fn all_messages() -> Vec<Message> {
         remove(),
         reset(ResetReason::DeviceReset),
         reset(ResetReason::Disconnected),
+        release(),
+        closed(),
     ]
 }
 
@@ -321,6 +338,11 @@ fn layouts() {
         bytes(&reset(ResetReason::Disconnected)),
         expect(0x104, 0, body)
     );
+
+    let body = [name("vm0"), le64(7), le64(u64::MAX)].concat();
+    assert_eq!(bytes(&release()), expect(0x200, 0, body));
+    let body = [name("vm0"), le64(8)].concat();
+    assert_eq!(bytes(&closed()), expect(0x201, 0, body));
 }
 
 // Rejections.
@@ -931,6 +953,16 @@ fn remove_and_reset_rejections() {
         assert_eq!(
             mutated(&reset(ResetReason::DeviceReset), breaker),
             Err(bad_name(MessageType::Reset, "guest")),
+            "case {i}"
+        );
+        assert_eq!(
+            mutated(&release(), breaker),
+            Err(bad_name(MessageType::Release, "guest")),
+            "case {i}"
+        );
+        assert_eq!(
+            mutated(&closed(), breaker),
+            Err(bad_name(MessageType::Closed, "guest")),
             "case {i}"
         );
     }

@@ -8,6 +8,7 @@
 //! bufshare-inspect --socket PATH [--guest NAME] read ID OFFSET LEN > bytes
 //! bufshare-inspect --socket PATH [--guest NAME] write ID OFFSET < bytes
 //! bufshare-inspect --socket PATH guests
+//! bufshare-inspect --socket PATH [--guest NAME] holders
 //! ```
 //!
 //! `read` and `write` go straight to the buffer's guest memory. Without
@@ -51,6 +52,13 @@ enum Command {
     List,
     /// One line per guest: `guest=<name> connected=<0|1> buffers=<n>`.
     Guests,
+    /// One line per buffer that consumers hold, or that waits for them
+    /// after UNREGISTER: `id=<n> holders=<n> instances=<n> draining=<0|1>`
+    /// (holders: consumer connections, or consumers gone whose process
+    /// lives; instances: ADDs of it they did not say CLOSED for). Without
+    /// --guest, of a backend of several guests: each line starting with
+    /// `guest=<name> `.
+    Holders,
     /// Writes LEN bytes of buffer ID, from OFFSET, to stdout.
     Read {
         /// The buffer's id.
@@ -114,6 +122,7 @@ fn run(args: Args) -> Result<(), Error> {
     match args.command {
         Command::List => print(escape_listing(&client.list()?)),
         Command::Guests => print(escape_listing(&client.guests()?)),
+        Command::Holders => print(escape_listing(&client.holders()?)),
         Command::Read { id, offset, len } => {
             let mut stdout = io::BufWriter::new(io::stdout().lock());
             // A failure to write stdout comes as a client I/O error.

@@ -22,11 +22,13 @@
 //! costs a consumer its connection, nor another guest's events. Events
 //! that no longer matter are withdrawn (see [`ConsumerQueue::push`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bufshare_consumer::props::is_name;
 use bufshare_consumer::wire::MAX_PROPS_SIZE;
@@ -41,9 +43,39 @@ use vm_memory::GuestMemoryMmap;
 use super::access::Applications;
 use super::export::{Export, HandOverError, Receiver, Udmabuf};
 use crate::buffers::{Buffer, TableObserver, UpdateInfo};
+use crate::holders::{HolderId, Holders, Subscribed, Subscriptions};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The holders of each guest's buffers, by guest, and the consumers'
+/// subscriptions: what a consumer's queue reports to as it hands buffers
+/// over. Its lock is taken alone, or last, and only to look a guest up.
+#[derive(Debug, Default)]
+pub struct HolderRegistry {
+    guests: Mutex<BTreeMap<Arc<str>, Arc<Holders>>>,
+    subscriptions: Arc<Subscriptions>,
+}
+
+impl HolderRegistry {
+    /// The holders of `guest`'s buffers.
+    pub fn get(&self, guest: &str) -> Option<Arc<Holders>> {
+        lock(&self.guests).get(guest).cloned()
+    }
+
+    /// Every guest's, by name.
+    pub fn all(&self) -> Vec<(Arc<str>, Arc<Holders>)> {
+        lock(&self.guests)
+            .iter()
+            .map(|(g, h)| (Arc::clone(g), Arc::clone(h)))
+            .collect()
+    }
+
+    /// The consumers' subscriptions.
+    pub fn subscriptions(&self) -> &Arc<Subscriptions> {
+        &self.subscriptions
+    }
 }
 
 /// An event waiting in a consumer's queue.
@@ -230,18 +262,26 @@ struct QueueState {
     closing: Option<ErrorMessage>,
     /// Whether the error was taken.
     done: bool,
+    /// Version 3: the buffers whose REMOVE (or RESET) was taken, by when
+    /// the consumer must have said CLOSED.
+    deadlines: BTreeMap<(Arc<str>, u64), Instant>,
 }
 
 impl QueueState {
-    /// Withdraws the entries from the `from`th on that `f` picks.
-    fn withdraw(&mut self, from: usize, f: impl Fn(&Item) -> bool) {
+    /// Withdraws the entries from the `from`th on that `f` picks; returns
+    /// the buffers of the UPDATEs withdrawn, by guest.
+    fn withdraw(&mut self, from: usize, f: impl Fn(&Item) -> bool) -> Vec<(Arc<str>, u64)> {
         let live = &mut self.live;
         let adds = &mut self.adds;
+        let mut updates = Vec::new();
         let mut index = 0;
         self.entries.retain(|e| {
             index += 1;
             if index <= from || !f(&e.item) {
                 return true;
+            }
+            if let Item::Update { guest, id, .. } = &e.item {
+                updates.push((Arc::clone(guest), *id));
             }
             if let Item::Add { guest, id, .. } = &e.item {
                 if let Some(ids) = adds.get_mut(guest) {
@@ -255,6 +295,7 @@ impl QueueState {
             }
             false
         });
+        updates
     }
 
     /// Live entries of `guest`.
@@ -283,6 +324,12 @@ impl QueueState {
 
 /// The events waiting for one consumer.
 pub struct ConsumerQueue {
+    /// Its id as a holder of buffers.
+    id: HolderId,
+    /// Where it reports what it hands over.
+    registry: Arc<HolderRegistry>,
+    /// Version 3: how long it has to say CLOSED after a REMOVE.
+    close_grace: Duration,
     who: String,
     applications: Applications,
     /// The connection's version, and its trust.
@@ -304,12 +351,16 @@ impl fmt::Debug for ConsumerQueue {
 
 impl ConsumerQueue {
     fn new(
+        (id, registry, close_grace): (HolderId, Arc<HolderRegistry>, Duration),
         who: String,
         applications: Applications,
         receiver: Receiver,
         limit: usize,
     ) -> io::Result<Self> {
         Ok(Self {
+            id,
+            registry,
+            close_grace,
             who,
             applications,
             receiver,
@@ -322,6 +373,70 @@ impl ConsumerQueue {
     /// Who the consumer is, for logs.
     pub fn who(&self) -> &str {
         &self.who
+    }
+
+    /// Its id as a holder of buffers.
+    pub fn id(&self) -> HolderId {
+        self.id
+    }
+
+    /// Whether it says RELEASE and CLOSED (version 3): else it is taken to
+    /// be done with an update once sent it, and with a buffer once sent
+    /// its REMOVE or its guest's RESET.
+    pub fn answers(&self) -> bool {
+        self.receiver.version >= 3
+    }
+
+    /// Forgets the updates withdrawn from its queue: it will not be sent
+    /// them.
+    fn ungive(&self, updates: Vec<(Arc<str>, u64)>) {
+        if !self.answers() {
+            return;
+        }
+        for (guest, id) in updates {
+            if let Some(holders) = self.registry.get(&guest) {
+                holders.ungive(id, self.id);
+            }
+        }
+    }
+
+    /// The consumer said CLOSED for buffer `id` of `guest`: `false` if it
+    /// held no instance of it.
+    pub fn closed(&self, guest: &str, id: u64) -> bool {
+        let Some(holders) = self.registry.get(guest) else {
+            return false;
+        };
+        let mut st = lock(&self.state);
+        if !holders.closed(id, self.id) {
+            return false;
+        }
+        if !holders.holds(id, self.id) {
+            st.deadlines.remove(&(Arc::from(guest), id));
+        }
+        true
+    }
+
+    /// The consumer said RELEASE for buffer `id` of `guest`, up to
+    /// `seqno`.
+    pub fn release(&self, guest: &str, id: u64, seqno: u64) {
+        if let Some(holders) = self.registry.get(guest) {
+            holders.release(id, self.id, seqno);
+        }
+    }
+
+    /// When the consumer must have said CLOSED for some buffer, if it
+    /// must.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        lock(&self.state).deadlines.values().min().copied()
+    }
+
+    /// A buffer it did not say CLOSED for in time, if any, by `now`.
+    pub fn overdue(&self, now: Instant) -> Option<(Arc<str>, u64)> {
+        lock(&self.state)
+            .deadlines
+            .iter()
+            .find(|(_, at)| **at <= now)
+            .map(|(key, _)| key.clone())
     }
 
     /// What it subscribed to.
@@ -392,7 +507,9 @@ impl ConsumerQueue {
                             matches!(e.item, Item::Add { .. }) && e.item.is_about(guest, *id)
                         })
                         .unwrap_or(0);
-                    st.withdraw(add, |i| i.is_about(guest, *id));
+                    let withdrawn = st.withdraw(add, |i| i.is_about(guest, *id));
+                    drop(st);
+                    self.ungive(withdrawn);
                     return Pushed::Done;
                 }
                 if !st.holds(guest, *id) {
@@ -405,10 +522,13 @@ impl ConsumerQueue {
                 }
             }
             Item::Reset { guest, .. } => {
-                st.withdraw(0, |i| i.guest() == guest);
+                let withdrawn = st.withdraw(0, |i| i.guest() == guest);
                 if st.held.get(guest).is_none_or(HashSet::is_empty) {
+                    drop(st);
+                    self.ungive(withdrawn);
                     return Pushed::Done;
                 }
+                self.ungive(withdrawn);
             }
             Item::Add { .. } => {}
         }
@@ -417,6 +537,14 @@ impl ConsumerQueue {
         }
         *st.live.entry(Arc::clone(item.guest())).or_default() += 1;
         st.note_add(&item);
+        if let Item::Update { guest, id, info } = &item {
+            // Given it now: it is to release it.
+            if self.answers() {
+                if let Some(holders) = self.registry.get(guest) {
+                    holders.given(*id, self.id, info.seqno);
+                }
+            }
+        }
         st.entries.push_back(Entry {
             item,
             snapshot: false,
@@ -438,7 +566,8 @@ impl ConsumerQueue {
         if st.end.is_some() || st.closing.is_some() {
             return;
         }
-        st.withdraw(0, |i| i.guest() == guest);
+        let withdrawn = st.withdraw(0, |i| i.guest() == guest);
+        self.ungive(withdrawn);
         st.live.remove(guest);
         if st.held.get(guest).is_some_and(|ids| !ids.is_empty()) {
             let reason = if self.receiver.version >= 2 {
@@ -519,20 +648,45 @@ impl ConsumerQueue {
                 *n -= 1;
             }
         }
+        // Handing a buffer over, and telling of its end, are reported
+        // with the queue locked: a REMOVE dispatched meanwhile sees the
+        // consumer hold what it was handed.
+        let holders = self.registry.get(entry.item.guest());
+        let answers = self.answers();
+        let deadline = Instant::now() + self.close_grace;
         match &entry.item {
             Item::Add { guest, id, .. } => {
                 if let Some(ids) = st.adds.get_mut(guest) {
                     ids.remove(id);
                 }
                 st.held.entry(Arc::clone(guest)).or_default().insert(*id);
+                if let Some(holders) = &holders {
+                    holders.handed(*id, self.id);
+                }
             }
             Item::Remove { guest, id } => {
                 if let Some(ids) = st.held.get_mut(guest) {
                     ids.remove(id);
                 }
+                if let Some(holders) = &holders {
+                    if !answers {
+                        holders.closed(*id, self.id);
+                    } else if holders.holds(*id, self.id) {
+                        st.deadlines.insert((Arc::clone(guest), *id), deadline);
+                    }
+                }
             }
             Item::Reset { guest, .. } => {
-                st.held.remove(guest);
+                let ids = st.held.remove(guest).unwrap_or_default();
+                if let Some(holders) = &holders {
+                    for id in ids {
+                        if !answers {
+                            holders.closed(id, self.id);
+                        } else if holders.holds(id, self.id) {
+                            st.deadlines.insert((Arc::clone(guest), id), deadline);
+                        }
+                    }
+                }
             }
             Item::Update { .. } | Item::Properties { .. } => {}
         }
@@ -548,6 +702,10 @@ impl ConsumerQueue {
         let mut st = lock(&self.state);
         if let Some(ids) = st.held.get_mut(guest) {
             ids.remove(&id);
+        }
+        // Handed over when taken: it was not.
+        if let Some(holders) = self.registry.get(guest) {
+            holders.closed(id, self.id);
         }
         let nothing_held = st.held.get(guest).is_none_or(HashSet::is_empty);
         let mut withdrawn_reset = false;
@@ -687,7 +845,14 @@ pub struct Hub {
     inner: Mutex<HubInner>,
     queue_limit: usize,
     udmabuf: Option<Udmabuf>,
+    registry: Arc<HolderRegistry>,
+    next_id: AtomicU64,
+    close_grace: Duration,
 }
+
+/// How long a consumer of version 3 has, by default, to say CLOSED after
+/// a REMOVE.
+pub const DEFAULT_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 impl Hub {
     /// A hub with no guest and no consumer, whose consumers queue at most
@@ -698,6 +863,66 @@ impl Hub {
             inner: Mutex::new(HubInner::default()),
             queue_limit,
             udmabuf,
+            registry: Arc::default(),
+            next_id: AtomicU64::new(1),
+            close_grace: DEFAULT_CLOSE_GRACE,
+        }
+    }
+
+    /// The same, giving consumers of version 3 `grace` to say CLOSED
+    /// after a REMOVE.
+    pub fn with_close_grace(mut self, grace: Duration) -> Self {
+        self.close_grace = grace;
+        self
+    }
+
+    /// How long consumers of version 3 have to say CLOSED.
+    pub fn close_grace(&self) -> Duration {
+        self.close_grace
+    }
+
+    /// The holders of each guest's buffers.
+    pub fn registry(&self) -> &Arc<HolderRegistry> {
+        &self.registry
+    }
+
+    /// Holder `id` is gone for good (its process exited): it holds
+    /// nothing of any guest any more.
+    pub fn gone(&self, id: HolderId) {
+        for (_, holders) in self.registry.all() {
+            holders.gone(id);
+        }
+    }
+
+    /// Whether holder `id` holds anything of any guest.
+    pub fn holds_anything(&self, id: HolderId) -> bool {
+        self.registry
+            .all()
+            .iter()
+            .any(|(_, holders)| !holders.held_by(id).is_empty())
+    }
+
+    /// Tells every guest the count of consumers of the applications `apps`
+    /// concerns (for every application: those of the guest's buffers).
+    fn consumers_changed(&self, inner: &HubInner, apps: &Subscribed) {
+        for (guest, holders) in self.registry.all() {
+            let names: BTreeSet<String> = match apps {
+                Subscribed::Some(apps) => apps.clone(),
+                Subscribed::All => inner
+                    .guests
+                    .get(&guest)
+                    .map(|buffers| {
+                        buffers
+                            .values()
+                            .map(|b| b.application.to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            };
+            for app in names {
+                let count = holders.consumers(&app);
+                holders.consumers_changed(&app, count);
+            }
         }
     }
 
@@ -736,9 +961,12 @@ impl Hub {
         }
         let name: Arc<str> = Arc::from(name);
         inner.guests.insert(Arc::clone(&name), BTreeMap::new());
+        let holders = Arc::new(Holders::new(Arc::clone(&self.registry.subscriptions)));
+        lock(&self.registry.guests).insert(Arc::clone(&name), Arc::clone(&holders));
         Ok(Arc::new(GuestEvents {
             hub: Arc::clone(self),
             name,
+            holders,
         }))
     }
 
@@ -751,7 +979,9 @@ impl Hub {
         applications: Applications,
         receiver: Receiver,
     ) -> io::Result<Arc<ConsumerQueue>> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let queue = Arc::new(ConsumerQueue::new(
+            (id, Arc::clone(&self.registry), self.close_grace),
             who,
             applications,
             receiver,
@@ -764,12 +994,22 @@ impl Hub {
             }
         }
         inner.consumers.push(Arc::clone(&queue));
+        let subscribed = subscribed(&queue.applications);
+        self.registry
+            .subscriptions
+            .attach(queue.id, subscribed.clone());
+        self.consumers_changed(&inner, &subscribed);
         Ok(queue)
     }
 
-    /// Forgets a consumer.
+    /// Forgets a consumer: it is no longer attached to its applications
+    /// (what it holds, it holds until it lets go).
     pub fn unsubscribe(&self, queue: &Arc<ConsumerQueue>) {
-        self.lock().consumers.retain(|q| !Arc::ptr_eq(q, queue));
+        let mut inner = self.lock();
+        inner.consumers.retain(|q| !Arc::ptr_eq(q, queue));
+        if let Some(subscribed) = self.registry.subscriptions.detach(queue.id) {
+            self.consumers_changed(&inner, &subscribed);
+        }
     }
 
     /// Number of consumers subscribed.
@@ -786,17 +1026,32 @@ impl Hub {
     }
 }
 
+/// What `applications` subscribes to, as counted.
+fn subscribed(applications: &Applications) -> Subscribed {
+    match applications {
+        Applications::All => Subscribed::All,
+        Applications::Only(apps) => Subscribed::Some(apps.clone()),
+    }
+}
+
 /// A guest, as its buffer table sees the hub.
 #[derive(Debug)]
 pub struct GuestEvents {
     hub: Arc<Hub>,
     name: Arc<str>,
+    holders: Arc<Holders>,
 }
 
 impl GuestEvents {
     /// The guest's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Who holds the memory of the guest's buffers: the guest's device
+    /// shares it.
+    pub fn holders(&self) -> &Arc<Holders> {
+        &self.holders
     }
 
     /// Forgets the guest's buffers and tells the consumers.
@@ -953,6 +1208,7 @@ impl Drop for GuestEvents {
         let mut inner = self.hub.lock();
         self.reset_guest(&mut inner, ResetReason::Disconnected);
         inner.guests.remove(&self.name);
+        lock(&self.hub.registry.guests).remove(&self.name);
     }
 }
 

@@ -116,7 +116,9 @@ impl Fixture {
         configure(&mut config);
         let server = ConsumerServer::start(config).unwrap();
         let state = Arc::new(SharedState::default());
-        state.lock().observer = Some(server.guest("vm0").unwrap());
+        let events = server.guest("vm0").unwrap();
+        state.lock().holders = Arc::clone(events.holders());
+        state.lock().observer = Some(events);
         let mut device = BufshareDevice::with_state(Limits::default(), Arc::clone(&state));
         device.set_driver_features(1 << VIRTIO_BUFSHARE_F_BUFFERS);
         device.set_memory(GuestMemoryAtomic::new(mem.clone()));
@@ -833,3 +835,5 @@ fn nofile_soft_limit_raised_to_the_hard_limit() {
     assert_eq!(raise_nofile_limit().unwrap().1, hard);
     assert_eq!(getrlimit(Resource::RLIMIT_NOFILE).unwrap(), (hard, hard));
 }
+
+mod holding;

@@ -370,6 +370,8 @@ impl BufshareDevice {
         buffer.seqno = seqno;
         debug!("{CMD} {id}: seqno {seqno}");
         state.announce_update(id, &info);
+        drop(state);
+        self.note_update(id, seqno);
         Ok(())
     }
 
@@ -407,13 +409,17 @@ impl BufshareDevice {
         let (cmd, rest) = fixed::<VirtioBufshareCmdUnregister>(CMD, request)?;
         exact_len(CMD, rest, 0)?;
         let id = cmd.buffer_id.to_native();
-        match self.state.lock().remove(id) {
-            Some(_) => {
-                debug!("{CMD} {id}");
-                Ok(())
-            }
-            None => Err(no_buffer(CMD, id)),
+        let mut state = self.state.lock();
+        if state.remove(id).is_none() {
+            return Err(no_buffer(CMD, id));
         }
+        // The consumers were told (REMOVE): who holds it now holds it
+        // until it lets go.
+        let free = state.holders.unregistered(id);
+        drop(state);
+        debug!("{CMD} {id}{}", if free { "" } else { ": still held" });
+        self.note_unregistered(id, free);
+        Ok(())
     }
 }
 

@@ -331,6 +331,7 @@ fn request_lines() {
     for (request, line) in [
         (Request::new(Command::List), "list\n".to_string()),
         (Request::new(Command::Guests), "guests\n".to_string()),
+        (Request::new(Command::Holders), "holders\n".to_string()),
         (Request::new(read), "read 1 2 3\n".to_string()),
         (
             Request {
@@ -465,6 +466,19 @@ fn several_guests() {
         f.client(Some("vm0")).guests().unwrap(),
         f.client(None).guests().unwrap()
     );
+    // Who holds what: vm1's buffer 3 held by a consumer, unregistered.
+    let holders = Arc::clone(&f.states[1].lock().holders);
+    holders.handed(3, 7);
+    assert!(!holders.unregistered(3));
+    assert_eq!(
+        String::from_utf8(f.client(None).holders().unwrap()).unwrap(),
+        "guest=vm1 id=3 holders=1 instances=1 draining=1\n"
+    );
+    assert_eq!(
+        String::from_utf8(f.client(Some("vm1")).holders().unwrap()).unwrap(),
+        "id=3 holders=1 instances=1 draining=1\n"
+    );
+    assert!(f.client(Some("vm0")).holders().unwrap().is_empty());
 
     // Each guest's buffer 1 is in its own memory.
     for (i, name) in ["vm0", "vm1"].into_iter().enumerate() {

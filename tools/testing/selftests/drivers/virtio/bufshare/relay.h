@@ -13,10 +13,14 @@
  * status, in decimal), each made atomically too.
  *
  * The relay also runs host consumers, bufshare-watch, on the backend's
- * consumer socket: "watch NAME APPS [nobody]" starts one, "watch-stop
- * NAME" and "watch-kill NAME" end it (relay_watch() and the helpers after
- * it). The relay copies the watcher's log, one line per event, to
- * DIR/NAME.log as it grows, and its standard error to DIR/NAME.stderr.
+ * consumer socket: "watch NAME APPS [OPTION...]" starts one, "watch-stop
+ * NAME" and "watch-kill NAME" end it (relay_watch(), relay_watch_opts() and
+ * the helpers after them). The relay copies the watcher's log, one line
+ * per event, to DIR/NAME.log as it grows, and its standard error to
+ * DIR/NAME.stderr.
+ *
+ * "holders" lists, through bufshare-inspect, the buffers host consumers
+ * hold or that wait for them after UNREGISTER (relay_holders()).
  */
 #ifndef BUFSHARE_RELAY_H
 #define BUFSHARE_RELAY_H
@@ -261,7 +265,8 @@ static inline int relay_list(char **out, char *err, size_t err_len)
 
 /*
  * In a "list" output, the line of buffer @id ("id=ID application=..."),
- * or NULL. Its properties follow on lines that start with a TAB.
+ * or NULL. Its properties follow on lines that start with a TAB. In a
+ * "holders" output (relay_holders()), the line of buffer @id likewise.
  */
 static inline const char *relay_list_find(const char *list, __u64 id)
 {
@@ -298,6 +303,47 @@ static inline int relay_watch(const char *name, const char *apps, int nobody)
 			     nobody ? " nobody" : "") >= sizeof(cmd))
 		return -E2BIG;
 	return relay_run(cmd, NULL, 0, NULL, NULL, NULL, 0);
+}
+
+/*
+ * As relay_watch(), with @opts (NULL or "" for none): options separated by
+ * spaces, each at most once, in any order:
+ *   "nobody"          run as uid 65534 (as relay_watch()'s @nobody);
+ *   "hold=SECS"       keep a buffer mapped SECS (0 to 86400) seconds after
+ *                     its REMOVE (or its guest's RESET) before unmapping it,
+ *                     which tells the backend CLOSED;
+ *   "no-release"      never tell the backend RELEASE;
+ *   "stop-reading=N"  stop reading the consumer socket after N events,
+ *                     keeping every mapping (the backend disconnects it once
+ *                     a REMOVE it holds goes unanswered for its grace time).
+ * For example relay_watch_opts("slow", "*", "hold=12 no-release").
+ * Returns as relay_watch() (2 also for a bad or repeated option).
+ */
+static inline int relay_watch_opts(const char *name, const char *apps, const char *opts)
+{
+	char cmd[4400];
+
+	if ((size_t)snprintf(cmd, sizeof(cmd), "watch %s %s%s%s", name, apps,
+			     opts && *opts ? " " : "", opts ? opts : "") >= sizeof(cmd))
+		return -E2BIG;
+	return relay_run(cmd, NULL, 0, NULL, NULL, NULL, 0);
+}
+
+/*
+ * The backend's view of who holds the memory, in *@out (to free): a line
+ * "id=ID holders=N instances=N draining=0|1" per buffer that host
+ * consumers hold (holders: consumer connections, or consumers gone whose
+ * process still runs; instances: ADDs of it not answered with CLOSED), or
+ * that was unregistered and waits for them (draining=1). A buffer nobody
+ * holds has no line. relay_list_find() finds the line of a buffer. As
+ * relay_read.
+ */
+static inline int relay_holders(char **out, char *err, size_t err_len)
+{
+	size_t len;
+
+	*out = NULL;
+	return relay_run("holders", NULL, 0, out, &len, err, err_len);
 }
 
 /* Runs "watch-stop NAME" or "watch-kill NAME"; the exit status in *@status. */
