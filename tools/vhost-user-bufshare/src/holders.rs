@@ -250,6 +250,15 @@ impl Holders {
         true
     }
 
+    /// How many instances of buffer `id` `holder` holds.
+    pub fn instances(&self, id: u64, holder: HolderId) -> u32 {
+        self.lock()
+            .buffers
+            .get(&id)
+            .and_then(|b| b.instances.get(&holder).copied())
+            .unwrap_or(0)
+    }
+
     /// Whether `holder` holds an instance of buffer `id`.
     pub fn holds(&self, id: u64, holder: HolderId) -> bool {
         self.lock()

@@ -262,9 +262,26 @@ struct QueueState {
     closing: Option<ErrorMessage>,
     /// Whether the error was taken.
     done: bool,
-    /// Version 3: the buffers whose REMOVE (or RESET) was taken, by when
-    /// the consumer must have said CLOSED.
-    deadlines: BTreeMap<(Arc<str>, u64), Instant>,
+    /// Version 3: the buffers whose REMOVE (or RESET) was taken, with how
+    /// many CLOSED the consumer owes for them (the instances it held then)
+    /// and by when it must have said them.
+    deadlines: BTreeMap<(Arc<str>, u64), (u32, Instant)>,
+}
+
+impl QueueState {
+    /// The consumer took the end (REMOVE, RESET) of buffer `id` of
+    /// `guest`, of which it holds `instances`: it owes as many CLOSED, by
+    /// `deadline` (or an earlier one it owes already).
+    fn owe(&mut self, guest: &Arc<str>, id: u64, instances: u32, deadline: Instant) {
+        if instances == 0 {
+            return;
+        }
+        let owed = self
+            .deadlines
+            .entry((Arc::clone(guest), id))
+            .or_insert((0, deadline));
+        owed.0 = instances;
+    }
 }
 
 impl QueueState {
@@ -410,8 +427,12 @@ impl ConsumerQueue {
         if !holders.closed(id, self.id) {
             return false;
         }
-        if !holders.holds(id, self.id) {
-            st.deadlines.remove(&(Arc::from(guest), id));
+        let key = (Arc::from(guest), id);
+        if let Some(owed) = st.deadlines.get_mut(&key) {
+            owed.0 -= 1;
+            if owed.0 == 0 {
+                st.deadlines.remove(&key);
+            }
         }
         true
     }
@@ -427,7 +448,11 @@ impl ConsumerQueue {
     /// When the consumer must have said CLOSED for some buffer, if it
     /// must.
     pub fn next_deadline(&self) -> Option<Instant> {
-        lock(&self.state).deadlines.values().min().copied()
+        lock(&self.state)
+            .deadlines
+            .values()
+            .map(|(_, at)| *at)
+            .min()
     }
 
     /// A buffer it did not say CLOSED for in time, if any, by `now`.
@@ -435,7 +460,7 @@ impl ConsumerQueue {
         lock(&self.state)
             .deadlines
             .iter()
-            .find(|(_, at)| **at <= now)
+            .find(|(_, (_, at))| *at <= now)
             .map(|(key, _)| key.clone())
     }
 
@@ -671,8 +696,9 @@ impl ConsumerQueue {
                 if let Some(holders) = &holders {
                     if !answers {
                         holders.closed(*id, self.id);
-                    } else if holders.holds(*id, self.id) {
-                        st.deadlines.insert((Arc::clone(guest), *id), deadline);
+                    } else {
+                        let instances = holders.instances(*id, self.id);
+                        st.owe(guest, *id, instances, deadline);
                     }
                 }
             }
@@ -682,8 +708,9 @@ impl ConsumerQueue {
                     for id in ids {
                         if !answers {
                             holders.closed(id, self.id);
-                        } else if holders.holds(id, self.id) {
-                            st.deadlines.insert((Arc::clone(guest), id), deadline);
+                        } else {
+                            let instances = holders.instances(id, self.id);
+                            st.owe(guest, id, instances, deadline);
                         }
                     }
                 }

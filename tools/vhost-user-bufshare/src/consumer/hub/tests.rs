@@ -694,3 +694,44 @@ fn no_segments_for_an_untrusted_consumer() {
         bufshare_consumer::Memory::Segments { .. }
     ));
 }
+
+#[test]
+fn closed_owed_per_instance_ended() {
+    let (mem, _file) = memory();
+    let hub = Arc::new(Hub::new(100, None).with_close_grace(Duration::from_secs(60)));
+    let guest = hub.add_guest("vm0").unwrap();
+    let q = hub.subscribe("q".into(), only(&["cam"]), TRUSTED).unwrap();
+    assert!(q.answers());
+    let b = buffer(&mem, 1, "cam");
+    guest.added(&b, Some(&mem));
+    assert_eq!(drain(&q), ["add vm0 1 0"]);
+    let holders = Arc::clone(guest.holders());
+    assert_eq!(holders.instances(1, q.id()), 1);
+    // Its queue overflows: RESET OVERFLOW and the ADD again. It owes one
+    // CLOSED, for the first ADD; the second is held.
+    q.resync(&Arc::from("vm0"), vec![adds_of_one(&hub, "vm0")]);
+    assert_eq!(drain(&q), ["reset vm0 Overflow", "add vm0 1 0"]);
+    assert_eq!(holders.instances(1, q.id()), 2);
+    assert!(q.next_deadline().is_some());
+    assert!(q.closed("vm0", 1));
+    assert_eq!(q.next_deadline(), None, "nothing more owed");
+    // The REMOVE: one CLOSED owed again.
+    guest.removed(&b);
+    assert_eq!(drain(&q), ["remove vm0 1"]);
+    let due = q.next_deadline().unwrap();
+    assert!(due > Instant::now() + Duration::from_secs(50));
+    assert_eq!(q.overdue(Instant::now()), None);
+    assert_eq!(q.overdue(due), Some((Arc::from("vm0"), 1)));
+    assert!(q.closed("vm0", 1));
+    assert_eq!(q.next_deadline(), None);
+    assert!(!q.closed("vm0", 1), "nothing left to close");
+    assert_eq!(holders.instances(1, q.id()), 0);
+}
+
+/// The ADD of buffer 1 of `guest` as the hub would send it again.
+fn adds_of_one(hub: &Hub, guest: &str) -> Item {
+    let inner = hub.lock();
+    adds_of(&inner.guests, &Arc::from(guest), &only(&["cam"]))
+        .pop()
+        .unwrap()
+}
