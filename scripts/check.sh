@@ -14,10 +14,27 @@ FAILED=0
 FAILURES=()
 RUN_DIRS=()
 START=$(date +%s)
+# How long each phase took, printed as one table at the end: mark NAME
+# closes the phase that started at the previous mark (or the start) and
+# names it; guest runs add their own rows (boot, each test, teardown).
+TIMES=()
+LAST_MARK=$START
+mark() {
+	local now
+	now=$(date +%s)
+	TIMES+=("$(printf '%6d s  %s' $((now - LAST_MARK)) "$1")")
+	LAST_MARK=$now
+}
+print_times() {
+	echo
+	echo "== time per phase"
+	printf '%s\n' "${TIMES[@]}"
+}
 
 pass() { PASSED=$((PASSED + 1)); echo "PASS: $*"; }
 fail() { FAILED=$((FAILED + 1)); FAILURES+=("$*"); echo "FAIL: $*"; }
 finish() {
+	print_times
 	echo
 	echo "== summary ($(( $(date +%s) - START )) s)"
 	for f in "${FAILURES[@]}"; do echo "failed: $f"; done
@@ -37,8 +54,10 @@ step() {
 	shift
 	log "$name"
 	if "$@"; then
+		mark "$name"
 		return 0
 	fi
+	mark "$name"
 	fail "$name"
 	finish
 }
@@ -63,29 +82,36 @@ if [ "$rc" != 0 ] && [ "${f:-0}" = 0 ]; then
 	fail "cargo test (exit $rc)"
 fi
 [ "${f:-0}" = 0 ] || FAILURES+=("cargo test: $f failed")
+mark "host tests (cargo test)"
 
 log "style and lints"
 if bash scripts/tools.sh fmt >/dev/null 2>&1; then pass "cargo fmt"; else fail "cargo fmt --check"; fi
+mark "style: cargo fmt"
 if out=$(bash scripts/tools.sh clippy 2>&1); then pass "cargo clippy"; else echo "$out" | tail -30; fail "cargo clippy"; fi
+mark "style: cargo clippy"
 if out=$(bash scripts/module.sh rustfmtcheck 2>&1); then pass "kernel rustfmtcheck"; else echo "$out" | tail -30; fail "kernel rustfmtcheck"; fi
+mark "style: kernel rustfmtcheck"
 if out=$(bash scripts/series.sh 2>&1); then
 	pass "upstream series: checkpatch --strict clean"
 else
 	echo "$out" | tail -40
 	fail "upstream series: checkpatch --strict"
 fi
+mark "style: upstream series (checkpatch)"
 if out=$(bash scripts/module.sh CLIPPY=1 W=1 modules 2>&1) && ! echo "$out" | grep -q 'warning:'; then
 	pass "external module build (CLIPPY=1)"
 else
 	echo "$out" | grep -A8 -E 'warning|error' | head -60
 	fail "external module build (CLIPPY=1)"
 fi
+mark "style: external module build (CLIPPY=1)"
 
 # The fuzz targets (scripts/fuzz.sh), FUZZ_CHECK_TIME (20) seconds each:
 # a short run from the seed corpus and what earlier runs found; `make fuzz`
 # runs them for longer.
 log "fuzz targets (${FUZZ_CHECK_TIME:-20} s each)"
 if out=$(bash scripts/fuzz.sh lint 2>&1); then pass "fuzz crate: cargo fmt and clippy"; else echo "$out" | tail -30; fail "fuzz crate: cargo fmt and clippy"; fi
+mark "style: fuzz crate fmt and clippy"
 out=$(FUZZ_TIME=${FUZZ_CHECK_TIME:-20} bash scripts/fuzz.sh run 2>&1)
 rc=$?
 while IFS= read -r line; do
@@ -98,6 +124,7 @@ if [ "$rc" != 0 ] && ! echo "$out" | grep -q '^fuzz .*: FAILED'; then
 	echo "$out" | tail -30
 	fail "fuzz targets (exit $rc)"
 fi
+mark "fuzz targets"
 
 # The guest tests (scripts/guest-tests.sh), each boot in a run directory of
 # its own: its console, kernel log, kmemleak report and backend log stay
@@ -113,7 +140,8 @@ guest_run() {
 	out=$(bash scripts/guest-tests.sh --name "check-$name" --device-opts "$opts" "${tests[@]}")
 	vmrc=$?
 	RUN=$(echo "$out" | tail -1)
-	[ -d "$RUN" ] || { fail "guest run $name: no run directory"; return; }
+	[ -d "$RUN" ] || { mark "guest run $name"; fail "guest run $name: no run directory"; return; }
+	guest_times "$name"
 	RUN_DIRS+=("$RUN")
 	label=""
 	[ "$name" = all ] || label="[$name]"
@@ -176,6 +204,31 @@ guest_run() {
 			fi
 		done
 	fi
+}
+
+# guest_times NAME: the guest run's rows of the table, from the guest's own
+# clock (run-guest.sh's timing.txt): boot to the first test, each test,
+# the guest's teardown, and the rest of the boot's wall time (QEMU's start
+# before the kernel, the power-off).
+guest_times() {
+	local total kind name secs sum=0
+	total=$(( $(date +%s) - LAST_MARK ))
+	LAST_MARK=$(date +%s)
+	if [ ! -e "$RUN/timing.txt" ]; then
+		TIMES+=("$(printf '%6d s  guest run %s (no timing from the guest)' "$total" "$1")")
+		return
+	fi
+	while read -r kind name secs; do
+		case "$kind" in
+		boot) secs=$name; name="boot, kernel start to first test" ;;
+		teardown) secs=$name; name="teardown (rmmod, kmemleak scans, dmesg)" ;;
+		esac
+		sum=$(awk -v a="$sum" -v b="$secs" 'BEGIN { print a + b }')
+		TIMES+=("$(printf '%6.0f s  guest run %s: %s' "$secs" "$1" "$name")")
+	done < "$RUN/timing.txt"
+	TIMES+=("$(printf '%6.0f s  guest run %s: QEMU start and power-off' \
+		"$(awk -v a="$total" -v b="$sum" 'BEGIN { print a - b }')" "$1")")
+	TIMES+=("$(printf '%6d s  guest run %s, in all' "$total" "$1")")
 }
 
 guest_run all ""

@@ -16,6 +16,13 @@ OUT=${1:?usage: run-guest.sh OUT [test...]}
 shift
 . "$OUT/env"
 
+# How long each part took, for check.sh's table: "boot" (seconds from the
+# kernel's start to here, /proc/uptime), one "test NAME" per test and
+# "teardown" (unloading, the kmemleak scans, the kernel log).
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+echo "boot $(cut -d' ' -f1 /proc/uptime)" > "$OUT/timing.txt"
+
 mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug
 # Only what happens from here on counts as a leak.
 [ -e /sys/kernel/debug/kmemleak ] && echo clear > /sys/kernel/debug/kmemleak
@@ -43,12 +50,16 @@ tests=("$@")
 for t in "${tests[@]}"; do
 	name=$(basename "$t")
 	echo "guest: running $name"
+	t0=$(now)
 	case "$name" in
 	bufshare-example) run_example "$t" 2>&1 | tee "$OUT/$name.tap" ;;
 	*) "$t" 2>&1 | tee "$OUT/$name.tap" ;;
 	esac
 	echo "exit=${PIPESTATUS[0]}" >> "$OUT/$name.tap"
+	echo "test $name $(elapsed "$t0")" >> "$OUT/timing.txt"
 done
+
+t0=$(now)
 
 # Unloading tears everything down; a leak or a bad teardown shows below.
 rmmod virtio_bufshare && echo "guest: rmmod ok" || echo "guest: rmmod failed"
@@ -61,4 +72,5 @@ if [ -e /sys/kernel/debug/kmemleak ]; then
 	cat /sys/kernel/debug/kmemleak > "$OUT/kmemleak.txt"
 fi
 dmesg > "$OUT/dmesg.txt"
+echo "teardown $(elapsed "$t0")" >> "$OUT/timing.txt"
 echo "guest: done" > "$OUT/done"
