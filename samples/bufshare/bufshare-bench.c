@@ -1,0 +1,746 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * bufshare-bench: what the driver's commands cost, measured in the guest,
+ * beside the transport's floor and the copy users would otherwise make.
+ * Run by scripts/bench.sh (make bench); make check runs it once with -q.
+ *
+ *   bufshare-bench [-q] [-o JSON] [-p PORT] [-d DEVICE]
+ *
+ *   -q       short: few repetitions, no 256 MiB buffers or 65536 pages
+ *   -o JSON  write the results there as JSON too
+ *   -d DEVICE  /dev/bufshare by default
+ *   -p PORT  a virtio-serial port (/dev/vportNpM) whose host end answers
+ *            each frame (a 4-byte little-endian length, then that many
+ *            bytes) with one byte: the echo floor and the 8 MiB copy
+ *
+ * Each figure is the latency of one ioctl (or one frame) in microseconds,
+ * p50 and p99 over many repetitions, or operations per second. Nothing is
+ * asserted: a benchmark, not a test. BUFSHARE_BENCH_BUFFERS (100000)
+ * buffers are registered at once for the memory figures, for at most
+ * BUFSHARE_BENCH_BUFFERS_SECONDS (180).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linux/bufshare.h>
+#include <linux/udmabuf.h>
+
+#define KIB		1024UL
+#define MIB		(1024 * KIB)
+#define PAGE		4096UL
+#define MAX_ROWS	128
+
+static const char *dev_path = "/dev/bufshare";
+static int quick;
+
+struct row {
+	char name[64];
+	double p50, p99, value;	/* us, us; or a value of its own unit */
+	long n;
+	char unit[16];		/* "us" for latencies */
+	char note[64];
+};
+
+static struct row rows[MAX_ROWS];
+static int nrows;
+
+static double now_us(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec * 1e6 + t.tv_nsec / 1e3;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static struct row *add_row(const char *name)
+{
+	struct row *r = &rows[nrows < MAX_ROWS - 1 ? nrows++ : nrows];
+
+	memset(r, 0, sizeof(*r));
+	snprintf(r->name, sizeof(r->name), "%s", name);
+	return r;
+}
+
+/* A latency row from @n samples (sorted here). */
+static struct row *latency(const char *name, double *s, long n)
+{
+	struct row *r = add_row(name);
+
+	strcpy(r->unit, "us");
+	r->n = n;
+	if (n > 0) {
+		qsort(s, n, sizeof(*s), cmp_double);
+		r->p50 = s[n / 2];
+		r->p99 = s[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1];
+	}
+	return r;
+}
+
+static struct row *value(const char *name, double v, const char *unit)
+{
+	struct row *r = add_row(name);
+
+	r->value = v;
+	snprintf(r->unit, sizeof(r->unit), "%s", unit);
+	return r;
+}
+
+static struct row *skipped(const char *name, const char *why)
+{
+	struct row *r = add_row(name);
+
+	strcpy(r->unit, "-");
+	snprintf(r->note, sizeof(r->note), "%s", why);
+	return r;
+}
+
+static struct row *find(const char *name)
+{
+	for (int i = 0; i < nrows; i++)
+		if (!strcmp(rows[i].name, name) && rows[i].n)
+			return &rows[i];
+	return NULL;
+}
+
+static double *samples(long n)
+{
+	double *s = calloc(n, sizeof(double));
+
+	if (!s) {
+		perror("calloc");
+		exit(1);
+	}
+	return s;
+}
+
+/* A sealed memfd of @size bytes, its pages filled. */
+static int make_memfd(size_t size, unsigned int seals)
+{
+	int fd = memfd_create("bufshare-bench", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	char *m;
+
+	if (fd < 0 || ftruncate(fd, size) || (seals && fcntl(fd, F_ADD_SEALS, seals))) {
+		perror("memfd");
+		exit(1);
+	}
+	if (!size)
+		return fd;
+	m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (m == MAP_FAILED) {
+		perror("mmap");
+		exit(1);
+	}
+	for (size_t i = 0; i < size; i += PAGE)
+		m[i] = 1;
+	munmap(m, size);
+	return fd;
+}
+
+/* A dma-buf of @size bytes over a memfd (udmabuf): the fd or -errno. */
+static int make_udmabuf(size_t size)
+{
+	struct udmabuf_create c = { .flags = UDMABUF_FLAGS_CLOEXEC, .size = size };
+	int dev, fd, err;
+
+	c.memfd = make_memfd(size, F_SEAL_SHRINK);
+	dev = open("/dev/udmabuf", O_RDWR | O_CLOEXEC);
+	if (dev < 0) {
+		err = -errno;
+		close(c.memfd);
+		return err;
+	}
+	fd = ioctl(dev, UDMABUF_CREATE, &c);
+	err = fd < 0 ? -errno : fd;
+	close(dev);
+	close(c.memfd);
+	return err;
+}
+
+/* @npages pages of a memfd, touched in a shuffled order: as many ranges. */
+static int make_scattered(size_t npages)
+{
+	int fd = make_memfd(0, 0);
+	uint32_t *order = malloc(npages * sizeof(*order));
+	uint64_t seed = 0x5eed5eedULL;
+	char *m;
+
+	if (!order || ftruncate(fd, npages * PAGE) ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)) {
+		perror("scattered memfd");
+		exit(1);
+	}
+	m = mmap(NULL, npages * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (m == MAP_FAILED) {
+		perror("mmap");
+		exit(1);
+	}
+	for (size_t i = 0; i < npages; i++)
+		order[i] = i;
+	for (size_t i = npages - 1; i > 0; i--) {
+		size_t j;
+		uint32_t t;
+
+		seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+		j = (seed >> 33) % (i + 1);
+		t = order[i];
+		order[i] = order[j];
+		order[j] = t;
+	}
+	for (size_t i = 0; i < npages; i++)
+		m[(size_t)order[i] * PAGE] = 1;
+	free(order);
+	munmap(m, npages * PAGE);
+	return fd;
+}
+
+static int open_dev(void)
+{
+	int fd = open(dev_path, O_RDWR | O_CLOEXEC);
+
+	if (fd < 0) {
+		perror(dev_path);
+		exit(1);
+	}
+	return fd;
+}
+
+/* REGISTER: the id, or 0 with errno set. */
+static __u64 reg(int dev, int fd, size_t size)
+{
+	static const char props[] = "width=1920\0height=1080\0format=XR24";
+	struct bufshare_register r = {
+		.fd = fd, .length = size, .props = (uintptr_t)props,
+		.props_size = sizeof(props), .application = "bench",
+	};
+
+	return ioctl(dev, BUFSHARE_IOC_REGISTER, &r) ? 0 : r.id;
+}
+
+static int unreg(int dev, __u64 id)
+{
+	return ioctl(dev, BUFSHARE_IOC_UNREGISTER, &id);
+}
+
+static void die_errno(const char *what)
+{
+	perror(what);
+	exit(1);
+}
+
+static void bench_get_info(int dev, long n)
+{
+	struct bufshare_info info;
+	double *s = samples(n);
+
+	for (long i = 0; i < n; i++) {
+		double t = now_us();
+
+		if (ioctl(dev, BUFSHARE_IOC_GET_INFO, &info))
+			die_errno("GET_INFO");
+		s[i] = now_us() - t;
+	}
+	latency("GET_INFO", s, n);
+	free(s);
+}
+
+/* REGISTER, UPDATE, SET_PROPERTIES and UNREGISTER of one buffer, @n times. */
+static void bench_buffer(int dev, int fd, const char *label, size_t size, long n)
+{
+	static const char props[] = "width=1920\0height=1080\0format=AR24";
+	double *reg_s = samples(n), *upd_s = samples(n), *set_s = samples(n),
+	       *unreg_s = samples(n);
+	struct bufshare_buffer_info bi = { 0 };
+	char name[64];
+	__u64 id;
+
+	for (long i = 0; i < n; i++) {
+		struct bufshare_update u = {
+			.flags = BUFSHARE_UPDATE_RANGE, .offset = 0, .length = size,
+		};
+		struct bufshare_set_properties sp = {
+			.props = (uintptr_t)props, .props_size = sizeof(props),
+		};
+		double t = now_us();
+
+		id = reg(dev, fd, size);
+		if (!id) {
+			snprintf(name, sizeof(name), "REGISTER %s", label);
+			skipped(name, strerror(errno));
+			goto out;
+		}
+		reg_s[i] = now_us() - t;
+		bi.id = id;
+		if (i == 0 && ioctl(dev, BUFSHARE_IOC_BUFFER_INFO, &bi))
+			die_errno("BUFFER_INFO");
+		u.id = id;
+		u.seqno = i + 1;
+		t = now_us();
+		if (ioctl(dev, BUFSHARE_IOC_UPDATE, &u))
+			die_errno("UPDATE");
+		upd_s[i] = now_us() - t;
+		sp.id = id;
+		t = now_us();
+		if (ioctl(dev, BUFSHARE_IOC_SET_PROPERTIES, &sp))
+			die_errno("SET_PROPERTIES");
+		set_s[i] = now_us() - t;
+		t = now_us();
+		if (unreg(dev, id))
+			die_errno("UNREGISTER");
+		unreg_s[i] = now_us() - t;
+	}
+	snprintf(name, sizeof(name), "REGISTER %s", label);
+	snprintf(latency(name, reg_s, n)->note, sizeof(rows[0].note), "%u ranges",
+		 bi.nr_ranges);
+	snprintf(name, sizeof(name), "UPDATE %s", label);
+	latency(name, upd_s, n);
+	snprintf(name, sizeof(name), "SET_PROPERTIES %s", label);
+	latency(name, set_s, n);
+	snprintf(name, sizeof(name), "UNREGISTER %s", label);
+	latency(name, unreg_s, n);
+out:
+	free(reg_s);
+	free(upd_s);
+	free(set_s);
+	free(unreg_s);
+}
+
+static void bench_sizes(int dev)
+{
+	static const size_t sizes[] = { 4 * KIB, 1 * MIB, 8 * MIB, 256 * MIB };
+	static const char *const names[] = { "4KiB", "1MiB", "8MiB", "256MiB" };
+	char label[48];
+
+	for (int i = 0; i < 4; i++) {
+		long n = sizes[i] > 8 * MIB ? (quick ? 0 : 50) : (quick ? 20 : 300);
+		int fd;
+
+		snprintf(label, sizeof(label), "memfd %s", names[i]);
+		if (!n) {
+			snprintf(label, sizeof(label), "REGISTER memfd %s", names[i]);
+			skipped(label, "not in short mode");
+			continue;
+		}
+		fd = make_memfd(sizes[i], F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+		bench_buffer(dev, fd, label, sizes[i], n);
+		close(fd);
+
+		snprintf(label, sizeof(label), "dma-buf %s", names[i]);
+		fd = make_udmabuf(sizes[i]);
+		if (fd < 0) {
+			char name[64];
+
+			snprintf(name, sizeof(name), "REGISTER %s", label);
+			skipped(name, fd == -EINVAL ? "udmabuf: larger than its size_limit_mb" :
+				strerror(-fd));
+			continue;
+		}
+		bench_buffer(dev, fd, label, sizes[i], n);
+		close(fd);
+	}
+}
+
+static void bench_ranges(int dev)
+{
+	static const size_t pages[] = { 1, 16, 256, 4096, 65536 };
+	struct bufshare_info info;
+	char name[64];
+
+	if (ioctl(dev, BUFSHARE_IOC_GET_INFO, &info))
+		die_errno("GET_INFO");
+	for (int i = 0; i < 5; i++) {
+		long n = pages[i] >= 4096 ? (pages[i] > 4096 ? 10 : 30) : 200;
+		struct bufshare_buffer_info bi = { 0 };
+		double *s;
+		int fd;
+
+		snprintf(name, sizeof(name), "REGISTER %zu scattered pages", pages[i]);
+		if (pages[i] > info.max_ranges) {
+			skipped(name, "more than the device's max_ranges");
+			continue;
+		}
+		if (quick && pages[i] > 4096) {
+			skipped(name, "not in short mode");
+			continue;
+		}
+		if (quick)
+			n = n > 10 ? 10 : n;
+		fd = make_scattered(pages[i]);
+		s = samples(n);
+		for (long j = 0; j < n; j++) {
+			double t = now_us();
+			__u64 id = reg(dev, fd, pages[i] * PAGE);
+
+			if (!id) {
+				skipped(name, strerror(errno));
+				goto next;
+			}
+			s[j] = now_us() - t;
+			bi.id = id;
+			if (j == 0 && ioctl(dev, BUFSHARE_IOC_BUFFER_INFO, &bi))
+				die_errno("BUFFER_INFO");
+			if (unreg(dev, id))
+				die_errno("UNREGISTER");
+		}
+		snprintf(latency(name, s, n)->note, sizeof(rows[0].note), "%u ranges",
+			 bi.nr_ranges);
+next:
+		free(s);
+		close(fd);
+	}
+}
+
+struct thread_arg {
+	pthread_barrier_t *start;
+	double seconds;
+	long ops;
+	int fd;
+};
+
+/* REGISTER and UNREGISTER pairs of a 4 KiB memfd, for @seconds. */
+static void *worker(void *p)
+{
+	struct thread_arg *a = p;
+	int dev = open_dev();
+	double end;
+
+	pthread_barrier_wait(a->start);
+	end = now_us() + a->seconds * 1e6;
+	while (now_us() < end) {
+		__u64 id = reg(dev, a->fd, 4 * KIB);
+
+		if (!id || unreg(dev, id))
+			die_errno("REGISTER/UNREGISTER");
+		a->ops++;
+	}
+	close(dev);
+	return NULL;
+}
+
+static void bench_threads(void)
+{
+	double seconds = quick ? 1 : 5;
+	int fd = make_memfd(4 * KIB, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+	char name[64];
+
+	for (int nt = 1; nt <= (quick ? 2 : 8); nt *= 2) {
+		struct thread_arg a[8];
+		pthread_t th[8];
+		pthread_barrier_t b;
+		double t, total = 0;
+
+		pthread_barrier_init(&b, NULL, nt + 1);
+		for (int i = 0; i < nt; i++) {
+			a[i] = (struct thread_arg){ .start = &b, .seconds = seconds, .fd = fd };
+			if (pthread_create(&th[i], NULL, worker, &a[i]))
+				die_errno("pthread_create");
+		}
+		pthread_barrier_wait(&b);
+		t = now_us();
+		for (int i = 0; i < nt; i++) {
+			pthread_join(th[i], NULL);
+			total += a[i].ops;
+		}
+		t = (now_us() - t) / 1e6;
+		pthread_barrier_destroy(&b);
+		snprintf(name, sizeof(name), "REGISTER+UNREGISTER pairs, %d thread%s", nt,
+			 nt > 1 ? "s" : "");
+		value(name, total / t, "pairs/s");
+	}
+	close(fd);
+}
+
+static long meminfo_kb(const char *key)
+{
+	char line[256];
+	long v = -1;
+	FILE *f = fopen("/proc/meminfo", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, key, strlen(key)) && line[strlen(key)] == ':')
+			v = strtol(line + strlen(key) + 1, NULL, 10);
+	fclose(f);
+	return v;
+}
+
+/*
+ * The guest's memory per registered buffer: slab and MemAvailable before
+ * and after registering @n 4 KiB buffers (one page of one memfd each, so
+ * that the pages themselves are not counted), and the time that took;
+ * registering stops after @budget seconds.
+ */
+static void bench_memory(int dev, long n, double budget)
+{
+	int timed_out = 0;
+	struct bufshare_info info;
+	long slab0, avail0, slab1, avail1;
+	__u64 *ids = calloc(n, sizeof(*ids));
+	int fd;
+	long i;
+	double t;
+	char name[64];
+
+	if (ioctl(dev, BUFSHARE_IOC_GET_INFO, &info))
+		die_errno("GET_INFO");
+	if (!ids)
+		die_errno("calloc");
+	fd = make_memfd(4 * KIB, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+	slab0 = meminfo_kb("Slab");
+	avail0 = meminfo_kb("MemAvailable");
+	t = now_us();
+	for (i = 0; i < n; i++) {
+		ids[i] = reg(dev, fd, 4 * KIB);
+		if (!ids[i] || now_us() - t > budget * 1e6) {
+			timed_out = ids[i] != 0;
+			i += timed_out;
+			break;
+		}
+	}
+	t = now_us() - t;
+	slab1 = meminfo_kb("Slab");
+	avail1 = meminfo_kb("MemAvailable");
+	snprintf(name, sizeof(name), "buffers registered at once");
+	value(name, i, "buffers");
+	if (timed_out)
+		snprintf(rows[nrows - 1].note, sizeof(rows[0].note),
+			 "of %ld: stopped after %.0f s", n, budget);
+	else if (i < n)
+		snprintf(rows[nrows - 1].note, sizeof(rows[0].note),
+			 "of %ld: %s (device max %u)", n, strerror(errno), info.max_buffers);
+	if (i) {
+		value("guest slab per buffer", (slab1 - slab0) * 1024.0 / i, "bytes");
+		value("guest memory per buffer", (avail0 - avail1) * 1024.0 / i, "bytes");
+		value("time to register them", t / 1e6, "s");
+	}
+	t = now_us();
+	for (long j = 0; j < i; j++)
+		if (unreg(dev, ids[j]))
+			die_errno("UNREGISTER");
+	if (i)
+		value("time to unregister them", (now_us() - t) / 1e6, "s");
+	free(ids);
+	close(fd);
+}
+
+static int write_all(int fd, const void *p, size_t n)
+{
+	while (n) {
+		ssize_t w = write(fd, p, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		p = (const char *)p + w;
+		n -= w;
+	}
+	return 0;
+}
+
+/* One frame of @len bytes to the host and its one-byte answer. */
+static int frame(int port, const char *buf, uint32_t len)
+{
+	unsigned char hdr[4] = { len, len >> 8, len >> 16, len >> 24 }, ack;
+
+	if (write_all(port, hdr, 4) || write_all(port, buf, len))
+		return -1;
+	return read(port, &ack, 1) == 1 ? 0 : -1;
+}
+
+/* The baselines over virtio-serial: the echo floor and the 8 MiB copy. */
+static void bench_serial(const char *path)
+{
+	long n_echo = quick ? 50 : 1000, n_frame = quick ? 3 : 30;
+	int port = open(path, O_RDWR | O_CLOEXEC);
+	double *s, t0;
+	char *buf;
+
+	if (port < 0) {
+		fprintf(stderr, "%s: %s\n", path, strerror(errno));
+		skipped("virtio-serial echo round trip (floor)", "no port");
+		return;
+	}
+	buf = malloc(8 * MIB);
+	if (!buf)
+		die_errno("malloc");
+	memset(buf, 0x5a, 8 * MIB);
+	s = samples(n_echo);
+	for (long i = 0; i < n_echo; i++) {
+		double t = now_us();
+
+		if (frame(port, buf, 1))
+			die_errno("virtio-serial echo");
+		s[i] = now_us() - t;
+	}
+	latency("virtio-serial echo round trip (floor)", s, n_echo);
+	free(s);
+	s = samples(n_frame);
+	t0 = now_us();
+	for (long i = 0; i < n_frame; i++) {
+		double t = now_us();
+
+		if (frame(port, buf, 8 * MIB))
+			die_errno("virtio-serial frame");
+		s[i] = now_us() - t;
+	}
+	value("virtio-serial 8MiB frames", n_frame / ((now_us() - t0) / 1e6), "frames/s");
+	latency("virtio-serial 8MiB frame copy", s, n_frame);
+	free(s);
+	free(buf);
+	close(port);
+}
+
+static void ratio(const char *what, const char *a, const char *b, const char *target)
+{
+	struct row *x = find(a), *y = find(b), *r;
+
+	if (!x || !y || !y->p50) {
+		skipped(what, "not measured");
+		return;
+	}
+	r = value(what, x->p50 / y->p50, "x");
+	snprintf(r->note, sizeof(r->note), "target %s", target);
+}
+
+static void ratio_values(const char *what, const char *a, const char *b, const char *target)
+{
+	struct row *x = NULL, *y = NULL, *r;
+
+	for (int i = 0; i < nrows; i++) {
+		if (!strcmp(rows[i].name, a))
+			x = &rows[i];
+		if (!strcmp(rows[i].name, b))
+			y = &rows[i];
+	}
+	if (!x || !y || !y->value) {
+		skipped(what, "not measured");
+		return;
+	}
+	r = value(what, x->value / y->value, "x");
+	snprintf(r->note, sizeof(r->note), "target %s", target);
+}
+
+static void print_table(void)
+{
+	printf("%-46s %12s %12s %8s  %s\n", "", "p50 / value", "p99", "n", "");
+	for (int i = 0; i < nrows; i++) {
+		struct row *r = &rows[i];
+
+		if (!strcmp(r->unit, "-"))
+			printf("%-46s %12s %12s %8s  %s\n", r->name, "-", "-", "-", r->note);
+		else if (!strcmp(r->unit, "us"))
+			printf("%-46s %9.1f us %9.1f us %8ld  %s\n", r->name, r->p50, r->p99,
+			       r->n, r->note);
+		else
+			printf("%-46s %12.2f %12s %8s  %s\n", r->name, r->value, r->unit, "",
+			       r->note);
+	}
+}
+
+static void write_json(const char *path)
+{
+	FILE *f = fopen(path, "w");
+
+	if (!f) {
+		perror(path);
+		return;
+	}
+	fprintf(f, "{\n  \"quick\": %s,\n  \"results\": [\n", quick ? "true" : "false");
+	for (int i = 0; i < nrows; i++) {
+		struct row *r = &rows[i];
+
+		fprintf(f, "    {\"name\": \"%s\", \"unit\": \"%s\"", r->name, r->unit);
+		if (!strcmp(r->unit, "us"))
+			fprintf(f, ", \"p50\": %.1f, \"p99\": %.1f, \"n\": %ld", r->p50, r->p99,
+				r->n);
+		else if (strcmp(r->unit, "-"))
+			fprintf(f, ", \"value\": %.3f", r->value);
+		fprintf(f, ", \"note\": \"%s\"}%s\n", r->note, i + 1 < nrows ? "," : "");
+	}
+	fprintf(f, "  ]\n}\n");
+	fclose(f);
+}
+
+static long env_long(const char *name, long def)
+{
+	const char *v = getenv(name);
+
+	return v && *v ? atol(v) : def;
+}
+
+int main(int argc, char **argv)
+{
+	const char *json = NULL, *port = NULL;
+	int opt, dev;
+
+	while ((opt = getopt(argc, argv, "qo:p:d:")) != -1) {
+		switch (opt) {
+		case 'q':
+			quick = 1;
+			break;
+		case 'o':
+			json = optarg;
+			break;
+		case 'p':
+			port = optarg;
+			break;
+		case 'd':
+			dev_path = optarg;
+			break;
+		default:
+			fprintf(stderr, "usage: %s [-q] [-o JSON] [-p PORT] [-d DEVICE]\n", argv[0]);
+			return 2;
+		}
+	}
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	dev = open_dev();
+	fprintf(stderr, "bench: GET_INFO\n");
+	bench_get_info(dev, quick ? 100 : 2000);
+	if (port) {
+		fprintf(stderr, "bench: virtio-serial\n");
+		bench_serial(port);
+	} else {
+		skipped("virtio-serial echo round trip (floor)", "no port (-p)");
+	}
+	fprintf(stderr, "bench: buffer sizes\n");
+	bench_sizes(dev);
+	fprintf(stderr, "bench: scattered pages\n");
+	bench_ranges(dev);
+	fprintf(stderr, "bench: threads\n");
+	bench_threads();
+	fprintf(stderr, "bench: memory\n");
+	bench_memory(dev, quick ? 200 : env_long("BUFSHARE_BENCH_BUFFERS", 100000),
+		     quick ? 30 : env_long("BUFSHARE_BENCH_BUFFERS_SECONDS", 180));
+	close(dev);
+
+	ratio("GET_INFO / floor", "GET_INFO", "virtio-serial echo round trip (floor)", "<= 2");
+	ratio("UPDATE / GET_INFO", "UPDATE memfd 8MiB", "GET_INFO", "<= 1.5");
+	ratio("1-range REGISTER / GET_INFO", "REGISTER 1 scattered pages", "GET_INFO", "<= 2");
+	ratio("REGISTER 256MiB / 4KiB", "REGISTER memfd 256MiB", "REGISTER memfd 4KiB", "<= 2");
+	ratio("8MiB copy / UPDATE", "virtio-serial 8MiB frame copy", "UPDATE memfd 8MiB",
+	      ">= 100");
+	ratio_values("2 threads / 1 thread", "REGISTER+UNREGISTER pairs, 2 threads",
+		     "REGISTER+UNREGISTER pairs, 1 thread", ">= 1.6");
+	print_table();
+	if (json)
+		write_json(json);
+	return 0;
+}
