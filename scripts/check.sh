@@ -150,9 +150,10 @@ guest_run() {
 		fail "guest boot and run$label (vm.sh exit $vmrc)"
 	fi
 	# The kselftests, the crate's guest test, the backend's udmabuf
-	# self-test and the example (see run-guest.sh).
+	# self-test, the example and the benchmark's short mode (see
+	# run-guest.sh).
 	[ ${#tests[@]} -gt 0 ] || tests=("$BUILD"/tests/*_test bufshare-crate-test \
-		bufshare-udmabuf-selftest bufshare-example)
+		bufshare-udmabuf-selftest bufshare-example bufshare-bench)
 	for bin in "${tests[@]}"; do
 		bin=$(basename "$bin")$label
 		tap=$RUN/${bin%"$label"}.tap

@@ -9,8 +9,10 @@
 #
 # By default: every *_test binary of $BUFSHARE_TESTS (kselftest harness),
 # bufshare-crate-test (the bufshare crate's, TAP too),
-# bufshare-udmabuf-selftest (tools/vhost-user-bufshare's, TAP too) and
-# bufshare-example (samples/bufshare, wrapped as a TAP test of one).
+# bufshare-udmabuf-selftest (tools/vhost-user-bufshare's, TAP too),
+# bufshare-example (samples/bufshare, wrapped as a TAP test of one) and
+# bufshare-bench in its short mode (the same; it proves the benchmark runs,
+# its numbers, in $OUT/bench.json, are not judged).
 
 OUT=${1:?usage: run-guest.sh OUT [test...]}
 shift
@@ -31,13 +33,14 @@ echo "guest: $(uname -r), $(nproc) cpus"
 insmod "$BUFSHARE_MODULE" || { echo "insmod failed"; exit 1; }
 for i in $(seq 100); do [ -c /dev/bufshare ] && break; sleep 0.1; done
 
-# run_example PROGRAM: a program that is no TAP test, as a TAP test of one.
+# run_example PROGRAM [ARG...]: a program that is no TAP test, as a TAP
+# test of one.
 run_example() {
 	local name rc
 	name=$(basename "$1")
 	echo "TAP version 13"
 	echo "1..1"
-	"$1" 2>&1 | sed 's/^/# /'
+	"$@" 2>&1 | sed 's/^/# /'
 	rc=${PIPESTATUS[0]}
 	if [ "$rc" = 0 ]; then echo "ok 1 $name"; else echo "not ok 1 $name # exit $rc"; fi
 	return "$rc"
@@ -46,13 +49,14 @@ run_example() {
 tests=("$@")
 [ ${#tests[@]} -gt 0 ] || tests=("$BUFSHARE_TESTS"/*_test \
 	"$BUFSHARE_TESTS/bufshare-crate-test" "$BUFSHARE_TESTS/bufshare-udmabuf-selftest" \
-	"$BUFSHARE_TESTS/bufshare-example")
+	"$BUFSHARE_TESTS/bufshare-example" "$BUFSHARE_TESTS/bufshare-bench")
 for t in "${tests[@]}"; do
 	name=$(basename "$t")
 	echo "guest: running $name"
 	t0=$(now)
 	case "$name" in
 	bufshare-example) run_example "$t" 2>&1 | tee "$OUT/$name.tap" ;;
+	bufshare-bench) run_example "$t" -q -o "$OUT/bench.json" 2>&1 | tee "$OUT/$name.tap" ;;
 	*) "$t" 2>&1 | tee "$OUT/$name.tap" ;;
 	esac
 	echo "exit=${PIPESTATUS[0]}" >> "$OUT/$name.tap"
