@@ -1,18 +1,73 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# make bench: command round trips through the driver to the backend and
-# back, measured in the guest (under TCG unless BUFSHARE_KVM=1, so the
-# numbers speak of this setup, not of the device on real hardware).
+# make bench: what the driver's commands cost, measured in the guest by
+# samples/bufshare/bufshare-bench on the bench kernel (scripts/kernel.sh
+# --bench: the test kernel's configuration without its debug options),
+# beside two baselines in the same boot: an echo round trip over a
+# virtio-serial port to a host process (scripts/bench-serial-host.py), the
+# transport's floor, and 8 MiB frames sent over it, the copy users would
+# otherwise make. Under TCG unless BUFSHARE_KVM=1, so the numbers speak of
+# this setup, not of the device on real hardware.
+#
+# Prints the machine and one table; the results, with the machine, go to
+# bench.json in the run directory ($BUFSHARE_CACHE/runs/...).
+# BUFSHARE_BENCH_BUFFERS (100000): how many buffers to register at once for
+# the memory figures (within BUFSHARE_BENCH_BUFFERS_SECONDS, 180).
 
 . "$(dirname "$0")/lib.sh"
 
+BUFFERS=${BUFSHARE_BENCH_BUFFERS:-100000}
+bash "$TOPDIR/scripts/kernel.sh" --bench >/dev/null
 prepare_vm bench
-N=${BUFSHARE_BENCH_N:-1000}
-guest="insmod /build/linux/drivers/virtio/bufshare/virtio_bufshare.ko
-echo '== one caller, $N GET_INFO round trips'
-/build/tests/bufshare-info -n $N | grep 'round trip'
-echo '== four callers at once, $N each'
-for i in 1 2 3 4; do /build/tests/bufshare-info -n $N | grep 'round trip' & done; wait
+
+accel=TCG
+[ "${BUFSHARE_KVM:-0}" = 1 ] && accel=KVM
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+machine="$accel on $cpu, $(nproc) host cores; guest: 2 vCPUs, ${BUFSHARE_VM_MEM:-2G} (bench kernel)"
+echo "== make bench: $machine"
+# The host's load, before and after: on a shared machine it moves the
+# numbers more than anything measured here.
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# The host end of the virtio-serial port, before QEMU connects to it.
+python3 "$TOPDIR/scripts/bench-serial-host.py" "$RUN/serial.sock" >"$RUN/serial-host.log" 2>&1 &
+serial=$!
+trap 'kill $serial 2>/dev/null || true' EXIT
+for _ in $(seq 50); do [ -S "$RUN/serial.sock" ] && break; sleep 0.1; done
+[ -S "$RUN/serial.sock" ] || die "bench-serial-host.py did not start"
+
+# The limits: 100000 buffers at once (the driver's and the device's),
+# 256 MiB buffers of 4 KiB pages (65536 ranges).
+guest="set -e
+insmod /build/linux-bench/drivers/virtio/bufshare/virtio_bufshare.ko \
+	max_buffers=$BUFFERS max_buffers_per_file=$BUFFERS max_bytes_per_file=$((4 << 30))
+for i in \$(seq 100); do [ -c /dev/bufshare ] && break; sleep 0.1; done
+port=
+for p in /sys/class/virtio-ports/*; do
+	[ \"\$(cat \$p/name 2>/dev/null)\" = bench0 ] && port=/dev/\$(basename \$p)
+done
+echo \"guest: \$(uname -r), \$(nproc) cpus, port \$port\"
+BUFSHARE_BENCH_BUFFERS=$BUFFERS BUFSHARE_BENCH_BUFFERS_SECONDS=${BUFSHARE_BENCH_BUFFERS_SECONDS:-180} \
+	/build/tests/bufshare-bench -o /build/run/bench-guest.json \${port:+-p \$port} |
+	tee /build/run/bench-table.txt
 rmmod virtio_bufshare"
-bash "$TOPDIR/scripts/vm.sh" -- bash -c "$guest" | grep -E '^==|round trip'
+rc=0
+BUFSHARE_VM_KERNEL=linux-bench \
+BUFSHARE_QEMU_OPTS="-chardev socket,id=benchser,path=/build/run/serial.sock \
+-device virtio-serial-pci,id=benchvs -device virtserialport,bus=benchvs.0,chardev=benchser,name=bench0" \
+	bash "$TOPDIR/scripts/vm.sh" --backend-args "--max-buffers $BUFFERS --max-ranges 65536" \
+	-- bash -c "$guest" >"$RUN/bench.log" 2>&1 || rc=$?
+cat "$RUN/bench-table.txt" 2>/dev/null || true
+machine+="; host load average $load_before before, $(cut -d' ' -f1-3 /proc/loadavg) after"
+echo "== $machine"
+[ -e "$RUN/bench-guest.json" ] || { tail -30 "$RUN/console.log"; die "no results (vm.sh exit $rc), see $RUN"; }
+python3 - "$RUN/bench-guest.json" "$RUN/bench.json" "$machine" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+r["machine"] = sys.argv[3]
+r["command"] = "make bench"
+json.dump(r, open(sys.argv[2], "w"), indent=1)
+PY
+echo "results: $RUN/bench.json"
+exit "$rc"

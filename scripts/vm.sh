@@ -36,7 +36,11 @@ done
 [ $# -gt 0 ] || die "$USAGE"
 [ -n "${RUN:-}" ] && [ -d "$RUN" ] || new_run vm
 
-KDIR=$BUILD/linux
+# BUFSHARE_VM_KERNEL names the kernel tree under the cache's build
+# directory (linux; make bench: linux-bench). BUFSHARE_QEMU_OPTS are added
+# to QEMU's options (make bench: a virtio-serial port to a host process).
+KNAME=${BUFSHARE_VM_KERNEL:-linux}
+KDIR=$BUILD/$KNAME
 BACKEND=${BUFSHARE_BACKEND:-$BUFSHARE_CACHE/cargo-target/release/vhost-user-bufshare}
 [ -x "$BACKEND" ] || die "no backend at $BACKEND (make tools)"
 [ -e "$KDIR/arch/x86/boot/bzImage" ] || die "no kernel at $KDIR (make kernel)"
@@ -137,6 +141,7 @@ append="rootflags=version=9p2000.L,trans=virtio,access=any,cache=loose,msize=104
 # rate limit abstractions run ("vir..." and "rat...").
 append+=" kunit.filter_glob=rust_doctests_kernel.rust_doctest_kernel_[rv][ai][rt]*"
 append+=" ${BUFSHARE_APPEND:-}"
+qemu_opts+=" ${BUFSHARE_QEMU_OPTS:-}"
 
 cmd=$(printf '%q ' "$@")
 log "booting guest ($([ -n "$accel" ] && echo TCG || echo KVM), timeout ${TIMEOUT}s), run directory $RUN"
@@ -147,7 +152,7 @@ set +e
 # directory, so that runs may go on side by side).
 mkdir -p "$BUILD/run"
 IN_TREE_BINDS="--bind $RUN /build/run" IN_TREE_CHDIR=/ in_tree timeout --kill-after=10 "$TIMEOUT" \
-	vng --run /build/linux $accel --force-9p --verbose --memory "$MEM" --cpus 2 \
+	vng --run "/build/$KNAME" $accel --force-9p --verbose --memory "$MEM" --cpus 2 \
 	--user root --rwdir /build/run --append "$append" \
 	--qemu-opts="$qemu_opts" --exec "$cmd" </dev/null 2>&1 | tee "$RUN/console.log"
 rc=${PIPESTATUS[0]}
