@@ -39,6 +39,8 @@
 #                         removed buffer mapped SECS before closing it
 #                         (CLOSED then)
 #         no-release      --no-release: never RELEASE an update
+#         verify          --verify: check each frame's crc32 (VERIFY lines)
+#         dump            --dump DIR/NAME.frames: write each frame as a PNG
 #         stop-reading=N  --stop-reading N: stops reading the socket after
 #                         N events, keeping every mapping
 #   watch-stop NAME
@@ -237,6 +239,8 @@ watch_start() {
 			extra+=(--hold-after-remove "$n")
 			;;
 		no-release) extra+=(--no-release) ;;
+		verify) extra+=(--verify) ;;
+		dump) extra+=(--dump "$W/$name.frames") ;;
 		stop-reading=*) extra+=(--stop-reading "$((10#${opt#stop-reading=}))") ;;
 		*)
 			echo "relay: bad option $opt" >&2
@@ -369,7 +373,7 @@ answer() {
 		input=$R/in
 	elif [ "$line" = holders ]; then
 		args=(holders)
-	elif [[ $line =~ ^watch\ ([A-Za-z0-9_-]{1,32})\ (\*|[A-Za-z0-9_.-]{1,63}(,[A-Za-z0-9_.-]{1,63}){0,63})((\ (nobody|hold=[0-9]{1,5}|no-release|stop-reading=[0-9]{1,9})){0,4})$ ]]; then
+	elif [[ $line =~ ^watch\ ([A-Za-z0-9_-]{1,32})\ (\*|[A-Za-z0-9_.-]{1,63}(,[A-Za-z0-9_.-]{1,63}){0,63})((\ (nobody|hold=[0-9]{1,5}|no-release|verify|dump|stop-reading=[0-9]{1,9})){0,6})$ ]]; then
 		watch_start "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}" "${BASH_REMATCH[4]}" \
 			>"$R/out" 2>"$R/err"
 		rc=$?

@@ -38,7 +38,8 @@ insmod /build/linux/drivers/virtio/bufshare/virtio_bufshare.ko
 /build/tests/bufshare-info
 /build/tests/bufshare-animate -s $SECONDS_ -r 60
 rmmod virtio_bufshare"
-bash "$TOPDIR/scripts/vm.sh" -- bash -c "$guest"
+# Piped, not redirected: QEMU reopens its standard output.
+bash "$TOPDIR/scripts/vm.sh" -- bash -c "$guest" | tee "$RUN/guest.out"
 
 kill -TERM "$watch" 2>/dev/null || true
 wait "$watch" 2>/dev/null || true
@@ -48,7 +49,9 @@ frames=$(find "$FRAMES" -name '*.png' | wc -l)
 ok=$(grep -c '^VERIFY .* ok' "$RUN/watch.log" 2>/dev/null || true)
 bad=$(grep -c '^VERIFY .* mismatch' "$RUN/watch.log" 2>/dev/null || true)
 last=$(find "$FRAMES" -name '*.png' | sort -V | tail -1)
+drawn=$(sed -n 's/^bufshare-animate: \([0-9]*\) frames drawn and shown.*/\1/p' "$RUN/guest.out" | tail -1)
 echo
-echo "host: $frames frames written to $FRAMES, crc32 checked: ${ok:-0} ok, ${bad:-0} mismatched"
+echo "guest: ${drawn:-?} frames drawn and shown (each into a frame the host had released)"
+echo "host: $frames frames written to $FRAMES, crc32 checked: ${ok:-0} ok, ${bad:-0} torn (mismatched)"
 [ -n "$last" ] && echo "host: last frame: $last"
 echo "backend log: $RUN/backend.log, watcher log: $RUN/watch.log"

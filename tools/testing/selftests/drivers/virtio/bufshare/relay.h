@@ -313,6 +313,10 @@ static inline int relay_watch(const char *name, const char *apps, int nobody)
  *                     its REMOVE (or its guest's RESET) before unmapping it,
  *                     which tells the backend CLOSED;
  *   "no-release"      never tell the backend RELEASE;
+ *   "verify"          check each frame's crc32 property against its bytes
+ *                     (VERIFY lines in the log);
+ *   "dump"            write each frame as a PNG (DIR/NAME.frames/), which
+ *                     makes it a slower consumer;
  *   "stop-reading=N"  stop reading the consumer socket after N events,
  *                     keeping every mapping (the backend disconnects it once
  *                     a REMOVE it holds goes unanswered for its grace time).
