@@ -108,6 +108,36 @@ static long fdinfo_value(int dev, const char *key)
 	return p ? strtol(p + strlen(pat), NULL, 10) : -1;
 }
 
+/* Whether the memory of @memfd is still pinned: it then takes no write seal. */
+static int pinned(int memfd)
+{
+	return fcntl(memfd, F_ADD_SEALS, F_SEAL_WRITE) ? errno == EBUSY : 0;
+}
+
+/*
+ * Starts watcher @base-PID of @app with @opts, its name in @name (40 bytes),
+ * and waits until it subscribed. 0 or -1.
+ */
+static int watch(const char *base, const char *app, const char *opts, char *name)
+{
+	snprintf(name, 40, "%.20s-%d", base, (int)getpid());
+	if (relay_watch_opts(name, app, opts))
+		return -1;
+	return relay_wait_line(name, "WELCOME", WAIT_MS, NULL, 0) > 0 ? 0 : -1;
+}
+
+/* Registers a page of a new memfd (in *@memfd) under @app; the watcher @name got its ADD. */
+static int register_watched(int dev, const char *app, const char *name, int *memfd, __u64 *id)
+{
+	char pat[64];
+
+	*memfd = make_memfd(PAGE, F_SEAL_SHRINK);
+	if (*memfd < 0 || bs_register(dev, *memfd, 0, PAGE, app, NULL, 0, id))
+		return -1;
+	snprintf(pat, sizeof(pat), "ADD id=%llu", (unsigned long long)*id);
+	return relay_wait_line(name, pat, WAIT_MS, NULL, 0) > 0 ? 0 : -1;
+}
+
 FIXTURE(events) {
 	int dev;
 	int events;
@@ -157,6 +187,65 @@ TEST_F(events, interface_checks)
 	EXPECT_EQ(EINVAL, get_consumers(self->dev, "", &n));
 	if (!self->events)
 		EXPECT_EQ(EOPNOTSUPP, get_consumers(self->dev, "events-test", &n));
+}
+
+/*
+ * The driver told not to use events (events=0), against a device that has
+ * them: the feature is not negotiated, GET_CONSUMERS is refused, no event
+ * comes, and the plain UNREGISTER is the confirmation: the pages are let
+ * go when it returns. The driver is loaded again as it was.
+ */
+TEST(driver_without_events)
+{
+	struct bufshare_update u = {};
+	struct bufshare_event ev;
+	const char *what = "";
+	int dev, memfd, err;
+	__u64 id;
+	__u32 n;
+
+	err = reload_module("events=0", &what);
+	if (err == -ENOENT && !strcmp(what, "BUFSHARE_MODULE"))
+		SKIP(return, "BUFSHARE_MODULE is not set");
+	ASSERT_EQ(0, err) TH_LOG("%s", what);
+	dev = open(BUFSHARE_DEV, O_RDWR | O_CLOEXEC | O_NONBLOCK);
+	ASSERT_LE(0, dev);
+	EXPECT_FALSE(has_events(dev));
+	EXPECT_EQ(EOPNOTSUPP, get_consumers(dev, "events-off", &n));
+
+	memfd = make_memfd(PAGE, F_SEAL_SHRINK);
+	ASSERT_LE(0, memfd);
+	ASSERT_EQ(0, bs_register(dev, memfd, 0, PAGE, "events-off", NULL, 0, &id));
+	u.id = id;
+	ASSERT_EQ(0, bs_update(dev, &u, NULL));
+	usleep(500 * 1000);
+	EXPECT_EQ(-1, read(dev, &ev, sizeof(ev)));
+	EXPECT_EQ(EAGAIN, errno);
+	EXPECT_EQ(0, bs_unregister(dev, id));
+	EXPECT_EQ(0, fcntl(memfd, F_ADD_SEALS, F_SEAL_WRITE)) TH_LOG("still pinned");
+	close(memfd);
+
+	/*
+	 * A consumer that holds the buffer 3 s after its REMOVE: the device
+	 * answers UNREGISTER only then, and the pages are let go after.
+	 */
+	if (relay_ready()) {
+		char name[40];
+		long long start, took;
+
+		ASSERT_EQ(0, watch("ev-off-hold", "events-off", "hold=3", name));
+		ASSERT_EQ(0, register_watched(dev, "events-off", name, &memfd, &id));
+		start = now_ms();
+		EXPECT_EQ(0, bs_unregister(dev, id));
+		took = now_ms() - start;
+		TH_LOG("UNREGISTER answered after %lld ms (the consumer held it 3 s)", took);
+		EXPECT_LE(2500, took);
+		EXPECT_FALSE(pinned(memfd));
+		close(memfd);
+		relay_watch_stop(name, NULL);
+	}
+	close(dev);
+	ASSERT_EQ(0, reload_module("", &what)) TH_LOG("%s", what);
 }
 
 /* An update no consumer was given is released at once. */
@@ -340,6 +429,212 @@ TEST_F(events, lost_then_back)
 	set_fault("none");
 	EXPECT_EQ(0, unregister_flags(self->dev, id, BUFSHARE_UNREGISTER_WAIT));
 	close(memfd);
+}
+
+/*
+ * A consumer that keeps a buffer mapped 14 s after its REMOVE: the
+ * unregistration that waits gives up after 10 s with ETIMEDOUT, the buffer
+ * is draining (fdinfo, the backend's holders) and its pages stay pinned;
+ * once the consumer unmapped it and said CLOSED, FREED comes and the pages
+ * are let go.
+ */
+TEST_F(events, consumer_holds_after_remove)
+{
+	const char *app = "events-hold";
+	struct bufshare_event ev;
+	char name[40], err[256] = "", *holders = NULL;
+	long long start, waited;
+	int memfd;
+	__u64 id;
+
+	if (!self->events)
+		SKIP(return, "device without VIRTIO_BUFSHARE_F_EVENTS");
+	ASSERT_TRUE(relay_ready());
+	ASSERT_EQ(0, watch("ev-hold", app, "hold=14", name));
+	ASSERT_EQ(0, register_watched(self->dev, app, name, &memfd, &id));
+
+	start = now_ms();
+	EXPECT_EQ(ETIMEDOUT, unregister_flags(self->dev, id, BUFSHARE_UNREGISTER_WAIT));
+	waited = now_ms() - start;
+	TH_LOG("UNREGISTER_WAIT gave up after %lld ms", waited);
+	EXPECT_LE(9000, waited);
+	EXPECT_EQ(1, fdinfo_value(self->dev, "draining"));
+	EXPECT_TRUE(pinned(memfd));
+	ASSERT_EQ(0, relay_holders(&holders, err, sizeof(err))) TH_LOG("%s", err);
+	EXPECT_NE(NULL, relay_list_find(holders, id)) TH_LOG("holders: %s", holders);
+	free(holders);
+
+	ASSERT_EQ(0, next_event(self->dev, BUFSHARE_EVENT_FREED, &ev, WAIT_MS, NULL));
+	EXPECT_EQ(id, ev.id);
+	waited = now_ms() - start;
+	TH_LOG("FREED %lld ms after UNREGISTER (the consumer held it 14 s)", waited);
+	EXPECT_LE(13000, waited);
+	EXPECT_EQ(0, fdinfo_value(self->dev, "draining"));
+	EXPECT_FALSE(pinned(memfd));
+	close(memfd);
+	relay_watch_stop(name, NULL);
+}
+
+/*
+ * A consumer killed with SIGKILL while it holds a removed buffer: FREED
+ * comes once its process is gone, not before.
+ */
+TEST_F(events, consumer_killed_while_holding)
+{
+	const char *app = "events-killed";
+	struct bufshare_event ev;
+	char name[40];
+	int memfd;
+	__u64 id;
+
+	if (!self->events)
+		SKIP(return, "device without VIRTIO_BUFSHARE_F_EVENTS");
+	ASSERT_TRUE(relay_ready());
+	ASSERT_EQ(0, watch("ev-killed", app, "hold=600", name));
+	ASSERT_EQ(0, register_watched(self->dev, app, name, &memfd, &id));
+	ASSERT_EQ(0, unregister_flags(self->dev, id, 0));
+	/* Held: no FREED, pinned. */
+	EXPECT_EQ(-ETIMEDOUT, next_event(self->dev, BUFSHARE_EVENT_FREED, &ev, 2000, NULL));
+	EXPECT_TRUE(pinned(memfd));
+	EXPECT_EQ(1, fdinfo_value(self->dev, "draining"));
+
+	ASSERT_EQ(0, relay_watch_kill(name));
+	ASSERT_EQ(0, next_event(self->dev, BUFSHARE_EVENT_FREED, &ev, WAIT_MS, NULL));
+	EXPECT_EQ(id, ev.id);
+	EXPECT_FALSE(pinned(memfd));
+	close(memfd);
+}
+
+/*
+ * A consumer that stops reading its socket, its buffers mapped: the backend
+ * disconnects it after its grace time, the guest carries on meanwhile, and
+ * the buffer it holds is freed only once its process exits.
+ */
+TEST_F(events, consumer_stops_reading)
+{
+	const char *app = "events-stuck";
+	struct bufshare_event ev;
+	struct bufshare_info info;
+	char name[40];
+	int memfd, other;
+	__u64 id, id2;
+
+	if (!self->events)
+		SKIP(return, "device without VIRTIO_BUFSHARE_F_EVENTS");
+	ASSERT_TRUE(relay_ready());
+	/* It reads no more after the ADD. */
+	ASSERT_EQ(0, watch("ev-stuck", app, "stop-reading=1", name));
+	ASSERT_EQ(0, register_watched(self->dev, app, name, &memfd, &id));
+	ASSERT_EQ(0, unregister_flags(self->dev, id, 0));
+
+	/* The guest carries on: commands, another buffer, its update released. */
+	for (int i = 0; i < 5; i++)
+		ASSERT_EQ(0, ioctl(self->dev, BUFSHARE_IOC_GET_INFO, &info));
+	other = make_memfd(PAGE, F_SEAL_SHRINK);
+	ASSERT_LE(0, other);
+	ASSERT_EQ(0, bs_register(self->dev, other, 0, PAGE, "events-other", NULL, 0, &id2));
+	EXPECT_EQ(0, unregister_flags(self->dev, id2, BUFSHARE_UNREGISTER_WAIT));
+	close(other);
+
+	/* Past the grace time (5 s): disconnected, but its process still runs. */
+	EXPECT_EQ(-ETIMEDOUT, next_event(self->dev, BUFSHARE_EVENT_FREED, &ev, 8000, NULL));
+	EXPECT_TRUE(pinned(memfd));
+	EXPECT_EQ(1, fdinfo_value(self->dev, "draining"));
+
+	ASSERT_EQ(0, relay_watch_stop(name, NULL));
+	ASSERT_EQ(0, next_event(self->dev, BUFSHARE_EVENT_FREED, &ev, WAIT_MS, NULL));
+	EXPECT_EQ(id, ev.id);
+	EXPECT_FALSE(pinned(memfd));
+	close(memfd);
+}
+
+/*
+ * Two consumers of one application: an update is RELEASED only once both
+ * released it. One that never releases holds every update; once it is
+ * gone, the last update is released, and the numbers only go up.
+ */
+TEST_F(events, released_by_every_consumer)
+{
+	const char *app = "events-two";
+	struct bufshare_event ev;
+	char fast[40], slow[40];
+	__u64 id, seqno = 0, last = 0;
+	int memfd;
+
+	if (!self->events)
+		SKIP(return, "device without VIRTIO_BUFSHARE_F_EVENTS");
+	ASSERT_TRUE(relay_ready());
+	ASSERT_EQ(0, watch("ev-fast", app, "", fast));
+	ASSERT_EQ(0, watch("ev-slow", app, "no-release", slow));
+	ASSERT_EQ(0, register_watched(self->dev, app, fast, &memfd, &id));
+	ASSERT_LT(0, relay_wait_line(slow, "ADD", WAIT_MS, NULL, 0));
+
+	for (int i = 0; i < 5; i++) {
+		struct bufshare_update u = { .id = id };
+
+		ASSERT_EQ(0, bs_update(self->dev, &u, &seqno));
+	}
+	/* The fast one saw every update; the slow one releases none. */
+	ASSERT_LT(0, relay_wait_line(fast, "UPDATE seqno=5", WAIT_MS, NULL, 0));
+	EXPECT_EQ(-ETIMEDOUT, next_event(self->dev, BUFSHARE_EVENT_RELEASED, &ev, 3000, NULL));
+
+	ASSERT_EQ(0, relay_watch_stop(slow, NULL));
+	do {
+		ASSERT_EQ(0, next_event(self->dev, BUFSHARE_EVENT_RELEASED, &ev, WAIT_MS, NULL));
+		EXPECT_EQ(id, ev.id);
+		EXPECT_LT(last, ev.seqno);
+		last = ev.seqno;
+	} while (last < seqno);
+	EXPECT_EQ(seqno, last);
+	EXPECT_EQ(0, unregister_flags(self->dev, id, BUFSHARE_UNREGISTER_WAIT));
+	close(memfd);
+	relay_watch_stop(fast, NULL);
+}
+
+/*
+ * bufshare-animate (samples/bufshare) with two consumers of its
+ * framebuffer, both checking every frame's crc32, one of them slower
+ * (it also writes each frame as a PNG): it draws into a half of the
+ * framebuffer only once the host released the update that showed it, so
+ * no consumer ever sees a torn frame.
+ */
+TEST_F(events, animation_is_tear_free)
+{
+	char checker[40], slow[40], cmd[512], out[512] = "";
+	int ok[2], bad[2];
+	const char *names[2] = { checker, slow };
+	const char *dir = getenv("BUFSHARE_TESTS");
+	unsigned int drawn = 0, released = 0;
+	FILE *p;
+
+	if (!self->events)
+		SKIP(return, "device without VIRTIO_BUFSHARE_F_EVENTS");
+	if (!dir)
+		SKIP(return, "BUFSHARE_TESTS is not set");
+	ASSERT_TRUE(relay_ready());
+	ASSERT_EQ(0, watch("ev-anim", "framebuffer", "verify", checker));
+	ASSERT_EQ(0, watch("ev-anim-slow", "framebuffer", "verify dump", slow));
+
+	snprintf(cmd, sizeof(cmd), "%s/bufshare-animate -s 4 -r 30 -W 160 -H 120", dir);
+	p = popen(cmd, "r");
+	ASSERT_NE(NULL, p);
+	while (fgets(out, sizeof(out), p)) {
+		TH_LOG("%.*s", (int)strcspn(out, "\n"), out);
+		sscanf(out, "bufshare-animate: %u frames drawn and shown, %u released", &drawn,
+		       &released);
+	}
+	ASSERT_EQ(0, pclose(p));
+	EXPECT_LT(10, drawn);
+	/* What each consumer checked, once its lines are in. */
+	usleep(2000 * 1000);
+	for (int i = 0; i < 2; i++) {
+		ok[i] = relay_count_lines(names[i], "VERIFY ok");
+		bad[i] = relay_count_lines(names[i], "VERIFY mismatch");
+		TH_LOG("%s: %d frames checked, %d torn", names[i], ok[i], bad[i]);
+		EXPECT_LT(0, ok[i]);
+		EXPECT_EQ(0, bad[i]);
+		relay_watch_stop(names[i], NULL);
+	}
 }
 
 static int cmp_ll(const void *a, const void *b)
