@@ -78,6 +78,18 @@ static int next_event(int dev, __u32 type, struct bufshare_event *ev, int ms, in
 	}
 }
 
+/* As next_event(), for an event about buffer @id: those about others are skipped. */
+static int next_event_for(int dev, __u32 type, __u64 id, struct bufshare_event *ev, int ms)
+{
+	long long end = now_ms() + ms;
+	int ret;
+
+	do {
+		ret = next_event(dev, type, ev, end - now_ms(), NULL);
+	} while (!ret && ev->id != id);
+	return ret;
+}
+
 static int unregister_flags(int dev, __u64 id, __u32 flags)
 {
 	struct bufshare_unregister u = { .id = id, .flags = flags };
@@ -288,8 +300,7 @@ TEST_F(events, freed_after_unregister)
 	ASSERT_LE(0, memfd);
 	ASSERT_EQ(0, bs_register(self->dev, memfd, 0, PAGE, "events-freed", NULL, 0, &id));
 	ASSERT_EQ(0, unregister_flags(self->dev, id, BUFSHARE_UNREGISTER_WAIT));
-	ASSERT_EQ(0, next_event(self->dev, BUFSHARE_EVENT_FREED, &ev, WAIT_MS, NULL));
-	EXPECT_EQ(id, ev.id);
+	ASSERT_EQ(0, next_event_for(self->dev, BUFSHARE_EVENT_FREED, id, &ev, WAIT_MS));
 	EXPECT_EQ(0, fdinfo_value(self->dev, "draining"));
 	EXPECT_EQ(0, fcntl(memfd, F_ADD_SEALS, F_SEAL_WRITE)) TH_LOG("still pinned");
 	close(memfd);
@@ -432,11 +443,11 @@ TEST_F(events, lost_then_back)
 }
 
 /*
- * A consumer that keeps a buffer mapped 14 s after its REMOVE: the
- * unregistration that waits gives up after 10 s with ETIMEDOUT, the buffer
- * is draining (fdinfo, the backend's holders) and its pages stay pinned;
- * once the consumer unmapped it and said CLOSED, FREED comes and the pages
- * are let go.
+ * A consumer that keeps a buffer mapped 3 s after its REMOVE (within the
+ * backend's 5 s grace time): meanwhile the buffer is draining (fdinfo, the
+ * backend's holders) and its pages stay pinned; once the consumer unmapped
+ * it and said CLOSED, FREED comes and the pages are let go. The same again
+ * with UNREGISTER_WAIT, which returns then.
  */
 TEST_F(events, consumer_holds_after_remove)
 {
@@ -450,26 +461,30 @@ TEST_F(events, consumer_holds_after_remove)
 	if (!self->events)
 		SKIP(return, "device without VIRTIO_BUFSHARE_F_EVENTS");
 	ASSERT_TRUE(relay_ready());
-	ASSERT_EQ(0, watch("ev-hold", app, "hold=14", name));
+	ASSERT_EQ(0, watch("ev-hold", app, "hold=3", name));
 	ASSERT_EQ(0, register_watched(self->dev, app, name, &memfd, &id));
 
 	start = now_ms();
-	EXPECT_EQ(ETIMEDOUT, unregister_flags(self->dev, id, BUFSHARE_UNREGISTER_WAIT));
-	waited = now_ms() - start;
-	TH_LOG("UNREGISTER_WAIT gave up after %lld ms", waited);
-	EXPECT_LE(9000, waited);
+	ASSERT_EQ(0, unregister_flags(self->dev, id, 0));
 	EXPECT_EQ(1, fdinfo_value(self->dev, "draining"));
 	EXPECT_TRUE(pinned(memfd));
 	ASSERT_EQ(0, relay_holders(&holders, err, sizeof(err))) TH_LOG("%s", err);
 	EXPECT_NE(NULL, relay_list_find(holders, id)) TH_LOG("holders: %s", holders);
 	free(holders);
-
-	ASSERT_EQ(0, next_event(self->dev, BUFSHARE_EVENT_FREED, &ev, WAIT_MS, NULL));
-	EXPECT_EQ(id, ev.id);
+	ASSERT_EQ(0, next_event_for(self->dev, BUFSHARE_EVENT_FREED, id, &ev, WAIT_MS));
 	waited = now_ms() - start;
-	TH_LOG("FREED %lld ms after UNREGISTER (the consumer held it 14 s)", waited);
-	EXPECT_LE(13000, waited);
+	TH_LOG("FREED %lld ms after UNREGISTER (the consumer held it 3 s)", waited);
+	EXPECT_LE(2500, waited);
 	EXPECT_EQ(0, fdinfo_value(self->dev, "draining"));
+	EXPECT_FALSE(pinned(memfd));
+	close(memfd);
+
+	ASSERT_EQ(0, register_watched(self->dev, app, name, &memfd, &id));
+	start = now_ms();
+	EXPECT_EQ(0, unregister_flags(self->dev, id, BUFSHARE_UNREGISTER_WAIT));
+	waited = now_ms() - start;
+	TH_LOG("UNREGISTER_WAIT returned after %lld ms", waited);
+	EXPECT_LE(2500, waited);
 	EXPECT_FALSE(pinned(memfd));
 	close(memfd);
 	relay_watch_stop(name, NULL);
@@ -499,7 +514,7 @@ TEST_F(events, consumer_killed_while_holding)
 	EXPECT_EQ(1, fdinfo_value(self->dev, "draining"));
 
 	ASSERT_EQ(0, relay_watch_kill(name));
-	ASSERT_EQ(0, next_event(self->dev, BUFSHARE_EVENT_FREED, &ev, WAIT_MS, NULL));
+	ASSERT_EQ(0, next_event_for(self->dev, BUFSHARE_EVENT_FREED, id, &ev, WAIT_MS));
 	EXPECT_EQ(id, ev.id);
 	EXPECT_FALSE(pinned(memfd));
 	close(memfd);
@@ -525,9 +540,10 @@ TEST_F(events, consumer_stops_reading)
 	/* It reads no more after the ADD. */
 	ASSERT_EQ(0, watch("ev-stuck", app, "stop-reading=1", name));
 	ASSERT_EQ(0, register_watched(self->dev, app, name, &memfd, &id));
-	ASSERT_EQ(0, unregister_flags(self->dev, id, 0));
+	/* Disconnected after 5 s, its process still running: no FREED in 10 s. */
+	EXPECT_EQ(ETIMEDOUT, unregister_flags(self->dev, id, BUFSHARE_UNREGISTER_WAIT));
 
-	/* The guest carries on: commands, another buffer, its update released. */
+	/* The guest carries on: commands, another buffer. */
 	for (int i = 0; i < 5; i++)
 		ASSERT_EQ(0, ioctl(self->dev, BUFSHARE_IOC_GET_INFO, &info));
 	other = make_memfd(PAGE, F_SEAL_SHRINK);
@@ -536,13 +552,11 @@ TEST_F(events, consumer_stops_reading)
 	EXPECT_EQ(0, unregister_flags(self->dev, id2, BUFSHARE_UNREGISTER_WAIT));
 	close(other);
 
-	/* Past the grace time (5 s): disconnected, but its process still runs. */
-	EXPECT_EQ(-ETIMEDOUT, next_event(self->dev, BUFSHARE_EVENT_FREED, &ev, 8000, NULL));
 	EXPECT_TRUE(pinned(memfd));
 	EXPECT_EQ(1, fdinfo_value(self->dev, "draining"));
 
 	ASSERT_EQ(0, relay_watch_stop(name, NULL));
-	ASSERT_EQ(0, next_event(self->dev, BUFSHARE_EVENT_FREED, &ev, WAIT_MS, NULL));
+	ASSERT_EQ(0, next_event_for(self->dev, BUFSHARE_EVENT_FREED, id, &ev, WAIT_MS));
 	EXPECT_EQ(id, ev.id);
 	EXPECT_FALSE(pinned(memfd));
 	close(memfd);
@@ -620,16 +634,18 @@ TEST_F(events, animation_is_tear_free)
 	ASSERT_NE(NULL, p);
 	while (fgets(out, sizeof(out), p)) {
 		TH_LOG("%.*s", (int)strcspn(out, "\n"), out);
-		sscanf(out, "bufshare-animate: %u frames drawn and shown, %u released", &drawn,
-		       &released);
+		if (sscanf(out, "bufshare-animate: %u frames drawn and shown, %u released",
+			   &drawn, &released) == 2)
+			TH_LOG("%u frames drawn, %u released", drawn, released);
 	}
 	ASSERT_EQ(0, pclose(p));
 	EXPECT_LT(10, drawn);
 	/* What each consumer checked, once its lines are in. */
 	usleep(2000 * 1000);
 	for (int i = 0; i < 2; i++) {
-		ok[i] = relay_count_lines(names[i], "VERIFY ok");
-		bad[i] = relay_count_lines(names[i], "VERIFY mismatch");
+		/* Every VERIFY line; those of a mismatch have expected=. */
+		ok[i] = relay_count_lines(names[i], "VERIFY seqno=*");
+		bad[i] = relay_count_lines(names[i], "VERIFY expected=*");
 		TH_LOG("%s: %d frames checked, %d torn", names[i], ok[i], bad[i]);
 		EXPECT_LT(0, ok[i]);
 		EXPECT_EQ(0, bad[i]);
