@@ -244,8 +244,8 @@ TEST_F(limits, buffers_per_device)
 	close_dev(self, a);
 	EXPECT_EQ(2, device_num_buffers());
 	EXPECT_EQ(0, reg_soon(b, self->memfd, 0, PAGE, NULL));
-	EXPECT_EQ(0, reg(c, self->memfd, 0, PAGE, NULL));
-	EXPECT_EQ(0, reg(c, self->memfd, 0, PAGE, NULL));
+	EXPECT_EQ(0, reg_soon(c, self->memfd, 0, PAGE, NULL));
+	EXPECT_EQ(0, reg_soon(c, self->memfd, 0, PAGE, NULL));
 	EXPECT_EQ(ENOSPC, reg(c, self->memfd, 0, PAGE, NULL));
 	EXPECT_EQ(5, device_num_buffers());
 }

@@ -160,8 +160,15 @@ static void *worker_thread(void *arg)
 			record(w, OP_UPDATE, start, err);
 		}
 
+		/*
+		 * Waiting until the host let go (with a consumer, until it closed
+		 * the buffer): a buffer counts against the device's limit until
+		 * then, and the threads would otherwise outrun the consumer and
+		 * fill the device. The wait is no command: only the UNREGISTER is
+		 * counted.
+		 */
 		start = now_ns();
-		err = bs_unregister(w->fd, id);
+		err = bs_unregister_wait(w->fd, id);
 		record(w, OP_UNREGISTER, start, err);
 	}
 	close(memfd);
@@ -401,7 +408,7 @@ static void wide_poke(struct wide_worker *w, __u64 other, uint64_t *seed)
 				     w->index, (unsigned long long)other);
 		return;
 	}
-	err = bs_unregister(w->fd, other);
+	err = bs_unregister_wait(w->fd, other);
 	wide_result(w, W_OTHER_UNREG, other, err, 1);
 	if (err)
 		return;
@@ -417,7 +424,12 @@ static void wide_poke(struct wide_worker *w, __u64 other, uint64_t *seed)
 static void wide_unregister_own(struct wide_worker *w, __u64 id, long slot)
 {
 	struct wide_run *run = w->run;
-	int err = bs_unregister(w->fd, id);
+	/*
+	 * Waiting until the host let go: a buffer counts against the device's
+	 * limit until then, and 32 threads unregistering faster than FREED
+	 * comes back would fill the device.
+	 */
+	int err = bs_unregister_wait(w->fd, id);
 
 	wide_result(w, W_UNREGISTER, id, err, run->shared);
 	if (!err)
