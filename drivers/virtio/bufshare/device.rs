@@ -1025,11 +1025,11 @@ impl BufshareDevice {
                     None => Unregistered::Freed,
                 }
             }
-            Err(_) => {
+            Err(e) => {
                 let drain = buffers.draining.remove(&id);
                 drop(buffers);
                 drop(drain);
-                self.unregister_failed(buf, result)
+                self.unregister_failed(buf, e)
             }
         }
     }
@@ -1041,21 +1041,20 @@ impl BufshareDevice {
             // The device let go of it, or does not know it: the memory is ours again.
             Ok(()) => Unregistered::Freed,
             Err(e) if e == ENOENT => Unregistered::Freed,
-            result => self.unregister_failed(buf, result),
+            Err(e) => self.unregister_failed(buf, e),
         }
     }
 
-    /// Keeps `buf` until the device is reset: it did not confirm unregistering it (`result`).
-    fn unregister_failed(&self, buf: Arc<Buffer>, result: Result) -> Unregistered {
-        match result {
-            Ok(()) => Unregistered::Freed,
+    /// Keeps `buf` until the device is reset: it did not confirm unregistering it (`e`).
+    fn unregister_failed(&self, buf: Arc<Buffer>, e: Error) -> Unregistered {
+        match e {
             // The device is going away, and may still use the memory until it is reset: the
             // shutdown lets it go once the reset is done.
-            Err(e) if e == ENODEV => {
+            ENODEV => {
                 self.keep_until_reset(buf);
                 Unregistered::Kept(false)
             }
-            Err(e) => {
+            e => {
                 // The device may still use the memory: keep it until the device is reset.
                 if self.cmdq.log_limit().allow() {
                     dev_warn!(

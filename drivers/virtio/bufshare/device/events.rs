@@ -309,13 +309,9 @@ impl BufshareDevice {
 
     /// The open files now.
     fn owners_now(&self) -> KVec<Arc<Owner>> {
-        let owners = self.owners.lock();
         let mut now = KVec::new();
-        for o in owners.iter() {
-            if now.push(o.clone(), GFP_KERNEL).is_err() {
-                break;
-            }
-        }
+        // Without memory, no open file gets this event.
+        let _ = now.extend_from_slice(&self.owners.lock(), GFP_KERNEL);
         now
     }
 
@@ -334,22 +330,22 @@ impl BufshareDevice {
 
     /// Asks the device again for the consumers of every application followed, after it dropped
     /// CONSUMERS events.
+    ///
+    /// Each application is asked about once, however many files follow it: [`Self::send_consumers`]
+    /// tells them all.
     fn ask_consumers_again(&self) {
+        let mut apps: KVec<[u8; APP_LEN]> = KVec::new();
         for owner in self.owners_now().iter() {
-            let apps = {
-                let queue = owner.events.queue.lock();
-                let mut apps = KVec::new();
-                for a in queue.apps.iter() {
-                    if apps.push(*a, GFP_KERNEL).is_err() {
-                        break;
-                    }
+            for a in owner.events.queue.lock().apps.iter() {
+                // Without memory, the applications left out are not asked about.
+                if !apps.contains(a) && apps.push(*a, GFP_KERNEL).is_err() {
+                    break;
                 }
-                apps
-            };
-            for app in apps.iter() {
-                if let Ok(n) = self.consumers_of(app) {
-                    self.send_consumers(app, n);
-                }
+            }
+        }
+        for app in apps.iter() {
+            if let Ok(n) = self.consumers_of(app) {
+                self.send_consumers(app, n);
             }
         }
     }
