@@ -47,6 +47,17 @@
  * sends FREED once no host party holds the buffer's memory any more.
  */
 #define VIRTIO_BUFSHARE_F_EVENTS		2
+/*
+ * VIRTIO_BUFSHARE_F_IMPORT: the device has an import region, shared memory
+ * region VIRTIO_BUFSHARE_SHM_IMPORT, into which it maps the buffers of
+ * other guests the driver attached to (ATTACH); it accepts ATTACH, DETACH,
+ * IMPORT_INFO, RELEASE and CLOSE and sends the IMPORT_* events. Requires
+ * VIRTIO_BUFSHARE_F_EVENTS.
+ */
+#define VIRTIO_BUFSHARE_F_IMPORT		3
+
+/* With VIRTIO_BUFSHARE_F_IMPORT: the shmid of the import region. */
+#define VIRTIO_BUFSHARE_SHM_IMPORT		0
 
 /* Device configuration space layout. */
 struct virtio_bufshare_config {
@@ -71,6 +82,12 @@ struct virtio_bufshare_config {
 #define VIRTIO_BUFSHARE_CMD_UNREGISTER		0x0104
 /* With VIRTIO_BUFSHARE_F_EVENTS: */
 #define VIRTIO_BUFSHARE_CMD_GET_CONSUMERS	0x0105
+/* With VIRTIO_BUFSHARE_F_IMPORT: */
+#define VIRTIO_BUFSHARE_CMD_ATTACH		0x0200
+#define VIRTIO_BUFSHARE_CMD_DETACH		0x0201
+#define VIRTIO_BUFSHARE_CMD_IMPORT_INFO		0x0202
+#define VIRTIO_BUFSHARE_CMD_RELEASE		0x0203
+#define VIRTIO_BUFSHARE_CMD_CLOSE		0x0204
 
 /* Status codes (virtio_bufshare_resp_hdr.status). */
 #define VIRTIO_BUFSHARE_S_OK			0x0000
@@ -84,6 +101,8 @@ struct virtio_bufshare_config {
 #define VIRTIO_BUFSHARE_S_NO_BUFFER		0x0004
 /* A limit of the device (buffers, bytes) is reached. */
 #define VIRTIO_BUFSHARE_S_NO_SPACE		0x0005
+/* The device's configuration does not allow it (ATTACH). */
+#define VIRTIO_BUFSHARE_S_DENIED		0x0006
 
 /* Every command starts with this header, in device-readable buffers. */
 struct virtio_bufshare_cmd_hdr {
@@ -241,6 +260,66 @@ struct virtio_bufshare_resp_consumers {
 	__le32 reserved;
 };
 
+/*
+ * VIRTIO_BUFSHARE_CMD_ATTACH: import the buffers that guest source
+ * registers under application, as the device's configuration allows. The
+ * answer is a virtio_bufshare_resp_attach.
+ */
+struct virtio_bufshare_cmd_attach {
+	struct virtio_bufshare_cmd_hdr hdr;
+	/* The exporting guest, as the device names it, NUL-padded. */
+	__u8 source[VIRTIO_BUFSHARE_NAME_LEN];
+	__u8 application[VIRTIO_BUFSHARE_APP_LEN];
+};
+
+struct virtio_bufshare_resp_attach {
+	struct virtio_bufshare_resp_hdr hdr;
+	__le32 attachment;
+	__le32 reserved;
+};
+
+/* VIRTIO_BUFSHARE_CMD_DETACH: no more imports for the attachment. */
+struct virtio_bufshare_cmd_detach {
+	struct virtio_bufshare_cmd_hdr hdr;
+	__le32 attachment;
+	__le32 reserved;
+};
+
+/*
+ * VIRTIO_BUFSHARE_CMD_IMPORT_INFO (answered with a
+ * virtio_bufshare_resp_import_info and the buffer's properties) and
+ * VIRTIO_BUFSHARE_CMD_CLOSE (the driver no longer reaches the import's
+ * range; answered with a bare virtio_bufshare_resp_hdr).
+ */
+struct virtio_bufshare_cmd_import {
+	struct virtio_bufshare_cmd_hdr hdr;
+	__le64 import_id;
+};
+
+/* virtio_bufshare_resp_import_info.flags, virtio_bufshare_event_import.flags */
+/* The import is mapped read-only: the driver must not write into it. */
+#define VIRTIO_BUFSHARE_IMPORT_F_READ_ONLY	(1 << 0)
+
+/* Followed by props_size bytes of the buffer's properties. */
+struct virtio_bufshare_resp_import_info {
+	struct virtio_bufshare_resp_hdr hdr;
+	/* The exporter's id of the buffer. */
+	__le64 buffer_id;
+	__le64 shm_offset;
+	__le64 size;
+	/* The last update the device sent for the import. */
+	__le64 seqno;
+	__le32 flags;
+	__le32 props_size;
+};
+
+/* VIRTIO_BUFSHARE_CMD_RELEASE: the driver is done with update seqno. */
+struct virtio_bufshare_cmd_release {
+	struct virtio_bufshare_cmd_hdr hdr;
+	__le64 import_id;
+	__le64 seqno;
+};
+
 /* Events (virtio_bufshare_event.type), with VIRTIO_BUFSHARE_F_EVENTS. */
 /* Every host party given update seqno (or a later one) of buffer_id is done with it. */
 #define VIRTIO_BUFSHARE_EVT_RELEASED		0x1000
@@ -252,6 +331,17 @@ struct virtio_bufshare_resp_consumers {
 #define VIRTIO_BUFSHARE_EVT_LOST		0x1003
 /* The device dropped CONSUMERS events: ask GET_CONSUMERS again. */
 #define VIRTIO_BUFSHARE_EVT_OVERFLOW		0x1004
+/*
+ * With VIRTIO_BUFSHARE_F_IMPORT, as struct virtio_bufshare_event_import:
+ * buffer_id of the attachment's source is mapped at shm_offset (size bytes);
+ */
+#define VIRTIO_BUFSHARE_EVT_IMPORT_ADDED	0x1010
+/* the exporter updated it (seqno); */
+#define VIRTIO_BUFSHARE_EVT_IMPORT_UPDATED	0x1011
+/* the exporter's buffer is gone: stop using the import and CLOSE it; */
+#define VIRTIO_BUFSHARE_EVT_IMPORT_REMOVED	0x1012
+/* buffer_id (size bytes) was not imported: the import region is full. */
+#define VIRTIO_BUFSHARE_EVT_IMPORT_NO_SPACE	0x1013
 
 /*
  * An event: the device writes one into each device-writable buffer the
@@ -271,6 +361,25 @@ struct virtio_bufshare_event {
 	__le32 reserved;
 	/* CONSUMERS: the application, NUL-padded. */
 	__u8 application[VIRTIO_BUFSHARE_APP_LEN];
+};
+
+/* The IMPORT_* events: the same 96 bytes as struct virtio_bufshare_event. */
+struct virtio_bufshare_event_import {
+	__le32 type;
+	__le32 generation;
+	__le64 import_id;
+	/* ADDED, UPDATED. */
+	__le64 seqno;
+	__le32 attachment;
+	/* ADDED: VIRTIO_BUFSHARE_IMPORT_F_*. */
+	__le32 flags;
+	/* ADDED. */
+	__le64 shm_offset;
+	/* ADDED, NO_SPACE. */
+	__le64 size;
+	/* The exporter's id of the buffer. */
+	__le64 buffer_id;
+	__u8 reserved[40];
 };
 
 #endif /* _UAPI_LINUX_VIRTIO_BUFSHARE_H */

@@ -49,6 +49,13 @@ pub const VIRTIO_BUFSHARE_F_GENERATION: u32 = 1;
 /// it accepts GET_CONSUMERS, and it answers UNREGISTER at once and sends
 /// FREED once no host party holds the buffer's memory any more.
 pub const VIRTIO_BUFSHARE_F_EVENTS: u32 = 2;
+/// Feature: the device has an import region (shared memory region
+/// [`VIRTIO_BUFSHARE_SHM_IMPORT`]) into which it maps the buffers of other
+/// guests; it accepts ATTACH, DETACH, IMPORT_INFO, RELEASE and CLOSE and
+/// sends the IMPORT_* events. Requires [`VIRTIO_BUFSHARE_F_EVENTS`].
+pub const VIRTIO_BUFSHARE_F_IMPORT: u32 = 3;
+/// The shmid of the import region.
+pub const VIRTIO_BUFSHARE_SHM_IMPORT: u8 = 0;
 
 /// Command `GET_INFO` (`virtio_bufshare_cmd_hdr.type`).
 pub const VIRTIO_BUFSHARE_CMD_GET_INFO: u32 = 0x0001;
@@ -64,6 +71,16 @@ pub const VIRTIO_BUFSHARE_CMD_SET_PROPERTIES: u32 = 0x0103;
 pub const VIRTIO_BUFSHARE_CMD_UNREGISTER: u32 = 0x0104;
 /// Command `GET_CONSUMERS` (with [`VIRTIO_BUFSHARE_F_EVENTS`]).
 pub const VIRTIO_BUFSHARE_CMD_GET_CONSUMERS: u32 = 0x0105;
+/// Command: import the buffers of an application of another guest.
+pub const VIRTIO_BUFSHARE_CMD_ATTACH: u32 = 0x0200;
+/// Command: no more imports for an attachment.
+pub const VIRTIO_BUFSHARE_CMD_DETACH: u32 = 0x0201;
+/// Command: an import's range, state and properties.
+pub const VIRTIO_BUFSHARE_CMD_IMPORT_INFO: u32 = 0x0202;
+/// Command: the driver is done with an update of an import.
+pub const VIRTIO_BUFSHARE_CMD_RELEASE: u32 = 0x0203;
+/// Command: the driver no longer reaches an import's range.
+pub const VIRTIO_BUFSHARE_CMD_CLOSE: u32 = 0x0204;
 
 /// Status: success.
 pub const VIRTIO_BUFSHARE_S_OK: u32 = 0x0000;
@@ -77,6 +94,8 @@ pub const VIRTIO_BUFSHARE_S_DEVICE_ERROR: u32 = 0x0003;
 pub const VIRTIO_BUFSHARE_S_NO_BUFFER: u32 = 0x0004;
 /// Status: a limit of the device (buffers, bytes) is reached.
 pub const VIRTIO_BUFSHARE_S_NO_SPACE: u32 = 0x0005;
+/// Status: the device's configuration does not allow it (ATTACH).
+pub const VIRTIO_BUFSHARE_S_DENIED: u32 = 0x0006;
 
 /// Length of the NUL-padded device name in [`VirtioBufshareRespInfo`].
 pub const VIRTIO_BUFSHARE_NAME_LEN: usize = 32;
@@ -309,6 +328,102 @@ pub const VIRTIO_BUFSHARE_EVT_CONSUMERS: u32 = 0x1002;
 pub const VIRTIO_BUFSHARE_EVT_LOST: u32 = 0x1003;
 /// Event: the device dropped CONSUMERS events: ask GET_CONSUMERS again.
 pub const VIRTIO_BUFSHARE_EVT_OVERFLOW: u32 = 0x1004;
+/// Event ([`VirtioBufshareEventImport`]): `buffer_id` of the attachment's
+/// source is mapped at `shm_offset`, `size` bytes.
+pub const VIRTIO_BUFSHARE_EVT_IMPORT_ADDED: u32 = 0x1010;
+/// Event: the exporter updated an import (`seqno`).
+pub const VIRTIO_BUFSHARE_EVT_IMPORT_UPDATED: u32 = 0x1011;
+/// Event: the exporter's buffer is gone: stop using the import, CLOSE it.
+pub const VIRTIO_BUFSHARE_EVT_IMPORT_REMOVED: u32 = 0x1012;
+/// Event: `buffer_id` (`size` bytes) was not imported: the region is full.
+pub const VIRTIO_BUFSHARE_EVT_IMPORT_NO_SPACE: u32 = 0x1013;
+
+/// Import flag: the import is mapped read-only.
+pub const VIRTIO_BUFSHARE_IMPORT_F_READ_ONLY: u32 = 1 << 0;
+
+uapi_struct! {
+    /// `struct virtio_bufshare_cmd_attach`: import the buffers that guest
+    /// `source` registers under `application`.
+    pub struct VirtioBufshareCmdAttach {
+        /// The command's header ([`VIRTIO_BUFSHARE_CMD_ATTACH`]).
+        pub hdr: VirtioBufshareCmdHdr,
+        /// The exporting guest, as the device names it, NUL-padded.
+        pub source: [u8; VIRTIO_BUFSHARE_NAME_LEN],
+        /// The application, NUL-padded.
+        pub application: [u8; VIRTIO_BUFSHARE_APP_LEN],
+    }
+}
+
+uapi_struct! {
+    /// `struct virtio_bufshare_resp_attach`: the answer to
+    /// [`VIRTIO_BUFSHARE_CMD_ATTACH`].
+    pub struct VirtioBufshareRespAttach {
+        /// The answer's header.
+        pub hdr: VirtioBufshareRespHdr,
+        /// The attachment's number.
+        pub attachment: Le32,
+        /// Reserved, zero.
+        pub reserved: Le32,
+    }
+}
+
+uapi_struct! {
+    /// `struct virtio_bufshare_cmd_detach`: no more imports for an
+    /// attachment.
+    pub struct VirtioBufshareCmdDetach {
+        /// The command's header ([`VIRTIO_BUFSHARE_CMD_DETACH`]).
+        pub hdr: VirtioBufshareCmdHdr,
+        /// The attachment.
+        pub attachment: Le32,
+        /// Reserved, zero.
+        pub reserved: Le32,
+    }
+}
+
+uapi_struct! {
+    /// `struct virtio_bufshare_cmd_import`: IMPORT_INFO and CLOSE.
+    pub struct VirtioBufshareCmdImport {
+        /// The command's header.
+        pub hdr: VirtioBufshareCmdHdr,
+        /// The import.
+        pub import_id: Le64,
+    }
+}
+
+uapi_struct! {
+    /// `struct virtio_bufshare_resp_import_info`: the answer to
+    /// [`VIRTIO_BUFSHARE_CMD_IMPORT_INFO`], followed by `props_size` bytes
+    /// of properties.
+    pub struct VirtioBufshareRespImportInfo {
+        /// The answer's header.
+        pub hdr: VirtioBufshareRespHdr,
+        /// The exporter's id of the buffer.
+        pub buffer_id: Le64,
+        /// Where the buffer is mapped in the import region.
+        pub shm_offset: Le64,
+        /// The buffer's size.
+        pub size: Le64,
+        /// The last update the device sent for the import.
+        pub seqno: Le64,
+        /// `VIRTIO_BUFSHARE_IMPORT_F_*`.
+        pub flags: Le32,
+        /// Bytes of properties that follow.
+        pub props_size: Le32,
+    }
+}
+
+uapi_struct! {
+    /// `struct virtio_bufshare_cmd_release`: the driver is done with update
+    /// `seqno` of an import.
+    pub struct VirtioBufshareCmdRelease {
+        /// The command's header ([`VIRTIO_BUFSHARE_CMD_RELEASE`]).
+        pub hdr: VirtioBufshareCmdHdr,
+        /// The import.
+        pub import_id: Le64,
+        /// The update.
+        pub seqno: Le64,
+    }
+}
 
 uapi_struct! {
     /// `struct virtio_bufshare_event`: what the device writes into each
@@ -329,6 +444,33 @@ uapi_struct! {
         pub reserved: Le32,
         /// CONSUMERS: the application, NUL-padded.
         pub application: [u8; VIRTIO_BUFSHARE_APP_LEN],
+    }
+}
+
+uapi_struct! {
+    /// `struct virtio_bufshare_event_import`: the IMPORT_* events, in the
+    /// same 96 bytes as [`VirtioBufshareEvent`].
+    pub struct VirtioBufshareEventImport {
+        /// `VIRTIO_BUFSHARE_EVT_IMPORT_*` (C field `type`).
+        pub type_: Le32,
+        /// With [`VIRTIO_BUFSHARE_F_GENERATION`]: the device's generation.
+        pub generation: Le32,
+        /// The import.
+        pub import_id: Le64,
+        /// ADDED, UPDATED: the exporter's update.
+        pub seqno: Le64,
+        /// The attachment.
+        pub attachment: Le32,
+        /// ADDED: `VIRTIO_BUFSHARE_IMPORT_F_*`.
+        pub flags: Le32,
+        /// ADDED: where the buffer is mapped in the import region.
+        pub shm_offset: Le64,
+        /// ADDED, NO_SPACE: the buffer's size.
+        pub size: Le64,
+        /// The exporter's id of the buffer.
+        pub buffer_id: Le64,
+        /// Reserved, zero.
+        pub reserved: [u8; 40],
     }
 }
 
