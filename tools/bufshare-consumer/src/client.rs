@@ -545,9 +545,6 @@ mod tests {
     fn timeout_keeps_the_connection() {
         let (a, b) = UnixStream::pair().unwrap();
         let mut client = Client::from_stream(a);
-        client
-            .set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
         let server = thread::spawn(move || {
             recv_message(b.as_fd()).unwrap();
             send(&b, &welcome(1));
@@ -555,6 +552,11 @@ mod tests {
         });
         client.subscribe(&[crate::ALL_APPLICATIONS]).unwrap();
         let b = server.join().unwrap();
+        // Set only now: the handshake must not race the timeout on a
+        // loaded machine.
+        client
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
         assert!(matches!(
             client.next_event(),
             Err(Error::Recv(RecvError::Timeout))
