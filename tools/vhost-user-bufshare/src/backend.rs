@@ -93,6 +93,9 @@ pub struct VhostUserBufshareBackend {
     /// Without events: UNREGISTER commands carried out, whose answer waits
     /// for the buffer's holders to let go, with the buffer's id.
     held: Vec<(Chain, u64)>,
+    /// Whether the device offers `VIRTIO_BUFSHARE_F_EVENTS` (and has the
+    /// event queue); see [`VhostUserBufshareBackend::without_events`].
+    offers_events: bool,
 }
 
 impl VhostUserBufshareBackend {
@@ -116,7 +119,18 @@ impl VhostUserBufshareBackend {
             exit_notifier,
             stalled: VecDeque::new(),
             held: Vec::new(),
+            offers_events: true,
         })
+    }
+
+    /// Makes the device one without `VIRTIO_BUFSHARE_F_EVENTS`: it does not
+    /// offer the feature and has the command queue only, so that its
+    /// UNREGISTER answers wait for the buffers' holders whatever the driver
+    /// would have liked (a device of before the event queue).
+    pub fn without_events(mut self) -> Self {
+        info!("VIRTIO_BUFSHARE_F_EVENTS not offered: one queue, UNREGISTER answers wait");
+        self.offers_events = false;
+        self
     }
 
     /// Makes the device misbehave on each command as `faults` says then.
@@ -530,7 +544,11 @@ impl VhostUserBackendMut for VhostUserBufshareBackend {
     type Vring = VringRwLock;
 
     fn num_queues(&self) -> usize {
-        NUM_QUEUES
+        if self.offers_events {
+            NUM_QUEUES
+        } else {
+            NUM_QUEUES - 1
+        }
     }
 
     fn max_queue_size(&self) -> usize {
@@ -538,18 +556,24 @@ impl VhostUserBackendMut for VhostUserBufshareBackend {
     }
 
     fn features(&self) -> u64 {
+        let events = if self.offers_events {
+            1 << VIRTIO_BUFSHARE_F_EVENTS
+        } else {
+            0
+        };
         (1 << VIRTIO_F_VERSION_1)
             | (1 << VIRTIO_RING_F_INDIRECT_DESC)
             | (1 << VIRTIO_RING_F_EVENT_IDX)
             | (1 << VIRTIO_BUFSHARE_F_BUFFERS)
             | (1 << VIRTIO_BUFSHARE_F_GENERATION)
-            | (1 << VIRTIO_BUFSHARE_F_EVENTS)
+            | events
             | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
     }
 
     fn acked_features(&mut self, features: u64) {
         debug!("driver acked features {features:#x}");
-        self.device.set_driver_features(features);
+        // A feature not offered is not had, whatever the frontend says.
+        self.device.set_driver_features(features & self.features());
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {

@@ -119,6 +119,9 @@ pub struct Config {
     pub inspect_socket: Option<PathBuf>,
     /// How to serve the consumer socket ([`crate::consumer`]), if at all.
     pub consumer: Option<ConsumerConfig>,
+    /// Devices without `VIRTIO_BUFSHARE_F_EVENTS`
+    /// ([`VhostUserBufshareBackend::without_events`]).
+    pub no_events: bool,
 }
 
 impl Config {
@@ -133,6 +136,7 @@ impl Config {
             fault_file: None,
             inspect_socket: None,
             consumer: None,
+            no_events: false,
         }
     }
 
@@ -461,6 +465,9 @@ fn run_connection(
     let mut backend = VhostUserBufshareBackend::with_state(config.limits, Arc::clone(state))?;
     if let Some(path) = &config.fault_file {
         backend = backend.with_fault_file(FaultFile::new(path));
+    }
+    if config.no_events {
+        backend = backend.without_events();
     }
     let backend = Arc::new(RwLock::new(backend));
     let mut daemon = VhostUserDaemon::new(

@@ -79,6 +79,12 @@ struct BufshareArgs {
     #[arg(long)]
     once: bool,
 
+    /// Offer no VIRTIO_BUFSHARE_F_EVENTS: a device of one queue, which
+    /// answers UNREGISTER only once no consumer holds the buffer (as a
+    /// device of before the event queue).
+    #[arg(long)]
+    no_events: bool,
+
     // Fault injection: the long help comes from the fault catalogue.
     #[arg(
         long,
@@ -215,6 +221,7 @@ impl From<BufshareArgs> for Config {
             fault_file: args.fault_file,
             inspect_socket: args.inspect_socket,
             consumer,
+            no_events: args.no_events,
         }
     }
 }
@@ -292,6 +299,14 @@ mod tests {
         assert_eq!(config.fault_file, None);
         assert_eq!(config.inspect_socket, None);
         assert_eq!(config.consumer, None);
+        assert!(!config.no_events);
+    }
+
+    #[test]
+    fn no_events() {
+        let args = BufshareArgs::try_parse_from(["prog", "--socket-path", "/tmp/s", "--no-events"])
+            .unwrap();
+        assert!(Config::from(args).no_events);
     }
 
     #[test]

@@ -297,6 +297,41 @@ fn held_unregister_answered_when_the_last_holder_closes() {
 }
 
 #[test]
+fn a_device_without_events_holds_unregister_whatever_is_acked() {
+    let mem = memory();
+    // A driver that would take events (it acks the bit all the same).
+    let mut e = Events::new(&mem, 0);
+    let plain = VhostUserBufshareBackend::new(LIMITS).unwrap();
+    e.s.backend = std::mem::replace(&mut e.s.backend, plain).without_events();
+    e.s.backend
+        .update_memory(GuestMemoryAtomic::new(mem.clone()))
+        .unwrap();
+    let features = e.s.backend.features();
+    assert_eq!(features & EVENTS, 0, "F_EVENTS not offered");
+    assert_ne!(features & (BUFFERS | GENERATION), 0);
+    assert_eq!(e.s.backend.num_queues(), 1);
+    e.s.backend.acked_features(BUFFERS | EVENTS | GENERATION);
+    assert!(!e.s.backend.device().events_enabled());
+    e.send(&register(6));
+    let h = e.holders();
+    h.handed(6, 7);
+    let held = e.offer(&unregister(6));
+    e.event(VIRTIO_BUFSHARE_VQ_CMD);
+    assert_eq!(e.s.used_idx(), 1, "UNREGISTER 6 is not answered");
+    let mut cmd = VirtioBufshareCmdGetConsumers::default();
+    cmd.hdr.type_ = VIRTIO_BUFSHARE_CMD_GET_CONSUMERS.into();
+    cmd.application[..3].copy_from_slice(b"cam");
+    let answer = e.send(cmd.as_slice());
+    assert_eq!(e.status(answer), VIRTIO_BUFSHARE_S_UNSUPPORTED);
+    assert!(h.closed(6, 7));
+    e.event(HOLDERS_EVENT);
+    assert_eq!(e.s.used_idx(), 3);
+    assert_eq!(e.status(held), VIRTIO_BUFSHARE_S_OK);
+    // No event queue, no event.
+    assert_eq!(e.ev_used_idx(), 0);
+}
+
+#[test]
 fn a_reset_drops_held_answers_and_pending_events() {
     let mem = memory();
     let mut e = Events::new(&mem, BUFFERS);
