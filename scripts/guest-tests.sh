@@ -13,6 +13,11 @@
 # properties (",event_idx=off"). The environment's BUFSHARE_STRESS_SECONDS,
 # BUFSHARE_STRESS_BOUND_MS and BUFSHARE_WIDE_SECONDS reach the stress test,
 # BUFSHARE_RANDOM_SECONDS and BUFSHARE_RANDOM_SEED the random-ioctl test.
+# BUFSHARE_HARNESS_ARGS_<TEST> (TEST a kselftest's name, bufshare_events_test
+# say) are passed to that test (harness options: "-f FIXTURE" runs only that
+# fixture's tests). With BUFSHARE_SECOND_DEVICE=1 and --no-events in
+# BUFSHARE_SECOND_BACKEND_ARGS (scripts/vm.sh), the tests find the device
+# without events in BUFSHARE_NO_EVENTS_DEV (/dev/bufshare1).
 
 . "$(dirname "$0")/lib.sh"
 
@@ -56,6 +61,14 @@ if [ -n "${BUFSHARE_RANDOM_SEED:-}" ]; then
 	*[!0-9a-fA-Fx]*) die "BUFSHARE_RANDOM_SEED is a number (0x... as the test prints it)" ;;
 	esac
 	echo "export BUFSHARE_RANDOM_SEED=$BUFSHARE_RANDOM_SEED" >> "$RUN/env"
+fi
+for v in ${!BUFSHARE_HARNESS_ARGS_*}; do
+	printf 'export %s=%q\n' "$v" "${!v}" >> "$RUN/env"
+done
+if [ "${BUFSHARE_SECOND_DEVICE:-0}" = 1 ]; then
+	case " ${BUFSHARE_SECOND_BACKEND_ARGS:-} " in
+	*" --no-events "*) echo "export BUFSHARE_NO_EVENTS_DEV=/dev/bufshare1" >> "$RUN/env" ;;
+	esac
 fi
 log "guest tests ($NAME): $RUN"
 # The guest tests take longer than a boot's default bound.

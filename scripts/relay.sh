@@ -6,7 +6,8 @@
 # run host consumers (bufshare-watch) on the backend's consumer socket.
 # Started in the background by scripts/vm.sh; ends with it.
 #
-#   relay.sh [--watch TOOL --consumer-socket PATH] [--qmp PATH] DIR SOCKET TOOL [PARENT-PID]
+#   relay.sh [--watch TOOL --consumer-socket PATH [--consumer-socket2 PATH]] [--qmp PATH]
+#            DIR SOCKET TOOL [PARENT-PID]
 #
 # DIR is shared with the guest (/build/run/relay there). The guest makes a
 # request TAG.req (one line, below; the data of a write in TAG.in, there
@@ -43,6 +44,8 @@
 #         dump            --dump DIR/NAME.frames: write each frame as a PNG
 #         stop-reading=N  --stop-reading N: stops reading the socket after
 #                         N events, keeping every mapping
+#         second          on the consumer socket of the second device's
+#                         backend (--consumer-socket2) instead
 #   watch-stop NAME
 #       SIGTERM (SIGKILL after 10 s), waits: the status and out ("exit=N")
 #       are its exit status, err its standard error. A watcher that ended
@@ -80,14 +83,16 @@
 . "$(dirname "$0")/lib.sh"
 set +e
 
-USAGE="usage: relay.sh [--watch TOOL --consumer-socket PATH] [--qmp PATH] DIR SOCKET TOOL [PARENT-PID]"
+USAGE="usage: relay.sh [--watch TOOL --consumer-socket PATH [--consumer-socket2 PATH]] [--qmp PATH] DIR SOCKET TOOL [PARENT-PID]"
 WATCH=""
 CSOCK=""
+CSOCK2=""
 QMP=""
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--watch) WATCH=${2:?$USAGE}; shift 2 ;;
 	--consumer-socket) CSOCK=${2:?$USAGE}; shift 2 ;;
+	--consumer-socket2) CSOCK2=${2:?$USAGE}; shift 2 ;;
 	--qmp) QMP=${2:?$USAGE}; shift 2 ;;
 	--) shift; break ;;
 	-*) die "$USAGE" ;;
@@ -218,7 +223,7 @@ reap() {
 # of the "watch" request (words, checked by the caller). Prints its pid;
 # returns 0, or 2 if it is refused.
 watch_start() {
-	local name=$1 apps=$2 opts=$3 nobody="" running=0 n opt
+	local name=$1 apps=$2 opts=$3 nobody="" running=0 n opt sock=$CSOCK
 	local -a cmd list extra=()
 	local -A seen=()
 
@@ -242,6 +247,13 @@ watch_start() {
 		verify) extra+=(--verify) ;;
 		dump) extra+=(--dump "$W/$name.frames") ;;
 		stop-reading=*) extra+=(--stop-reading "$((10#${opt#stop-reading=}))") ;;
+		second)
+			if [ -z "$CSOCK2" ]; then
+				echo "relay: no second device (relay.sh --consumer-socket2)" >&2
+				return 2
+			fi
+			sock=$CSOCK2
+			;;
 		*)
 			echo "relay: bad option $opt" >&2
 			return 2
@@ -268,7 +280,7 @@ watch_start() {
 		echo "relay: too many watchers" >&2
 		return 2
 	fi
-	cmd=("$WATCH" --socket "$CSOCK" --log "$W/$name.log" --quiet "${extra[@]}")
+	cmd=("$WATCH" --socket "$sock" --log "$W/$name.log" --quiet "${extra[@]}")
 	if [ "$apps" != '*' ]; then
 		IFS=, read -r -a list <<<"$apps"
 		for n in "${list[@]}"; do cmd+=(--app "$n"); done
@@ -373,7 +385,7 @@ answer() {
 		input=$R/in
 	elif [ "$line" = holders ]; then
 		args=(holders)
-	elif [[ $line =~ ^watch\ ([A-Za-z0-9_-]{1,32})\ (\*|[A-Za-z0-9_.-]{1,63}(,[A-Za-z0-9_.-]{1,63}){0,63})((\ (nobody|hold=[0-9]{1,5}|no-release|verify|dump|stop-reading=[0-9]{1,9})){0,6})$ ]]; then
+	elif [[ $line =~ ^watch\ ([A-Za-z0-9_-]{1,32})\ (\*|[A-Za-z0-9_.-]{1,63}(,[A-Za-z0-9_.-]{1,63}){0,63})((\ (nobody|hold=[0-9]{1,5}|no-release|verify|dump|stop-reading=[0-9]{1,9}|second)){0,7})$ ]]; then
 		watch_start "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}" "${BASH_REMATCH[4]}" \
 			>"$R/out" 2>"$R/err"
 		rc=$?

@@ -12,7 +12,8 @@
 # bufshare-udmabuf-selftest (tools/vhost-user-bufshare's, TAP too),
 # bufshare-example (samples/bufshare, wrapped as a TAP test of one) and
 # bufshare-bench in its short mode (the same; it proves the benchmark runs,
-# its numbers, in $OUT/bench.json, are not judged).
+# its numbers, in $OUT/bench.json, are not judged). A kselftest NAME gets
+# the words of $BUFSHARE_HARNESS_ARGS_NAME as its arguments, if set.
 
 OUT=${1:?usage: run-guest.sh OUT [test...]}
 shift
@@ -57,7 +58,14 @@ for t in "${tests[@]}"; do
 	case "$name" in
 	bufshare-example) run_example "$t" 2>&1 | tee "$OUT/$name.tap" ;;
 	bufshare-bench) run_example "$t" -q -o "$OUT/bench.json" 2>&1 | tee "$OUT/$name.tap" ;;
-	*) "$t" 2>&1 | tee "$OUT/$name.tap" ;;
+	*)
+		args=()
+		if [[ $name =~ ^[A-Za-z0-9_]+$ ]]; then
+			var=BUFSHARE_HARNESS_ARGS_$name
+			read -r -a args <<<"${!var:-}"
+		fi
+		"$t" "${args[@]}" 2>&1 | tee "$OUT/$name.tap"
+		;;
 	esac
 	echo "exit=${PIPESTATUS[0]}" >> "$OUT/$name.tap"
 	echo "test $name $(elapsed "$t0")" >> "$OUT/timing.txt"

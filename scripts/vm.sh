@@ -18,7 +18,10 @@
 # guest hangs); BUFSHARE_KVM=1 uses KVM. Every boot is bounded by
 # BUFSHARE_VM_TIMEOUT seconds (default 1200). BUFSHARE_SECOND_DEVICE=1
 # attaches a second bufshare device, served by a backend of its own
-# (backend2.log), for the driver's second misc device, /dev/bufshare1.
+# (backend2.log), for the driver's second misc device, /dev/bufshare1; its
+# consumers connect to $RUN/consumer2.sock (the relay's "watch ... second").
+# BUFSHARE_SECOND_BACKEND_ARGS are added to that backend's arguments; with
+# --no-events among them the device has one queue (num_vqs=1).
 
 . "$(dirname "$0")/lib.sh"
 
@@ -70,11 +73,18 @@ RUST_LOG=${RUST_LOG:-info} "$BACKEND" --socket-path "$SOCK" \
 	--fault-file "$RUN/fault" $BACKEND_ARGS >"$RUN/backend.log" 2>&1 &
 backend=$!
 backend2=""
+CSOCK2=""
+SECOND_VQS=2
 if [ "${BUFSHARE_SECOND_DEVICE:-0}" = 1 ]; then
-	rm -f "$RUN/vhost2.sock"
+	CSOCK2=$RUN/consumer2.sock
+	SECOND_ARGS=${BUFSHARE_SECOND_BACKEND_ARGS:-}
+	case " $SECOND_ARGS " in *" --no-events "*) SECOND_VQS=1 ;; esac
+	rm -f "$RUN/vhost2.sock" "$CSOCK2"
 	# shellcheck disable=SC2086
 	RUST_LOG=${RUST_LOG:-info} "$BACKEND" --socket-path "$RUN/vhost2.sock" \
-		--guest-name guest0-second $BACKEND_ARGS >"$RUN/backend2.log" 2>&1 &
+		--consumer-socket "$CSOCK2" --allow 65534=permitted \
+		--trust-ram 0=rw --trust-ram 65534=ro \
+		--guest-name guest0-second $BACKEND_ARGS $SECOND_ARGS >"$RUN/backend2.log" 2>&1 &
 	backend2=$!
 fi
 relay=""
@@ -102,7 +112,7 @@ rm -rf "$RUN/relay"
 mkdir "$RUN/relay"
 if [ -x "$INSPECT" ]; then
 	bash "$TOPDIR/scripts/relay.sh" --watch "$WATCH" --qmp "$RUN/qmp.sock" \
-		--consumer-socket "$BUFSHARE_CONSUMER_SOCKET" \
+		--consumer-socket "$BUFSHARE_CONSUMER_SOCKET" ${CSOCK2:+--consumer-socket2 "$CSOCK2"} \
 		"$RUN/relay" "$INSPECT_SOCK" "$INSPECT" $$ \
 		>"$RUN/relay.log" 2>&1 &
 	relay=$!
@@ -127,7 +137,7 @@ qemu_opts+=" -device vhost-user-test-device-pci,id=bufshare-dev,bus=bufshare-por
 if [ -n "$backend2" ]; then
 	qemu_opts+=" -chardev socket,id=bufshare2,path=/build/run/vhost2.sock"
 	qemu_opts+=" -device pcie-root-port,id=bufshare-port2,chassis=2,slot=2"
-	qemu_opts+=" -device vhost-user-test-device-pci,bus=bufshare-port2,chardev=bufshare2,virtio-id=37,num_vqs=2,config_size=24"
+	qemu_opts+=" -device vhost-user-test-device-pci,bus=bufshare-port2,chardev=bufshare2,virtio-id=37,num_vqs=$SECOND_VQS,config_size=24"
 fi
 
 # Kernel arguments. A cached 9p root saves reading every binary again at
