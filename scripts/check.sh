@@ -235,9 +235,13 @@ guest_times() {
 guest_run all ""
 # The notification path without event indices: the driver asks for every
 # interrupt with the used ring's flags, the device for every kick. A second
-# device there (/dev/bufshare1) for the devices test.
-BUFSHARE_SECOND_DEVICE=1 guest_run no-event-idx ",event_idx=off" bufshare_stress_test \
-	bufshare_devices_test
+# device there (/dev/bufshare1) for the devices test, without events
+# (vhost-user-bufshare --no-events, one queue): the events test's
+# no_events_device tests, and only those, run against it.
+BUFSHARE_SECOND_DEVICE=1 BUFSHARE_SECOND_BACKEND_ARGS=--no-events \
+	BUFSHARE_HARNESS_ARGS_bufshare_events_test="-f no_events_device" \
+	guest_run no-event-idx ",event_idx=off" bufshare_stress_test \
+	bufshare_devices_test bufshare_events_test
 # Every DMA mapping bounced through swiotlb: memfds, given to the device by
 # physical address, still go through both ways; dma-bufs, whose mappings
 # the device would not see as the CPU writes them, are refused.

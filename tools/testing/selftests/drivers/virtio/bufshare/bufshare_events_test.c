@@ -7,7 +7,10 @@
  * buffers, OVERFLOW when the reader fell behind. Consumers are real
  * watchers on the host, started through the relay.
  *
- * Without VIRTIO_BUFSHARE_F_EVENTS only the interface checks run.
+ * Without VIRTIO_BUFSHARE_F_EVENTS only the interface checks run. The
+ * no_events_device tests run against a second device whose backend offers
+ * no events (BUFSHARE_NO_EVENTS_DEV, see scripts/guest-tests.sh), and are
+ * skipped without one.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -17,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -258,6 +262,121 @@ TEST(driver_without_events)
 	}
 	close(dev);
 	ASSERT_EQ(0, reload_module("", &what)) TH_LOG("%s", what);
+}
+
+/*
+ * The driver with events (events=1, the default) against a device that does
+ * not offer them: BUFSHARE_NO_EVENTS_DEV, the misc device of a second
+ * device whose backend runs with --no-events.
+ */
+FIXTURE(no_events_device) {
+	int dev;
+};
+
+FIXTURE_SETUP(no_events_device)
+{
+	const char *path = getenv("BUFSHARE_NO_EVENTS_DEV");
+
+	self->dev = -1;
+	if (!path || !*path)
+		SKIP(return, "no device without events in this boot (BUFSHARE_NO_EVENTS_DEV)");
+	self->dev = open(path, O_RDWR | O_CLOEXEC);
+	ASSERT_LE(0, self->dev) TH_LOG("%s: %s", path, strerror(errno));
+}
+
+FIXTURE_TEARDOWN(no_events_device)
+{
+	if (self->dev >= 0)
+		close(self->dev);
+}
+
+/*
+ * The driver binds it without events: GET_INFO says so, GET_CONSUMERS is
+ * refused, nothing is read or polled, and UNREGISTER_WAIT of a buffer no
+ * consumer holds returns with the pages let go.
+ */
+TEST_F(no_events_device, binds_without_events)
+{
+	struct bufshare_event ev;
+	struct pollfd p = { .events = POLLIN };
+	char param[8] = "";
+	int nb, memfd;
+	__u64 id;
+	__u32 n;
+
+	ASSERT_EQ(0, read_text("/sys/module/virtio_bufshare/parameters/events",
+			       param, sizeof(param)));
+	EXPECT_EQ('Y', param[0]) TH_LOG("the driver takes events (events=1)");
+	EXPECT_FALSE(has_events(self->dev));
+	EXPECT_EQ(EOPNOTSUPP, get_consumers(self->dev, "events-none", &n));
+
+	memfd = make_memfd(PAGE, F_SEAL_SHRINK);
+	ASSERT_LE(0, memfd);
+	ASSERT_EQ(0, bs_register(self->dev, memfd, 0, PAGE, "events-none", NULL, 0, &id));
+	nb = open(getenv("BUFSHARE_NO_EVENTS_DEV"), O_RDWR | O_CLOEXEC | O_NONBLOCK);
+	ASSERT_LE(0, nb);
+	EXPECT_EQ(-1, read(nb, &ev, sizeof(ev)));
+	EXPECT_EQ(EAGAIN, errno);
+	close(nb);
+	for (int i = 0; i < 2; i++) {
+		struct bufshare_update u = { .id = id };
+
+		ASSERT_EQ(0, bs_update(self->dev, &u, NULL));
+	}
+	p.fd = self->dev;
+	EXPECT_EQ(0, poll(&p, 1, 500)) TH_LOG("no event comes");
+	EXPECT_TRUE(pinned(memfd));
+	EXPECT_EQ(0, unregister_flags(self->dev, id, BUFSHARE_UNREGISTER_WAIT));
+	EXPECT_EQ(0, fdinfo_value(self->dev, "draining"));
+	EXPECT_FALSE(pinned(memfd));
+	close(memfd);
+}
+
+/*
+ * A consumer on the host (a watcher of the second device) holds a buffer
+ * 3 s after its REMOVE: the device answers UNREGISTER only once it let go.
+ * Meanwhile the UNREGISTER (in a child, sharing the open file) has not
+ * returned, nothing is draining (the answer is the confirmation) and the
+ * pages stay pinned; once it returned, they are let go.
+ */
+TEST_F(no_events_device, unregister_waits_for_the_consumer)
+{
+	const char *app = "events-none-hold";
+	long long start, took = -1;
+	char name[40];
+	int memfd, fds[2], status;
+	pid_t child;
+	__u64 id;
+
+	ASSERT_TRUE(relay_ready());
+	ASSERT_EQ(0, watch("ev-none-hold", app, "hold=3 second", name));
+	ASSERT_EQ(0, register_watched(self->dev, app, name, &memfd, &id));
+	ASSERT_EQ(0, pipe(fds));
+	start = now_ms();
+	child = fork();
+	ASSERT_LE(0, child);
+	if (child == 0) {
+		int err = bs_unregister(self->dev, id);
+
+		took = now_ms() - start;
+		if (write(fds[1], &took, sizeof(took)) != sizeof(took))
+			_exit(101);
+		_exit(err ? 100 : 0);
+	}
+	close(fds[1]);
+	usleep(1500 * 1000);
+	EXPECT_EQ(0, waitpid(child, &status, WNOHANG)) TH_LOG("UNREGISTER returned early");
+	EXPECT_TRUE(pinned(memfd));
+	EXPECT_EQ(0, fdinfo_value(self->dev, "draining"));
+	ASSERT_EQ(child, waitpid(child, &status, 0));
+	EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) TH_LOG("status %#x", status);
+	EXPECT_EQ(sizeof(took), read(fds[0], &took, sizeof(took)));
+	close(fds[0]);
+	TH_LOG("UNREGISTER answered after %lld ms (the consumer held it 3 s)", took);
+	EXPECT_LE(2500, took);
+	EXPECT_FALSE(pinned(memfd));
+	close(memfd);
+	relay_watch_stop(name, NULL);
 }
 
 /* An update no consumer was given is released at once. */
