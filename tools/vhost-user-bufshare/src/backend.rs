@@ -364,7 +364,7 @@ impl VhostUserBufshareBackend {
     /// as there are both; skips (used with length 0) buffers too small for
     /// an event. Nothing without events, or before the queue is ready.
     fn write_events(&mut self, vrings: &[VringRwLock]) {
-        if !self.device.events_enabled() || self.device.pending().is_empty() {
+        if !self.device.events_enabled() || !self.device.has_events() {
             return;
         }
         let Some(vring) = vrings.get(usize::from(VIRTIO_BUFSHARE_VQ_EVENT)) else {
@@ -377,7 +377,7 @@ impl VhostUserBufshareBackend {
             return;
         };
         let mut used = 0;
-        while !self.device.pending().is_empty() {
+        while self.device.has_events() {
             let chain = match vring
                 .get_mut()
                 .get_queue_mut()

@@ -143,6 +143,9 @@ pub struct BufshareDevice {
     /// Without events: the UNREGISTER just carried out, whose answer must
     /// wait for the buffer's holders ([`BufshareDevice::take_held`]).
     held: Option<u64>,
+    /// Events made by fault injection ([`crate::fault::Fault::BogusEvents`]),
+    /// as written into the event queue, to go ahead of the pending ones.
+    raw_events: VecDeque<Vec<u8>>,
 }
 
 impl BufshareDevice {
@@ -174,6 +177,7 @@ impl BufshareDevice {
             unreleased: HashMap::new(),
             release_check: BTreeSet::new(),
             held: None,
+            raw_events: VecDeque::new(),
         }
     }
 
@@ -242,13 +246,35 @@ impl BufshareDevice {
         &self.pending
     }
 
-    /// Takes the first pending event, as the driver is to read it.
-    pub fn next_event(&mut self) -> Option<Vec<u8>> {
-        let generation = if self.generation_enabled {
+    /// Whether an event waits to be written into the event queue: a pending
+    /// one, or one of fault injection.
+    pub fn has_events(&self) -> bool {
+        !self.raw_events.is_empty() || !self.pending.is_empty()
+    }
+
+    /// Has `events`, made by fault injection, written into the event queue
+    /// as they are (each its whole used length), ahead of the pending ones.
+    pub fn queue_raw_events(&mut self, events: Vec<Vec<u8>>) {
+        self.raw_events.extend(events);
+    }
+
+    /// The generation events carry: the device's with
+    /// `VIRTIO_BUFSHARE_F_GENERATION`, else 0.
+    pub fn wire_generation(&self) -> u32 {
+        if self.generation_enabled {
             self.generation
         } else {
             0
-        };
+        }
+    }
+
+    /// Takes the next event, as the driver is to read it: one of fault
+    /// injection first, then the first pending one.
+    pub fn next_event(&mut self) -> Option<Vec<u8>> {
+        if let Some(raw) = self.raw_events.pop_front() {
+            return Some(raw);
+        }
+        let generation = self.wire_generation();
         let event = self.pending.pop()?;
         if let DeviceEvent::Lost = event {
             info!("LOST event sent");
@@ -353,6 +379,7 @@ impl BufshareDevice {
         let dropped = self.state.lock().drop_all(ResetReason::DeviceReset);
         self.forget_buffers();
         self.pending.clear();
+        self.raw_events.clear();
         if dropped != 0 {
             info!("device reset: {dropped} buffers dropped");
         }

@@ -31,6 +31,10 @@
 //! Or `drop-next TOKEN` ([`Directive::DropNext`]): once per TOKEN, the next
 //! chain is left outstanding ([`Fault::DropNext`], as [`Fault::Drop`]), and
 //! the later ones are served normally.
+//! Or `bogus-events TOKEN` ([`Directive::BogusEvents`]): once per TOKEN,
+//! before the next command, the device puts malformed and spurious events
+//! ahead of its own on the event queue ([`Fault::BogusEvents`],
+//! [`bogus_events`]), and serves that command normally.
 //!
 //! Except [`Fault::Drop`] and [`Fault::DropNext`], faults only change what is answered to a command
 //! the device answers (and [`Fault::SlowAnswer`] when, [`Fault::Duplicate`]
@@ -85,6 +89,7 @@ use thiserror::Error as ThisError;
 use vm_memory::ByteValued;
 
 use crate::device::{status_only, BufshareDevice, RESP_HDR_SIZE};
+use crate::events::DeviceEvent;
 
 pub mod events;
 
@@ -103,6 +108,22 @@ pub const OVERLONG_EXTRA: usize = 4096;
 pub const LOSE_BUFFERS: &str = "lose-buffers";
 /// The first word of [`Directive::DropNext`].
 pub const DROP_NEXT: &str = "drop-next";
+/// The first word of [`Directive::BogusEvents`].
+pub const BOGUS_EVENTS: &str = "bogus-events";
+/// Bytes of the short event of [`Fault::BogusEvents`]: less than an event.
+pub const SHORT_EVENT_LEN: usize = 40;
+/// The event type of [`Fault::BogusEvents`] that the protocol does not define.
+pub const BOGUS_EVENT_TYPE: u32 = 0x1fff;
+/// The buffer id of the RELEASED and FREED events of [`Fault::BogusEvents`]
+/// about a buffer the driver never registered.
+pub const BOGUS_BUFFER_ID: u64 = u64::MAX - 1;
+/// The application of the CONSUMERS event of [`Fault::BogusEvents`].
+pub const BOGUS_APPLICATION: &str = "bogus-events-no-such-app";
+/// How far beyond a buffer's last update the bogus RELEASED of
+/// [`Fault::BogusEvents`] goes.
+pub const BOGUS_SEQNO_AHEAD: u64 = 1000;
+/// Most registered buffers [`Fault::BogusEvents`] makes events about.
+pub const BOGUS_BUFFERS: usize = 8;
 /// Most characters of the TOKEN of `lose-buffers TOKEN`.
 pub const MAX_TOKEN_LEN: usize = 32;
 /// How long a device reset waits under [`Fault::SlowReset`].
@@ -160,6 +181,10 @@ pub enum Fault {
     /// returned under the id of the descriptor after its head
     /// ([`Fault::used_ids`]).
     WrongId,
+    /// `bogus-events TOKEN` ([`Directive::BogusEvents`]): malformed and
+    /// spurious events ([`bogus_events`]) put on the event queue before the
+    /// chain is served ([`Fault::before_chain`]).
+    BogusEvents,
 }
 
 /// An entry of [`Fault::CATALOGUE`].
@@ -182,7 +207,7 @@ impl Fault {
     /// with its word and what it does. [`Fault::ALL`], [`Fault::name`],
     /// [`Fault::from_str`] and the `--help` text ([`file_help`]) are made
     /// from it.
-    pub const CATALOGUE: [FaultEntry; 17] = [
+    pub const CATALOGUE: [FaultEntry; 18] = [
         FaultEntry {
             fault: Fault::None,
             word: "none",
@@ -318,11 +343,25 @@ impl Fault {
                    chain itself is never returned, and the id is no head the driver \
                    has outstanding unless another chain starts there",
         },
+        FaultEntry {
+            fault: Fault::BogusEvents,
+            word: BOGUS_EVENTS,
+            token: true,
+            what: "once per TOKEN (as for lose-buffers), before the next command, with \
+                   VIRTIO_BUFSHARE_F_EVENTS, these go on the event queue ahead of the \
+                   device's own events: a short event (the first 40 bytes of a FREED), \
+                   an event of type 0x1fff, RELEASED and FREED for buffer id 2^64 - 2 \
+                   (never registered), CONSUMERS for application \
+                   bogus-events-no-such-app, and for each registered buffer (at most \
+                   8) RELEASED with a seqno 1000 beyond its last update and FREED \
+                   although it is still registered; the command is served normally. \
+                   Only the last TOKEN acted on is remembered (per connection)",
+        },
     ];
 
     /// Every fault, [`Fault::None`] first: those of [`Fault::CATALOGUE`].
-    pub const ALL: [Fault; 17] = {
-        let mut all = [Fault::None; 17];
+    pub const ALL: [Fault; 18] = {
+        let mut all = [Fault::None; 18];
         let mut i = 0;
         while i < all.len() {
             all[i] = Fault::CATALOGUE[i].fault;
@@ -345,11 +384,15 @@ impl Fault {
 
     /// Does to `device` what the fault does before its chain is served,
     /// whatever becomes of the chain then (even one that cannot be
-    /// answered): [`Fault::LoseBuffers`] loses its buffers; the others
-    /// nothing.
+    /// answered): [`Fault::LoseBuffers`] loses its buffers;
+    /// [`Fault::BogusEvents`] queues [`bogus_events`]; the others nothing.
     pub fn before_chain(self, device: &mut BufshareDevice) {
-        if self == Fault::LoseBuffers {
-            device.lose_buffers();
+        match self {
+            Fault::LoseBuffers => {
+                device.lose_buffers();
+            }
+            Fault::BogusEvents => device.queue_raw_events(bogus_events(device)),
+            _ => {}
         }
     }
 
@@ -439,10 +482,58 @@ impl Fault {
             | Fault::SlowReset
             | Fault::SlowAnswer
             | Fault::Duplicate
-            | Fault::WrongId => {}
+            | Fault::WrongId
+            | Fault::BogusEvents => {}
         }
         answer
     }
+}
+
+/// The events of [`Fault::BogusEvents`], as written into the event queue
+/// (each its whole used length), with `device`'s generation: none without
+/// `VIRTIO_BUFSHARE_F_EVENTS`.
+pub fn bogus_events(device: &BufshareDevice) -> Vec<Vec<u8>> {
+    if !device.events_enabled() {
+        return Vec::new();
+    }
+    let generation = device.wire_generation();
+    let wire = |event: DeviceEvent| event.to_wire(generation).as_slice().to_vec();
+    let live: Vec<(u64, u64)> = {
+        let state = device.state().lock();
+        state
+            .buffers
+            .iter()
+            .take(BOGUS_BUFFERS)
+            .map(|b| (b.id, b.seqno))
+            .collect()
+    };
+    let first = live.first().map_or(BOGUS_BUFFER_ID, |&(id, _)| id);
+    let mut short = wire(DeviceEvent::Freed(first));
+    short.truncate(SHORT_EVENT_LEN);
+    let mut unknown = DeviceEvent::Freed(first).to_wire(generation);
+    unknown.type_ = BOGUS_EVENT_TYPE.into();
+    let mut events = vec![
+        short,
+        unknown.as_slice().to_vec(),
+        wire(DeviceEvent::Released {
+            id: BOGUS_BUFFER_ID,
+            seqno: 1,
+        }),
+        wire(DeviceEvent::Freed(BOGUS_BUFFER_ID)),
+        wire(DeviceEvent::Consumers {
+            application: BOGUS_APPLICATION.to_string(),
+            count: 7,
+        }),
+    ];
+    for (id, seqno) in live {
+        events.push(wire(DeviceEvent::Released {
+            id,
+            seqno: seqno.saturating_add(BOGUS_SEQNO_AHEAD),
+        }));
+        events.push(wire(DeviceEvent::Freed(id)));
+    }
+    info!("{} bogus events queued (fault injection)", events.len());
+    events
 }
 
 /// The GET_INFO answer in `answer`, if `request` is a GET_INFO that
@@ -600,6 +691,10 @@ pub enum Directive {
     /// unless TOKEN is the last `drop-next` TOKEN it acted on
     /// ([`FaultFile::read`]).
     DropNext(String),
+    /// `bogus-events TOKEN`: the device puts bogus events on the event
+    /// queue once, before the next command, unless TOKEN is the last
+    /// `bogus-events` TOKEN it acted on ([`FaultFile::read`]).
+    BogusEvents(String),
 }
 
 impl Directive {
@@ -607,6 +702,7 @@ impl Directive {
     fn with_token(fault: Fault, token: &str) -> Self {
         match fault {
             Fault::DropNext => Directive::DropNext(token.to_owned()),
+            Fault::BogusEvents => Directive::BogusEvents(token.to_owned()),
             _ => Directive::LoseBuffers(token.to_owned()),
         }
     }
@@ -625,6 +721,7 @@ impl fmt::Display for Directive {
             Directive::Fault(fault) => fault.fmt(f),
             Directive::LoseBuffers(token) => write!(f, "{LOSE_BUFFERS} {token}"),
             Directive::DropNext(token) => write!(f, "{DROP_NEXT} {token}"),
+            Directive::BogusEvents(token) => write!(f, "{BOGUS_EVENTS} {token}"),
         }
     }
 }
@@ -677,6 +774,8 @@ pub struct FaultFile {
     lost: Option<String>,
     /// The TOKEN of the last `drop-next TOKEN` acted on.
     dropped: Option<String>,
+    /// The TOKEN of the last `bogus-events TOKEN` acted on.
+    bogus: Option<String>,
     /// Unknown words, and errors reading the file, already warned about.
     warned: HashSet<String>,
     /// How long a device reset waits under [`Fault::SlowReset`].
@@ -704,6 +803,7 @@ impl FaultFile {
             current: Directive::default(),
             lost: None,
             dropped: None,
+            bogus: None,
             warned: HashSet::new(),
             reset_delay: SLOW_RESET_DELAY,
             answer_delay: SLOW_ANSWER_DELAY,
@@ -736,6 +836,11 @@ impl FaultFile {
             Directive::DropNext(token) => {
                 self.dropped = Some(token.clone());
                 Fault::DropNext
+            }
+            Directive::BogusEvents(token) if self.bogus.as_ref() == Some(token) => Fault::None,
+            Directive::BogusEvents(token) => {
+                self.bogus = Some(token.clone());
+                Fault::BogusEvents
             }
         }
     }
@@ -942,7 +1047,10 @@ mod tests {
             assert_eq!(entry.fault.entry(), entry);
             assert_eq!(
                 entry.token,
-                matches!(entry.fault, Fault::LoseBuffers | Fault::DropNext)
+                matches!(
+                    entry.fault,
+                    Fault::LoseBuffers | Fault::DropNext | Fault::BogusEvents
+                )
             );
         }
         // The numbers in the text are the constants'.
@@ -1480,6 +1588,34 @@ mod tests {
         // Plain drop is still a word.
         assert_eq!("drop".parse(), Ok(Directive::Fault(Fault::Drop)));
         assert_eq!(Directive::DropNext("t".into()).to_string(), "drop-next t");
+    }
+
+    #[test]
+    fn bogus_events_once_per_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fault");
+        let mut file = FaultFile::new(&path);
+        let mut read = |contents: &str| {
+            std::fs::write(&path, contents).unwrap();
+            file.read()
+        };
+        assert_eq!(
+            "bogus-events x".parse(),
+            Ok(Directive::BogusEvents("x".into()))
+        );
+        assert_eq!(
+            "bogus-events".parse::<Directive>(),
+            Err(UnknownFault("bogus-events".into()))
+        );
+        assert_eq!(
+            Directive::BogusEvents("t".into()).to_string(),
+            "bogus-events t"
+        );
+        assert_eq!(read("bogus-events a"), Fault::BogusEvents);
+        assert_eq!(read("bogus-events a"), Fault::None);
+        assert_eq!(read("drop-next a"), Fault::DropNext);
+        assert_eq!(read("bogus-events a"), Fault::None);
+        assert_eq!(read("bogus-events b"), Fault::BogusEvents);
     }
 
     #[test]

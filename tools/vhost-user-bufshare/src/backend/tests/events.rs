@@ -8,9 +8,9 @@ use std::path::PathBuf;
 
 use bufshare_uapi::{
     unregister_bytes as unregister, update_command, RegisterCommand, VirtioBufshareCmdGetConsumers,
-    VIRTIO_BUFSHARE_CMD_GET_CONSUMERS, VIRTIO_BUFSHARE_EVT_FREED, VIRTIO_BUFSHARE_EVT_LOST,
-    VIRTIO_BUFSHARE_EVT_RELEASED, VIRTIO_BUFSHARE_F_BUFFERS, VIRTIO_BUFSHARE_F_EVENTS,
-    VIRTIO_BUFSHARE_F_GENERATION, VIRTIO_BUFSHARE_S_OK,
+    VIRTIO_BUFSHARE_CMD_GET_CONSUMERS, VIRTIO_BUFSHARE_EVT_CONSUMERS, VIRTIO_BUFSHARE_EVT_FREED,
+    VIRTIO_BUFSHARE_EVT_LOST, VIRTIO_BUFSHARE_EVT_RELEASED, VIRTIO_BUFSHARE_F_BUFFERS,
+    VIRTIO_BUFSHARE_F_EVENTS, VIRTIO_BUFSHARE_F_GENERATION, VIRTIO_BUFSHARE_S_OK,
 };
 use tempfile::TempDir;
 use vm_memory::ByteValued;
@@ -384,6 +384,84 @@ fn lost_before_any_further_command() {
     e.send(&get_info());
     assert_eq!(e.s.used_idx(), 5);
     assert_eq!(e.events()[1].1, VIRTIO_BUFSHARE_EVT_LOST);
+}
+
+#[test]
+fn bogus_events_go_ahead_once_per_token() {
+    use crate::fault::{
+        BOGUS_APPLICATION, BOGUS_BUFFER_ID, BOGUS_EVENT_TYPE, BOGUS_SEQNO_AHEAD, SHORT_EVENT_LEN,
+    };
+
+    let mem = memory();
+    let mut e = Events::with_faults(&mem, BUFFERS | EVENTS | GENERATION);
+    let generation = e.s.backend.device().generation();
+    e.send(&register(1));
+    e.send(&update(1, 3));
+    e.give(1, 96);
+    assert_eq!(
+        e.events(),
+        [(96, VIRTIO_BUFSHARE_EVT_RELEASED, 1, 3, generation)]
+    );
+    std::fs::write(e.fault.as_ref().unwrap(), "bogus-events a").unwrap();
+    // They wait for room, then go ahead of the RELEASED of update 4.
+    e.send(&update(1, 4));
+    e.give(9, 96);
+    let got = e.events();
+    assert_eq!(got.len(), 9);
+    assert_eq!(
+        got[1],
+        (
+            SHORT_EVENT_LEN as u32,
+            VIRTIO_BUFSHARE_EVT_FREED,
+            1,
+            0,
+            generation
+        )
+    );
+    assert_eq!(got[2], (96, BOGUS_EVENT_TYPE, 1, 0, generation));
+    assert_eq!(
+        got[3],
+        (
+            96,
+            VIRTIO_BUFSHARE_EVT_RELEASED,
+            BOGUS_BUFFER_ID,
+            1,
+            generation
+        )
+    );
+    assert_eq!(
+        got[4],
+        (
+            96,
+            VIRTIO_BUFSHARE_EVT_FREED,
+            BOGUS_BUFFER_ID,
+            0,
+            generation
+        )
+    );
+    assert_eq!(got[5].1, VIRTIO_BUFSHARE_EVT_CONSUMERS);
+    let app = e.s.read(e.offered[5] + 32, BOGUS_APPLICATION.len());
+    assert_eq!(app, BOGUS_APPLICATION.as_bytes());
+    // The buffer's last update was 3 when the fault was read.
+    assert_eq!(
+        got[6],
+        (
+            96,
+            VIRTIO_BUFSHARE_EVT_RELEASED,
+            1,
+            3 + BOGUS_SEQNO_AHEAD,
+            generation
+        )
+    );
+    assert_eq!(got[7], (96, VIRTIO_BUFSHARE_EVT_FREED, 1, 0, generation));
+    assert_eq!(got[8], (96, VIRTIO_BUFSHARE_EVT_RELEASED, 1, 4, generation));
+    // Once per TOKEN.
+    e.send(&update(1, 5));
+    assert_eq!(e.events().len(), 10);
+    assert_eq!(
+        e.events()[9],
+        (96, VIRTIO_BUFSHARE_EVT_RELEASED, 1, 5, generation)
+    );
 }
 
 #[test]
