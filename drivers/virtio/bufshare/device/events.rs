@@ -7,9 +7,10 @@
 //! off the queue (after the answers the device gave before them) and handles them where sleeping
 //! is allowed:
 //!
-//! - RELEASED goes to the owner of the buffer;
+//! - RELEASED goes to the owner of the buffer, if the driver sent that update;
 //! - FREED lets go of an unregistered buffer's memory, which the driver kept (draining) since the
-//!   device answered UNREGISTER, and goes to its owner;
+//!   device answered UNREGISTER, and goes to its owner; a FREED for any other buffer (one still
+//!   registered, say) lets nothing go;
 //! - CONSUMERS goes to the open files that follow the application: those that registered under
 //!   it, or asked how many consumers it has;
 //! - LOST starts a new epoch, so that the buffers are registered again, keeps the draining
@@ -17,6 +18,9 @@
 //!   every open file;
 //! - OVERFLOW (CONSUMERS events dropped by the device) has the driver ask again for the
 //!   consumers of every application followed.
+//!
+//! RELEASED and FREED events about buffers or updates the driver does not know are ignored, with a
+//! (rate-limited) log line, as are malformed events ([`crate::cmdq::Cmdq::take_events`]).
 //!
 //! Each open file has a bounded queue of events: RELEASED events of a buffer merge (the highest
 //! number stands for all), as do CONSUMERS events of an application (the last count stands);
@@ -27,6 +31,7 @@ use kernel::{
     c_str, new_mutex,
     prelude::*,
     sync::{
+        atomic::Relaxed,
         poll::PollCondVarBox,
         Arc,
         CondVarTimeoutResult,
@@ -267,23 +272,7 @@ impl BufshareDevice {
     /// Handles one event of the device.
     fn handle(&self, event: Event) {
         match event {
-            Event::Released { id, seqno } => {
-                let owner = {
-                    let buffers = self.buffers.lock();
-                    buffers
-                        .tree
-                        .get(&id)
-                        .or_else(|| buffers.draining.get(&id).map(|d| &d.buf))
-                        .map(|b| b.owner)
-                };
-                let Some(owner) = owner.and_then(|o| self.owner(o)) else {
-                    return;
-                };
-                let mut rec = record(uapi::BUFSHARE_EVENT_RELEASED);
-                rec.id = id;
-                rec.seqno = seqno;
-                owner.events.send(rec);
-            }
+            Event::Released { id, seqno } => self.released(id, seqno),
             Event::Freed { id } => self.freed(id),
             Event::Consumers {
                 application,
@@ -361,21 +350,80 @@ impl BufshareDevice {
         Ok(u32::from_le(answer.reply.0.consumers))
     }
 
+    /// RELEASED: every host party is done with update `seqno` of buffer `id`, and those before.
+    ///
+    /// Goes to the buffer's owner, unless the driver does not know the buffer (neither registered
+    /// nor being drained) or never sent that update (0, or beyond the buffer's last number): the
+    /// owner would take it for a frame the host is done with. Those are ignored, with a log line.
+    fn released(&self, id: u64, seqno: u64) {
+        let found = {
+            let buffers = self.buffers.lock();
+            buffers
+                .tree
+                .get(&id)
+                .or_else(|| buffers.draining.get(&id).map(|d| &d.buf))
+                .map(|b| (b.owner, b.seqno.load(Relaxed)))
+        };
+        let Some((owner, last)) = found else {
+            if self.cmdq.log_limit().allow() {
+                dev_warn!(
+                    self.dev.as_ref(),
+                    "ignored RELEASED of buffer {}: no such buffer\n",
+                    id
+                );
+            }
+            return;
+        };
+        // The number is taken before the UPDATE goes out: `last` covers every update sent.
+        if seqno == 0 || seqno > last {
+            if self.cmdq.log_limit().allow() {
+                dev_warn!(
+                    self.dev.as_ref(),
+                    "ignored RELEASED of buffer {}: update {} was never sent (last {})\n",
+                    id,
+                    seqno,
+                    last
+                );
+            }
+            return;
+        }
+        let Some(owner) = self.owner(owner) else {
+            return;
+        };
+        let mut rec = record(uapi::BUFSHARE_EVENT_RELEASED);
+        rec.id = id;
+        rec.seqno = seqno;
+        owner.events.send(rec);
+    }
+
     /// FREED: the host let go of the unregistered buffer `id`.
+    ///
+    /// Ignored, with a log line, unless the buffer is being drained: a FREED for a buffer still
+    /// registered, never registered, or kept until the device is reset lets nothing go.
     fn freed(&self, id: u64) {
-        let drain = {
+        let (draining, drain) = {
             let mut buffers = self.buffers.lock();
             match buffers.draining.get_mut(&id) {
-                None => None,
+                None => (false, None),
                 // The answer to UNREGISTER is in, but its caller has not seen it yet: it lets the
                 // memory go when it does.
                 Some(d) if !d.answered => {
                     d.freed = true;
-                    None
+                    (true, None)
                 }
-                Some(_) => buffers.take_draining(id),
+                Some(_) => (true, buffers.take_draining(id)),
             }
         };
+        if !draining {
+            if self.cmdq.log_limit().allow() {
+                dev_warn!(
+                    self.dev.as_ref(),
+                    "ignored FREED of buffer {}: not being unregistered\n",
+                    id
+                );
+            }
+            return;
+        }
         let Some(drain) = drain else {
             return;
         };

@@ -561,6 +561,93 @@ TEST_F(events, lost_then_back)
 	close(memfd);
 }
 
+/* The kernel log lines the driver writes for the bogus events, in order. */
+static const char *const bogus_lines[] = {
+	"bad event from device (40 bytes)",	/* short */
+	"bad event from device (96 bytes)",	/* unknown type */
+	"ignored RELEASED of buffer 18446744073709551614",	/* never registered */
+	"ignored FREED of buffer 18446744073709551614",
+	"ignored RELEASED of buffer ",	/* beyond the last update */
+	"ignored FREED of buffer ",	/* still registered */
+};
+
+/*
+ * A hostile device (the backend's bogus-events fault, see
+ * Documentation/testing/bufshare-faults.rst): a short event, one of an
+ * unknown type, RELEASED and FREED for a buffer never registered, CONSUMERS
+ * for an application nobody follows, then RELEASED 1000 updates beyond the
+ * last and FREED for a buffer still registered, all ahead of the RELEASED
+ * of an update. The driver ignores each, with a log line; the reader gets
+ * none of them; the buffer stays pinned and works: its updates are released
+ * with their own numbers, and its real FREED comes after UNREGISTER.
+ */
+TEST_F(events, hostile_events)
+{
+	const char *app = "events-hostile";
+	struct bufshare_event ev;
+	struct bufshare_update u = {};
+	struct bufshare_buffer_info info = {};
+	char token[48], line[512];
+	__u64 id, seqno = 0;
+	int memfd, kmsg, skipped = 0;
+	__u32 n;
+
+	if (!self->events)
+		SKIP(return, "device without VIRTIO_BUFSHARE_F_EVENTS");
+	if (!getenv("BUFSHARE_FAULT_FILE"))
+		SKIP(return, "BUFSHARE_FAULT_FILE is not set");
+	memfd = make_memfd(PAGE, F_SEAL_SHRINK);
+	ASSERT_LE(0, memfd);
+	ASSERT_EQ(0, bs_register(self->dev, memfd, 0, PAGE, app, NULL, 0, &id));
+	u.id = id;
+	ASSERT_EQ(0, bs_update(self->dev, &u, &seqno));
+	ASSERT_EQ(0, next_event_for(self->dev, BUFSHARE_EVENT_RELEASED, id, &ev, WAIT_MS));
+	EXPECT_EQ(seqno, ev.seqno);
+	/* The file follows its application, not the bogus one. */
+	ASSERT_EQ(0, get_consumers(self->dev, app, &n));
+
+	/* A fresh window of the driver's log rate limit (10 lines per 5 s). */
+	usleep(5100 * 1000);
+	kmsg = kmsg_open();
+	ASSERT_LE(0, kmsg);
+	snprintf(token, sizeof(token), "bogus-events ev%d", (int)getpid());
+	ASSERT_EQ(0, set_fault(token));
+	/* The next command has them sent, ahead of that update's RELEASED. */
+	u.seqno = 0;
+	ASSERT_EQ(0, bs_update(self->dev, &u, &seqno));
+	set_fault("none");
+	ASSERT_EQ(0, next_event(self->dev, BUFSHARE_EVENT_RELEASED, &ev, WAIT_MS, &skipped));
+	EXPECT_EQ(0, skipped) TH_LOG("records of other types read before it");
+	EXPECT_EQ(id, ev.id);
+	EXPECT_EQ(seqno, ev.seqno) TH_LOG("a bogus RELEASED reached the reader");
+	for (size_t i = 0; i < ARRAY_SIZE(bogus_lines); i++) {
+		const char *want = bogus_lines[i];
+
+		EXPECT_EQ(1, kmsg_find(kmsg, want, line, sizeof(line)))
+			TH_LOG("no log line \"%s\"", want);
+	}
+	close(kmsg);
+
+	/* Nothing else was queued; the buffer is whole, pinned, and works. */
+	fcntl(self->dev, F_SETFL, O_NONBLOCK);
+	EXPECT_EQ(-1, read(self->dev, &ev, sizeof(ev))) TH_LOG("record type %u id %llu",
+							       ev.type, (unsigned long long)ev.id);
+	EXPECT_EQ(EAGAIN, errno);
+	fcntl(self->dev, F_SETFL, 0);
+	EXPECT_TRUE(pinned(memfd));
+	EXPECT_EQ(0, fdinfo_value(self->dev, "draining"));
+	ASSERT_EQ(0, bs_buffer_info(self->dev, id, &info, NULL, 0));
+	EXPECT_EQ(seqno, info.seqno);
+	u.seqno = 0;
+	ASSERT_EQ(0, bs_update(self->dev, &u, &seqno));
+	ASSERT_EQ(0, next_event_for(self->dev, BUFSHARE_EVENT_RELEASED, id, &ev, WAIT_MS));
+	EXPECT_EQ(seqno, ev.seqno);
+	EXPECT_EQ(0, unregister_flags(self->dev, id, BUFSHARE_UNREGISTER_WAIT));
+	ASSERT_EQ(0, next_event_for(self->dev, BUFSHARE_EVENT_FREED, id, &ev, WAIT_MS));
+	EXPECT_FALSE(pinned(memfd));
+	close(memfd);
+}
+
 /*
  * A consumer that keeps a buffer mapped 3 s after its REMOVE (within the
  * backend's 5 s grace time): meanwhile the buffer is draining (fdinfo, the
