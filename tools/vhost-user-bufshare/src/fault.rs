@@ -24,14 +24,14 @@
 //! one per [`SLOW_ANSWER_DELAY`]. A driver that stops waiting for an answer
 //! (a signal) finds the command carried out all the same.
 //!
-//! The file may also hold `lose-buffers TOKEN` ([`Directive::LoseBuffers`]):
+//! The file may also hold `lose-buffers TOKEN` ([`Directive::Once`]):
 //! once per TOKEN, before the next command, the device loses its buffers as
 //! a restarted device implementation does ([`Fault::LoseBuffers`],
 //! [`BufshareDevice::lose_buffers`]), and answers that command normally.
-//! Or `drop-next TOKEN` ([`Directive::DropNext`]): once per TOKEN, the next
+//! Or `drop-next TOKEN` ([`Directive::Once`]): once per TOKEN, the next
 //! chain is left outstanding ([`Fault::DropNext`], as [`Fault::Drop`]), and
 //! the later ones are served normally.
-//! Or `bogus-events TOKEN` ([`Directive::BogusEvents`]): once per TOKEN,
+//! Or `bogus-events TOKEN` ([`Directive::Once`]): once per TOKEN,
 //! before the next command, the device puts malformed and spurious events
 //! ahead of its own on the event queue ([`Fault::BogusEvents`],
 //! [`bogus_events`]), and serves that command normally.
@@ -68,7 +68,7 @@
 //! device's generation (with `VIRTIO_BUFSHARE_F_GENERATION`): the backend
 //! writes it last, once the fault rewrote the answer.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::OpenOptions;
 use std::io::{self, Read};
@@ -104,11 +104,11 @@ pub const BAD_VERSION: u32 = 99;
 pub const SHORT_LEN: usize = 4;
 /// How much [`Fault::Overlong`] adds to the writable room in the used length.
 pub const OVERLONG_EXTRA: usize = 4096;
-/// The first word of [`Directive::LoseBuffers`].
+/// The first word of [`Directive::Once`].
 pub const LOSE_BUFFERS: &str = "lose-buffers";
-/// The first word of [`Directive::DropNext`].
+/// The first word of [`Directive::Once`].
 pub const DROP_NEXT: &str = "drop-next";
-/// The first word of [`Directive::BogusEvents`].
+/// The first word of [`Directive::Once`].
 pub const BOGUS_EVENTS: &str = "bogus-events";
 /// Bytes of the short event of [`Fault::BogusEvents`]: less than an event.
 pub const SHORT_EVENT_LEN: usize = 40;
@@ -162,10 +162,10 @@ pub enum Fault {
     GarbageName,
     /// `drop`: the chain left outstanding.
     Drop,
-    /// `drop-next TOKEN` ([`Directive::DropNext`]): the chain left
+    /// `drop-next TOKEN` ([`Directive::Once`]): the chain left
     /// outstanding, once per TOKEN.
     DropNext,
-    /// `lose-buffers TOKEN` ([`Directive::LoseBuffers`]): the buffers lost
+    /// `lose-buffers TOKEN` ([`Directive::Once`]): the buffers lost
     /// before the chain is served ([`Fault::before_chain`]).
     LoseBuffers,
     /// `slow-reset`: device resets delayed ([`FaultFile::before_reset`]);
@@ -181,7 +181,7 @@ pub enum Fault {
     /// returned under the id of the descriptor after its head
     /// ([`Fault::used_ids`]).
     WrongId,
-    /// `bogus-events TOKEN` ([`Directive::BogusEvents`]): malformed and
+    /// `bogus-events TOKEN` ([`Directive::Once`]): malformed and
     /// spurious events ([`bogus_events`]) put on the event queue before the
     /// chain is served ([`Fault::before_chain`]).
     BogusEvents,
@@ -194,8 +194,7 @@ pub struct FaultEntry {
     pub fault: Fault,
     /// The word that selects it in the fault file ([`Fault::name`]).
     pub word: &'static str,
-    /// Whether the word is followed by a TOKEN ([`Directive::LoseBuffers`],
-    /// [`Directive::DropNext`]):
+    /// Whether the word is followed by a TOKEN ([`Directive::Once`]):
     /// then it is no fault on its own ([`Fault::from_str`]).
     pub token: bool,
     /// What the driver gets, for `--help` ([`file_help`]).
@@ -683,29 +682,11 @@ pub enum Directive {
     /// A word: this fault on every command while the file holds it
     /// ([`Fault::None`]: no fault).
     Fault(Fault),
-    /// `lose-buffers TOKEN`: the device loses its buffers once, before the
-    /// next command, unless TOKEN is the last one it acted on
+    /// `WORD TOKEN`, for a fault whose [`FaultEntry::token`] is set
+    /// (`lose-buffers`, `drop-next`, `bogus-events`): that fault once, on the
+    /// next command, unless TOKEN is the last TOKEN of that fault acted on
     /// ([`FaultFile::read`]).
-    LoseBuffers(String),
-    /// `drop-next TOKEN`: the device leaves the next chain outstanding,
-    /// unless TOKEN is the last `drop-next` TOKEN it acted on
-    /// ([`FaultFile::read`]).
-    DropNext(String),
-    /// `bogus-events TOKEN`: the device puts bogus events on the event
-    /// queue once, before the next command, unless TOKEN is the last
-    /// `bogus-events` TOKEN it acted on ([`FaultFile::read`]).
-    BogusEvents(String),
-}
-
-impl Directive {
-    /// The directive of `fault`, a [`FaultEntry::token`] one, with `token`.
-    fn with_token(fault: Fault, token: &str) -> Self {
-        match fault {
-            Fault::DropNext => Directive::DropNext(token.to_owned()),
-            Fault::BogusEvents => Directive::BogusEvents(token.to_owned()),
-            _ => Directive::LoseBuffers(token.to_owned()),
-        }
-    }
+    Once(Fault, String),
 }
 
 impl Default for Directive {
@@ -719,9 +700,7 @@ impl fmt::Display for Directive {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Directive::Fault(fault) => fault.fmt(f),
-            Directive::LoseBuffers(token) => write!(f, "{LOSE_BUFFERS} {token}"),
-            Directive::DropNext(token) => write!(f, "{DROP_NEXT} {token}"),
-            Directive::BogusEvents(token) => write!(f, "{BOGUS_EVENTS} {token}"),
+            Directive::Once(fault, token) => write!(f, "{} {token}", fault.name()),
         }
     }
 }
@@ -750,7 +729,7 @@ impl FromStr for Directive {
             if let Some(rest) = text.strip_prefix(entry.word) {
                 let token = rest.trim_start_matches([' ', '\t']);
                 if token.len() < rest.len() && is_token(token) {
-                    return Ok(Directive::with_token(entry.fault, token));
+                    return Ok(Directive::Once(entry.fault, token.to_owned()));
                 }
                 return Err(UnknownFault(text.to_owned()));
             }
@@ -770,12 +749,8 @@ pub struct FaultFile {
     path: PathBuf,
     /// What the file said last, to log changes.
     current: Directive,
-    /// The TOKEN of the last `lose-buffers TOKEN` acted on.
-    lost: Option<String>,
-    /// The TOKEN of the last `drop-next TOKEN` acted on.
-    dropped: Option<String>,
-    /// The TOKEN of the last `bogus-events TOKEN` acted on.
-    bogus: Option<String>,
+    /// The TOKEN of the last [`Directive::Once`] acted on, per fault.
+    acted: HashMap<Fault, String>,
     /// Unknown words, and errors reading the file, already warned about.
     warned: HashSet<String>,
     /// How long a device reset waits under [`Fault::SlowReset`].
@@ -801,9 +776,7 @@ impl FaultFile {
             events: EventsFile::for_fault_file(&path),
             path,
             current: Directive::default(),
-            lost: None,
-            dropped: None,
-            bogus: None,
+            acted: HashMap::new(),
             warned: HashSet::new(),
             reset_delay: SLOW_RESET_DELAY,
             answer_delay: SLOW_ANSWER_DELAY,
@@ -821,26 +794,16 @@ impl FaultFile {
     /// `lose-buffers TOKEN` is [`Fault::LoseBuffers`] if TOKEN is not the
     /// last one acted on (which it then is), [`Fault::None`] otherwise: the
     /// buffers are lost once per TOKEN written, however many commands
-    /// follow while the file holds it. So is `drop-next TOKEN`
-    /// ([`Fault::DropNext`]), with a last TOKEN of its own.
+    /// follow while the file holds it. So are the other
+    /// [`Directive::Once`] faults, each with a last TOKEN of its own.
     pub fn read(&mut self) -> Fault {
         self.reload();
         match &self.current {
             Directive::Fault(fault) => *fault,
-            Directive::LoseBuffers(token) if self.lost.as_ref() == Some(token) => Fault::None,
-            Directive::LoseBuffers(token) => {
-                self.lost = Some(token.clone());
-                Fault::LoseBuffers
-            }
-            Directive::DropNext(token) if self.dropped.as_ref() == Some(token) => Fault::None,
-            Directive::DropNext(token) => {
-                self.dropped = Some(token.clone());
-                Fault::DropNext
-            }
-            Directive::BogusEvents(token) if self.bogus.as_ref() == Some(token) => Fault::None,
-            Directive::BogusEvents(token) => {
-                self.bogus = Some(token.clone());
-                Fault::BogusEvents
+            Directive::Once(fault, token) if self.acted.get(fault) == Some(token) => Fault::None,
+            Directive::Once(fault, token) => {
+                self.acted.insert(*fault, token.clone());
+                *fault
             }
         }
     }
@@ -1100,7 +1063,7 @@ mod tests {
 
     #[test]
     fn lose_buffers_directives() {
-        let lose = |token: &str| Ok(Directive::LoseBuffers(token.to_owned()));
+        let lose = |token: &str| Ok(Directive::Once(Fault::LoseBuffers, token.to_owned()));
         let max = "x".repeat(MAX_TOKEN_LEN);
         for (text, token) in [
             ("lose-buffers a", "a"),
@@ -1141,7 +1104,7 @@ mod tests {
         }
         assert_eq!("".parse(), Ok(Directive::Fault(Fault::None)));
         assert_eq!(
-            Directive::LoseBuffers("t".into()).to_string(),
+            Directive::Once(Fault::LoseBuffers, "t".into()).to_string(),
             "lose-buffers t"
         );
         assert_eq!(Directive::default().to_string(), "none");
@@ -1556,7 +1519,7 @@ mod tests {
 
     #[test]
     fn drop_next_directives() {
-        let drop = |token: &str| Ok(Directive::DropNext(token.to_owned()));
+        let drop = |token: &str| Ok(Directive::Once(Fault::DropNext, token.to_owned()));
         for (text, token) in [
             ("drop-next a", "a"),
             ("  drop-next \t Run_1.2-b \r\n", "Run_1.2-b"),
@@ -1587,7 +1550,7 @@ mod tests {
         );
         // Plain drop is still a word.
         assert_eq!("drop".parse(), Ok(Directive::Fault(Fault::Drop)));
-        assert_eq!(Directive::DropNext("t".into()).to_string(), "drop-next t");
+        assert_eq!(Directive::Once(Fault::DropNext, "t".into()).to_string(), "drop-next t");
     }
 
     #[test]
@@ -1601,14 +1564,14 @@ mod tests {
         };
         assert_eq!(
             "bogus-events x".parse(),
-            Ok(Directive::BogusEvents("x".into()))
+            Ok(Directive::Once(Fault::BogusEvents, "x".into()))
         );
         assert_eq!(
             "bogus-events".parse::<Directive>(),
             Err(UnknownFault("bogus-events".into()))
         );
         assert_eq!(
-            Directive::BogusEvents("t".into()).to_string(),
+            Directive::Once(Fault::BogusEvents, "t".into()).to_string(),
             "bogus-events t"
         );
         assert_eq!(read("bogus-events a"), Fault::BogusEvents);
