@@ -1550,7 +1550,10 @@ mod tests {
         );
         // Plain drop is still a word.
         assert_eq!("drop".parse(), Ok(Directive::Fault(Fault::Drop)));
-        assert_eq!(Directive::Once(Fault::DropNext, "t".into()).to_string(), "drop-next t");
+        assert_eq!(
+            Directive::Once(Fault::DropNext, "t".into()).to_string(),
+            "drop-next t"
+        );
     }
 
     #[test]
