@@ -76,3 +76,10 @@ __rust_helper void rust_helper_virtio_device_unlock(struct virtio_device *vdev)
 {
 	device_unlock(&vdev->dev);
 }
+
+__rust_helper bool rust_helper_virtio_get_shm_region(struct virtio_device *vdev,
+						     struct virtio_shm_region *region,
+						     u8 id)
+{
+	return virtio_get_shm_region(vdev, region, id);
+}

@@ -511,6 +511,34 @@ impl Device<device::Bound> {
         // `struct virtio_device`, and the device is bound.
         unsafe { V::read(self.as_raw(), offset) }
     }
+
+    /// Returns the shared memory region `id` of the device, if it has one.
+    ///
+    /// A shared memory region is memory of the device that the driver may map (for the PCI
+    /// transport, a part of a BAR). The region's address and length come from the device:
+    /// callers validate them (a driver that maps the region page by page checks that both are
+    /// page-aligned).
+    pub fn shm_region(&self, id: u8) -> Option<ShmRegion> {
+        let mut region = bindings::virtio_shm_region { addr: 0, len: 0 };
+        // SAFETY: By the type invariant `self.as_raw()` is a valid pointer to a
+        // `struct virtio_device`, and the device is bound; `region` is a valid place for the
+        // transport to write the region's description to.
+        let found = unsafe { bindings::virtio_get_shm_region(self.as_raw(), &mut region, id) };
+        found.then_some(ShmRegion {
+            addr: region.addr,
+            len: region.len,
+        })
+    }
+}
+
+/// A shared memory region of a virtio device, as its transport describes it
+/// ([`Device::shm_region`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShmRegion {
+    /// The physical address of the region's start, as the CPU sees it.
+    pub addr: u64,
+    /// The region's length in bytes.
+    pub len: u64,
 }
 
 mod private {
