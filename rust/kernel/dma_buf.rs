@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Importing dma-bufs.
+//! dma-bufs: importing them, and exporting I/O memory as them.
 //!
 //! An importer takes a dma-buf from a file descriptor with [`DmaBuf::from_fd`], attaches its own
 //! DMA device with [`DmaBuf::attach`] and maps the attachment with [`Attachment::map`]. What it
@@ -12,6 +12,8 @@
 //!
 //! A module using this must import the `DMA_BUF` symbol namespace (`imports_ns: ["DMA_BUF"]`).
 //!
+//! Exporters of I/O memory use [`export::IoMemExport`].
+//!
 //! C header: [`include/linux/dma-buf.h`](srctree/include/linux/dma-buf.h)
 
 use crate::{
@@ -19,6 +21,8 @@ use crate::{
     sync::aref::ARef,
 };
 use core::ptr::NonNull;
+
+pub mod export;
 
 /// A reference to a dma-buf.
 ///
@@ -48,6 +52,32 @@ impl DmaBuf {
         Ok(DmaBuf {
             ptr: NonNull::new(ptr).ok_or(EINVAL)?,
         })
+    }
+
+    /// Takes over a reference to a dma-buf.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` points to a live dma-buf on whose file the caller holds a reference, which the new
+    /// value takes over.
+    pub(crate) unsafe fn from_raw(ptr: *mut bindings::dma_buf) -> Result<Self> {
+        // INVARIANT: By the safety requirements the reference is ours.
+        Ok(DmaBuf {
+            ptr: NonNull::new(ptr).ok_or(EINVAL)?,
+        })
+    }
+
+    /// Turns the reference into a reference to the dma-buf's file, for instance to install it in
+    /// a file descriptor ([`crate::fs::file::FileDescriptorReservation::fd_install`]).
+    pub fn into_file(self) -> ARef<crate::fs::File> {
+        let this = core::mem::ManuallyDrop::new(self);
+        // SAFETY: By the type invariants `ptr` is a live dma-buf whose file never changes and on
+        // which `this` holds a reference; it is handed to the `ARef`, and `this` is not dropped.
+        // `File` is a transparent wrapper of `struct file`.
+        unsafe {
+            let file = (*this.ptr.as_ptr()).file;
+            ARef::from_raw(NonNull::new_unchecked(file.cast()))
+        }
     }
 
     /// Returns true if `file` is this dma-buf's file.
