@@ -204,6 +204,80 @@ struct bufshare_event {
 	char application[BUFSHARE_APP_LEN];
 };
 
+/*
+ * With VIRTIO_BUFSHARE_F_IMPORT, events about the buffers of other guests
+ * this file imports (see BUFSHARE_IOC_ATTACH). They are read as records
+ * of sizeof(struct bufshare_event), laid out as struct bufshare_import_event.
+ */
+/* Buffer @buffer_id of @attachment's source is imported as @import_id. */
+#define BUFSHARE_EVENT_IMPORT_ADDED	16
+/* The exporter updated import @import_id: its update @seqno. */
+#define BUFSHARE_EVENT_IMPORT_UPDATED	17
+/* The exporter's buffer is gone: close the import's dma-buf. */
+#define BUFSHARE_EVENT_IMPORT_REMOVED	18
+/* Buffer @buffer_id (@size bytes) was not imported: no room for it. */
+#define BUFSHARE_EVENT_IMPORT_NO_SPACE	19
+/* The attachment ended (the device was reset or lost its buffers). */
+#define BUFSHARE_EVENT_IMPORT_DETACHED	20
+
+/* bufshare_import_event.flags, bufshare_import.flags */
+/* The import may be read, not written. */
+#define BUFSHARE_IMPORT_READ_ONLY	(1 << 0)
+
+/*
+ * An event about an import: the same size as struct bufshare_event, with
+ * @type where that has it.
+ */
+struct bufshare_import_event {
+	__u32 type;
+	__u32 attachment;
+	__u64 import_id;
+	/* ADDED, UPDATED: the exporter's last update. */
+	__u64 seqno;
+	/* ADDED, NO_SPACE. */
+	__u64 size;
+	/* The exporter's id of the buffer (ADDED, NO_SPACE). */
+	__u64 buffer_id;
+	/* ADDED: BUFSHARE_IMPORT_*. */
+	__u32 flags;
+	__u32 reserved[11];
+};
+
+/*
+ * BUFSHARE_IOC_ATTACH: import the buffers that the guest @source (as the
+ * host names it) registers under @application, as far as the host allows.
+ * Returns @attachment, the number of the attachment in the events.
+ */
+struct bufshare_attach {
+	char source[BUFSHARE_NAME_LEN];
+	char application[BUFSHARE_APP_LEN];
+	__u32 attachment;
+	__u32 flags;
+};
+
+/*
+ * BUFSHARE_IOC_IMPORT: a dma-buf of import @import_id of this file, in
+ * @fd (close-on-exec). Closing every descriptor and mapping of it gives
+ * the import back to the device. One dma-buf per import at a time.
+ */
+struct bufshare_import {
+	__u64 import_id;
+	/* Out: */
+	__u64 size;
+	__u64 buffer_id;
+	__u64 seqno;
+	__u32 attachment;
+	__u32 flags;
+	__s32 fd;
+	__u32 reserved;
+};
+
+/* BUFSHARE_IOC_IMPORT_RELEASE: done with update @seqno of @import_id. */
+struct bufshare_import_release {
+	__u64 import_id;
+	__u64 seqno;
+};
+
 #define BUFSHARE_IOC_GET_INFO	_IOR(BUFSHARE_IOCTL_BASE, 0x00, struct bufshare_info)
 #define BUFSHARE_IOC_REGISTER	_IOWR(BUFSHARE_IOCTL_BASE, 0x01, struct bufshare_register)
 #define BUFSHARE_IOC_UPDATE	_IOWR(BUFSHARE_IOCTL_BASE, 0x02, struct bufshare_update)
@@ -220,5 +294,12 @@ struct bufshare_event {
 	_IOW(BUFSHARE_IOCTL_BASE, 0x08, struct bufshare_unregister)
 #define BUFSHARE_IOC_GET_CONSUMERS \
 	_IOWR(BUFSHARE_IOCTL_BASE, 0x09, struct bufshare_consumers)
+
+#define BUFSHARE_IOC_ATTACH	_IOWR(BUFSHARE_IOCTL_BASE, 0x0a, struct bufshare_attach)
+#define BUFSHARE_IOC_DETACH	_IOW(BUFSHARE_IOCTL_BASE, 0x0b, __u32)
+#define BUFSHARE_IOC_IMPORT	_IOWR(BUFSHARE_IOCTL_BASE, 0x0c, struct bufshare_import)
+#define BUFSHARE_IOC_IMPORT_RELEASE \
+	_IOW(BUFSHARE_IOCTL_BASE, 0x0d, struct bufshare_import_release)
+#define BUFSHARE_IOC_IMPORT_CLOSE	_IOW(BUFSHARE_IOCTL_BASE, 0x0e, __u64)
 
 #endif /* _UAPI_LINUX_BUFSHARE_H */

@@ -376,3 +376,122 @@ pub const BUFSHARE_IOC_GET_CONSUMERS: u32 = iowr(
     0x09,
     core::mem::size_of::<BufshareConsumers>(),
 );
+
+/// `bufshare_import_event.type`: buffer `buffer_id` of the attachment's
+/// source is imported as `import_id`.
+pub const BUFSHARE_EVENT_IMPORT_ADDED: u32 = 16;
+/// `bufshare_import_event.type`: the exporter updated import `import_id`.
+pub const BUFSHARE_EVENT_IMPORT_UPDATED: u32 = 17;
+/// `bufshare_import_event.type`: the exporter's buffer is gone.
+pub const BUFSHARE_EVENT_IMPORT_REMOVED: u32 = 18;
+/// `bufshare_import_event.type`: buffer `buffer_id` was not imported: no room.
+pub const BUFSHARE_EVENT_IMPORT_NO_SPACE: u32 = 19;
+/// `bufshare_import_event.type`: the attachment ended (device reset, lost
+/// buffers).
+pub const BUFSHARE_EVENT_IMPORT_DETACHED: u32 = 20;
+
+/// `bufshare_import_event.flags`, `bufshare_import.flags`: the import may
+/// be read, not written.
+pub const BUFSHARE_IMPORT_READ_ONLY: u32 = 1 << 0;
+
+uapi_struct! {
+    /// `struct bufshare_import_event`: an event about an import, read in
+    /// the place of a [`BufshareEvent`] (the same size, `type_` first).
+    pub struct BufshareImportEvent {
+        /// `BUFSHARE_EVENT_IMPORT_*`.
+        pub type_: u32,
+        /// The attachment's number.
+        pub attachment: u32,
+        /// The import's id.
+        pub import_id: u64,
+        /// ADDED, UPDATED: the exporter's last update.
+        pub seqno: u64,
+        /// ADDED, NO_SPACE: the buffer's size.
+        pub size: u64,
+        /// ADDED, NO_SPACE: the exporter's id of the buffer.
+        pub buffer_id: u64,
+        /// ADDED: `BUFSHARE_IMPORT_*`.
+        pub flags: u32,
+        /// 0.
+        pub reserved: [u32; 11],
+    }
+}
+
+uapi_struct! {
+    /// `struct bufshare_attach`: [`BUFSHARE_IOC_ATTACH`], import the buffers
+    /// a guest registers under an application.
+    pub struct BufshareAttach {
+        /// The exporting guest, as the host names it, NUL-terminated.
+        pub source: [u8; BUFSHARE_NAME_LEN],
+        /// The application, NUL-terminated.
+        pub application: [u8; BUFSHARE_APP_LEN],
+        /// Out: the attachment's number.
+        pub attachment: u32,
+        /// Must be 0.
+        pub flags: u32,
+    }
+}
+
+uapi_struct! {
+    /// `struct bufshare_import`: [`BUFSHARE_IOC_IMPORT`], a dma-buf of an
+    /// import.
+    pub struct BufshareImport {
+        /// In: the import's id.
+        pub import_id: u64,
+        /// Out: the buffer's size.
+        pub size: u64,
+        /// Out: the exporter's id of the buffer.
+        pub buffer_id: u64,
+        /// Out: the exporter's last update.
+        pub seqno: u64,
+        /// Out: the attachment's number.
+        pub attachment: u32,
+        /// Out: `BUFSHARE_IMPORT_*`.
+        pub flags: u32,
+        /// Out: the dma-buf's descriptor (close-on-exec).
+        pub fd: i32,
+        /// Must be 0.
+        pub reserved: u32,
+    }
+}
+
+uapi_struct! {
+    /// `struct bufshare_import_release`: [`BUFSHARE_IOC_IMPORT_RELEASE`].
+    pub struct BufshareImportRelease {
+        /// The import's id.
+        pub import_id: u64,
+        /// The update the caller is done with (and those before).
+        pub seqno: u64,
+    }
+}
+
+/// `BUFSHARE_IOC_ATTACH`: `_IOWR(BUFSHARE_IOCTL_BASE, 0x0a, struct bufshare_attach)`.
+pub const BUFSHARE_IOC_ATTACH: u32 = iowr(
+    BUFSHARE_IOCTL_BASE,
+    0x0a,
+    core::mem::size_of::<BufshareAttach>(),
+);
+
+/// `BUFSHARE_IOC_DETACH`: `_IOW(BUFSHARE_IOCTL_BASE, 0x0b, __u32)`; the
+/// argument points to the attachment's number.
+pub const BUFSHARE_IOC_DETACH: u32 = iow(BUFSHARE_IOCTL_BASE, 0x0b, core::mem::size_of::<u32>());
+
+/// `BUFSHARE_IOC_IMPORT`: `_IOWR(BUFSHARE_IOCTL_BASE, 0x0c, struct bufshare_import)`.
+pub const BUFSHARE_IOC_IMPORT: u32 = iowr(
+    BUFSHARE_IOCTL_BASE,
+    0x0c,
+    core::mem::size_of::<BufshareImport>(),
+);
+
+/// `BUFSHARE_IOC_IMPORT_RELEASE`:
+/// `_IOW(BUFSHARE_IOCTL_BASE, 0x0d, struct bufshare_import_release)`.
+pub const BUFSHARE_IOC_IMPORT_RELEASE: u32 = iow(
+    BUFSHARE_IOCTL_BASE,
+    0x0d,
+    core::mem::size_of::<BufshareImportRelease>(),
+);
+
+/// `BUFSHARE_IOC_IMPORT_CLOSE`: `_IOW(BUFSHARE_IOCTL_BASE, 0x0e, __u64)`; the
+/// argument points to the import's id.
+pub const BUFSHARE_IOC_IMPORT_CLOSE: u32 =
+    iow(BUFSHARE_IOCTL_BASE, 0x0e, core::mem::size_of::<u64>());

@@ -116,6 +116,17 @@ fn every_mirror_item_is_checked() {
         "VIRTIO_BUFSHARE_EVT_IMPORT_UPDATED",
         "VIRTIO_BUFSHARE_EVT_IMPORT_REMOVED",
         "VIRTIO_BUFSHARE_EVT_IMPORT_NO_SPACE",
+        "BUFSHARE_EVENT_IMPORT_ADDED",
+        "BUFSHARE_EVENT_IMPORT_UPDATED",
+        "BUFSHARE_EVENT_IMPORT_REMOVED",
+        "BUFSHARE_EVENT_IMPORT_NO_SPACE",
+        "BUFSHARE_EVENT_IMPORT_DETACHED",
+        "BUFSHARE_IMPORT_READ_ONLY",
+        "BUFSHARE_IOC_ATTACH",
+        "BUFSHARE_IOC_DETACH",
+        "BUFSHARE_IOC_IMPORT",
+        "BUFSHARE_IOC_IMPORT_RELEASE",
+        "BUFSHARE_IOC_IMPORT_CLOSE",
     ];
     let structs = [
         "virtio_bufshare_config",
@@ -147,6 +158,10 @@ fn every_mirror_item_is_checked() {
         "bufshare_unregister",
         "bufshare_consumers",
         "bufshare_event",
+        "bufshare_import_event",
+        "bufshare_attach",
+        "bufshare_import",
+        "bufshare_import_release",
     ];
     for m in macros {
         assert!(MACROS.contains(&m), "macro {m} not found in the headers");
