@@ -689,6 +689,7 @@ impl Cmdq {
             uapi::VIRTIO_BUFSHARE_S_DEVICE_ERROR => Err(EIO),
             uapi::VIRTIO_BUFSHARE_S_NO_BUFFER => Err(ENOENT),
             uapi::VIRTIO_BUFSHARE_S_NO_SPACE => Err(ENOSPC),
+            uapi::VIRTIO_BUFSHARE_S_DENIED => Err(EACCES),
             status => {
                 if self.log_limit.allow() {
                     dev_err!(

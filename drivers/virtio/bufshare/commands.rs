@@ -98,6 +98,36 @@ wire_struct!(
     uapi::virtio_bufshare_event
 );
 wire_struct!(
+    /// `struct virtio_bufshare_event_import`: an IMPORT_* event, in the same bytes.
+    WireImportEvent,
+    uapi::virtio_bufshare_event_import
+);
+wire_struct!(
+    /// `struct virtio_bufshare_cmd_attach`.
+    AttachCmd,
+    uapi::virtio_bufshare_cmd_attach
+);
+wire_struct!(
+    /// `struct virtio_bufshare_resp_attach`: the answer to ATTACH.
+    AttachReply,
+    uapi::virtio_bufshare_resp_attach
+);
+wire_struct!(
+    /// `struct virtio_bufshare_cmd_detach`.
+    DetachCmd,
+    uapi::virtio_bufshare_cmd_detach
+);
+wire_struct!(
+    /// `struct virtio_bufshare_cmd_import`: CLOSE.
+    ImportCmd,
+    uapi::virtio_bufshare_cmd_import
+);
+wire_struct!(
+    /// `struct virtio_bufshare_cmd_release`.
+    ReleaseCmd,
+    uapi::virtio_bufshare_cmd_release
+);
+wire_struct!(
     /// `struct virtio_bufshare_range`.
     WireRange,
     uapi::virtio_bufshare_range
@@ -167,6 +197,14 @@ impl Reply for ConsumersReply {
 
     fn read(bytes: &[u8]) -> Result<Self> {
         ConsumersReply::from_bytes_copy(bytes).ok_or(EIO)
+    }
+}
+
+impl Reply for AttachReply {
+    const LEN: usize = size_of::<AttachReply>();
+
+    fn read(bytes: &[u8]) -> Result<Self> {
+        AttachReply::from_bytes_copy(bytes).ok_or(EIO)
     }
 }
 
@@ -385,6 +423,172 @@ impl Command for GetConsumers<'_> {
     }
 }
 
+/// ATTACH: import the buffers `source` registers under `application`.
+pub(crate) struct Attach<'a> {
+    pub(crate) source: &'a [u8; uapi::VIRTIO_BUFSHARE_NAME_LEN as usize],
+    pub(crate) application: &'a [u8; uapi::VIRTIO_BUFSHARE_APP_LEN as usize],
+}
+
+impl Command for Attach<'_> {
+    type Fixed = AttachCmd;
+    type Reply = AttachReply;
+
+    fn fixed(&self) -> AttachCmd {
+        AttachCmd(uapi::virtio_bufshare_cmd_attach {
+            hdr: hdr(uapi::VIRTIO_BUFSHARE_CMD_ATTACH),
+            source: *self.source,
+            application: *self.application,
+        })
+    }
+}
+
+/// DETACH: no more imports for an attachment.
+pub(crate) struct Detach {
+    pub(crate) attachment: u32,
+}
+
+impl Command for Detach {
+    type Fixed = DetachCmd;
+    type Reply = NoReply;
+
+    fn fixed(&self) -> DetachCmd {
+        DetachCmd(uapi::virtio_bufshare_cmd_detach {
+            hdr: hdr(uapi::VIRTIO_BUFSHARE_CMD_DETACH),
+            attachment: self.attachment.to_le(),
+            reserved: 0,
+        })
+    }
+}
+
+/// CLOSE: the driver no longer reaches an import's range.
+pub(crate) struct Close {
+    pub(crate) import_id: u64,
+}
+
+impl Command for Close {
+    type Fixed = ImportCmd;
+    type Reply = NoReply;
+
+    fn fixed(&self) -> ImportCmd {
+        ImportCmd(uapi::virtio_bufshare_cmd_import {
+            hdr: hdr(uapi::VIRTIO_BUFSHARE_CMD_CLOSE),
+            import_id: self.import_id.to_le(),
+        })
+    }
+}
+
+/// RELEASE: the driver is done with update `seqno` of an import, and those before.
+pub(crate) struct Release {
+    pub(crate) import_id: u64,
+    pub(crate) seqno: u64,
+}
+
+impl Command for Release {
+    type Fixed = ReleaseCmd;
+    type Reply = NoReply;
+
+    fn fixed(&self) -> ReleaseCmd {
+        ReleaseCmd(uapi::virtio_bufshare_cmd_release {
+            hdr: hdr(uapi::VIRTIO_BUFSHARE_CMD_RELEASE),
+            import_id: self.import_id.to_le(),
+            seqno: self.seqno.to_le(),
+        })
+    }
+}
+
+/// An IMPORT_* event, checked.
+#[derive(Clone, Copy)]
+pub(crate) enum ImportEvent {
+    /// Buffer `buffer_id` of the attachment's source is mapped at `offset` of the import region,
+    /// `size` bytes, as import `import_id`; `seqno` is its last update.
+    Added {
+        import_id: u64,
+        attachment: u32,
+        seqno: u64,
+        flags: u32,
+        offset: u64,
+        size: u64,
+        buffer_id: u64,
+    },
+    /// The exporter updated import `import_id` (update `seqno`).
+    Updated {
+        import_id: u64,
+        attachment: u32,
+        seqno: u64,
+    },
+    /// The exporter's buffer is gone: the driver is to CLOSE import `import_id`.
+    Removed { import_id: u64, attachment: u32 },
+    /// Buffer `buffer_id` (`size` bytes) of the attachment's source was not imported: no room.
+    NoSpace {
+        attachment: u32,
+        size: u64,
+        buffer_id: u64,
+    },
+}
+
+impl ImportEvent {
+    /// Reads an IMPORT_* event of type `type_`: the fields its type does not use are 0, flags
+    /// known, sizes not 0. `EIO` otherwise.
+    fn read(bytes: &[u8], type_: u32) -> Result<Self> {
+        let e = WireImportEvent::from_bytes_copy(bytes).ok_or(EIO)?.0;
+        let import_id = u64::from_le(e.import_id);
+        let attachment = u32::from_le(e.attachment);
+        let seqno = u64::from_le(e.seqno);
+        let flags = u32::from_le(e.flags);
+        let offset = u64::from_le(e.shm_offset);
+        let size = u64::from_le(e.size);
+        let buffer_id = u64::from_le(e.buffer_id);
+        if e.reserved.iter().any(|&b| b != 0) {
+            return Err(EIO);
+        }
+        let event = match type_ {
+            uapi::VIRTIO_BUFSHARE_EVT_IMPORT_ADDED
+                if import_id != 0
+                    && size != 0
+                    && flags & !uapi::VIRTIO_BUFSHARE_IMPORT_F_READ_ONLY == 0 =>
+            {
+                ImportEvent::Added {
+                    import_id,
+                    attachment,
+                    seqno,
+                    flags,
+                    offset,
+                    size,
+                    buffer_id,
+                }
+            }
+            uapi::VIRTIO_BUFSHARE_EVT_IMPORT_UPDATED
+                if import_id != 0 && flags == 0 && offset == 0 && size == 0 =>
+            {
+                ImportEvent::Updated {
+                    import_id,
+                    attachment,
+                    seqno,
+                }
+            }
+            uapi::VIRTIO_BUFSHARE_EVT_IMPORT_REMOVED
+                if import_id != 0 && seqno == 0 && flags == 0 && offset == 0 && size == 0 =>
+            {
+                ImportEvent::Removed {
+                    import_id,
+                    attachment,
+                }
+            }
+            uapi::VIRTIO_BUFSHARE_EVT_IMPORT_NO_SPACE
+                if import_id == 0 && seqno == 0 && flags == 0 && offset == 0 && size != 0 =>
+            {
+                ImportEvent::NoSpace {
+                    attachment,
+                    size,
+                    buffer_id,
+                }
+            }
+            _ => return Err(EIO),
+        };
+        Ok(event)
+    }
+}
+
 /// The size of an event on the event queue.
 pub(crate) const EVENT_LEN: usize = size_of::<WireEvent>();
 
@@ -404,6 +608,8 @@ pub(crate) enum Event {
     Lost { generation: u32 },
     /// The device dropped CONSUMERS events.
     Overflow,
+    /// An event about imports (`VIRTIO_BUFSHARE_F_IMPORT`).
+    Import(ImportEvent),
 }
 
 impl Event {
@@ -415,10 +621,16 @@ impl Event {
             return Err(EIO);
         }
         let e = WireEvent::from_bytes_copy(bytes).ok_or(EIO)?.0;
+        let type_ = u32::from_le(e.type_);
+        if (uapi::VIRTIO_BUFSHARE_EVT_IMPORT_ADDED..=uapi::VIRTIO_BUFSHARE_EVT_IMPORT_NO_SPACE)
+            .contains(&type_)
+        {
+            return ImportEvent::read(bytes, type_).map(Event::Import);
+        }
         let (id, seqno) = (u64::from_le(e.buffer_id), u64::from_le(e.seqno));
         let consumers = u32::from_le(e.consumers);
         let no_app = e.application.iter().all(|&c| c == 0);
-        let event = match u32::from_le(e.type_) {
+        let event = match type_ {
             uapi::VIRTIO_BUFSHARE_EVT_RELEASED if consumers == 0 && no_app => {
                 Event::Released { id, seqno }
             }

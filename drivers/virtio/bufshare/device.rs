@@ -31,7 +31,8 @@ use kernel::{
     uapi,
     virtio::{
         self,
-        DmaTarget, //
+        DmaTarget,
+        ShmRegion, //
     },
     workqueue::{
         new_work,
@@ -67,6 +68,7 @@ use crate::{
 };
 
 mod events;
+mod import;
 mod recovery;
 
 pub(crate) use events::{
@@ -74,6 +76,8 @@ pub(crate) use events::{
     Record,
     EVENTS_PER_FILE, //
 };
+pub(crate) use import::usable_region;
+use import::ImportState;
 use recovery::Inflight;
 
 const PAGE_SIZE: u64 = kernel::page::PAGE_SIZE as u64;
@@ -139,6 +143,9 @@ pub(crate) struct Features {
     /// `VIRTIO_BUFSHARE_F_EVENTS`: the device has an event queue, and says when the host let go
     /// of an unregistered buffer.
     pub(crate) events: bool,
+    /// `VIRTIO_BUFSHARE_F_IMPORT`: the device maps the buffers of other guests into its import
+    /// region.
+    pub(crate) import: bool,
 }
 
 impl Features {
@@ -148,6 +155,7 @@ impl Features {
             buffers: vdev.has_feature(uapi::VIRTIO_BUFSHARE_F_BUFFERS),
             generation: vdev.has_feature(uapi::VIRTIO_BUFSHARE_F_GENERATION),
             events: vdev.has_feature(uapi::VIRTIO_BUFSHARE_F_EVENTS),
+            import: vdev.has_feature(uapi::VIRTIO_BUFSHARE_F_IMPORT),
         }
     }
 }
@@ -289,6 +297,11 @@ pub(crate) struct BufshareDevice {
     /// Handles the events of the device ([`BufshareDevice::queue_events`]).
     #[pin]
     events_work: Work<BufshareDevice>,
+    /// The import region, with `VIRTIO_BUFSHARE_F_IMPORT`.
+    import_region: Option<ShmRegion>,
+    /// The attachments and imports.
+    #[pin]
+    imports: Mutex<ImportState>,
 }
 
 impl BufshareDevice {
@@ -296,6 +309,12 @@ impl BufshareDevice {
     pub(crate) fn new(vdev: &virtio::Device<Core<'_>>) -> Result<Arc<Self>> {
         let limits = Limits::read(vdev)?;
         let features = Features::read(vdev);
+        // `validate` left the feature on only with a usable region.
+        let import_region = if features.import {
+            import::usable_region(vdev.shm_region(uapi::VIRTIO_BUFSHARE_SHM_IMPORT as u8))
+        } else {
+            None
+        };
         let cmdq = Cmdq::new(vdev, features.generation, features.events)?;
         let dma = match cmdq.dma_target(vdev) {
             Ok(dma) => Some(dma),
@@ -339,6 +358,8 @@ impl BufshareDevice {
                 owners <- new_mutex!(KVec::new(), "virtio_bufshare:owners"),
                 drained <- new_condvar!("virtio_bufshare:drained"),
                 events_work <- new_work!("virtio_bufshare:events"),
+                import_region,
+                imports <- new_mutex!(ImportState::new(), "virtio_bufshare:imports"),
             }),
             GFP_KERNEL,
         );
@@ -786,6 +807,7 @@ impl BufshareDevice {
                 let _ = owners.remove(i);
             }
         }
+        self.release_imports(owner.id);
         // Fails only if the device is gone or cannot hold buffers: then nothing is registered.
         let _ = self.buffer_op(|_op| {
             // Out of the tree in one pass, so that releasing many buffers does not scan the
@@ -830,6 +852,11 @@ impl BufshareDevice {
 
     /// Shows the buffers of `owner` in its fdinfo.
     pub(crate) fn show_fdinfo(&self, owner: &Owner, m: &SeqFile) {
+        if self.import_region.is_some() {
+            let (attachments, imports, exported) = self.import_counts(owner.id);
+            seq_print!(m, "attachments:\t{}\n", attachments);
+            seq_print!(m, "imports:\t{} ({} with a dma-buf)\n", imports, exported);
+        }
         let buffers = self.buffers.lock();
         let mine = || buffers.tree.values().filter(|b| b.owner == owner.id);
         let draining = || {
@@ -875,6 +902,9 @@ impl BufshareDevice {
     /// that their memory is unmapped before the driver unbinds.
     pub(crate) fn shut_down(&self) {
         self.cmdq.shut_down();
+        // The device is reset: nothing is mapped in its import region any more, and the region
+        // goes away with the binding.
+        self.end_imports(true);
 
         {
             let mut buffers = self.buffers.lock();
@@ -918,6 +948,8 @@ impl BufshareDevice {
         }
         drop(buffers);
         self.cmdq.suspend();
+        // The reset ended the attachments and unmapped the imports.
+        self.end_imports(false);
         // The reset made the device let go of the buffers it had not confirmed giving up, and of
         // those being drained.
         let (zombies, draining) = {

@@ -116,10 +116,10 @@ fn announce(vdev: &virtio::Device<Core<'_>>, device: &BufshareDevice) {
     } else {
         " (no buffer commands)"
     };
-    let events = if device.features().events {
-        ", events"
-    } else {
-        ""
+    let events = match (device.features().events, device.features().import) {
+        (true, true) => ", events, imports",
+        (true, false) => ", events",
+        _ => "",
     };
     dev_info!(
         vdev.as_ref(),
@@ -142,13 +142,29 @@ impl virtio::Driver for BufshareDriver {
         uapi::VIRTIO_BUFSHARE_F_BUFFERS,
         uapi::VIRTIO_BUFSHARE_F_GENERATION,
         uapi::VIRTIO_BUFSHARE_F_EVENTS,
+        uapi::VIRTIO_BUFSHARE_F_IMPORT,
     ];
 
     /// Leaves the events off when the module was asked to (`events=0`): the driver then keeps
-    /// the device's promises without them.
+    /// the device's promises without them. Imports need the events, and an import region of
+    /// whole pages.
     fn validate(vdev: &virtio::Device<Core<'_>>) -> Result {
         if !crate::module_parameters::events.value() {
             vdev.clear_feature(uapi::VIRTIO_BUFSHARE_F_EVENTS);
+        }
+        if vdev.has_feature(uapi::VIRTIO_BUFSHARE_F_IMPORT) {
+            let region = vdev.shm_region(uapi::VIRTIO_BUFSHARE_SHM_IMPORT as u8);
+            let usable = crate::device::usable_region(region).is_some();
+            if !usable {
+                dev_warn!(
+                    vdev.as_ref(),
+                    "device offers imports without a usable import region ({:?}): no imports\n",
+                    region
+                );
+            }
+            if !usable || !vdev.has_feature(uapi::VIRTIO_BUFSHARE_F_EVENTS) {
+                vdev.clear_feature(uapi::VIRTIO_BUFSHARE_F_IMPORT);
+            }
         }
         Ok(())
     }

@@ -6,6 +6,7 @@ use core::mem::size_of;
 use kernel::{
     bindings,
     fs::{
+        file::FileDescriptorReservation,
         File,
         Kiocb, //
     },
@@ -64,6 +65,12 @@ const BUFSHARE_IOC_UNREGISTER_FLAGS: u32 =
     _IOW::<uapi::bufshare_unregister>(uapi::BUFSHARE_IOCTL_BASE, 0x08);
 const BUFSHARE_IOC_GET_CONSUMERS: u32 =
     _IOWR::<uapi::bufshare_consumers>(uapi::BUFSHARE_IOCTL_BASE, 0x09);
+const BUFSHARE_IOC_ATTACH: u32 = _IOWR::<uapi::bufshare_attach>(uapi::BUFSHARE_IOCTL_BASE, 0x0a);
+const BUFSHARE_IOC_DETACH: u32 = _IOW::<u32>(uapi::BUFSHARE_IOCTL_BASE, 0x0b);
+const BUFSHARE_IOC_IMPORT: u32 = _IOWR::<uapi::bufshare_import>(uapi::BUFSHARE_IOCTL_BASE, 0x0c);
+const BUFSHARE_IOC_IMPORT_RELEASE: u32 =
+    _IOW::<uapi::bufshare_import_release>(uapi::BUFSHARE_IOCTL_BASE, 0x0d);
+const BUFSHARE_IOC_IMPORT_CLOSE: u32 = _IOW::<u64>(uapi::BUFSHARE_IOCTL_BASE, 0x0e);
 
 /// The size of an event record as read() returns it.
 const RECORD_LEN: usize = size_of::<Record>();
@@ -94,6 +101,9 @@ user_struct!(BufferInfoArg, uapi::bufshare_buffer_info);
 user_struct!(BindingArg, uapi::bufshare_app_binding);
 user_struct!(UnregisterArg, uapi::bufshare_unregister);
 user_struct!(ConsumersArg, uapi::bufshare_consumers);
+user_struct!(AttachArg, uapi::bufshare_attach);
+user_struct!(ImportArg, uapi::bufshare_import);
+user_struct!(ImportReleaseArg, uapi::bufshare_import_release);
 user_struct!(RecordOut, Record);
 
 /// Reads an ioctl argument of type `T` at `arg`.
@@ -171,6 +181,51 @@ impl BufshareFile {
         let mut req = read_arg::<ConsumersArg>(arg)?;
         self.device.get_consumers(&self.owner, &mut req.0)?;
         write_arg(arg, &req)
+    }
+
+    /// `BUFSHARE_IOC_ATTACH`.
+    fn attach(&self, arg: usize) -> Result {
+        let mut req = read_arg::<AttachArg>(arg)?;
+        self.device.attach(&self.owner, &mut req.0)?;
+        let number = req.0.attachment;
+        if let Err(e) = write_arg(arg, &req) {
+            // The caller cannot learn the number: do not leave the attachment behind.
+            let _ = self.device.detach(&self.owner, number);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// `BUFSHARE_IOC_DETACH`.
+    fn detach(&self, arg: usize) -> Result {
+        let number = read_arg::<u32>(arg)?;
+        self.device.detach(&self.owner, number)
+    }
+
+    /// `BUFSHARE_IOC_IMPORT`: the descriptor is reserved first and installed last, once the
+    /// answer reached the caller; until then, nobody else can reach the dma-buf, and dropping
+    /// it gives the import back to the file.
+    fn import(&self, arg: usize) -> Result {
+        let mut req = read_arg::<ImportArg>(arg)?;
+        let fd = FileDescriptorReservation::get_unused_fd_flags(bindings::O_CLOEXEC)?;
+        let file = self.device.import(&self.owner, &mut req.0)?;
+        req.0.fd = fd.reserved_fd() as i32;
+        write_arg(arg, &req)?;
+        fd.fd_install(file);
+        Ok(())
+    }
+
+    /// `BUFSHARE_IOC_IMPORT_RELEASE`.
+    fn import_release(&self, arg: usize) -> Result {
+        let req = read_arg::<ImportReleaseArg>(arg)?.0;
+        self.device
+            .import_release(&self.owner, req.import_id, req.seqno)
+    }
+
+    /// `BUFSHARE_IOC_IMPORT_CLOSE`.
+    fn import_close(&self, arg: usize) -> Result {
+        let id = read_arg::<u64>(arg)?;
+        self.device.import_close(&self.owner, id)
     }
 
     /// read(): whole event records, as many as fit; waits for one unless the file is
@@ -276,6 +331,11 @@ impl MiscDevice for BufshareFile {
             BUFSHARE_IOC_GET_BINDING => me.get_binding(arg),
             BUFSHARE_IOC_UNREGISTER_FLAGS => me.unregister_flags(arg),
             BUFSHARE_IOC_GET_CONSUMERS => me.get_consumers(arg),
+            BUFSHARE_IOC_ATTACH => me.attach(arg),
+            BUFSHARE_IOC_DETACH => me.detach(arg),
+            BUFSHARE_IOC_IMPORT => me.import(arg),
+            BUFSHARE_IOC_IMPORT_RELEASE => me.import_release(arg),
+            BUFSHARE_IOC_IMPORT_CLOSE => me.import_close(arg),
             _ => Err(ENOTTY),
         }
         .map(|()| 0)

@@ -89,6 +89,14 @@ fn record(type_: u32) -> Record {
     }
 }
 
+/// The record of an event about an import: `struct bufshare_import_event` is read in the place
+/// of a `struct bufshare_event`.
+pub(super) fn import_record(rec: uapi::bufshare_import_event) -> Record {
+    // SAFETY: Both are structures of integers (and arrays of them) without padding, of the same
+    // size (which `transmute` checks): every bit pattern of one is a valid value of the other.
+    unsafe { core::mem::transmute::<uapi::bufshare_import_event, Record>(rec) }
+}
+
 /// The events of an open file, waiting to be read.
 ///
 /// # Invariants
@@ -155,6 +163,8 @@ impl EventQueue {
                 && match rec.type_ {
                     uapi::BUFSHARE_EVENT_RELEASED => q.id == rec.id,
                     uapi::BUFSHARE_EVENT_CONSUMERS => q.application == rec.application,
+                    // The import's id is where the buffer's is.
+                    uapi::BUFSHARE_EVENT_IMPORT_UPDATED => q.id == rec.id,
                     _ => false,
                 }
         });
@@ -221,7 +231,7 @@ impl FileEvents {
     }
 
     /// Queues `rec` for the file's readers.
-    fn send(&self, rec: Record) {
+    pub(super) fn send(&self, rec: Record) {
         self.queue.lock().push(rec);
         self.readable.notify_all();
     }
@@ -281,6 +291,7 @@ impl BufshareDevice {
             Event::Lost { generation } => {
                 self.cmdq.lost(generation);
                 self.keep_draining_until_reset();
+                self.end_imports(false);
                 for owner in self.owners_now().iter() {
                     owner.events.send(record(uapi::BUFSHARE_EVENT_LOST));
                 }
@@ -288,6 +299,7 @@ impl BufshareDevice {
                 self.restore_if_lost();
             }
             Event::Overflow => self.ask_consumers_again(),
+            Event::Import(event) => self.handle_import(event),
         }
     }
 

@@ -148,6 +148,8 @@ impl BufshareDevice {
     /// A buffer the device refuses now stays registered with the driver, and so pinned, until its
     /// owner unregisters it; the device answers `S_NO_BUFFER` to the commands about it meanwhile.
     fn restore(&self, epoch: u64) {
+        // The device that lost the buffers lost the attachments and imports too.
+        self.end_imports(false);
         let mut lost = KVVec::new();
         {
             let buffers = self.buffers.lock();
