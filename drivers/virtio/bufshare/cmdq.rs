@@ -59,8 +59,43 @@ use crate::{
 /// How long a caller waits for the device to answer a command.
 const COMMAND_TIMEOUT_MS: u32 = 10_000;
 
-/// Room for the largest answer the driver expects.
+/// Room for the answers of every command but IMPORT_INFO.
 const RESP_MAX: usize = 128;
+
+/// Room for the largest answer the driver expects: IMPORT_INFO's, with properties.
+pub(crate) const RESP_LARGE: usize =
+    size_of::<crate::commands::ImportInfoReplyHdr>() + crate::commands::IMPORT_PROPS_MAX;
+
+/// Room for an answer, of one of two sizes: most answers are small.
+enum Resp {
+    Small(KBox<Opaque<[u8; RESP_MAX]>>),
+    Large(KBox<Opaque<[u8; RESP_LARGE]>>),
+}
+
+impl Resp {
+    /// Room for `len` bytes.
+    fn new(len: usize) -> Result<Self> {
+        Ok(if len <= RESP_MAX {
+            Resp::Small(KBox::new(Opaque::zeroed(), GFP_KERNEL)?)
+        } else if len <= RESP_LARGE {
+            Resp::Large(KBox::new(Opaque::zeroed(), GFP_KERNEL)?)
+        } else {
+            return Err(EINVAL);
+        })
+    }
+
+    /// Where the device writes.
+    fn as_non_null(&self) -> NonNull<u8> {
+        match self {
+            Resp::Small(b) => NonNull::from(&**b).cast(),
+            Resp::Large(b) => NonNull::from(&**b).cast(),
+        }
+    }
+
+    fn as_ptr(&self) -> *mut u8 {
+        self.as_non_null().as_ptr()
+    }
+}
 
 /// The size of an answer that is a bare header.
 const RESP_HDR_LEN: usize = size_of::<RespHdr>();
@@ -99,7 +134,7 @@ pub(crate) struct Answer<R> {
 ///   against `resp_len` when it is read).
 struct Queued {
     req: KVec<u8>,
-    resp: KBox<Opaque<[u8; RESP_MAX]>>,
+    resp: Resp,
     resp_len: usize,
     used: Atomic<i64>,
     /// The epoch the answer came in; written under the queue's lock, before `used`.
@@ -112,13 +147,13 @@ struct Queued {
 impl Queued {
     /// A command the device reads as `req`, expecting an answer of at most `resp_len` bytes.
     fn new(req: KVec<u8>, resp_len: usize) -> Result<Arc<Self>> {
-        if !(RESP_HDR_LEN..=RESP_MAX).contains(&resp_len) {
+        if resp_len < RESP_HDR_LEN {
             return Err(EINVAL);
         }
         Ok(Arc::new(
             Queued {
                 req,
-                resp: KBox::new(Opaque::zeroed(), GFP_KERNEL)?,
+                resp: Resp::new(resp_len)?,
                 resp_len,
                 used: Atomic::new(-1),
                 epoch: Atomic::new(0),
@@ -144,9 +179,10 @@ impl Queued {
         }
         // SAFETY: `used` holds a length, so by the type invariants the device is done with
         // `resp` and nothing writes it any more; it was zero-initialised, so all of it is
-        // initialised.
-        let resp = unsafe { &*self.resp.get() };
-        Some(Ok(&resp[..used]))
+        // initialised; `used` is within the room (`resp_len`, checked by `Resp::new`).
+        Some(Ok(unsafe {
+            core::slice::from_raw_parts(self.resp.as_ptr(), used)
+        }))
     }
 }
 
@@ -169,7 +205,7 @@ unsafe impl virtio::Request for Queued {
     }
 
     fn device_writable(&self) -> (NonNull<u8>, usize) {
-        (NonNull::from(&*self.resp).cast(), self.resp_len)
+        (self.resp.as_non_null(), self.resp_len)
     }
 }
 
@@ -363,7 +399,7 @@ impl Cmdq {
         let queued = Queued::new(commands::encode(cmd)?, C::Reply::LEN)?;
         let (resp, epoch) = self.submit(&queued, wait)?;
         let resp = self.check_status(resp)?;
-        if resp.len() != C::Reply::LEN {
+        if !C::Reply::fits(resp.len()) {
             if self.log_limit.allow() {
                 dev_err!(
                     self.dev.as_ref(),

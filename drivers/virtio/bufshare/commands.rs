@@ -123,6 +123,12 @@ wire_struct!(
     uapi::virtio_bufshare_cmd_import
 );
 wire_struct!(
+    /// `struct virtio_bufshare_resp_import_info`: the answer to IMPORT_INFO, before the
+    /// properties.
+    ImportInfoReplyHdr,
+    uapi::virtio_bufshare_resp_import_info
+);
+wire_struct!(
     /// `struct virtio_bufshare_cmd_release`.
     ReleaseCmd,
     uapi::virtio_bufshare_cmd_release
@@ -166,10 +172,16 @@ pub(crate) trait Command {
 
 /// An answer of the device, read once its status said OK.
 pub(crate) trait Reply: Sized {
-    /// Its size: an answer of any other size is refused.
+    /// Its size: an answer of any other size is refused. For answers of a variable size, the
+    /// largest, which is the room the device is given.
     const LEN: usize;
 
-    /// Reads it from `bytes`, which are [`Reply::LEN`] long.
+    /// Whether an answer of `len` bytes may be this reply.
+    fn fits(len: usize) -> bool {
+        len == Self::LEN
+    }
+
+    /// Reads it from `bytes`, whose length [`Reply::fits`].
     fn read(bytes: &[u8]) -> Result<Self>;
 }
 
@@ -205,6 +217,38 @@ impl Reply for AttachReply {
 
     fn read(bytes: &[u8]) -> Result<Self> {
         AttachReply::from_bytes_copy(bytes).ok_or(EIO)
+    }
+}
+
+/// Most bytes of properties an IMPORT_INFO answer may carry.
+pub(crate) const IMPORT_PROPS_MAX: usize = 4096;
+
+/// The answer to IMPORT_INFO: the import and the properties its buffer has now.
+pub(crate) struct ImportInfoReply {
+    pub(crate) hdr: uapi::virtio_bufshare_resp_import_info,
+    pub(crate) props: KVec<u8>,
+}
+
+impl Reply for ImportInfoReply {
+    const LEN: usize = size_of::<ImportInfoReplyHdr>() + IMPORT_PROPS_MAX;
+
+    fn fits(len: usize) -> bool {
+        (size_of::<ImportInfoReplyHdr>()..=Self::LEN).contains(&len)
+    }
+
+    /// The properties must be exactly what follows the fixed part.
+    fn read(bytes: &[u8]) -> Result<Self> {
+        let fixed = size_of::<ImportInfoReplyHdr>();
+        let hdr = ImportInfoReplyHdr::from_bytes_copy(bytes.get(..fixed).ok_or(EIO)?)
+            .ok_or(EIO)?
+            .0;
+        let props = &bytes[fixed..];
+        if u32::from_le(hdr.props_size) as usize != props.len() {
+            return Err(EIO);
+        }
+        let mut out = KVec::with_capacity(props.len(), GFP_KERNEL)?;
+        out.extend_from_slice(props, GFP_KERNEL)?;
+        Ok(ImportInfoReply { hdr, props: out })
     }
 }
 
@@ -456,6 +500,23 @@ impl Command for Detach {
             hdr: hdr(uapi::VIRTIO_BUFSHARE_CMD_DETACH),
             attachment: self.attachment.to_le(),
             reserved: 0,
+        })
+    }
+}
+
+/// IMPORT_INFO: an import's range, state and properties.
+pub(crate) struct ImportInfo {
+    pub(crate) import_id: u64,
+}
+
+impl Command for ImportInfo {
+    type Fixed = ImportCmd;
+    type Reply = ImportInfoReply;
+
+    fn fixed(&self) -> ImportCmd {
+        ImportCmd(uapi::virtio_bufshare_cmd_import {
+            hdr: hdr(uapi::VIRTIO_BUFSHARE_CMD_IMPORT_INFO),
+            import_id: self.import_id.to_le(),
         })
     }
 }

@@ -71,6 +71,8 @@ const BUFSHARE_IOC_IMPORT: u32 = _IOWR::<uapi::bufshare_import>(uapi::BUFSHARE_I
 const BUFSHARE_IOC_IMPORT_RELEASE: u32 =
     _IOW::<uapi::bufshare_import_release>(uapi::BUFSHARE_IOCTL_BASE, 0x0d);
 const BUFSHARE_IOC_IMPORT_CLOSE: u32 = _IOW::<u64>(uapi::BUFSHARE_IOCTL_BASE, 0x0e);
+const BUFSHARE_IOC_IMPORT_INFO: u32 =
+    _IOWR::<uapi::bufshare_import_info>(uapi::BUFSHARE_IOCTL_BASE, 0x0f);
 
 /// The size of an event record as read() returns it.
 const RECORD_LEN: usize = size_of::<Record>();
@@ -104,6 +106,7 @@ user_struct!(ConsumersArg, uapi::bufshare_consumers);
 user_struct!(AttachArg, uapi::bufshare_attach);
 user_struct!(ImportArg, uapi::bufshare_import);
 user_struct!(ImportReleaseArg, uapi::bufshare_import_release);
+user_struct!(ImportInfoArg, uapi::bufshare_import_info);
 user_struct!(RecordOut, Record);
 
 /// Reads an ioctl argument of type `T` at `arg`.
@@ -222,6 +225,21 @@ impl BufshareFile {
             .import_release(&self.owner, req.import_id, req.seqno)
     }
 
+    /// `BUFSHARE_IOC_IMPORT_INFO`: the properties are copied out with no lock held.
+    fn import_info(&self, arg: usize) -> Result {
+        let mut req = read_arg::<ImportInfoArg>(arg)?;
+        let props = self.device.import_info(&self.owner, &mut req.0)?;
+        if req.0.props != 0 && req.0.props_size as usize >= props.len() {
+            let ptr = usize::try_from(req.0.props).map_err(|_| EFAULT)?;
+            UserSlice::new(UserPtr::from_addr(ptr), props.len())
+                .writer()
+                .write_slice(&props)?;
+        }
+        // At most `IMPORT_PROPS_MAX` bytes.
+        req.0.props_size = props.len() as u32;
+        write_arg(arg, &req)
+    }
+
     /// `BUFSHARE_IOC_IMPORT_CLOSE`.
     fn import_close(&self, arg: usize) -> Result {
         let id = read_arg::<u64>(arg)?;
@@ -336,6 +354,7 @@ impl MiscDevice for BufshareFile {
             BUFSHARE_IOC_IMPORT => me.import(arg),
             BUFSHARE_IOC_IMPORT_RELEASE => me.import_release(arg),
             BUFSHARE_IOC_IMPORT_CLOSE => me.import_close(arg),
+            BUFSHARE_IOC_IMPORT_INFO => me.import_info(arg),
             _ => Err(ENOTTY),
         }
         .map(|()| 0)

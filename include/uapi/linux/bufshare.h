@@ -272,6 +272,26 @@ struct bufshare_import {
 	__u32 reserved;
 };
 
+/*
+ * BUFSHARE_IOC_IMPORT_INFO: what the device says of import @import_id of
+ * this file now, with its buffer's properties, copied to @props when
+ * @props_size (in: the room there) is large enough; @props_size is their
+ * size (out).
+ */
+struct bufshare_import_info {
+	__u64 import_id;
+	__u64 props;
+	__u32 props_size;
+	/* Out: */
+	__u32 flags;
+	__u64 size;
+	__u64 buffer_id;
+	/* The exporter's last update given to the import. */
+	__u64 seqno;
+	__u32 attachment;
+	__u32 reserved;
+};
+
 /* BUFSHARE_IOC_IMPORT_RELEASE: done with update @seqno of @import_id. */
 struct bufshare_import_release {
 	__u64 import_id;
@@ -301,5 +321,7 @@ struct bufshare_import_release {
 #define BUFSHARE_IOC_IMPORT_RELEASE \
 	_IOW(BUFSHARE_IOCTL_BASE, 0x0d, struct bufshare_import_release)
 #define BUFSHARE_IOC_IMPORT_CLOSE	_IOW(BUFSHARE_IOCTL_BASE, 0x0e, __u64)
+#define BUFSHARE_IOC_IMPORT_INFO \
+	_IOWR(BUFSHARE_IOCTL_BASE, 0x0f, struct bufshare_import_info)
 
 #endif /* _UAPI_LINUX_BUFSHARE_H */

@@ -495,3 +495,36 @@ pub const BUFSHARE_IOC_IMPORT_RELEASE: u32 = iow(
 /// argument points to the import's id.
 pub const BUFSHARE_IOC_IMPORT_CLOSE: u32 =
     iow(BUFSHARE_IOCTL_BASE, 0x0e, core::mem::size_of::<u64>());
+
+uapi_struct! {
+    /// `struct bufshare_import_info`: [`BUFSHARE_IOC_IMPORT_INFO`], what the
+    /// device says of an import now, with its buffer's properties.
+    pub struct BufshareImportInfo {
+        /// In: the import's id.
+        pub import_id: u64,
+        /// In: where the properties go, or 0.
+        pub props: u64,
+        /// In: the room at `props`; out: the properties' size.
+        pub props_size: u32,
+        /// Out: `BUFSHARE_IMPORT_*`.
+        pub flags: u32,
+        /// Out: the buffer's size.
+        pub size: u64,
+        /// Out: the exporter's id of the buffer.
+        pub buffer_id: u64,
+        /// Out: the exporter's last update given to the import.
+        pub seqno: u64,
+        /// Out: the attachment's number.
+        pub attachment: u32,
+        /// Must be 0.
+        pub reserved: u32,
+    }
+}
+
+/// `BUFSHARE_IOC_IMPORT_INFO`:
+/// `_IOWR(BUFSHARE_IOCTL_BASE, 0x0f, struct bufshare_import_info)`.
+pub const BUFSHARE_IOC_IMPORT_INFO: u32 = iowr(
+    BUFSHARE_IOCTL_BASE,
+    0x0f,
+    core::mem::size_of::<BufshareImportInfo>(),
+);

@@ -127,6 +127,7 @@ fn every_mirror_item_is_checked() {
         "BUFSHARE_IOC_IMPORT",
         "BUFSHARE_IOC_IMPORT_RELEASE",
         "BUFSHARE_IOC_IMPORT_CLOSE",
+        "BUFSHARE_IOC_IMPORT_INFO",
     ];
     let structs = [
         "virtio_bufshare_config",
@@ -162,6 +163,7 @@ fn every_mirror_item_is_checked() {
         "bufshare_attach",
         "bufshare_import",
         "bufshare_import_release",
+        "bufshare_import_info",
     ];
     for m in macros {
         assert!(MACROS.contains(&m), "macro {m} not found in the headers");

@@ -49,6 +49,7 @@ use crate::{
         Close,
         Detach,
         ImportEvent,
+        ImportInfo,
         Release, //
     },
     props::{
@@ -352,6 +353,73 @@ impl BufshareDevice {
         };
         drop(state);
         Ok(dmabuf.into_file())
+    }
+
+    /// `BUFSHARE_IOC_IMPORT_INFO`: asks the device about `owner`'s import `req.import_id`, and
+    /// fills `req` in; returns the properties of the import's buffer, for the caller to copy out
+    /// (no lock is held then).
+    ///
+    /// The answer must agree with what the device said when it added the import (its buffer, its
+    /// range, its flags) and give no update older than the last one it sent: `EIO` otherwise.
+    pub(crate) fn import_info(
+        &self,
+        owner: &Owner,
+        req: &mut uapi::bufshare_import_info,
+    ) -> Result<KVec<u8>> {
+        if req.reserved != 0 {
+            return Err(EINVAL);
+        }
+        self.import_region()?;
+        let id = req.import_id;
+        let known = |state: &ImportState| -> Result<(u64, u64, u64, u32, u64, u32)> {
+            let i = state.index(id).ok_or(ENOENT)?;
+            let import = &state.imports[i];
+            if import.owner != owner.id || import.orphan {
+                return Err(ENOENT);
+            }
+            Ok((
+                import.buffer_id,
+                import.offset,
+                import.size,
+                import.flags,
+                import.seqno,
+                import.attachment,
+            ))
+        };
+        known(&self.imports.lock())?;
+        let answer = self
+            .cmdq
+            .send(&ImportInfo { import_id: id }, Wait::Interruptible)?
+            .reply;
+        let (buffer_id, offset, size, flags, seqno, attachment) = known(&self.imports.lock())?;
+        let hdr = &answer.hdr;
+        let their_seqno = u64::from_le(hdr.seqno);
+        if u64::from_le(hdr.buffer_id) != buffer_id
+            || u64::from_le(hdr.shm_offset) != offset
+            || u64::from_le(hdr.size) != size
+            || u32::from_le(hdr.flags) != flags
+            || their_seqno < seqno
+        {
+            if self.cmdq.log_limit().allow() {
+                dev_err!(
+                    self.dev.as_ref(),
+                    "IMPORT_INFO of import {} disagrees with its IMPORT_ADDED\n",
+                    id
+                );
+            }
+            return Err(EIO);
+        }
+        props::check(&answer.props).map_err(|_| EIO)?;
+        req.flags = if flags & uapi::VIRTIO_BUFSHARE_IMPORT_F_READ_ONLY != 0 {
+            uapi::BUFSHARE_IMPORT_READ_ONLY
+        } else {
+            0
+        };
+        req.size = size;
+        req.buffer_id = buffer_id;
+        req.seqno = their_seqno;
+        req.attachment = attachment;
+        Ok(answer.props)
     }
 
     /// `BUFSHARE_IOC_IMPORT_RELEASE`: `owner` is done with update `seqno` of import `id`.
