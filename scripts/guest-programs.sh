@@ -5,18 +5,21 @@
 # kselftests (tools/testing/selftests/drivers/virtio/bufshare, through the
 # kernel tree's lib.mk, against its installed UAPI headers) and the samples
 # (samples/bufshare), and put the Rust guest tests (built by tools.sh: the
-# bufshare crate's, and the backend's udmabuf self-test) next to them.
+# bufshare crate's, and the backend's udmabuf self-test) and the two-guest
+# demo's viewer (bufshare-view) next to them.
 # Output: $BUFSHARE_CACHE/build/tests (/build/tests in the guest).
 
 . "$(dirname "$0")/lib.sh"
 
 CRATE_TEST=$BUFSHARE_CACHE/cargo-target/release/bufshare-crate-test
 UDMABUF_TEST=$BUFSHARE_CACHE/cargo-target/release/bufshare-udmabuf-selftest
+VIEW=$BUFSHARE_CACHE/cargo-target/release/bufshare-view
 SELFTESTS=tools/testing/selftests/drivers/virtio/bufshare
 # The selftests build in the kernel tree, where the overlay puts them.
 bash "$TOPDIR/scripts/kernel.sh" >/dev/null
 [ -x "$CRATE_TEST" ] || die "no $CRATE_TEST (scripts/tools.sh build)"
 [ -x "$UDMABUF_TEST" ] || die "no $UDMABUF_TEST (scripts/tools.sh build)"
+[ -x "$VIEW" ] || die "no $VIEW (scripts/tools.sh build)"
 in_tree bash -c "
 	set -e
 	rm -rf /build/tests && mkdir -p /build/tests
@@ -28,4 +31,5 @@ in_tree bash -c "
 # Built on the host (Debian 12), it runs in the guest (trixie, a newer C library).
 cp "$CRATE_TEST" "$BUILD/tests/bufshare-crate-test"
 cp "$UDMABUF_TEST" "$BUILD/tests/bufshare-udmabuf-selftest"
+cp "$VIEW" "$BUILD/tests/bufshare-view"
 ls "$BUILD/tests"

@@ -14,7 +14,7 @@ use crate::uapi;
 pub const DEFAULT_PATH: &str = "/dev/bufshare";
 
 /// Calls ioctl `req` on `fd` with `arg`.
-fn ioctl<T>(fd: BorrowedFd<'_>, req: u32, op: &'static str, arg: &mut T) -> Result<()> {
+pub(crate) fn ioctl<T>(fd: BorrowedFd<'_>, req: u32, op: &'static str, arg: &mut T) -> Result<()> {
     // SAFETY: `req` is one of the bufshare ioctls, whose argument is a `T`
     // (a bufshare-uapi struct, its layout checked against the C header);
     // `arg` is a valid, exclusive pointer to it for the duration of the
@@ -34,7 +34,7 @@ fn ioctl<T>(fd: BorrowedFd<'_>, req: u32, op: &'static str, arg: &mut T) -> Resu
 }
 
 /// A NUL-terminated string out of a fixed-size C array.
-fn c_str(bytes: &[u8]) -> String {
+pub(crate) fn c_str(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
@@ -117,13 +117,71 @@ pub enum Event {
     Lost,
     /// `dropped` events were dropped: the reader fell behind.
     Overflow { dropped: u64 },
+    /// Buffer `buffer_id` of the source of `attachment` (another guest) is
+    /// imported as `import_id`, `size` bytes, last updated by `seqno`; see
+    /// [`Device::import`].
+    ImportAdded {
+        attachment: u32,
+        import_id: u64,
+        buffer_id: u64,
+        size: u64,
+        seqno: u64,
+        read_only: bool,
+    },
+    /// The exporter updated import `import_id` (update `seqno`).
+    ImportUpdated {
+        attachment: u32,
+        import_id: u64,
+        seqno: u64,
+    },
+    /// The exporter's buffer is gone: drop the import's mappings and
+    /// descriptor.
+    ImportRemoved { attachment: u32, import_id: u64 },
+    /// Buffer `buffer_id` (`size` bytes) was not imported: no room for it.
+    ImportNoSpace {
+        attachment: u32,
+        buffer_id: u64,
+        size: u64,
+    },
+    /// The attachment ended: the device was reset or lost its buffers.
+    ImportDetached { attachment: u32 },
     /// A type this crate does not know.
     Other(u32),
 }
 
 impl From<&uapi::Event> for Event {
     fn from(e: &uapi::Event) -> Self {
+        // SAFETY: Both are plain integer records of the same size (checked
+        // below and against the C header), any bytes a valid value of
+        // either: the import events are read in the place of the others.
+        let i: uapi::ImportEvent =
+            unsafe { std::mem::transmute::<uapi::Event, uapi::ImportEvent>(*e) };
         match e.type_ {
+            uapi::EVENT_IMPORT_ADDED => Event::ImportAdded {
+                attachment: i.attachment,
+                import_id: i.import_id,
+                buffer_id: i.buffer_id,
+                size: i.size,
+                seqno: i.seqno,
+                read_only: i.flags & uapi::IMPORT_READ_ONLY != 0,
+            },
+            uapi::EVENT_IMPORT_UPDATED => Event::ImportUpdated {
+                attachment: i.attachment,
+                import_id: i.import_id,
+                seqno: i.seqno,
+            },
+            uapi::EVENT_IMPORT_REMOVED => Event::ImportRemoved {
+                attachment: i.attachment,
+                import_id: i.import_id,
+            },
+            uapi::EVENT_IMPORT_NO_SPACE => Event::ImportNoSpace {
+                attachment: i.attachment,
+                buffer_id: i.buffer_id,
+                size: i.size,
+            },
+            uapi::EVENT_IMPORT_DETACHED => Event::ImportDetached {
+                attachment: i.attachment,
+            },
             uapi::EVENT_RELEASED => Event::Released {
                 id: e.id,
                 seqno: e.seqno,

@@ -34,6 +34,9 @@ pub enum Error {
     /// An application name is not 1 to 63 characters of `[A-Za-z0-9_.-]`.
     #[error("invalid application name {0:?}")]
     InvalidApplication(String),
+    /// A source guest's name is not 1 to 31 characters of `[A-Za-z0-9_.-]`.
+    #[error("invalid source name {0:?}")]
+    InvalidSource(String),
 }
 
 impl Error {

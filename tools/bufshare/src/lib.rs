@@ -22,11 +22,13 @@
 
 mod device;
 mod error;
+mod import;
 mod memfd;
 mod props;
 pub mod uapi;
 
 pub use device::{Buffer, BufferInfo, Device, DeviceInfo, Event, Kind, Rect, Update, DEFAULT_PATH};
 pub use error::{Error, Result};
+pub use import::{Import, ImportInfo, ImportMapping};
 pub use memfd::{Mapping, Memfd, SIZE_SEALS};
 pub use props::{is_valid_name, is_valid_value, Properties, NAME_MAX};

@@ -117,6 +117,12 @@ unsafe impl Send for Mapping {}
 impl Mapping {
     /// Maps `len` bytes of `fd` from offset 0.
     pub fn new(fd: BorrowedFd<'_>, len: u64) -> Result<Self> {
+        Self::with_access(fd, len, true)
+    }
+
+    /// Maps `len` bytes of `fd` from offset 0, for reading only unless
+    /// `writable` ([`Mapping::as_mut_slice`] must not be used then).
+    pub(crate) fn with_access(fd: BorrowedFd<'_>, len: u64, writable: bool) -> Result<Self> {
         let len = usize::try_from(len).map_err(|_| Error::Os {
             op: "mmap",
             source: std::io::Error::from_raw_os_error(libc::ENOMEM),
@@ -133,7 +139,11 @@ impl Mapping {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
-                libc::PROT_READ | libc::PROT_WRITE,
+                if writable {
+                    libc::PROT_READ | libc::PROT_WRITE
+                } else {
+                    libc::PROT_READ
+                },
                 libc::MAP_SHARED,
                 fd.as_raw_fd(),
                 0,

@@ -11,6 +11,13 @@ pub use bufshare_uapi::{
     BufshareUnregister as Unregister, BufshareUpdate as Update,
 };
 
+// Those of importing other guests' buffers.
+pub use bufshare_uapi::{
+    BufshareAttach as Attach, BufshareImport as Import, BufshareImportEvent as ImportEvent,
+    BufshareImportInfo as ImportInfo, BufshareImportRelease as ImportRelease,
+    BUFSHARE_IMPORT_READ_ONLY as IMPORT_READ_ONLY,
+};
+
 // Their lengths and flags.
 pub use bufshare_uapi::{
     BUFSHARE_APP_LEN as APP_LEN, BUFSHARE_KIND_DMABUF as KIND_DMABUF,
@@ -25,8 +32,20 @@ pub use bufshare_uapi::{
     BUFSHARE_EVENT_LOST as EVENT_LOST, BUFSHARE_EVENT_OVERFLOW as EVENT_OVERFLOW,
     BUFSHARE_EVENT_RELEASED as EVENT_RELEASED,
 };
+pub use bufshare_uapi::{
+    BUFSHARE_EVENT_IMPORT_ADDED as EVENT_IMPORT_ADDED,
+    BUFSHARE_EVENT_IMPORT_DETACHED as EVENT_IMPORT_DETACHED,
+    BUFSHARE_EVENT_IMPORT_NO_SPACE as EVENT_IMPORT_NO_SPACE,
+    BUFSHARE_EVENT_IMPORT_REMOVED as EVENT_IMPORT_REMOVED,
+    BUFSHARE_EVENT_IMPORT_UPDATED as EVENT_IMPORT_UPDATED,
+};
 
 // The ioctl numbers.
+pub use bufshare_uapi::{
+    BUFSHARE_IOC_ATTACH as IOC_ATTACH, BUFSHARE_IOC_DETACH as IOC_DETACH,
+    BUFSHARE_IOC_IMPORT as IOC_IMPORT, BUFSHARE_IOC_IMPORT_CLOSE as IOC_IMPORT_CLOSE,
+    BUFSHARE_IOC_IMPORT_INFO as IOC_IMPORT_INFO, BUFSHARE_IOC_IMPORT_RELEASE as IOC_IMPORT_RELEASE,
+};
 pub use bufshare_uapi::{
     BUFSHARE_IOC_BUFFER_INFO as IOC_BUFFER_INFO, BUFSHARE_IOC_GET_CONSUMERS as IOC_GET_CONSUMERS,
     BUFSHARE_IOC_GET_INFO as IOC_GET_INFO, BUFSHARE_IOC_REGISTER as IOC_REGISTER,
