@@ -145,15 +145,23 @@ guest_run() {
 	RUN_DIRS+=("$RUN")
 	label=""
 	[ "$name" = all ] || label="[$name]"
+	[ ${#tests[@]} -gt 0 ] || tests=("$BUILD"/tests/*_test bufshare-crate-test \
+		bufshare-udmabuf-selftest bufshare-example bufshare-bench)
+	guest_results "$label" "$vmrc" 1 "${tests[@]}"
+}
+
+# guest_results LABEL VMRC DOCTESTS TEST...: the results of the guest run
+# in $RUN (vm.sh's exit code VMRC), named "TEST$LABEL": each test's TAP
+# lines, the driver's unloading, the kernel's reports and, if DOCTESTS is
+# 1, the KUnit doctests.
+guest_results() {
+	local label=$1 vmrc=$2 doctests=$3 bin tap line reports leaks
+	shift 3
+	local tests=("$@")
 	if [ ! -e "$RUN/done" ]; then
 		tail -40 "$RUN/console.log"
 		fail "guest boot and run$label (vm.sh exit $vmrc)"
 	fi
-	# The kselftests, the crate's guest test, the backend's udmabuf
-	# self-test, the example and the benchmark's short mode (see
-	# run-guest.sh).
-	[ ${#tests[@]} -gt 0 ] || tests=("$BUILD"/tests/*_test bufshare-crate-test \
-		bufshare-udmabuf-selftest bufshare-example bufshare-bench)
 	for bin in "${tests[@]}"; do
 		bin=$(basename "$bin")$label
 		tap=$RUN/${bin%"$label"}.tap
@@ -196,6 +204,7 @@ guest_run() {
 		fi
 		# The examples of the virtio and rate limit abstractions, run
 		# by KUnit at boot (vm.sh keeps KUnit to them).
+		[ "$doctests" = 1 ] || return 0
 		for mod in virtio ratelimit; do
 			if grep -qE "(^|[] ])ok [0-9]+ rust_doctest_kernel_$mod" "$RUN/dmesg.txt" &&
 				! grep -qE "not ok [0-9]+ rust_doctest_kernel_$mod" "$RUN/dmesg.txt"; then
@@ -249,4 +258,27 @@ BUFSHARE_SECOND_DEVICE=1 BUFSHARE_SECOND_BACKEND_ARGS=--no-events \
 # (device_del) with commands pending.
 BUFSHARE_HOTPLUG_TEST=1 BUFSHARE_APPEND="swiotlb=force" guest_run swiotlb-force "" \
 	bufshare_zerocopy_test bufshare_hotplug_test
+
+# Guest to guest (scripts/vm2.sh): two guests at once, one backend, b
+# importing what a registers; the import test runs in both, as exporter in
+# a and importer in b.
+two_guests() {
+	local out vmrc base g
+	out=$(bash scripts/vm2.sh --name check-two-guests -- bufshare_import_test)
+	vmrc=$?
+	base=$(echo "$out" | tail -1)
+	if [ ! -d "$base/a" ]; then
+		mark "guest run two-guests"
+		fail "guest run two-guests: no run directory"
+		return
+	fi
+	RUN=$base/b
+	guest_times two-guests
+	for g in a b; do
+		RUN=$base/$g
+		RUN_DIRS+=("$RUN")
+		guest_results "[two-guests/$g]" "$vmrc" 0 bufshare_import_test
+	done
+}
+two_guests
 finish
