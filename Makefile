@@ -8,6 +8,8 @@
 #   make fuzz                 run each fuzz target of the host side for
 #                             FUZZ_TIME seconds (600; scripts/fuzz.sh)
 #   make run                  boot a guest with the driver and show a round trip
+#   make run-two              two guests: one draws, the other shows its frames
+#                             through an import, without a copy
 #   make series               the kernel side as an upstream series, checkpatch-clean
 #
 # Without KDIR, the module targets build against the project's own kernel
@@ -15,7 +17,7 @@
 
 KDIR ?=
 
-.PHONY: all modules clean toolchain kernel tools guest-programs check run bench \
+.PHONY: all modules clean toolchain kernel tools guest-programs check run run-two bench \
 	rustfmtcheck clippy series fuzz
 
 all: modules
@@ -60,6 +62,9 @@ fuzz:
 
 run:
 	scripts/run.sh
+
+run-two:
+	scripts/run2.sh
 
 bench:
 	scripts/bench.sh

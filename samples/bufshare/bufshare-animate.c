@@ -26,7 +26,12 @@
  * (and shown to the host), those skipped for want of a release or of a
  * consumer, and the achieved rate.
  *
- *   bufshare-animate [-s SECONDS] [-r RATE] [-W WIDTH] [-H HEIGHT]
+ *   bufshare-animate [-s SECONDS] [-r RATE] [-W WIDTH] [-H HEIGHT] [-P]
+ *
+ * -P puts the framebuffer in 2 MiB pages (MFD_HUGETLB; the system must
+ * have them, /proc/sys/vm/nr_hugepages): a few large pieces of memory
+ * rather than one per 4 KiB page, which is what another guest importing
+ * it needs on hosts that map a buffer into it piece by piece.
  *
  * Uses only <linux/bufshare.h> and the C library.
  */
@@ -198,16 +203,17 @@ int main(int argc, char **argv)
 	double start, took, t;
 	size_t size;
 	uint32_t *px;
-	int opt, dev, m, len;
+	int opt, dev, m, len, huge = 0;
 
-	while ((opt = getopt(argc, argv, "s:r:W:H:")) != -1) {
+	while ((opt = getopt(argc, argv, "s:r:W:H:P")) != -1) {
 		switch (opt) {
 		case 's': seconds = strtoul(optarg, NULL, 0); break;
 		case 'r': rate = strtoul(optarg, NULL, 0); break;
 		case 'W': w = strtoul(optarg, NULL, 0); break;
 		case 'H': h = strtoul(optarg, NULL, 0); break;
+		case 'P': huge = 1; break;
 		default:
-			fprintf(stderr, "usage: %s [-s SECONDS] [-r RATE] [-W WIDTH] [-H HEIGHT]\n",
+			fprintf(stderr, "usage: %s [-s SECONDS] [-r RATE] [-W WIDTH] [-H HEIGHT] [-P]\n",
 				argv[0]);
 			return 2;
 		}
@@ -218,7 +224,12 @@ int main(int argc, char **argv)
 	}
 	crc32_init();
 	stride = w * 4;
-	half = ((size_t)stride * h + 4095) & ~(size_t)4095;
+	/* Each frame starts on a page: of 2 MiB with -P. */
+	{
+		size_t page = huge ? (size_t)2 << 20 : 4096;
+
+		half = ((size_t)stride * h + page - 1) & ~(page - 1);
+	}
 	size = 2 * half;
 
 	dev = open("/dev/bufshare", O_RDWR | O_CLOEXEC);
@@ -226,7 +237,7 @@ int main(int argc, char **argv)
 		perror("open /dev/bufshare");
 		return 1;
 	}
-	m = memfd_create("framebuffer", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	m = memfd_create("framebuffer", MFD_CLOEXEC | MFD_ALLOW_SEALING | (huge ? MFD_HUGETLB : 0));
 	if (m < 0 || ftruncate(m, size) || fcntl(m, F_ADD_SEALS, F_SEAL_SHRINK)) {
 		perror("memfd");
 		return 1;
