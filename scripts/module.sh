@@ -14,7 +14,7 @@ if [ "${1:-}" = rustfmtcheck ]; then
 	# The kernel's rustfmtcheck does not take M=: check the project's Rust
 	# files the same way, with the kernel's rustfmt settings.
 	in_tree bash -c 'cd /src && rustfmt --check --edition 2021 \
-		--config-path /build/linux/.rustfmt.toml drivers/virtio/bufshare/virtio_bufshare.rs rust/kernel/*.rs'
+		--config-path /build/linux/.rustfmt.toml drivers/virtio/bufshare/virtio_bufshare.rs rust/kernel/*.rs rust/kernel/dma_buf/*.rs'
 	exit
 fi
 args=$(printf '%q ' "$@")
