@@ -360,7 +360,8 @@ impl BufshareDevice {
     /// (no lock is held then).
     ///
     /// The answer must agree with what the device said when it added the import (its buffer, its
-    /// range, its flags) and give no update older than the last one it sent: `EIO` otherwise.
+    /// range, its flags) and give no update older than the last one it had sent when it was
+    /// asked: `EIO` otherwise.
     pub(crate) fn import_info(
         &self,
         owner: &Owner,
@@ -386,25 +387,37 @@ impl BufshareDevice {
                 import.attachment,
             ))
         };
-        known(&self.imports.lock())?;
+        // The device's answer gives an update no older than those it sent before it was asked;
+        // events handled while it was answered may carry later ones.
+        let (.., seqno_before, _) = known(&self.imports.lock())?;
         let answer = self
             .cmdq
             .send(&ImportInfo { import_id: id }, Wait::Interruptible)?
             .reply;
-        let (buffer_id, offset, size, flags, seqno, attachment) = known(&self.imports.lock())?;
+        let (buffer_id, offset, size, flags, _, attachment) = known(&self.imports.lock())?;
         let hdr = &answer.hdr;
         let their_seqno = u64::from_le(hdr.seqno);
         if u64::from_le(hdr.buffer_id) != buffer_id
             || u64::from_le(hdr.shm_offset) != offset
             || u64::from_le(hdr.size) != size
             || u32::from_le(hdr.flags) != flags
-            || their_seqno < seqno
+            || their_seqno < seqno_before
         {
             if self.cmdq.log_limit().allow() {
                 dev_err!(
                     self.dev.as_ref(),
-                    "IMPORT_INFO of import {} disagrees with its IMPORT_ADDED\n",
-                    id
+                    "IMPORT_INFO of import {} disagrees with its IMPORT_ADDED: buffer {}/{}, offset {}/{}, size {}/{}, flags {}/{}, update {} before {}\n",
+                    id,
+                    u64::from_le(hdr.buffer_id),
+                    buffer_id,
+                    u64::from_le(hdr.shm_offset),
+                    offset,
+                    u64::from_le(hdr.size),
+                    size,
+                    u32::from_le(hdr.flags),
+                    flags,
+                    their_seqno,
+                    seqno_before
                 );
             }
             return Err(EIO);
