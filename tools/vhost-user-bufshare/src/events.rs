@@ -5,7 +5,10 @@
 //! yet, merged as the device specification allows: one RELEASED (the
 //! highest seqno) and one FREED per buffer, one CONSUMERS per application
 //! (the latest count), one LOST, and one OVERFLOW in place of the
-//! CONSUMERS events beyond [`MAX_PENDING_CONSUMERS`].
+//! CONSUMERS events beyond [`MAX_PENDING_CONSUMERS`]; with
+//! `VIRTIO_BUFSHARE_F_IMPORT`, one IMPORT_ADDED, one IMPORT_UPDATED (the
+//! latest seqno) and one IMPORT_REMOVED per import, and one
+//! IMPORT_NO_SPACE per buffer of an attachment's source.
 //!
 //! Events go out in the order they were first made pending; a merged
 //! event keeps its place.
@@ -13,10 +16,13 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use bufshare_uapi::{
-    VirtioBufshareEvent, VIRTIO_BUFSHARE_APP_LEN, VIRTIO_BUFSHARE_EVT_CONSUMERS,
-    VIRTIO_BUFSHARE_EVT_FREED, VIRTIO_BUFSHARE_EVT_LOST, VIRTIO_BUFSHARE_EVT_OVERFLOW,
+    VirtioBufshareEvent, VirtioBufshareEventImport, VIRTIO_BUFSHARE_APP_LEN,
+    VIRTIO_BUFSHARE_EVT_CONSUMERS, VIRTIO_BUFSHARE_EVT_FREED, VIRTIO_BUFSHARE_EVT_IMPORT_ADDED,
+    VIRTIO_BUFSHARE_EVT_IMPORT_NO_SPACE, VIRTIO_BUFSHARE_EVT_IMPORT_REMOVED,
+    VIRTIO_BUFSHARE_EVT_IMPORT_UPDATED, VIRTIO_BUFSHARE_EVT_LOST, VIRTIO_BUFSHARE_EVT_OVERFLOW,
     VIRTIO_BUFSHARE_EVT_RELEASED,
 };
+use vm_memory::ByteValued;
 
 /// Most CONSUMERS events pending; more are replaced by one OVERFLOW.
 pub const MAX_PENDING_CONSUMERS: usize = 64;
@@ -45,10 +51,152 @@ pub enum DeviceEvent {
     Lost,
     /// CONSUMERS events were dropped.
     Overflow,
+    /// IMPORT_ADDED: buffer `buffer_id` of the attachment's source is
+    /// mapped at `shm_offset`.
+    ImportAdded {
+        /// The import.
+        import_id: u64,
+        /// Its attachment.
+        attachment: u32,
+        /// The exporter's id of the buffer.
+        buffer_id: u64,
+        /// The exporter's last update.
+        seqno: u64,
+        /// `VIRTIO_BUFSHARE_IMPORT_F_*`.
+        flags: u32,
+        /// Where it is mapped in the import region.
+        shm_offset: u64,
+        /// The buffer's size.
+        size: u64,
+    },
+    /// IMPORT_UPDATED: the exporter updated the buffer of an import.
+    ImportUpdated {
+        /// The import.
+        import_id: u64,
+        /// Its attachment.
+        attachment: u32,
+        /// The exporter's id of the buffer.
+        buffer_id: u64,
+        /// The update.
+        seqno: u64,
+    },
+    /// IMPORT_REMOVED: the exporter's buffer is gone.
+    ImportRemoved {
+        /// The import.
+        import_id: u64,
+        /// Its attachment.
+        attachment: u32,
+        /// The exporter's id of the buffer.
+        buffer_id: u64,
+    },
+    /// IMPORT_NO_SPACE: a buffer of the attachment's source was not
+    /// imported.
+    ImportNoSpace {
+        /// The attachment.
+        attachment: u32,
+        /// The exporter's id of the buffer.
+        buffer_id: u64,
+        /// Its size.
+        size: u64,
+    },
 }
 
 impl DeviceEvent {
-    /// The event as the driver reads it, with `generation`.
+    /// The event's 96 bytes as the driver reads them, with `generation`.
+    pub fn to_bytes(&self, generation: u32) -> Vec<u8> {
+        match self.to_import_wire(generation) {
+            Some(event) => event.as_slice().to_vec(),
+            None => self.to_wire(generation).as_slice().to_vec(),
+        }
+    }
+
+    /// The import, if it is an IMPORT_* event about one.
+    pub fn import_id(&self) -> Option<u64> {
+        match self {
+            DeviceEvent::ImportAdded { import_id, .. }
+            | DeviceEvent::ImportUpdated { import_id, .. }
+            | DeviceEvent::ImportRemoved { import_id, .. } => Some(*import_id),
+            _ => None,
+        }
+    }
+
+    /// The attachment, if it is an IMPORT_* event.
+    pub fn attachment(&self) -> Option<u32> {
+        match self {
+            DeviceEvent::ImportAdded { attachment, .. }
+            | DeviceEvent::ImportUpdated { attachment, .. }
+            | DeviceEvent::ImportRemoved { attachment, .. }
+            | DeviceEvent::ImportNoSpace { attachment, .. } => Some(*attachment),
+            _ => None,
+        }
+    }
+
+    /// An IMPORT_* event as the driver reads it; `None` for the others.
+    fn to_import_wire(&self, generation: u32) -> Option<VirtioBufshareEventImport> {
+        let mut event = VirtioBufshareEventImport {
+            generation: generation.into(),
+            ..Default::default()
+        };
+        let type_ = match *self {
+            DeviceEvent::ImportAdded {
+                import_id,
+                attachment,
+                buffer_id,
+                seqno,
+                flags,
+                shm_offset,
+                size,
+            } => {
+                event.import_id = import_id.into();
+                event.attachment = attachment.into();
+                event.buffer_id = buffer_id.into();
+                event.seqno = seqno.into();
+                event.flags = flags.into();
+                event.shm_offset = shm_offset.into();
+                event.size = size.into();
+                VIRTIO_BUFSHARE_EVT_IMPORT_ADDED
+            }
+            DeviceEvent::ImportUpdated {
+                import_id,
+                attachment,
+                buffer_id,
+                seqno,
+            } => {
+                event.import_id = import_id.into();
+                event.attachment = attachment.into();
+                event.buffer_id = buffer_id.into();
+                event.seqno = seqno.into();
+                VIRTIO_BUFSHARE_EVT_IMPORT_UPDATED
+            }
+            DeviceEvent::ImportRemoved {
+                import_id,
+                attachment,
+                buffer_id,
+            } => {
+                event.import_id = import_id.into();
+                event.attachment = attachment.into();
+                event.buffer_id = buffer_id.into();
+                VIRTIO_BUFSHARE_EVT_IMPORT_REMOVED
+            }
+            DeviceEvent::ImportNoSpace {
+                attachment,
+                buffer_id,
+                size,
+            } => {
+                event.attachment = attachment.into();
+                event.buffer_id = buffer_id.into();
+                event.size = size.into();
+                VIRTIO_BUFSHARE_EVT_IMPORT_NO_SPACE
+            }
+            _ => return None,
+        };
+        event.type_ = type_.into();
+        Some(event)
+    }
+
+    /// The event as the driver reads it, with `generation`, for the events
+    /// of `struct virtio_bufshare_event`; an IMPORT_* event has its own
+    /// layout ([`DeviceEvent::to_bytes`]) and comes out as type 0 here.
     pub fn to_wire(&self, generation: u32) -> VirtioBufshareEvent {
         let mut event = VirtioBufshareEvent {
             generation: generation.into(),
@@ -73,6 +221,10 @@ impl DeviceEvent {
             }
             DeviceEvent::Lost => VIRTIO_BUFSHARE_EVT_LOST,
             DeviceEvent::Overflow => VIRTIO_BUFSHARE_EVT_OVERFLOW,
+            DeviceEvent::ImportAdded { .. }
+            | DeviceEvent::ImportUpdated { .. }
+            | DeviceEvent::ImportRemoved { .. }
+            | DeviceEvent::ImportNoSpace { .. } => 0,
         };
         event.type_ = type_.into();
         event
@@ -87,6 +239,23 @@ enum Key {
     Consumers(String),
     Lost,
     Overflow,
+    ImportAdded(u64),
+    ImportUpdated(u64),
+    ImportRemoved(u64),
+    /// Attachment, buffer.
+    ImportNoSpace(u32, u64),
+}
+
+impl Key {
+    fn is_import(&self) -> bool {
+        matches!(
+            self,
+            Key::ImportAdded(_)
+                | Key::ImportUpdated(_)
+                | Key::ImportRemoved(_)
+                | Key::ImportNoSpace(..)
+        )
+    }
 }
 
 /// The pending events; see the module.
@@ -96,6 +265,9 @@ pub struct PendingEvents {
     released: HashMap<u64, u64>,
     consumers: HashMap<String, u32>,
     keys: HashSet<Key>,
+    /// The IMPORT_* events, by key (an IMPORT_UPDATED carrying the latest
+    /// seqno).
+    imports: HashMap<Key, DeviceEvent>,
 }
 
 impl PendingEvents {
@@ -134,10 +306,65 @@ impl PendingEvents {
         self.push_key(key);
     }
 
+    /// An IMPORT_* event (merged with a pending one of the same import and
+    /// type, or of the same attachment and buffer for IMPORT_NO_SPACE: the
+    /// latest wins); other events go where their type says.
+    pub fn push(&mut self, event: DeviceEvent) {
+        let key = match &event {
+            DeviceEvent::ImportAdded { import_id, .. } => Key::ImportAdded(*import_id),
+            DeviceEvent::ImportUpdated { import_id, .. } => Key::ImportUpdated(*import_id),
+            DeviceEvent::ImportRemoved { import_id, .. } => Key::ImportRemoved(*import_id),
+            DeviceEvent::ImportNoSpace {
+                attachment,
+                buffer_id,
+                ..
+            } => Key::ImportNoSpace(*attachment, *buffer_id),
+            DeviceEvent::Released { id, seqno } => return self.released(*id, *seqno),
+            DeviceEvent::Freed(id) => return self.freed(*id),
+            DeviceEvent::Consumers { application, count } => {
+                return self.consumers(application, *count)
+            }
+            DeviceEvent::Lost => return self.lost(),
+            DeviceEvent::Overflow => return self.push_key(Key::Overflow),
+        };
+        self.imports.insert(key.clone(), event);
+        self.push_key(key);
+    }
+
+    /// Drops the pending IMPORT_* events for which `drop` is true.
+    pub fn drop_imports(&mut self, mut drop: impl FnMut(&DeviceEvent) -> bool) {
+        let gone: Vec<Key> = self
+            .imports
+            .iter()
+            .filter(|(_, event)| drop(event))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in &gone {
+            self.imports.remove(key);
+            self.keys.remove(key);
+        }
+        if !gone.is_empty() {
+            self.order.retain(|k| !gone.contains(k));
+        }
+    }
+
+    /// The pending IMPORT_* events, in order.
+    pub fn imports(&self) -> impl Iterator<Item = &DeviceEvent> {
+        self.order.iter().filter_map(|k| self.imports.get(k))
+    }
+
+    /// Takes every pending event, in order (to move them into another
+    /// [`PendingEvents`] with [`PendingEvents::push`]).
+    pub fn take_all(&mut self) -> Vec<DeviceEvent> {
+        std::iter::from_fn(|| self.pop()).collect()
+    }
+
     /// The device lost its buffers: their pending RELEASED and FREED
-    /// events are dropped, and one LOST is pending.
+    /// events are dropped, and so are the IMPORT_* events (the driver's
+    /// attachments and imports end with them); one LOST is pending.
     pub fn lost(&mut self) {
         self.drop_buffer_events();
+        self.drop_imports(|_| true);
         self.push_key(Key::Lost);
     }
 
@@ -187,6 +414,9 @@ impl PendingEvents {
             Key::Consumers(app) => {
                 self.consumers.remove(app);
             }
+            key if key.is_import() => {
+                self.imports.remove(key);
+            }
             _ => {}
         }
         Some(event)
@@ -205,6 +435,11 @@ impl PendingEvents {
             },
             Key::Lost => DeviceEvent::Lost,
             Key::Overflow => DeviceEvent::Overflow,
+            key => self
+                .imports
+                .get(key)
+                .cloned()
+                .unwrap_or(DeviceEvent::Overflow),
         }
     }
 }
@@ -303,6 +538,93 @@ mod tests {
         p.clear();
         assert!(p.is_empty());
         assert!(!p.lost_pending());
+    }
+
+    #[test]
+    fn import_events_merge_per_import() {
+        let mut p = PendingEvents::default();
+        let added = DeviceEvent::ImportAdded {
+            import_id: 1,
+            attachment: 2,
+            buffer_id: 3,
+            seqno: 4,
+            flags: 0,
+            shm_offset: 0x1000,
+            size: 0x2000,
+        };
+        let updated = |seqno| DeviceEvent::ImportUpdated {
+            import_id: 1,
+            attachment: 2,
+            buffer_id: 3,
+            seqno,
+        };
+        let no_space = DeviceEvent::ImportNoSpace {
+            attachment: 2,
+            buffer_id: 9,
+            size: 1 << 20,
+        };
+        p.push(added.clone());
+        p.push(updated(5));
+        p.freed(7);
+        p.push(updated(6));
+        p.push(no_space.clone());
+        p.push(no_space.clone());
+        assert_eq!(p.len(), 4);
+        assert_eq!(p.imports().count(), 3);
+        assert_eq!(
+            drain(&mut p),
+            [added.clone(), updated(6), DeviceEvent::Freed(7), no_space]
+        );
+        // Dropped by attachment; LOST drops them all.
+        p.push(added.clone());
+        p.push(DeviceEvent::ImportRemoved {
+            import_id: 8,
+            attachment: 3,
+            buffer_id: 1,
+        });
+        p.drop_imports(|e| e.attachment() == Some(2));
+        assert_eq!(p.len(), 1);
+        p.push(added);
+        p.lost();
+        assert_eq!(drain(&mut p), [DeviceEvent::Lost]);
+    }
+
+    #[test]
+    fn import_wire_format() {
+        let bytes = DeviceEvent::ImportAdded {
+            import_id: 0x11,
+            attachment: 0x22,
+            buffer_id: 0x33,
+            seqno: 0x44,
+            flags: 1,
+            shm_offset: 0x5000,
+            size: 0x6000,
+        }
+        .to_bytes(0x77);
+        assert_eq!(bytes.len(), 96);
+        assert_eq!(&bytes[..8], &[0x10, 0x10, 0, 0, 0x77, 0, 0, 0]);
+        assert_eq!(&bytes[8..16], &0x11u64.to_le_bytes());
+        assert_eq!(&bytes[16..24], &0x44u64.to_le_bytes());
+        assert_eq!(&bytes[24..28], &0x22u32.to_le_bytes());
+        assert_eq!(&bytes[28..32], &1u32.to_le_bytes());
+        assert_eq!(&bytes[32..40], &0x5000u64.to_le_bytes());
+        assert_eq!(&bytes[40..48], &0x6000u64.to_le_bytes());
+        assert_eq!(&bytes[48..56], &0x33u64.to_le_bytes());
+        assert!(bytes[56..].iter().all(|&b| b == 0));
+        let bytes = DeviceEvent::ImportNoSpace {
+            attachment: 5,
+            buffer_id: 6,
+            size: 7,
+        }
+        .to_bytes(0);
+        assert_eq!(&bytes[..4], &0x1013u32.to_le_bytes());
+        assert_eq!(&bytes[8..16], &[0; 8], "no import");
+        assert_eq!(&bytes[40..48], &7u64.to_le_bytes());
+        // The others as before.
+        assert_eq!(
+            DeviceEvent::Freed(4).to_bytes(7),
+            DeviceEvent::Freed(4).to_wire(7).as_slice()
+        );
     }
 
     #[test]

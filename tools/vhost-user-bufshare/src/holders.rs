@@ -32,8 +32,15 @@
 //! changed) is noted and the device woken through [`Holders::wake_fd`]; it
 //! takes the notes with [`Holders::take_notes`].
 //!
-//! Locks: a guest's [`Holders`] is taken after the guest's state, the hub
-//! and a consumer's queue, and takes nothing else but the
+//! Other guests that import the guest's buffers
+//! ([`crate::import::hub`]) are holders too: each import is one, by an id
+//! with [`IMPORT_HOLDER`] set, handed the buffer when it is created and
+//! closing it once it is unmapped from the importer; and each attachment
+//! counts as one consumer of its application
+//! ([`Holders::importer_attached`]).
+//!
+//! Locks: a guest's [`Holders`] is taken after the guest's state, the hub,
+//! the import hub and a consumer's queue, and takes nothing else but the
 //! [`Subscriptions`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -43,8 +50,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use log::warn;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-/// A consumer connection, as a holder.
+/// A consumer connection, or an import, as a holder.
 pub type HolderId = u64;
+
+/// Set in the holder id of an import (the rest is the import's id);
+/// consumers' ids are small.
+pub const IMPORT_HOLDER: HolderId = 1 << 63;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -140,6 +151,8 @@ impl Buffer {
 
 #[derive(Debug, Default)]
 struct Inner {
+    /// Attachments of importing guests, by application.
+    importers: BTreeMap<String, u32>,
     buffers: HashMap<u64, Buffer>,
     /// Unregistered buffers waiting for their holders.
     draining: BTreeSet<u64>,
@@ -219,9 +232,43 @@ impl Holders {
         &self.subscriptions
     }
 
-    /// How many consumers are attached to `application`.
+    /// How many consumers are attached to `application`: host consumers,
+    /// and attachments of importing guests.
     pub fn consumers(&self, application: &str) -> u32 {
-        self.subscriptions.count(application)
+        let importers = self.lock().importers.get(application).copied().unwrap_or(0);
+        self.subscriptions
+            .count(application)
+            .saturating_add(importers)
+    }
+
+    /// An importing guest attached to `application`: one consumer more.
+    pub fn importer_attached(&self, application: &str) {
+        *self
+            .lock()
+            .importers
+            .entry(application.to_string())
+            .or_default() += 1;
+        self.consumers_changed(application, self.consumers(application));
+    }
+
+    /// An importing guest detached from `application`.
+    pub fn importer_detached(&self, application: &str) {
+        {
+            let mut inner = self.lock();
+            if let Some(n) = inner.importers.get_mut(application) {
+                *n -= 1;
+                if *n == 0 {
+                    inner.importers.remove(application);
+                }
+            }
+        }
+        self.consumers_changed(application, self.consumers(application));
+    }
+
+    /// Wakes the device up for news that are not the holders' (the import
+    /// hub's events for the guest as an importer).
+    pub fn poke(&self) {
+        self.wake();
     }
 
     /// Holder `holder` was handed one more instance of buffer `id`.
@@ -576,6 +623,28 @@ mod tests {
         h.gone(10);
         assert_eq!(h.release_bound(1), u64::MAX);
         assert_eq!(h.take_notes().released, BTreeSet::from([1]));
+    }
+
+    #[test]
+    fn importers_count_as_consumers() {
+        let subs = Arc::new(Subscriptions::default());
+        let h = Holders::new(Arc::clone(&subs));
+        subs.attach(1, Subscribed::All);
+        h.importer_attached("a");
+        h.importer_attached("a");
+        assert_eq!(h.consumers("a"), 3);
+        assert_eq!(h.consumers("b"), 1);
+        assert_eq!(
+            h.take_notes().consumers,
+            BTreeMap::from([("a".to_string(), 3)])
+        );
+        h.importer_detached("a");
+        h.importer_detached("a");
+        assert_eq!(h.consumers("a"), 1);
+        assert_eq!(
+            h.take_notes().consumers,
+            BTreeMap::from([("a".to_string(), 1)])
+        );
     }
 
     #[test]
