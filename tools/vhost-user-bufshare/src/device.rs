@@ -40,9 +40,9 @@ use bufshare_uapi::{
     VirtioBufshareRespInfo, VIRTIO_BUFSHARE_CMD_ADD_RANGES, VIRTIO_BUFSHARE_CMD_GET_CONSUMERS,
     VIRTIO_BUFSHARE_CMD_GET_INFO, VIRTIO_BUFSHARE_CMD_REGISTER, VIRTIO_BUFSHARE_CMD_SET_PROPERTIES,
     VIRTIO_BUFSHARE_CMD_UNREGISTER, VIRTIO_BUFSHARE_CMD_UPDATE, VIRTIO_BUFSHARE_F_BUFFERS,
-    VIRTIO_BUFSHARE_F_EVENTS, VIRTIO_BUFSHARE_F_GENERATION, VIRTIO_BUFSHARE_MAX_RANGES_PER_CMD,
-    VIRTIO_BUFSHARE_NAME_LEN, VIRTIO_BUFSHARE_S_INVALID, VIRTIO_BUFSHARE_S_OK,
-    VIRTIO_BUFSHARE_S_UNSUPPORTED, VIRTIO_BUFSHARE_VERSION,
+    VIRTIO_BUFSHARE_F_EVENTS, VIRTIO_BUFSHARE_F_GENERATION, VIRTIO_BUFSHARE_F_IMPORT,
+    VIRTIO_BUFSHARE_MAX_RANGES_PER_CMD, VIRTIO_BUFSHARE_NAME_LEN, VIRTIO_BUFSHARE_S_INVALID,
+    VIRTIO_BUFSHARE_S_OK, VIRTIO_BUFSHARE_S_UNSUPPORTED, VIRTIO_BUFSHARE_VERSION,
 };
 use log::{debug, info, warn};
 
@@ -52,8 +52,20 @@ use vm_memory::{ByteValued, GuestMemoryAtomic, GuestMemoryMmap};
 use crate::buffers::{ResetReason, SharedState};
 use crate::events::{DeviceEvent, PendingEvents};
 use crate::holders::Holders;
+use crate::import::hub::{End, ImportHub};
 
 mod commands;
+mod import;
+
+/// The import hub a device's guest imports through, and the guest's name
+/// there.
+#[derive(Clone, Debug)]
+pub struct ImportPort {
+    /// The hub.
+    pub hub: Arc<ImportHub>,
+    /// The guest.
+    pub guest: String,
+}
 
 /// Size of `struct virtio_bufshare_cmd_hdr`.
 pub const CMD_HDR_SIZE: usize = size_of::<VirtioBufshareCmdHdr>();
@@ -146,6 +158,11 @@ pub struct BufshareDevice {
     /// Events made by fault injection ([`crate::fault::Fault::BogusEvents`]),
     /// as written into the event queue, to go ahead of the pending ones.
     raw_events: VecDeque<Vec<u8>>,
+    /// Where the guest imports other guests' buffers, if it may.
+    imports: Option<ImportPort>,
+    /// Whether the driver acked `VIRTIO_BUFSHARE_F_IMPORT` (and
+    /// `VIRTIO_BUFSHARE_F_EVENTS`).
+    import_enabled: bool,
 }
 
 impl BufshareDevice {
@@ -178,7 +195,20 @@ impl BufshareDevice {
             release_check: BTreeSet::new(),
             held: None,
             raw_events: VecDeque::new(),
+            imports: None,
+            import_enabled: false,
         }
+    }
+
+    /// Lets the guest import through `port` (the device then offers
+    /// `VIRTIO_BUFSHARE_F_IMPORT`, [`crate::backend`]).
+    pub fn set_import(&mut self, port: ImportPort) {
+        self.imports = Some(port);
+    }
+
+    /// Where the guest imports, if it may.
+    pub fn import_port(&self) -> Option<&ImportPort> {
+        self.imports.as_ref()
     }
 
     /// Who holds the memory of the buffers.
@@ -214,6 +244,11 @@ impl BufshareDevice {
         let notes = holders.take_notes();
         if !self.events_enabled {
             return notes.freed;
+        }
+        if let Some(port) = &self.imports {
+            for event in port.hub.take_events(&port.guest) {
+                self.pending.push(event);
+            }
         }
         for id in &notes.freed {
             self.pending.freed(*id);
@@ -279,7 +314,7 @@ impl BufshareDevice {
         if let DeviceEvent::Lost = event {
             info!("LOST event sent");
         }
-        Some(event.to_wire(generation).as_slice().to_vec())
+        Some(event.to_bytes(generation))
     }
 
     /// The state shared with the inspect socket.
@@ -300,6 +335,11 @@ impl BufshareDevice {
         self.buffers_enabled = features & (1 << VIRTIO_BUFSHARE_F_BUFFERS) != 0;
         self.generation_enabled = features & (1 << VIRTIO_BUFSHARE_F_GENERATION) != 0;
         self.events_enabled = features & (1 << VIRTIO_BUFSHARE_F_EVENTS) != 0;
+        let import = self.events_enabled && features & (1 << VIRTIO_BUFSHARE_F_IMPORT) != 0;
+        self.import_enabled = import && self.imports.is_some();
+        if let Some(port) = &self.imports {
+            port.hub.set_enabled(&port.guest, self.import_enabled);
+        }
     }
 
     /// The device's generation: taken at random (never 0) when the device
@@ -339,6 +379,9 @@ impl BufshareDevice {
     pub fn lose_buffers(&mut self) -> usize {
         let dropped = self.state.lock().drop_all(LOST_BUFFERS_REASON);
         self.forget_buffers();
+        if let Some(port) = &self.imports {
+            port.hub.end_importer(&port.guest, End::Lost);
+        }
         if self.events_enabled {
             self.pending.lost();
         }
@@ -378,6 +421,9 @@ impl BufshareDevice {
         self.num_commands = 0;
         let dropped = self.state.lock().drop_all(ResetReason::DeviceReset);
         self.forget_buffers();
+        if let Some(port) = &self.imports {
+            port.hub.end_importer(&port.guest, End::Reset);
+        }
         self.pending.clear();
         self.raw_events.clear();
         if dropped != 0 {
@@ -551,6 +597,9 @@ impl BufshareDevice {
         if buffer_cmd && !self.buffers_enabled {
             guest_warn!("buffer command {cmd:#x} without VIRTIO_BUFSHARE_F_BUFFERS");
             return Err(VIRTIO_BUFSHARE_S_UNSUPPORTED);
+        }
+        if let Some(answer) = self.execute_import(cmd, request) {
+            return answer;
         }
         let ok = |()| status_only(VIRTIO_BUFSHARE_S_OK);
         match cmd {

@@ -12,6 +12,10 @@
 //! * [`backend`]: the vhost-user glue around it (features, configuration
 //!   space, the command virtqueue);
 //! * [`daemon`]: the serving loop of the `vhost-user-bufshare` program;
+//! * [`import`]: guest-to-guest import (`VIRTIO_BUFSHARE_F_IMPORT`): who
+//!   may import what, and the attachments and imports of every guest, and
+//!   [`shmem`]: the SHMEM_MAP and SHMEM_UNMAP requests that map the
+//!   exporters' memory into the importers' shared memory regions;
 //! * [`fault`]: fault injection, to test the guest driver against a device
 //!   that misbehaves;
 //! * [`ratelimit`]: what guests make the backend log, rate-limited.
@@ -24,7 +28,9 @@ pub mod device;
 pub mod events;
 pub mod fault;
 pub mod holders;
+pub mod import;
 pub mod inspect;
 pub mod props;
 pub mod ratelimit;
+pub mod shmem;
 pub mod socket;
