@@ -12,12 +12,15 @@ use std::collections::VecDeque;
 
 use bufshare_uapi::{
     VirtioBufshareEvent, VIRTIO_BUFSHARE_F_BUFFERS, VIRTIO_BUFSHARE_F_EVENTS,
-    VIRTIO_BUFSHARE_F_GENERATION, VIRTIO_BUFSHARE_NUM_VQS_EVENTS, VIRTIO_BUFSHARE_VQ_CMD,
-    VIRTIO_BUFSHARE_VQ_EVENT,
+    VIRTIO_BUFSHARE_F_GENERATION, VIRTIO_BUFSHARE_F_IMPORT, VIRTIO_BUFSHARE_NUM_VQS_EVENTS,
+    VIRTIO_BUFSHARE_VQ_CMD, VIRTIO_BUFSHARE_VQ_EVENT,
 };
 use log::{debug, error, info, warn};
 use thiserror::Error as ThisError;
-use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost::vhost_user::message::{
+    VhostUserProtocolFeatures, VhostUserShMemConfig, VhostUserVirtioFeatures,
+};
+use vhost::vhost_user::Backend;
 use vhost_user_backend::{VhostUserBackendMut, VringRwLock, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
@@ -29,8 +32,10 @@ use vmm_sys_util::event::{
 };
 
 use crate::buffers::SharedState;
-use crate::device::{BufshareDevice, Limits};
+use crate::device::{BufshareDevice, ImportPort, Limits};
 use crate::fault::{Fault, FaultFile};
+use crate::import::hub::ImportHub;
+use crate::shmem::Mapper;
 use crate::{guest_error, guest_warn};
 
 /// Largest size of the command virtqueue.
@@ -96,6 +101,9 @@ pub struct VhostUserBufshareBackend {
     /// Whether the device offers `VIRTIO_BUFSHARE_F_EVENTS` (and has the
     /// event queue); see [`VhostUserBufshareBackend::without_events`].
     offers_events: bool,
+    /// With imports ([`VhostUserBufshareBackend::with_imports`]): the
+    /// connection's mapper, and the size of the import region.
+    shmem: Option<(Arc<Mapper>, u64)>,
 }
 
 impl VhostUserBufshareBackend {
@@ -120,7 +128,34 @@ impl VhostUserBufshareBackend {
             stalled: VecDeque::new(),
             held: Vec::new(),
             offers_events: true,
+            shmem: None,
         })
+    }
+
+    /// Lets the guest `guest` import other guests' buffers through `hub`,
+    /// if its configuration gives guests an import region: the device
+    /// offers `VIRTIO_BUFSHARE_F_IMPORT` (with events), the region
+    /// (GET_SHMEM_CONFIG), and maps into it from a thread of its own.
+    pub fn with_imports(mut self, hub: &Arc<ImportHub>, guest: &str) -> io::Result<Self> {
+        let size = hub.config().shm_size;
+        if size == 0 {
+            return Ok(self);
+        }
+        let mapper = Mapper::new();
+        mapper.start(guest)?;
+        hub.connect(guest, &mapper);
+        self.device.set_import(ImportPort {
+            hub: Arc::clone(hub),
+            guest: guest.to_string(),
+        });
+        info!("guest {guest}: import region of {size} bytes");
+        self.shmem = Some((mapper, size));
+        Ok(self)
+    }
+
+    /// Whether the device offers `VIRTIO_BUFSHARE_F_IMPORT`.
+    fn offers_import(&self) -> bool {
+        self.offers_events && self.shmem.is_some()
     }
 
     /// Makes the device one without `VIRTIO_BUFSHARE_F_EVENTS`: it does not
@@ -490,6 +525,14 @@ impl VhostUserBufshareBackend {
     }
 }
 
+impl Drop for VhostUserBufshareBackend {
+    fn drop(&mut self) {
+        if let Some((mapper, _)) = &self.shmem {
+            mapper.stop();
+        }
+    }
+}
+
 /// Makes the answer to `request` under `fault`, in `writable` bytes: the
 /// device carries the command out (or refuses it, if the fault says so:
 /// [`Fault::refusal`]), the fault rewrites the answer ([`Fault::rewrite`]),
@@ -561,12 +604,18 @@ impl VhostUserBackendMut for VhostUserBufshareBackend {
         } else {
             0
         };
+        let import = if self.offers_import() {
+            1 << VIRTIO_BUFSHARE_F_IMPORT
+        } else {
+            0
+        };
         (1 << VIRTIO_F_VERSION_1)
             | (1 << VIRTIO_RING_F_INDIRECT_DESC)
             | (1 << VIRTIO_RING_F_EVENT_IDX)
             | (1 << VIRTIO_BUFSHARE_F_BUFFERS)
             | (1 << VIRTIO_BUFSHARE_F_GENERATION)
             | events
+            | import
             | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
     }
 
@@ -580,9 +629,42 @@ impl VhostUserBackendMut for VhostUserBufshareBackend {
         // CONFIG: QEMU's generic vhost-user device only asks for the
         // configuration space (GET_CONFIG) when the backend offers it.
         // RESET_DEVICE: QEMU tells about device resets.
-        VhostUserProtocolFeatures::CONFIG
+        // With imports: the backend channel (BACKEND_REQ), on which it
+        // sends SHMEM_MAP with a descriptor (BACKEND_SEND_FD) and waits for
+        // the frontend's ack (REPLY_ACK), and the shared memory regions
+        // (SHMEM: GET_SHMEM_CONFIG). Not CONFIGURE_MEM_SLOTS: QEMU 11.1.3
+        // crashed at a reset with it.
+        let base = VhostUserProtocolFeatures::CONFIG
             | VhostUserProtocolFeatures::MQ
-            | VhostUserProtocolFeatures::RESET_DEVICE
+            | VhostUserProtocolFeatures::RESET_DEVICE;
+        if self.offers_import() {
+            base | VhostUserProtocolFeatures::BACKEND_REQ
+                | VhostUserProtocolFeatures::BACKEND_SEND_FD
+                | VhostUserProtocolFeatures::REPLY_ACK
+                | VhostUserProtocolFeatures::SHMEM
+        } else {
+            base
+        }
+    }
+
+    fn get_shmem_config(&self) -> io::Result<VhostUserShMemConfig> {
+        match &self.shmem {
+            Some((_, size)) if self.offers_import() => Ok(VhostUserShMemConfig::new(1, &[*size])),
+            _ => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "no shared memory region",
+            )),
+        }
+    }
+
+    fn set_backend_req_fd(&mut self, backend: Backend) {
+        match &self.shmem {
+            Some((mapper, _)) => {
+                info!("backend channel set up: imports can be mapped");
+                mapper.set_channel(Arc::new(backend));
+            }
+            None => debug!("backend channel set up, unused"),
+        }
     }
 
     fn reset_device(&mut self) {

@@ -380,6 +380,28 @@ pub trait TableObserver: Send + Sync + fmt::Debug {
     fn reset(&self, reason: ResetReason);
 }
 
+/// Several observers, told in order.
+#[derive(Debug)]
+pub struct Observers(pub Vec<Arc<dyn TableObserver>>);
+
+impl TableObserver for Observers {
+    fn added(&self, buffer: &Buffer, mem: Option<&GuestMemoryMmap>) {
+        self.0.iter().for_each(|o| o.added(buffer, mem));
+    }
+    fn updated(&self, buffer: &Buffer, update: &UpdateInfo) {
+        self.0.iter().for_each(|o| o.updated(buffer, update));
+    }
+    fn properties(&self, buffer: &Buffer) {
+        self.0.iter().for_each(|o| o.properties(buffer));
+    }
+    fn removed(&self, buffer: &Buffer) {
+        self.0.iter().for_each(|o| o.removed(buffer));
+    }
+    fn reset(&self, reason: ResetReason) {
+        self.0.iter().for_each(|o| o.reset(reason));
+    }
+}
+
 /// What the command queue and the inspect socket share: the buffer table
 /// and the guest memory of the connected frontend.
 #[derive(Debug, Default)]

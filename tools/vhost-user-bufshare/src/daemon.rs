@@ -33,10 +33,12 @@ use bufshare_consumer::props::{is_name, is_name_char, NAME_MAX};
 use bufshare_consumer::wire::MAX_PROPS_SIZE;
 
 use crate::backend::{self, VhostUserBufshareBackend};
-use crate::buffers::{ResetReason, SharedState};
+use crate::buffers::{Observers, ResetReason, SharedState, TableObserver};
 use crate::consumer::{self, ConsumerConfig, ConsumerServer};
 use crate::device::Limits;
 use crate::fault::FaultFile;
+use crate::import::hub::{End, ImportHub};
+use crate::import::ImportConfig;
 use crate::inspect::{self, InspectGuest, InspectServer};
 use crate::socket::{ListenPoll, Wakeup};
 
@@ -122,6 +124,9 @@ pub struct Config {
     /// Devices without `VIRTIO_BUFSHARE_F_EVENTS`
     /// ([`VhostUserBufshareBackend::without_events`]).
     pub no_events: bool,
+    /// Guest-to-guest import ([`crate::import`]): off unless its
+    /// `shm_size` is not 0.
+    pub import: ImportConfig,
 }
 
 impl Config {
@@ -137,6 +142,7 @@ impl Config {
             inspect_socket: None,
             consumer: None,
             no_events: false,
+            import: ImportConfig::default(),
         }
     }
 
@@ -178,6 +184,8 @@ impl Config {
                 "--max-props-size may be at most {MAX_PROPS_SIZE}, what consumers take"
             )));
         }
+        let guests: Vec<&str> = self.guests.iter().map(|g| g.name.as_str()).collect();
+        self.import.check(&guests).map_err(Error::Config)?;
         Ok(())
     }
 }
@@ -215,6 +223,17 @@ impl Drop for Observed<'_> {
     fn drop(&mut self) {
         for state in self.0 {
             state.lock().observer = None;
+        }
+    }
+}
+
+/// Stops the import hub's thread when dropped.
+struct StopImports<'a>(Option<&'a Arc<ImportHub>>);
+
+impl Drop for StopImports<'_> {
+    fn drop(&mut self) {
+        if let Some(hub) = self.0 {
+            hub.stop();
         }
     }
 }
@@ -331,21 +350,41 @@ pub fn serve(config: &Config, shutdown: &Shutdown) -> Result<(), Error> {
         Some(consumer) => Some(ConsumerServer::start(consumer.clone())?),
         None => None,
     };
-    // Dropped before the consumer server.
-    let _observed = match &consumers {
-        Some(server) => {
-            let observed = Observed(&states);
-            for (guest, state) in config.guests.iter().zip(&states) {
-                let events = server.guest(&guest.name)?;
-                let mut state = state.lock();
-                state.holders = Arc::clone(events.holders());
-                state.observer = Some(events);
-                info!("guest {} for consumers", guest.name);
-            }
-            Some(observed)
+    let imports = if config.import.enabled() {
+        let hub = ImportHub::new(config.import.clone());
+        hub.start()
+            .map_err(|e| Error::Thread(String::from("import-revoke"), e))?;
+        Some(hub)
+    } else {
+        if !config.import.rules.is_empty() {
+            info!("--allow-import without --shm-size: no guest imports");
         }
-        None => None,
+        None
     };
+    let imports = imports.as_ref();
+    let _stop_imports = StopImports(imports);
+    // Dropped before the consumer server.
+    let observed = Observed(&states);
+    for (guest, state) in config.guests.iter().zip(&states) {
+        let mut observers: Vec<Arc<dyn TableObserver>> = Vec::new();
+        let mut state = state.lock();
+        if let Some(server) = &consumers {
+            let events = server.guest(&guest.name)?;
+            state.holders = Arc::clone(events.holders());
+            observers.push(events);
+            info!("guest {} for consumers", guest.name);
+        }
+        if let Some(hub) = &imports {
+            hub.add_guest(&guest.name, Arc::clone(&state.holders));
+            observers.push(hub.observer(&guest.name));
+        }
+        state.observer = match observers.len() {
+            0 => None,
+            1 => observers.pop(),
+            _ => Some(Arc::new(Observers(observers))),
+        };
+    }
+    let _observed = observed;
     let listeners = config
         .guests
         .iter()
@@ -362,7 +401,7 @@ pub fn serve(config: &Config, shutdown: &Shutdown) -> Result<(), Error> {
                 .name(format!("guest-{}", guest.name))
                 .spawn_scoped(scope, move || {
                     let result = panic::catch_unwind(AssertUnwindSafe(|| {
-                        serve_guest(config, index, listener, state, shutdown)
+                        serve_guest(config, index, listener, state, imports, shutdown)
                     }))
                     .unwrap_or_else(|panicked| {
                         // A bug: stop every guest, then pass it on.
@@ -412,6 +451,7 @@ fn serve_guest(
     index: usize,
     mut listener: Listener,
     state: &Arc<SharedState>,
+    imports: Option<&Arc<ImportHub>>,
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
     let guest = &config.guests[index];
@@ -420,8 +460,11 @@ fn serve_guest(
             return Ok(());
         }
 
-        let result = run_connection(config, index, shutdown, &mut listener, state);
-        // The connection's buffers and guest memory go with it.
+        let result = run_connection(config, index, shutdown, &mut listener, state, imports);
+        // The connection's imports, buffers and guest memory go with it.
+        if let Some(hub) = imports {
+            hub.end_importer(&guest.name, End::Disconnected);
+        }
         {
             let mut state = state.lock();
             state.connected = false;
@@ -460,9 +503,15 @@ fn run_connection(
     shutdown: &Shutdown,
     listener: &mut Listener,
     state: &Arc<SharedState>,
+    imports: Option<&Arc<ImportHub>>,
 ) -> Result<(), Error> {
     let name = &config.guests[index].name;
     let mut backend = VhostUserBufshareBackend::with_state(config.limits, Arc::clone(state))?;
+    if let Some(hub) = imports {
+        backend = backend
+            .with_imports(hub, name)
+            .map_err(|e| Error::Thread(name.clone(), e))?;
+    }
     if let Some(path) = &config.fault_file {
         backend = backend.with_fault_file(FaultFile::new(path));
     }

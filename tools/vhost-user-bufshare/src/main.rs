@@ -36,6 +36,7 @@ use vhost_user_bufshare::consumer::{
 use vhost_user_bufshare::daemon::{self, Config, GuestConfig, Shutdown};
 use vhost_user_bufshare::device::{device_name, Limits};
 use vhost_user_bufshare::fault;
+use vhost_user_bufshare::import::{parse_duration, parse_size, ImportConfig, ImportRule};
 
 /// vhost-user backend of the virtio-bufshare device (virtio id 37).
 #[derive(Debug, Parser)]
@@ -151,6 +152,30 @@ struct BufshareArgs {
           value_parser = clap::value_parser!(u32).range(1..=3600))]
     close_grace: u32,
 
+    /// Give each guest an import region (VIRTIO shared memory region 0) of
+    /// SIZE bytes (a multiple of 4096; K, M, G suffixes), into which the
+    /// backend maps the buffers it lets it import from other guests
+    /// (VIRTIO_BUFSHARE_F_IMPORT, offered with events only). 0: no region,
+    /// no import.
+    #[arg(long, value_name = "SIZE", default_value = "0", value_parser = parse_size)]
+    shm_size: u64,
+
+    /// Let guest IMPORTER import the buffers guest EXPORTER registers under
+    /// APPLICATION (* for any), read-write (rw, the default) or read-only
+    /// (ro: refused with QEMU 11.1, which cannot map read-only). May be
+    /// given more than once; nothing may be imported without it.
+    #[arg(
+        long = "allow-import",
+        value_name = "IMPORTER:APPLICATION=EXPORTER[:rw|:ro]"
+    )]
+    allow_import: Vec<ImportRule>,
+
+    /// How long an importer has to close an import whose buffer its
+    /// exporter removed before the backend unmaps it (seconds, or with s
+    /// or ms).
+    #[arg(long, value_name = "DURATION", default_value = "5", value_parser = parse_duration)]
+    import_grace: Duration,
+
     /// With --socket-path: the guest's name, in what consumers receive (1
     /// to 63 characters out of [A-Za-z0-9_.-]). Default: the socket path's
     /// file name without its extension.
@@ -222,6 +247,11 @@ impl From<BufshareArgs> for Config {
             inspect_socket: args.inspect_socket,
             consumer,
             no_events: args.no_events,
+            import: ImportConfig {
+                shm_size: args.shm_size,
+                rules: args.allow_import,
+                grace: args.import_grace,
+            },
         }
     }
 }
@@ -300,6 +330,62 @@ mod tests {
         assert_eq!(config.inspect_socket, None);
         assert_eq!(config.consumer, None);
         assert!(!config.no_events);
+        assert_eq!(config.import, ImportConfig::default());
+        assert_eq!(
+            config.import.grace,
+            vhost_user_bufshare::import::DEFAULT_GRACE
+        );
+    }
+
+    #[test]
+    fn import_options() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec![
+                "prog",
+                "--guest",
+                "a=/run/a.sock",
+                "--guest",
+                "b=/run/b.sock",
+            ];
+            argv.extend_from_slice(extra);
+            BufshareArgs::try_parse_from(argv).map(Config::from)
+        };
+        let config = parse(&[
+            "--shm-size",
+            "64M",
+            "--allow-import",
+            "b:frames=a",
+            "--allow-import",
+            "a:*=b:ro",
+            "--import-grace",
+            "500ms",
+        ])
+        .unwrap();
+        assert_eq!(config.import.shm_size, 64 << 20);
+        assert_eq!(
+            config.import.rules,
+            [
+                "b:frames=a:rw".parse().unwrap(),
+                "a:*=b:ro".parse().unwrap()
+            ]
+        );
+        assert_eq!(config.import.grace, Duration::from_millis(500));
+        assert!(config.check().is_ok());
+        // Parsed, refused by the check.
+        for argv in [
+            &["--shm-size", "4097"][..],
+            &["--shm-size", "4096", "--allow-import", "c:x=a"],
+            &["--shm-size", "4096", "--allow-import", "a:x=a"],
+        ] {
+            assert!(parse(argv).unwrap().check().is_err(), "{argv:?}");
+        }
+        for bad in [
+            &["--shm-size", "x"][..],
+            &["--allow-import", "b=a"],
+            &["--import-grace", "soon"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
