@@ -1316,3 +1316,248 @@ fn program_serves_several_guests() {
     assert_eq!(status.code(), Some(1));
     assert!(!paths[0].exists());
 }
+
+/// The frontend's side of the backend channel, as QEMU 11.1 serves it for
+/// a device with a shared memory region: SHMEM_MAP maps the descriptor
+/// into the region (reserved address space here), and the memory map
+/// having changed, sends SET_MEM_TABLE on the main channel and waits for
+/// it to be handled, before it acks the map.
+struct FakeQemu {
+    /// The main channel (taken away to disconnect).
+    frontend: std::sync::Mutex<Option<Frontend>>,
+    mem: GuestMemoryMmap,
+    base: usize,
+    size: u64,
+    /// (map?, shm_offset, fd_offset, len), in order.
+    log: std::sync::Mutex<Vec<(bool, u64, u64, u64)>>,
+}
+
+impl FakeQemu {
+    fn new(frontend: Frontend, mem: GuestMemoryMmap, size: u64) -> Self {
+        // SAFETY: a new anonymous mapping at an address of the kernel's
+        // choice: it touches no memory of ours.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size as usize,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        Self {
+            frontend: std::sync::Mutex::new(Some(frontend)),
+            mem,
+            base: base as usize,
+            size,
+            log: std::sync::Mutex::default(),
+        }
+    }
+
+    fn log(&self) -> Vec<(bool, u64, u64, u64)> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Bytes of the region, which must be mapped.
+    fn read(&self, offset: u64, len: usize) -> Vec<u8> {
+        assert!(self
+            .log()
+            .iter()
+            .any(|&(map, o, _, l)| map && o <= offset && offset + len as u64 <= o + l));
+        let mut out = vec![0; len];
+        // SAFETY: inside the region, where a memory file is mapped.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (self.base + offset as usize) as *const u8,
+                out.as_mut_ptr(),
+                len,
+            )
+        };
+        out
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) {
+        assert!(!self.read(offset, data.len()).is_empty());
+        // SAFETY: as for read.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                (self.base + offset as usize) as *mut u8,
+                data.len(),
+            )
+        };
+    }
+}
+
+impl vhost::vhost_user::VhostUserFrontendReqHandler for FakeQemu {
+    fn shmem_map(
+        &self,
+        req: &vhost::vhost_user::message::VhostUserMMap,
+        fd: &dyn std::os::fd::AsRawFd,
+    ) -> vhost::vhost_user::HandlerResult<u64> {
+        let (shm, fd_offset, len) = (req.shm_offset, req.fd_offset, req.len);
+        assert_eq!(req.shmid, 0);
+        assert!(shm + len <= self.size);
+        // SAFETY: MAP_FIXED over our own reservation, inside it.
+        let p = unsafe {
+            libc::mmap(
+                (self.base + shm as usize) as *mut libc::c_void,
+                len as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                fd.as_raw_fd(),
+                fd_offset as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        self.log.lock().unwrap().push((true, shm, fd_offset, len));
+        let region = self.mem.iter().next().unwrap();
+        let info = VhostUserMemoryRegionInfo::from_guest_region(region).unwrap();
+        if let Some(frontend) = self.frontend.lock().unwrap().as_mut() {
+            frontend
+                .set_mem_table(&[info])
+                .map_err(std::io::Error::other)?;
+        }
+        Ok(0)
+    }
+
+    fn shmem_unmap(
+        &self,
+        req: &vhost::vhost_user::message::VhostUserMMap,
+    ) -> vhost::vhost_user::HandlerResult<u64> {
+        self.log
+            .lock()
+            .unwrap()
+            .push((false, req.shm_offset, 0, req.len));
+        Ok(0)
+    }
+}
+
+impl Drop for FakeQemu {
+    fn drop(&mut self) {
+        // SAFETY: the reservation made in new(), used by nothing else.
+        unsafe { libc::munmap(self.base as *mut libc::c_void, self.size as usize) };
+    }
+}
+
+fn import_cmd(type_: u32, id: u64) -> Vec<u8> {
+    [
+        type_.to_le_bytes().as_slice(),
+        &[0; 4],
+        id.to_le_bytes().as_slice(),
+    ]
+    .concat()
+}
+
+#[test]
+fn a_guest_maps_another_guest_s_buffer() {
+    use vhost::vhost_user::FrontendReqHandler;
+    use vhost_user_bufshare::import::ImportConfig;
+
+    const SHM: u64 = 16 * 4096;
+    let dir = tempfile::tempdir().unwrap();
+    let (path_a, path_b) = (dir.path().join("a.sock"), dir.path().join("b.sock"));
+    let config = Config {
+        once: true,
+        import: ImportConfig {
+            shm_size: SHM,
+            rules: vec!["b:frames=a".parse().unwrap()],
+            ..ImportConfig::default()
+        },
+        ..Config::new(vec![
+            GuestConfig::new("a", &path_a),
+            GuestConfig::new("b", &path_b),
+        ])
+    };
+    let daemon = spawn_daemon(config, Shutdown::new().unwrap());
+
+    // A registers a framebuffer of two pages.
+    let mut front_a = connect(&path_a);
+    negotiate(&mut front_a);
+    let mut a = Guest::new();
+    a.start_queue(&mut front_a, true);
+    let register = RegisterCommand::complete(1, "frames", &[(0x8_0000, 0x2000)]).to_bytes();
+    assert_eq!(a.command(&register, 8), (8, a.hdr(0)));
+    a.mem
+        .write_slice(b"written by a", GuestAddress(0x8_0010))
+        .unwrap();
+
+    // B acks everything: events and import; it has the region.
+    let mut front_b = connect(&path_b);
+    let (features, protocol) = negotiate_acking(&mut front_b, !0);
+    assert_ne!(features & (1 << 3), 0, "VIRTIO_BUFSHARE_F_IMPORT");
+    assert!(protocol.contains(
+        VhostUserProtocolFeatures::SHMEM
+            | VhostUserProtocolFeatures::BACKEND_REQ
+            | VhostUserProtocolFeatures::REPLY_ACK
+    ));
+    assert!(!protocol.contains(VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS));
+    let shmem = front_b.get_shmem_config().unwrap();
+    assert_eq!(shmem.nregions, 1);
+    assert_eq!(shmem.memory_sizes[0], SHM);
+    let mut b = Guest::new();
+    let qemu = Arc::new(FakeQemu::new(front_b.clone(), b.mem.clone(), SHM));
+    let mut handler = FrontendReqHandler::new(Arc::clone(&qemu)).unwrap();
+    handler.set_reply_ack_flag(true);
+    front_b
+        .set_backend_request_fd(&handler.get_tx_raw_fd())
+        .unwrap();
+    // The handler keeps both ends of the channel's socket pair: its thread
+    // reads until the test program exits.
+    thread::spawn(move || while handler.handle_request().is_ok() {});
+    b.start_queue(&mut front_b, true);
+
+    // ATTACH: attachment 1; import 1 is mapped at 0.
+    let mut attach = vec![0, 2, 0, 0, 0, 0, 0, 0];
+    let mut source = [0u8; 32];
+    source[0] = b'a';
+    let mut app = [0u8; 64];
+    app[..6].copy_from_slice(b"frames");
+    attach.extend_from_slice(&source);
+    attach.extend_from_slice(&app);
+    let (len, answer) = b.command(&attach, 16);
+    assert_eq!(len, 16);
+    assert_eq!(&answer[..8], b.hdr(0));
+    assert_eq!(&answer[8..16], &[1, 0, 0, 0, 0, 0, 0, 0]);
+    let start = Instant::now();
+    let info = loop {
+        let (_, answer) = b.command(&import_cmd(0x202, 1), 256);
+        if answer[..4] == [0; 4] {
+            break answer;
+        }
+        assert_eq!(answer[..4], [4, 0, 0, 0], "S_NO_BUFFER while mapping");
+        assert!(start.elapsed() < TIMEOUT, "never mapped");
+        thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(&info[8..16], &1u64.to_le_bytes(), "buffer_id");
+    assert_eq!(&info[16..24], &0u64.to_le_bytes(), "shm_offset");
+    assert_eq!(&info[24..32], &0x2000u64.to_le_bytes(), "size");
+    assert_eq!(qemu.log(), [(true, 0, 0x8_0000, 0x2000)]);
+
+    // The same memory, both ways.
+    assert_eq!(qemu.read(0x10, 12), b"written by a");
+    qemu.write(0x1ff0, b"written by b");
+    let mut back = [0u8; 12];
+    a.mem.read_slice(&mut back, GuestAddress(0x8_1ff0)).unwrap();
+    assert_eq!(&back, b"written by b");
+
+    // A unregisters, B closes: unmapped.
+    assert_eq!(a.command(&unregister_bytes(1), 8), (8, a.hdr(0)));
+    assert_eq!(b.command(&import_cmd(0x204, 1), 8), (8, b.hdr(0)));
+    let start = Instant::now();
+    while qemu.log().len() < 2 {
+        assert!(start.elapsed() < TIMEOUT, "never unmapped");
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(qemu.log()[1], (false, 0, 0, 0x2000));
+    assert_eq!(b.command(&import_cmd(0x204, 1), 8), (8, b.hdr(4)), "closed");
+
+    drop(front_a);
+    drop(front_b);
+    qemu.frontend.lock().unwrap().take();
+    join_within(daemon, "the daemon");
+}

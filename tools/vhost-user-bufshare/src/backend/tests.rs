@@ -605,6 +605,58 @@ fn features_and_config() {
 }
 
 #[test]
+fn import_is_offered_with_a_region_and_events() {
+    use crate::import::{hub::ImportHub, ImportConfig};
+    const IMPORT: u64 = 1 << 3;
+    let import_protocol = VhostUserProtocolFeatures::SHMEM
+        | VhostUserProtocolFeatures::BACKEND_REQ
+        | VhostUserProtocolFeatures::BACKEND_SEND_FD
+        | VhostUserProtocolFeatures::REPLY_ACK;
+    let hub = |shm_size| {
+        let hub = ImportHub::new(ImportConfig {
+            shm_size,
+            ..ImportConfig::default()
+        });
+        hub.add_guest("vm", Arc::default());
+        hub
+    };
+    let plain = VhostUserBufshareBackend::new(LIMITS).unwrap();
+    // No region: nothing of it.
+    let none = VhostUserBufshareBackend::new(LIMITS)
+        .unwrap()
+        .with_imports(&hub(0), "vm")
+        .unwrap();
+    // A region, events: offered.
+    let some = VhostUserBufshareBackend::new(LIMITS)
+        .unwrap()
+        .with_imports(&hub(1 << 20), "vm")
+        .unwrap();
+    // A region, no events: not offered.
+    let no_events = VhostUserBufshareBackend::new(LIMITS)
+        .unwrap()
+        .with_imports(&hub(1 << 20), "vm")
+        .unwrap()
+        .without_events();
+    for backend in [&plain, &none, &no_events] {
+        assert_eq!(backend.features() & IMPORT, 0);
+        assert!(!backend.protocol_features().intersects(import_protocol));
+        assert!(backend.get_shmem_config().is_err());
+    }
+    assert_eq!(some.features(), plain.features() | IMPORT);
+    assert_eq!(
+        some.protocol_features(),
+        plain.protocol_features() | import_protocol
+    );
+    assert!(!some
+        .protocol_features()
+        .contains(VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS));
+    let shmem = some.get_shmem_config().unwrap();
+    assert_eq!(shmem.nregions, 1);
+    assert_eq!(shmem.memory_sizes[0], 1 << 20);
+    assert_eq!(shmem.memory_sizes[1], 0);
+}
+
+#[test]
 fn config_is_read_only() {
     let mut backend = VhostUserBufshareBackend::new(LIMITS).unwrap();
     assert!(backend.set_config(0, &[1, 2, 3, 4]).is_err());
