@@ -142,6 +142,7 @@ impl VhostUserBufshareBackend {
             return Ok(self);
         }
         let mapper = Mapper::new();
+        mapper.await_memory_tables();
         mapper.start(guest)?;
         hub.connect(guest, &mapper);
         self.device.set_import(ImportPort {
@@ -689,6 +690,10 @@ impl VhostUserBackendMut for VhostUserBufshareBackend {
     }
 
     fn update_memory(&mut self, mem: GuestMemory) -> io::Result<()> {
+        if let Some((mapper, _)) = &self.shmem {
+            // QEMU commits each map and unmap with a new table.
+            mapper.memory_table_changed();
+        }
         self.device.set_memory(mem.clone());
         self.mem = Some(mem);
         Ok(())

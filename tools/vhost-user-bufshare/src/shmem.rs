@@ -15,6 +15,15 @@
 //!
 //! Jobs run in the order they were queued: the unmapping of a range comes
 //! before any later mapping over it.
+//!
+//! QEMU 11.1 acks a SHMEM_MAP or SHMEM_UNMAP before it commits the change
+//! to the guest's memory map; the commit is what sends the SET_MEM_TABLE.
+//! So a job is reported done only once the next SET_MEM_TABLE came
+//! ([`Mapper::memory_table_changed`]) after each request's ack, or
+//! [`SETTLE`] passed without one (QEMU sends none once the table would
+//! have more regions than the protocol's 8: it logs `vhost_set_mem_table
+//! failed` and goes on), when the mapper was told to wait for them
+//! ([`Mapper::await_memory_tables`]).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -22,12 +31,16 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use vhost::vhost_user::message::{VhostUserMMap, VhostUserMMapFlags};
 use vhost::vhost_user::{Backend, VhostUserFrontendReqHandler};
 
 use crate::import::PAGE_SIZE;
+
+/// Longest wait for the memory table that follows a request's ack.
+pub const SETTLE: Duration = Duration::from_millis(500);
 
 /// Where SHMEM_MAP and SHMEM_UNMAP go: the frontend, through the
 /// vhost-user backend channel ([`Backend`]), or a mock in tests.
@@ -122,6 +135,10 @@ pub struct Mapper {
     wake: Condvar,
     channel: Mutex<Option<Arc<dyn ShmemChannel>>>,
     completion: Mutex<Option<Arc<dyn Completion>>>,
+    /// Memory tables received (SET_MEM_TABLE), and whether to wait for
+    /// one after each request.
+    tables: Mutex<(u64, bool)>,
+    table_changed: Condvar,
 }
 
 impl fmt::Debug for Mapper {
@@ -161,6 +178,42 @@ impl Mapper {
     /// Tells `completion` about each job done from now on.
     pub fn set_completion(&self, completion: Arc<dyn Completion>) {
         *lock(&self.completion) = Some(completion);
+    }
+
+    /// Waits, after each request's ack, for the next memory table (or
+    /// [`SETTLE`]) before going on.
+    pub fn await_memory_tables(&self) {
+        lock(&self.tables).1 = true;
+    }
+
+    /// The frontend gave a memory table (SET_MEM_TABLE).
+    pub fn memory_table_changed(&self) {
+        lock(&self.tables).0 += 1;
+        self.table_changed.notify_all();
+    }
+
+    /// The number of memory tables received so far.
+    fn tables(&self) -> u64 {
+        lock(&self.tables).0
+    }
+
+    /// Waits until more than `seen` memory tables were received, or
+    /// [`SETTLE`] passed, if the mapper waits for them.
+    fn settle(&self, seen: u64) {
+        let deadline = Instant::now() + SETTLE;
+        let mut tables = lock(&self.tables);
+        while tables.1 && tables.0 <= seen {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                debug!("no memory table after {SETTLE:?}: going on");
+                return;
+            }
+            tables = self
+                .table_changed
+                .wait_timeout(tables, left)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+        }
     }
 
     /// Queues `job`.
@@ -232,12 +285,48 @@ impl Mapper {
         self.wake.notify_all();
     }
 
+    fn map_pieces(
+        &self,
+        channel: &dyn ShmemChannel,
+        import: u64,
+        pieces: &[Piece],
+    ) -> Result<(), String> {
+        for (i, piece) in pieces.iter().enumerate() {
+            let aligned = [piece.fd_offset, piece.shm_offset, piece.len]
+                .iter()
+                .all(|v| v.is_multiple_of(PAGE_SIZE));
+            let req = request(piece.shm_offset, piece.fd_offset, piece.len);
+            let seen = self.tables();
+            let result = if aligned && piece.len != 0 {
+                channel.map(&req, piece.fd.as_fd())
+            } else {
+                Err(io::Error::other("not whole pages"))
+            };
+            if let Err(e) = result {
+                for done in &pieces[..i] {
+                    let seen = self.tables();
+                    match channel.unmap(&request(done.shm_offset, 0, done.len)) {
+                        Ok(()) => self.settle(seen),
+                        Err(e) => warn!("import {import}: SHMEM_UNMAP after a failed map: {e}"),
+                    }
+                }
+                return Err(format!(
+                    "SHMEM_MAP of {:#x} bytes at {:#x}: {e}",
+                    piece.len, piece.shm_offset
+                ));
+            }
+            self.settle(seen);
+        }
+        debug!("import {import}: {} pieces mapped", pieces.len());
+        Ok(())
+    }
+
     fn carry_out(&self, job: Job) -> Done {
         let channel = lock(&self.channel).clone();
         match job {
             Job::Map { import, pieces } => {
                 let result = match channel {
-                    Some(channel) => map_pieces(&*channel, import, &pieces),
+                    Some(channel) => self.map_pieces(&*channel, import, &pieces),
                     None => Err(String::from(
                         "the frontend gave no backend channel (SHMEM not negotiated)",
                     )),
@@ -247,8 +336,12 @@ impl Mapper {
             Job::Unmap { import, ranges } => {
                 if let Some(channel) = channel {
                     for &(shm_offset, len) in &ranges {
-                        if let Err(e) = channel.unmap(&request(shm_offset, 0, len)) {
-                            warn!("import {import}: SHMEM_UNMAP {shm_offset:#x}+{len:#x}: {e}");
+                        let seen = self.tables();
+                        match channel.unmap(&request(shm_offset, 0, len)) {
+                            Ok(()) => self.settle(seen),
+                            Err(e) => {
+                                warn!("import {import}: SHMEM_UNMAP {shm_offset:#x}+{len:#x}: {e}")
+                            }
                         }
                     }
                 }
@@ -257,33 +350,6 @@ impl Mapper {
             }
         }
     }
-}
-
-fn map_pieces(channel: &dyn ShmemChannel, import: u64, pieces: &[Piece]) -> Result<(), String> {
-    for (i, piece) in pieces.iter().enumerate() {
-        let aligned = [piece.fd_offset, piece.shm_offset, piece.len]
-            .iter()
-            .all(|v| v.is_multiple_of(PAGE_SIZE));
-        let req = request(piece.shm_offset, piece.fd_offset, piece.len);
-        let result = if aligned && piece.len != 0 {
-            channel.map(&req, piece.fd.as_fd())
-        } else {
-            Err(io::Error::other("not whole pages"))
-        };
-        if let Err(e) = result {
-            for done in &pieces[..i] {
-                if let Err(e) = channel.unmap(&request(done.shm_offset, 0, done.len)) {
-                    warn!("import {import}: SHMEM_UNMAP after a failed map: {e}");
-                }
-            }
-            return Err(format!(
-                "SHMEM_MAP of {:#x} bytes at {:#x}: {e}",
-                piece.len, piece.shm_offset
-            ));
-        }
-    }
-    debug!("import {import}: {} pieces mapped", pieces.len());
-    Ok(())
 }
 
 #[cfg(test)]
@@ -409,6 +475,62 @@ pub(crate) mod tests {
                 result: Err(_)
             }
         ));
+    }
+
+    /// A frontend that gives a new memory table some time after each ack,
+    /// as QEMU does, if `tables`.
+    struct Committing {
+        mapper: std::sync::Weak<Mapper>,
+        tables: bool,
+    }
+
+    impl ShmemChannel for Committing {
+        fn map(&self, _req: &VhostUserMMap, _fd: BorrowedFd<'_>) -> io::Result<()> {
+            let mapper = self.mapper.clone();
+            if self.tables {
+                thread::spawn(move || {
+                    thread::sleep(Duration::from_millis(50));
+                    if let Some(mapper) = mapper.upgrade() {
+                        mapper.memory_table_changed();
+                    }
+                });
+            }
+            Ok(())
+        }
+
+        fn unmap(&self, req: &VhostUserMMap) -> io::Result<()> {
+            self.map(req, std::io::stdin().as_fd())
+        }
+    }
+
+    #[test]
+    fn done_once_the_memory_table_follows() {
+        for tables in [true, false] {
+            let mapper = Mapper::new();
+            mapper.await_memory_tables();
+            mapper.set_channel(Arc::new(Committing {
+                mapper: Arc::downgrade(&mapper),
+                tables,
+            }));
+            let recorder = Arc::new(Recorder::default());
+            mapper.set_completion(recorder.clone());
+            mapper.push(Job::Map {
+                import: 1,
+                pieces: vec![piece(0, 0x1000), piece(0x1000, 0x1000)],
+            });
+            let start = Instant::now();
+            mapper.run_all();
+            let took = start.elapsed();
+            assert_eq!(lock(&recorder.0).len(), 1);
+            if tables {
+                // Two tables, each about 50 ms after its ack.
+                assert!(took >= Duration::from_millis(100), "{took:?}");
+                assert!(took < SETTLE, "{took:?}");
+            } else {
+                // No table: SETTLE after each piece, then on.
+                assert!(took >= 2 * SETTLE, "{took:?}");
+            }
+        }
     }
 
     #[test]

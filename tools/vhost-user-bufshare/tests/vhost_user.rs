@@ -1391,6 +1391,21 @@ impl FakeQemu {
     }
 }
 
+impl FakeQemu {
+    /// Sends the guest's memory table again, as QEMU does when its memory
+    /// map changed (here before the ack, in QEMU right after it).
+    fn new_table(&self) -> std::io::Result<()> {
+        let region = self.mem.iter().next().unwrap();
+        let info = VhostUserMemoryRegionInfo::from_guest_region(region).unwrap();
+        if let Some(frontend) = self.frontend.lock().unwrap().as_mut() {
+            frontend
+                .set_mem_table(&[info])
+                .map_err(std::io::Error::other)?;
+        }
+        Ok(())
+    }
+}
+
 impl vhost::vhost_user::VhostUserFrontendReqHandler for FakeQemu {
     fn shmem_map(
         &self,
@@ -1415,13 +1430,7 @@ impl vhost::vhost_user::VhostUserFrontendReqHandler for FakeQemu {
             return Err(std::io::Error::last_os_error());
         }
         self.log.lock().unwrap().push((true, shm, fd_offset, len));
-        let region = self.mem.iter().next().unwrap();
-        let info = VhostUserMemoryRegionInfo::from_guest_region(region).unwrap();
-        if let Some(frontend) = self.frontend.lock().unwrap().as_mut() {
-            frontend
-                .set_mem_table(&[info])
-                .map_err(std::io::Error::other)?;
-        }
+        self.new_table()?;
         Ok(0)
     }
 
@@ -1433,6 +1442,7 @@ impl vhost::vhost_user::VhostUserFrontendReqHandler for FakeQemu {
             .lock()
             .unwrap()
             .push((false, req.shm_offset, 0, req.len));
+        self.new_table()?;
         Ok(0)
     }
 }
