@@ -462,7 +462,12 @@ impl VhostUserBufshareBackend {
     /// Resets the device, as the frontend asked. With a fault file: once it
     /// said whether the reset is slow ([`FaultFile::before_reset`]), and
     /// written down in its events file when it begins and when it is done.
+    /// The frontend stopped the device: no map request goes until it gives
+    /// a memory table again ([`Mapper::set_running`]).
     fn reset(&mut self) {
+        if let Some((mapper, _)) = &self.shmem {
+            mapper.set_running(false);
+        }
         if let Some(faults) = self.faults.as_mut() {
             faults.before_reset();
         }
@@ -691,8 +696,11 @@ impl VhostUserBackendMut for VhostUserBufshareBackend {
 
     fn update_memory(&mut self, mem: GuestMemory) -> io::Result<()> {
         if let Some((mapper, _)) = &self.shmem {
-            // QEMU commits each map and unmap with a new table.
+            // QEMU commits each map and unmap with a new table, and gives
+            // one when it starts the device (which it stopped otherwise):
+            // maps may go from now on.
             mapper.memory_table_changed();
+            mapper.set_running(true);
         }
         self.device.set_memory(mem.clone());
         self.mem = Some(mem);

@@ -16,6 +16,16 @@
 //! Jobs run in the order they were queued: the unmapping of a range comes
 //! before any later mapping over it.
 //!
+//! Jobs run only while the frontend runs the device
+//! ([`Mapper::set_running`]): QEMU 11.1.3 dereferences the device of its
+//! vhost connection in its SHMEM_MAP and SHMEM_UNMAP handlers, which it
+//! clears when it stops the device (a reset), and dies of a request read
+//! then (a segmentation fault). The unmaps of an importer's reset so wait
+//! for its device to start again. QEMU 11.1.3 drops its mappings itself at
+//! a device reset (not when it stops a VM, which the backend cannot tell
+//! from a reset): those unmaps then fail, harmlessly (QEMU answers with an
+//! error and keeps the channel), and are logged as such.
+//!
 //! QEMU 11.1 acks a SHMEM_MAP or SHMEM_UNMAP before it commits the change
 //! to the guest's memory map; the commit is what sends the SET_MEM_TABLE.
 //! So a job is reported done only once the next SET_MEM_TABLE came
@@ -122,9 +132,15 @@ pub trait Completion: Send + Sync {
     fn done(&self, done: Done);
 }
 
+/// A job queued, and whether the device was stopped since it was queued
+/// (or was then): its mappings may be gone.
+type Queued = (Job, bool);
+
 #[derive(Default)]
 struct Queue {
-    jobs: VecDeque<Job>,
+    jobs: VecDeque<Queued>,
+    /// Whether the frontend runs the device: jobs wait otherwise.
+    running: bool,
     stopped: bool,
 }
 
@@ -216,6 +232,30 @@ impl Mapper {
         }
     }
 
+    /// Whether the frontend runs the device now (it gave a memory table
+    /// since it last stopped it): the thread runs jobs only then.
+    pub fn set_running(&self, running: bool) {
+        let mut queue = lock(&self.queue);
+        if queue.running != running && !queue.jobs.is_empty() {
+            info!(
+                "{} map jobs {}",
+                queue.jobs.len(),
+                if running {
+                    "resumed"
+                } else {
+                    "wait for the device to start"
+                }
+            );
+        }
+        if !running {
+            for (_, after_stop) in &mut queue.jobs {
+                *after_stop = true;
+            }
+        }
+        queue.running = running;
+        self.wake.notify_all();
+    }
+
     /// Queues `job`.
     pub fn push(&self, job: Job) {
         let mut queue = lock(&self.queue);
@@ -223,7 +263,8 @@ impl Mapper {
             debug!("mapper stopped: {job:?} dropped");
             return;
         }
-        queue.jobs.push_back(job);
+        let after_stop = !queue.running;
+        queue.jobs.push_back((job, after_stop));
         self.wake.notify_all();
     }
 
@@ -232,13 +273,14 @@ impl Mapper {
         lock(&self.queue).jobs.len()
     }
 
-    /// Carries out the first job queued, if any; whether there was one.
-    /// (The mapper's thread does this; tests call it directly.)
+    /// Carries out the first job queued, if any, running or not; whether
+    /// there was one. (The mapper's thread does this while the device
+    /// runs; tests call it directly.)
     pub fn run_one(&self) -> bool {
-        let Some(job) = lock(&self.queue).jobs.pop_front() else {
+        let Some((job, after_stop)) = lock(&self.queue).jobs.pop_front() else {
             return false;
         };
-        let done = self.carry_out(job);
+        let done = self.carry_out(job, after_stop);
         let completion = lock(&self.completion).clone();
         if let Some(completion) = completion {
             completion.done(done);
@@ -251,8 +293,8 @@ impl Mapper {
         while self.run_one() {}
     }
 
-    /// Starts the thread that carries the jobs out, until
-    /// [`Mapper::stop`].
+    /// Starts the thread that carries the jobs out while the device runs,
+    /// until [`Mapper::stop`].
     pub fn start(self: &Arc<Self>, name: &str) -> io::Result<JoinHandle<()>> {
         let mapper = Arc::clone(self);
         thread::Builder::new()
@@ -260,7 +302,7 @@ impl Mapper {
             .spawn(move || loop {
                 {
                     let mut queue = lock(&mapper.queue);
-                    while queue.jobs.is_empty() && !queue.stopped {
+                    while (queue.jobs.is_empty() || !queue.running) && !queue.stopped {
                         queue = mapper
                             .wake
                             .wait(queue)
@@ -321,7 +363,7 @@ impl Mapper {
         Ok(())
     }
 
-    fn carry_out(&self, job: Job) -> Done {
+    fn carry_out(&self, job: Job, after_stop: bool) -> Done {
         let channel = lock(&self.channel).clone();
         match job {
             Job::Map { import, pieces } => {
@@ -339,6 +381,10 @@ impl Mapper {
                         let seen = self.tables();
                         match channel.unmap(&request(shm_offset, 0, len)) {
                             Ok(()) => self.settle(seen),
+                            Err(e) if after_stop => info!(
+                                "import {import}: SHMEM_UNMAP {shm_offset:#x}+{len:#x}: {e} \
+                                 (the device was reset since: gone with the reset)"
+                            ),
                             Err(e) => {
                                 warn!("import {import}: SHMEM_UNMAP {shm_offset:#x}+{len:#x}: {e}")
                             }
@@ -543,6 +589,11 @@ pub(crate) mod tests {
             import: 1,
             ranges: vec![(0, 0x1000)],
         });
+        // Not while the device is stopped.
+        thread::sleep(Duration::from_millis(100));
+        assert!(lock(&channel.log).is_empty());
+        assert_eq!(mapper.queued(), 1);
+        mapper.set_running(true);
         let start = std::time::Instant::now();
         while lock(&channel.log).is_empty() {
             assert!(start.elapsed() < std::time::Duration::from_secs(10));
