@@ -5,6 +5,7 @@
 //! what SHMEM_MAP names into a region of its own, as QEMU does: what the
 //! importer reads there is what the exporter's guest memory holds.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
@@ -935,4 +936,232 @@ fn mappings_of_an_older_connection_are_ignored() {
     assert_eq!(fx.b.events(), []);
     assert_eq!(fx.b.attach("a", "frames"), Ok(1));
     assert_eq!(fx.b.events(), [added(2, 1, 0, 0, PAGE)]);
+}
+
+/// A small deterministic generator (xorshift64*), for the sequences below.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+/// The imports of b the hub describes: (import, buffer, offset, size,
+/// whether the hub has it mapped: live or removed, whether it holds the
+/// buffer: not revoked).
+fn imports_of_b(fx: &Fixture) -> Vec<(u64, u64, u64, u64, bool, bool)> {
+    fx.hub
+        .describe("b")
+        .iter()
+        .map(|line| {
+            let field = |name: &str| {
+                line.split(' ')
+                    .find_map(|f| f.strip_prefix(&format!("{name}=")))
+                    .unwrap()
+                    .to_string()
+            };
+            let num = |name: &str| {
+                let v = field(name);
+                match v.strip_prefix("0x") {
+                    Some(hex) => u64::from_str_radix(hex, 16).unwrap(),
+                    None => v.parse().unwrap(),
+                }
+            };
+            let state = field("state");
+            let mapped = state == "Live" || state.starts_with("Removed");
+            let holds = state != "Revoked";
+            (
+                num("import"),
+                num("buffer"),
+                num("offset"),
+                num("size"),
+                mapped,
+                holds,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn random_sequences_keep_the_promises() {
+    // What the sequences did, all seeds together: ADDED, UPDATED, FREED,
+    // NO_SPACE, REMOVED.
+    let mut seen = [0u32; 5];
+    for seed in 1..=40u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut fx = Fixture::new(8);
+        // a's buffers: id -> (address, registered now); ids never reused.
+        let mut buffers: BTreeMap<u64, (u64, bool)> = BTreeMap::new();
+        // Unregistered, FREED expected once no import maps them.
+        let mut draining: BTreeSet<u64> = BTreeSet::new();
+        let mut next_id = 1;
+        let mut seqnos: BTreeMap<u64, u64> = BTreeMap::new();
+        // Imports b heard of (ADDED), and the last seqno sent for each.
+        let mut known: BTreeMap<u64, u64> = BTreeMap::new();
+        for step in 0..120 {
+            let what = rng.below(14);
+            match what {
+                0..=2 => {
+                    let id = next_id;
+                    next_id += 1;
+                    let pages = 1 + rng.below(3);
+                    let addr = (id % 40) * 4 * PAGE + if rng.below(8) == 0 { 0x100 } else { 0 };
+                    let app = if rng.below(5) == 0 { "other" } else { "frames" };
+                    fx.a.register(id, app, addr, pages * PAGE);
+                    fx.a.mem.write_obj(id, GuestAddress(addr)).unwrap();
+                    buffers.insert(id, (addr, true));
+                }
+                3 | 4 => {
+                    let live: Vec<u64> = buffers
+                        .iter()
+                        .filter(|(_, b)| b.1)
+                        .map(|(id, _)| *id)
+                        .collect();
+                    if let Some(&id) = live.get(rng.below(live.len().max(1) as u64) as usize) {
+                        let seqno = seqnos.entry(id).or_default();
+                        *seqno += 1;
+                        fx.a.update(id, *seqno);
+                    }
+                }
+                5 => {
+                    let live: Vec<u64> = buffers
+                        .iter()
+                        .filter(|(_, b)| b.1)
+                        .map(|(id, _)| *id)
+                        .collect();
+                    if let Some(&id) = live.get(rng.below(live.len().max(1) as u64) as usize) {
+                        fx.a.unregister(id);
+                        buffers.get_mut(&id).unwrap().1 = false;
+                        draining.insert(id);
+                    }
+                }
+                6 => {
+                    // a resets or loses its buffers: no FREED for them.
+                    if rng.below(2) == 0 {
+                        fx.a.dev.reset();
+                    } else {
+                        fx.a.dev.lose_buffers();
+                    }
+                    for b in buffers.values_mut() {
+                        b.1 = false;
+                    }
+                    draining.clear();
+                }
+                7 => {
+                    let _ = fx.b.attach("a", "frames");
+                }
+                8 => {
+                    let _ = fx.b.detach(1);
+                }
+                9 | 10 => {
+                    let ids: Vec<u64> = known.keys().copied().collect();
+                    if let Some(&id) = ids.get(rng.below(ids.len().max(1) as u64) as usize) {
+                        if rng.below(2) == 0 {
+                            assert_eq!(fx.b.close(id), VIRTIO_BUFSHARE_S_OK, "seed {seed}");
+                            known.remove(&id);
+                        } else {
+                            let sent = known[&id];
+                            assert_eq!(fx.b.release(id, sent), VIRTIO_BUFSHARE_S_OK);
+                            assert_eq!(
+                                fx.b.release(id, sent + 1),
+                                VIRTIO_BUFSHARE_S_INVALID,
+                                "seed {seed}"
+                            );
+                        }
+                    }
+                }
+                11 => {
+                    if rng.below(2) == 0 {
+                        fx.b.dev.reset();
+                    } else {
+                        fx.b.dev.lose_buffers();
+                    }
+                    known.clear();
+                }
+                12 => {
+                    fx.hub.revoke_due(Instant::now() + Duration::from_secs(60));
+                }
+                _ => {}
+            }
+            // b's events: what it hears of, checked as a driver would.
+            fx.b.mapper.run_all();
+            for event in fx.b.events() {
+                match event {
+                    DeviceEvent::ImportAdded {
+                        import_id,
+                        seqno,
+                        shm_offset,
+                        size,
+                        ..
+                    } => {
+                        assert!(shm_offset + size <= 8 * PAGE, "seed {seed}");
+                        assert!(known.insert(import_id, seqno).is_none(), "seed {seed}");
+                        seen[0] += 1;
+                    }
+                    DeviceEvent::ImportUpdated {
+                        import_id, seqno, ..
+                    } => {
+                        let sent = known.get_mut(&import_id).expect("UPDATED after ADDED");
+                        assert!(seqno > *sent, "seed {seed}: updates in order");
+                        *sent = seqno;
+                        seen[1] += 1;
+                    }
+                    DeviceEvent::ImportNoSpace { .. } => seen[3] += 1,
+                    DeviceEvent::ImportRemoved { .. } => seen[4] += 1,
+                    _ => {}
+                }
+            }
+            // What is mapped is exactly what the hub has mapped, without
+            // overlaps, and shows the exporter's bytes.
+            let imports = imports_of_b(&fx);
+            let mut mapped: Vec<(u64, u64)> = lock(&fx.b.region.mapped).clone();
+            mapped.sort_unstable();
+            let mut expected: Vec<(u64, u64)> = imports
+                .iter()
+                .filter(|i| i.4)
+                .map(|i| (i.2, i.3.next_multiple_of(PAGE)))
+                .collect();
+            expected.sort_unstable();
+            assert_eq!(mapped, expected, "seed {seed} step {step} ({what})");
+            for w in mapped.windows(2) {
+                assert!(w[0].0 + w[0].1 <= w[1].0, "seed {seed}: overlap");
+            }
+            for &(_, buffer, offset, _, is_mapped, _) in &imports {
+                if is_mapped {
+                    let id = u64::from_le_bytes(fx.b.region.read(offset, 8).try_into().unwrap());
+                    assert_eq!(id, buffer, "seed {seed}: the exporter's bytes");
+                }
+            }
+            // FREED exactly for the unregistered buffers no import maps.
+            let held: BTreeSet<u64> = imports.iter().filter(|i| i.5).map(|i| i.1).collect();
+            let freed: BTreeSet<u64> =
+                fx.a.events()
+                    .into_iter()
+                    .filter_map(|e| match e {
+                        DeviceEvent::Freed(id) => Some(id),
+                        _ => None,
+                    })
+                    .collect();
+            for id in &freed {
+                seen[2] += 1;
+                assert!(draining.remove(id), "seed {seed}: FREED {id} not draining");
+                assert!(!held.contains(id), "seed {seed}: FREED {id} while imported");
+            }
+            for id in &draining {
+                assert!(
+                    held.contains(id),
+                    "seed {seed} step {step}: {id} unregistered, not imported, not freed"
+                );
+            }
+        }
+    }
+    let [added, updated, freed, no_space, removed] = seen;
+    assert!(
+        added > 100 && updated > 50 && freed > 20 && no_space > 10 && removed > 20,
+        "the sequences did too little: {seen:?}"
+    );
 }
