@@ -125,6 +125,14 @@ pub fn guest_totals() -> (u64, u64) {
     GUEST.with(|limit| limit.borrow().totals())
 }
 
+/// `info!` for what a guest caused, rate-limited ([`guest_log`]).
+#[macro_export]
+macro_rules! guest_info {
+    ($($arg:tt)+) => {
+        $crate::ratelimit::guest_log(::log::Level::Info, ::std::format_args!($($arg)+))
+    };
+}
+
 /// `warn!` for what a guest caused, rate-limited ([`guest_log`]).
 #[macro_export]
 macro_rules! guest_warn {

@@ -43,7 +43,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{debug, info};
 use vhost::vhost_user::message::{VhostUserMMap, VhostUserMMapFlags};
 use vhost::vhost_user::{Backend, VhostUserFrontendReqHandler};
 
@@ -349,7 +349,11 @@ impl Mapper {
                     let seen = self.tables();
                     match channel.unmap(&request(done.shm_offset, 0, done.len)) {
                         Ok(()) => self.settle(seen),
-                        Err(e) => warn!("import {import}: SHMEM_UNMAP after a failed map: {e}"),
+                        Err(e) => {
+                            crate::guest_warn!(
+                                "import {import}: SHMEM_UNMAP after a failed map: {e}"
+                            )
+                        }
                     }
                 }
                 return Err(format!(
@@ -381,13 +385,13 @@ impl Mapper {
                         let seen = self.tables();
                         match channel.unmap(&request(shm_offset, 0, len)) {
                             Ok(()) => self.settle(seen),
-                            Err(e) if after_stop => info!(
+                            Err(e) if after_stop => crate::guest_info!(
                                 "import {import}: SHMEM_UNMAP {shm_offset:#x}+{len:#x}: {e} \
                                  (the device was reset since: gone with the reset)"
                             ),
-                            Err(e) => {
-                                warn!("import {import}: SHMEM_UNMAP {shm_offset:#x}+{len:#x}: {e}")
-                            }
+                            Err(e) => crate::guest_warn!(
+                                "import {import}: SHMEM_UNMAP {shm_offset:#x}+{len:#x}: {e}"
+                            ),
                         }
                     }
                 }

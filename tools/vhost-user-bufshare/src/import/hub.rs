@@ -46,7 +46,7 @@ use bufshare_uapi::{
     VIRTIO_BUFSHARE_S_DENIED, VIRTIO_BUFSHARE_S_INVALID, VIRTIO_BUFSHARE_S_NO_BUFFER,
     VIRTIO_BUFSHARE_S_NO_SPACE,
 };
-use log::{debug, info, warn};
+use log::{debug, warn};
 use vm_memory::GuestMemoryMmap;
 
 use super::alloc::Allocator;
@@ -317,7 +317,7 @@ impl ImportHub {
                 skipped: BTreeSet::new(),
             },
         );
-        info!("guest {name}: attachment {number} to {source}/{application}");
+        crate::guest_info!("guest {name}: attachment {number} to {source}/{application}");
         // The buffers of the application the source has now.
         let Some(exporter) = inner.guests.get(source) else {
             return Ok(number);
@@ -371,9 +371,10 @@ impl ImportHub {
         pending.drop_imports(|e| {
             e.attachment() == Some(attachment) && !matches!(e, DeviceEvent::ImportRemoved { .. })
         });
-        info!(
+        crate::guest_info!(
             "guest {name}: attachment {attachment} to {}/{} detached",
-            att.source, att.application
+            att.source,
+            att.application
         );
         let ids: Vec<u64> = guest
             .imports
@@ -481,7 +482,7 @@ impl ImportHub {
         let ids: Vec<u64> = guest.imports.keys().copied().collect();
         guest.inbox.clear();
         if !ids.is_empty() || !attachments.is_empty() {
-            info!(
+            crate::guest_info!(
                 "guest {name}: {} attachments and {} imports end ({why:?})",
                 attachments.len(),
                 ids.len()
@@ -528,7 +529,7 @@ impl ImportHub {
                     next = Some(next.map_or(deadline, |n| n.min(deadline)));
                     continue;
                 }
-                info!("guest {name}: import {id} not closed in time: revoked");
+                crate::guest_info!("guest {name}: import {id} not closed in time: revoked");
                 import.state = State::Revoking;
                 match &guest.mapper {
                     Some(mapper) => mapper.push(Job::Unmap {
@@ -652,7 +653,7 @@ impl Inner {
         let (mut pieces, offset, mapper) = match planned {
             Ok(planned) => planned,
             Err(why) => {
-                info!("guest {name}: {source} buffer {id} not imported: {why}");
+                crate::guest_info!("guest {name}: {source} buffer {id} not imported: {why}");
                 no_space(guest, attachment, id, size);
                 return;
             }
@@ -935,10 +936,19 @@ struct ExporterEvents {
 }
 
 impl ExporterEvents {
-    /// Buffer `id` of the guest is gone: its imports are removed.
+    /// Buffer `id` of the guest is gone: its imports are removed, and the
+    /// attachments forget that it had no room (a buffer registered again
+    /// under its id is another buffer).
     fn gone(&self, inner: &mut Inner, id: u64, deadline: Instant) {
         for (name, import) in inner.imports_of(&self.guest, id) {
             inner.remove_import(&name, import, deadline);
+        }
+        for guest in inner.guests.values_mut() {
+            for att in guest.attachments.values_mut() {
+                if att.source == self.guest {
+                    att.skipped.remove(&id);
+                }
+            }
         }
     }
 }

@@ -751,6 +751,12 @@ fn the_region_full() {
         .a
         .events()
         .contains(&DeviceEvent::Released { id: 2, seqno: 1 }));
+    // Unregistered and registered again, id 2 is another buffer, which
+    // fits once there is room.
+    assert_eq!(fx.b.close(2), VIRTIO_BUFSHARE_S_OK);
+    fx.a.unregister(2);
+    fx.a.register(2, "frames", 0x10000, PAGE);
+    assert_eq!(fx.b.events(), [added(4, 2, 0, 3 * PAGE, PAGE)]);
 }
 
 #[test]
