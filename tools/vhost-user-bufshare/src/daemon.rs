@@ -444,6 +444,15 @@ pub fn serve(config: &Config, shutdown: &Shutdown) -> Result<(), Error> {
     results.into_iter().collect()
 }
 
+/// `path` with each `{guest}` in it replaced by `name`: one fault file per
+/// guest when several are served.
+fn guest_path(path: &Path, name: &str) -> PathBuf {
+    match path.to_str() {
+        Some(p) if p.contains("{guest}") => PathBuf::from(p.replace("{guest}", name)),
+        _ => path.to_path_buf(),
+    }
+}
+
 /// Serves the frontends of guest `index` of `config`, one at a time, on
 /// `listener`, keeping its device's buffers and guest memory in `state`.
 fn serve_guest(
@@ -513,7 +522,7 @@ fn run_connection(
             .map_err(|e| Error::Thread(name.clone(), e))?;
     }
     if let Some(path) = &config.fault_file {
-        backend = backend.with_fault_file(FaultFile::new(path));
+        backend = backend.with_fault_file(FaultFile::new(&guest_path(path, name)));
     }
     if config.no_events {
         backend = backend.without_events();
@@ -573,6 +582,15 @@ fn wait_for_connection(listener: &Listener, shutdown: &Shutdown) -> Result<bool,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fault_file_per_guest() {
+        let p = Path::new("/run/{guest}/fault");
+        assert_eq!(guest_path(p, "a"), PathBuf::from("/run/a/fault"));
+        assert_eq!(guest_path(p, "b"), PathBuf::from("/run/b/fault"));
+        let shared = Path::new("/run/fault");
+        assert_eq!(guest_path(shared, "a"), PathBuf::from("/run/fault"));
+    }
 
     #[test]
     fn guest_names() {

@@ -185,7 +185,8 @@ struct BufshareArgs {
 
 /// The short help of `--fault-file`; its long help goes on with
 /// [`fault::file_help`], made from the fault catalogue.
-const FAULT_FILE_HELP: &str = "Fault injection (to test drivers): misbehave as PATH says";
+const FAULT_FILE_HELP: &str = "Fault injection (to test drivers): misbehave as PATH says \
+     ({guest} in PATH stands for each guest's name: a file per guest)";
 
 /// An octal file mode, at most 0777.
 fn parse_mode(text: &str) -> Result<u32, String> {
