@@ -18,7 +18,9 @@
 # (backend.log), one directory per guest (a/, b/: each guest's /build/run,
 # with its console.log, dmesg.txt, kmemleak.txt and TEST.tap) and shared/,
 # which both guests see as /build/shared, where the two halves of a test
-# meet. The exit code is the first failing guest's, else 0.
+# meet. Each guest has a fault file of its own (/build/run/fault, the
+# backend's --fault-file with {guest}), to make its own device misbehave.
+# The exit code is the first failing guest's, else 0.
 
 . "$(dirname "$0")/lib.sh"
 
@@ -64,6 +66,7 @@ for g in a b; do
 		echo "export BUFSHARE_TESTS=/build/tests"
 		echo "export BUFSHARE_IMPORT_DIR=/build/shared"
 		echo "export BUFSHARE_IMPORT_SOURCE=a"
+		echo "export BUFSHARE_FAULT_FILE=/build/run/fault"
 		if [ "$g" = a ]; then
 			echo "export BUFSHARE_IMPORT_ROLE=exporter"
 			for v in "${ENV_A[@]}"; do printf 'export %q\n' "$v"; done
@@ -79,6 +82,7 @@ rm -f "$RUN/a/vhost.sock" "$RUN/b/vhost.sock"
 RUST_LOG=${RUST_LOG:-info} "$BACKEND" \
 	--guest "a=$RUN/a/vhost.sock" --guest "b=$RUN/b/vhost.sock" \
 	--shm-size "$SHM" --allow-import b:frames=a --allow-import b:big=a \
+	--fault-file "$RUN/{guest}/fault" \
 	$BACKEND_ARGS >"$RUN/backend.log" 2>&1 &
 backend=$!
 pids=()

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -226,6 +227,34 @@ static int import_fd(int dev, __u64 import_id, struct bufshare_import *imp)
 	if (ioctl(dev, BUFSHARE_IOC_IMPORT, imp))
 		return -errno;
 	return imp->fd;
+}
+
+/*
+ * Attaches to the exporter's application, waits for the import of its
+ * buffer @id (the event in *@ev), takes the import's dma-buf (in *@fd) and
+ * maps @size bytes of it for reading (in *@map). 0 or -errno.
+ */
+static int import_and_map(int dev, __u64 id, size_t size, struct bufshare_import_event *ev,
+			  int *fd, char **map)
+{
+	struct bufshare_import imp;
+	int err = -attach(dev, source(), APP, NULL);
+
+	if (err)
+		return err;
+	err = next_import_event(dev, BUFSHARE_EVENT_IMPORT_ADDED, id, 0, ev, WAIT_MS);
+	if (err)
+		return err;
+	*fd = import_fd(dev, ev->import_id, &imp);
+	if (*fd < 0)
+		return *fd;
+	*map = mmap(NULL, size, PROT_READ, MAP_SHARED, *fd, 0);
+	if (*map == MAP_FAILED) {
+		err = -errno;
+		close(*fd);
+		return err;
+	}
+	return 0;
 }
 
 /* Fills @len bytes at @p with the pattern of @seed. */
@@ -443,22 +472,14 @@ TEST_F_TIMEOUT(imp, updates_in_order_and_released, TEST_SECONDS)
 		close(memfd);
 	} else {
 		struct bufshare_import_event ev;
-		struct bufshare_import imp;
 		unsigned long long sent = 0;
 		__u64 import_id, last = 0;
-		__u32 number;
-		unsigned int *map;
+		char *map;
 		int fd, seen = 0;
 
 		ASSERT_EQ(0, get("upd.id", &id, WAIT_MS));
-		ASSERT_EQ(0, attach(self->dev, source(), APP, &number));
-		ASSERT_EQ(0, next_import_event(self->dev, BUFSHARE_EVENT_IMPORT_ADDED, id, 0, &ev,
-					       WAIT_MS));
+		ASSERT_EQ(0, import_and_map(self->dev, id, size, &ev, &fd, &map));
 		import_id = ev.import_id;
-		fd = import_fd(self->dev, import_id, &imp);
-		ASSERT_LE(0, fd);
-		map = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
-		ASSERT_NE(MAP_FAILED, map);
 		ASSERT_EQ(0, put("upd.attached", 1));
 		while (last < n) {
 			ASSERT_EQ(0, next_import_event(self->dev, BUFSHARE_EVENT_IMPORT_UPDATED, 0,
@@ -467,7 +488,7 @@ TEST_F_TIMEOUT(imp, updates_in_order_and_released, TEST_SECONDS)
 			ASSERT_LT(last, ev.seqno);
 			ASSERT_GE(n, ev.seqno);
 			/* The exporter wrote the update's number before sending it. */
-			EXPECT_LE(ev.seqno, __atomic_load_n(map, __ATOMIC_ACQUIRE));
+			EXPECT_LE(ev.seqno, __atomic_load_n((unsigned int *)map, __ATOMIC_ACQUIRE));
 			last = ev.seqno;
 			seen++;
 		}
@@ -551,14 +572,8 @@ TEST_F_TIMEOUT(imp, unregister_while_mapped, TEST_SECONDS)
 		int fd;
 
 		ASSERT_EQ(0, get("unreg.id", &id, WAIT_MS));
-		ASSERT_EQ(0, attach(self->dev, source(), APP, NULL));
-		ASSERT_EQ(0, next_import_event(self->dev, BUFSHARE_EVENT_IMPORT_ADDED, id, 0, &ev,
-					       WAIT_MS));
+		ASSERT_EQ(0, import_and_map(self->dev, id, size, &ev, &fd, &map));
 		import_id = ev.import_id;
-		fd = import_fd(self->dev, import_id, &imp);
-		ASSERT_LE(0, fd);
-		map = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
-		ASSERT_NE(MAP_FAILED, map);
 		ASSERT_EQ(0, put("unreg.mapped", 1));
 		ASSERT_EQ(0, next_import_event(self->dev, BUFSHARE_EVENT_IMPORT_REMOVED, 0,
 					       import_id, &ev, WAIT_MS));
@@ -608,20 +623,13 @@ TEST_F_TIMEOUT(imp, exporter_killed, TEST_SECONDS)
 		EXPECT_EQ(0, get("ekill.done", NULL, WAIT_MS));
 	} else {
 		struct bufshare_import_event ev;
-		struct bufshare_import imp;
 		__u64 import_id;
 		char *map;
 		int fd;
 
 		ASSERT_EQ(0, get("ekill.id", &id, WAIT_MS));
-		ASSERT_EQ(0, attach(self->dev, source(), APP, NULL));
-		ASSERT_EQ(0, next_import_event(self->dev, BUFSHARE_EVENT_IMPORT_ADDED, id, 0, &ev,
-					       WAIT_MS));
+		ASSERT_EQ(0, import_and_map(self->dev, id, PAGE, &ev, &fd, &map));
 		import_id = ev.import_id;
-		fd = import_fd(self->dev, import_id, &imp);
-		ASSERT_LE(0, fd);
-		map = mmap(NULL, PAGE, PROT_READ, MAP_SHARED, fd, 0);
-		ASSERT_NE(MAP_FAILED, map);
 		ASSERT_EQ(0, put("ekill.mapped", 1));
 		EXPECT_EQ(0, next_import_event(self->dev, BUFSHARE_EVENT_IMPORT_REMOVED, 0,
 					       import_id, &ev, WAIT_MS));
@@ -781,6 +789,156 @@ TEST_F_TIMEOUT(imp, region_full, TEST_SECONDS)
 		EXPECT_EQ(0, ioctl(self->dev, BUFSHARE_IOC_IMPORT_CLOSE, &added.import_id));
 		EXPECT_EQ(0, ioctl(self->dev, BUFSHARE_IOC_DETACH, &number));
 		ASSERT_EQ(0, put("full.done", 1));
+	}
+}
+
+/*
+ * Makes this guest's device lose its buffers, as a restarted backend does
+ * (its fault file, see scripts/vm2.sh), and has it notice: 0 or -errno.
+ */
+static int lose_buffers(int dev)
+{
+	static unsigned int count;
+	struct bufshare_info info;
+	char mode[64];
+	int err;
+
+	snprintf(mode, sizeof(mode), "lose-buffers imp%d-%u-%llx", (int)getpid(), ++count,
+		 (unsigned long long)(fresh_seed() & 0xffffff));
+	err = set_fault(mode);
+	if (err)
+		return err;
+	return ioctl(dev, BUFSHARE_IOC_GET_INFO, &info) ? -errno : 0;
+}
+
+/*
+ * The exporter's device loses its buffers: the importer's import goes
+ * (REMOVED), and when the exporter's driver registers the buffer again it
+ * is imported again, under a new import, the same memory.
+ */
+TEST_F_TIMEOUT(imp, exporter_loses_buffers, TEST_SECONDS)
+{
+	size_t size = 2 * PAGE;
+	unsigned long long id;
+
+	ASSERT_EQ(0, meet("exporter_loses_buffers"));
+
+	if (exporter()) {
+		void *map;
+		int memfd;
+		__u64 bid;
+
+		ASSERT_EQ(0, export_buffer(self->dev, size, APP, &map, &memfd, &bid));
+		pattern(map, size, 21);
+		ASSERT_EQ(0, put("elose.id", bid));
+		ASSERT_EQ(0, get("elose.mapped", NULL, WAIT_MS));
+		ASSERT_EQ(0, lose_buffers(self->dev));
+		/* The buffer is back, under its id, once the next command went. */
+		struct bufshare_buffer_info info;
+
+		EXPECT_EQ(0, bs_buffer_info(self->dev, bid, &info, NULL, 0));
+		EXPECT_EQ(0, get("elose.done", NULL, WAIT_MS));
+		EXPECT_EQ(0, bs_unregister_wait(self->dev, bid));
+		munmap(map, size);
+		close(memfd);
+	} else {
+		struct bufshare_import_event ev;
+		struct bufshare_import imp;
+		__u64 first, second;
+		char *map;
+		int fd;
+
+		ASSERT_EQ(0, get("elose.id", &id, WAIT_MS));
+		ASSERT_EQ(0, attach(self->dev, source(), APP, NULL));
+		ASSERT_EQ(0, next_import_event(self->dev, BUFSHARE_EVENT_IMPORT_ADDED, id, 0, &ev,
+					       WAIT_MS));
+		first = ev.import_id;
+		ASSERT_EQ(0, put("elose.mapped", 1));
+		ASSERT_EQ(0, next_import_event(self->dev, BUFSHARE_EVENT_IMPORT_REMOVED, 0, first,
+					       &ev, WAIT_MS));
+		ASSERT_EQ(0, next_import_event(self->dev, BUFSHARE_EVENT_IMPORT_ADDED, id, 0, &ev,
+					       WAIT_MS));
+		second = ev.import_id;
+		EXPECT_NE(first, second);
+		fd = import_fd(self->dev, second, &imp);
+		ASSERT_LE(0, fd);
+		map = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+		ASSERT_NE(MAP_FAILED, map);
+		EXPECT_TRUE(has_pattern(map, size, 21));
+		munmap(map, size);
+		close(fd);
+		EXPECT_EQ(0, ioctl(self->dev, BUFSHARE_IOC_IMPORT_CLOSE, &second));
+		ASSERT_EQ(0, put("elose.done", 1));
+	}
+}
+
+static sigjmp_buf fault_jmp;
+
+static void on_sigbus(int sig)
+{
+	siglongjmp(fault_jmp, 1);
+}
+
+/* Whether reading @p raises SIGBUS. */
+static int read_faults(const char *p)
+{
+	struct sigaction sa = { .sa_handler = on_sigbus }, old;
+	int faulted = 0;
+
+	sigaction(SIGBUS, &sa, &old);
+	if (sigsetjmp(fault_jmp, 1))
+		faulted = 1;
+	else
+		(void)__atomic_load_n(p, __ATOMIC_RELAXED);
+	sigaction(SIGBUS, &old, NULL);
+	return faulted;
+}
+
+/*
+ * The importer's device loses its buffers while it maps an import: its
+ * attachment ends (DETACHED), its dma-buf is revoked (the mapping faults),
+ * and the exporter's FREED comes, the importer's hold on the memory gone.
+ */
+TEST_F_TIMEOUT(imp, importer_loses_buffers, TEST_SECONDS)
+{
+	size_t size = PAGE;
+	unsigned long long id;
+
+	ASSERT_EQ(0, meet("importer_loses_buffers"));
+
+	if (exporter()) {
+		void *map;
+		int memfd;
+		__u64 bid;
+
+		ASSERT_EQ(0, export_buffer(self->dev, size, APP, &map, &memfd, &bid));
+		ASSERT_EQ(0, put("ilose.id", bid));
+		ASSERT_EQ(0, get("ilose.lost", NULL, WAIT_MS));
+		EXPECT_EQ(0, bs_unregister_wait(self->dev, bid));
+		munmap(map, size);
+		close(memfd);
+		ASSERT_EQ(0, put("ilose.freed", 1));
+	} else {
+		struct bufshare_import_event ev;
+		__u32 number;
+		char *map;
+		int fd;
+
+		ASSERT_EQ(0, get("ilose.id", &id, WAIT_MS));
+		ASSERT_EQ(0, import_and_map(self->dev, id, size, &ev, &fd, &map));
+		number = ev.attachment;
+		EXPECT_FALSE(read_faults(map));
+		ASSERT_EQ(0, lose_buffers(self->dev));
+		ASSERT_EQ(0, next_import_event(self->dev, BUFSHARE_EVENT_IMPORT_DETACHED, 0, 0, &ev,
+					       WAIT_MS));
+		EXPECT_EQ(number, ev.attachment);
+		/* Revoked: no longer the exporter's memory to read. */
+		EXPECT_TRUE(read_faults(map));
+		EXPECT_EQ(MAP_FAILED, mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0));
+		ASSERT_EQ(0, put("ilose.lost", 1));
+		EXPECT_EQ(0, get("ilose.freed", NULL, WAIT_MS));
+		munmap(map, size);
+		close(fd);
 	}
 }
 
