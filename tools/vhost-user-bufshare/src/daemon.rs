@@ -522,7 +522,7 @@ fn run_connection(
             .map_err(|e| Error::Thread(name.clone(), e))?;
     }
     if let Some(path) = &config.fault_file {
-        backend = backend.with_fault_file(FaultFile::new(&guest_path(path, name)));
+        backend = backend.with_fault_file(FaultFile::new(guest_path(path, name)));
     }
     if config.no_events {
         backend = backend.without_events();

@@ -221,6 +221,12 @@ impl BufshareDevice {
         self.events_enabled
     }
 
+    /// Whether the driver acked `VIRTIO_BUFSHARE_F_IMPORT` (and the guest
+    /// may import).
+    pub fn import_enabled(&self) -> bool {
+        self.import_enabled
+    }
+
     /// Takes the id of the buffer whose UNREGISTER was just carried out
     /// and must not be answered before its holders let go (without
     /// events); the answer is then made by [`BufshareDevice::held_answer`].

@@ -124,6 +124,12 @@ pub const BOGUS_APPLICATION: &str = "bogus-events-no-such-app";
 pub const BOGUS_SEQNO_AHEAD: u64 = 1000;
 /// Most registered buffers [`Fault::BogusEvents`] makes events about.
 pub const BOGUS_BUFFERS: usize = 8;
+/// The import ids of the spurious IMPORT_* events of [`Fault::BogusEvents`]
+/// count down from this one (ids the device never gave).
+pub const BOGUS_IMPORT_ID: u64 = u64::MAX - 2;
+/// The attachment of the IMPORT_* events of [`Fault::BogusEvents`] about an
+/// attachment the driver never made.
+pub const BOGUS_ATTACHMENT: u32 = 0xffff_fff0;
 /// Most characters of the TOKEN of `lose-buffers TOKEN`.
 pub const MAX_TOKEN_LEN: usize = 32;
 /// How long a device reset waits under [`Fault::SlowReset`].
@@ -353,7 +359,13 @@ impl Fault {
                    (never registered), CONSUMERS for application \
                    bogus-events-no-such-app, and for each registered buffer (at most \
                    8) RELEASED with a seqno 1000 beyond its last update and FREED \
-                   although it is still registered; the command is served normally. \
+                   although it is still registered; with VIRTIO_BUFSHARE_F_IMPORT, \
+                   IMPORT_ADDED for attachment 0xfffffff0 (never made), of size 0, \
+                   beyond the import region, not page-aligned, over a live import's \
+                   range and under a live import's id, IMPORT_UPDATED of a live \
+                   import that does not move on and of an import never made, \
+                   IMPORT_REMOVED of an import never made and IMPORT_NO_SPACE for \
+                   the attachment never made; the command is served normally. \
                    Only the last TOKEN acted on is remembered (per connection)",
         },
     ];
@@ -531,8 +543,87 @@ pub fn bogus_events(device: &BufshareDevice) -> Vec<Vec<u8>> {
         }));
         events.push(wire(DeviceEvent::Freed(id)));
     }
+    events.extend(bogus_import_events(device));
     info!("{} bogus events queued (fault injection)", events.len());
     events
+}
+
+/// The IMPORT_* events of [`Fault::BogusEvents`], with
+/// `VIRTIO_BUFSHARE_F_IMPORT`: IMPORT_ADDED for an attachment the driver
+/// never made, of size 0 (malformed), beyond the import region, not
+/// page-aligned, over the range of a live import, and under a live import's
+/// id; IMPORT_UPDATED of a live import that does not move on, and of an
+/// import never made; IMPORT_REMOVED of an import never made; and
+/// IMPORT_NO_SPACE for an attachment never made. A driver ignores them
+/// all, and closes the imports it never had.
+pub fn bogus_import_events(device: &BufshareDevice) -> Vec<Vec<u8>> {
+    let Some(port) = device.import_port().filter(|_| device.import_enabled()) else {
+        return Vec::new();
+    };
+    let generation = device.wire_generation();
+    let (attachments, imports) = port.hub.snapshot(&port.guest);
+    let region = port.hub.region_size();
+    let page = 4096;
+    let mut next_id = BOGUS_IMPORT_ID;
+    let mut fresh_id = || {
+        let id = next_id;
+        next_id -= 1;
+        id
+    };
+    let added = |import_id, attachment, shm_offset, size| DeviceEvent::ImportAdded {
+        import_id,
+        attachment,
+        buffer_id: BOGUS_BUFFER_ID,
+        seqno: 0,
+        flags: 0,
+        shm_offset,
+        size,
+    };
+    let mut events = vec![
+        added(fresh_id(), BOGUS_ATTACHMENT, 0, page),
+        added(fresh_id(), BOGUS_ATTACHMENT, 0, 0),
+        DeviceEvent::ImportUpdated {
+            import_id: BOGUS_IMPORT_ID,
+            attachment: BOGUS_ATTACHMENT,
+            buffer_id: BOGUS_BUFFER_ID,
+            seqno: 1,
+        },
+        DeviceEvent::ImportRemoved {
+            import_id: BOGUS_IMPORT_ID,
+            attachment: BOGUS_ATTACHMENT,
+            buffer_id: BOGUS_BUFFER_ID,
+        },
+        DeviceEvent::ImportNoSpace {
+            attachment: BOGUS_ATTACHMENT,
+            buffer_id: BOGUS_BUFFER_ID,
+            size: page,
+        },
+    ];
+    if let Some(&attachment) = attachments.first() {
+        events.push(added(fresh_id(), attachment, region, page));
+        events.push(added(fresh_id(), attachment, page / 2, page));
+    }
+    for live in imports.iter().take(BOGUS_BUFFERS) {
+        events.push(added(
+            fresh_id(),
+            live.attachment,
+            live.shm_offset,
+            live.size,
+        ));
+        events.push(added(
+            live.id,
+            live.attachment,
+            region.saturating_sub(page),
+            page,
+        ));
+        events.push(DeviceEvent::ImportUpdated {
+            import_id: live.id,
+            attachment: live.attachment,
+            buffer_id: BOGUS_BUFFER_ID,
+            seqno: live.seqno,
+        });
+    }
+    events.iter().map(|e| e.to_bytes(generation)).collect()
 }
 
 /// The GET_INFO answer in `answer`, if `request` is a GET_INFO that

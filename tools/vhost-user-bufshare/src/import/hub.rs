@@ -68,6 +68,21 @@ pub fn holder(import: u64) -> HolderId {
     IMPORT_HOLDER | import
 }
 
+/// A live import, as [`ImportHub::snapshot`] gives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LiveImport {
+    /// The import's id.
+    pub id: u64,
+    /// Its attachment.
+    pub attachment: u32,
+    /// Where it is mapped.
+    pub shm_offset: u64,
+    /// Its size.
+    pub size: u64,
+    /// The last update sent for it.
+    pub seqno: u64,
+}
+
 /// What IMPORT_INFO answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImportInfo {
@@ -606,6 +621,34 @@ impl ImportHub {
                 )
             })
             .collect()
+    }
+
+    /// Guest `name`'s attachments, and its live imports: what fault
+    /// injection makes spurious events about.
+    pub fn snapshot(&self, name: &str) -> (Vec<u32>, Vec<LiveImport>) {
+        let inner = self.lock();
+        let Some(guest) = inner.guests.get(name) else {
+            return (Vec::new(), Vec::new());
+        };
+        let attachments = guest.attachments.keys().copied().collect();
+        let imports = guest
+            .imports
+            .iter()
+            .filter(|(_, i)| i.state == State::Live)
+            .map(|(id, i)| LiveImport {
+                id: *id,
+                attachment: i.attachment,
+                shm_offset: i.shm_offset,
+                size: i.size,
+                seqno: i.seqno,
+            })
+            .collect();
+        (attachments, imports)
+    }
+
+    /// The size of each guest's import region.
+    pub fn region_size(&self) -> u64 {
+        self.config.shm_size
     }
 
     /// Bytes of guest `name`'s import region reserved.
