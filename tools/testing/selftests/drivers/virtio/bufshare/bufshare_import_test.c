@@ -942,6 +942,89 @@ TEST_F_TIMEOUT(imp, importer_loses_buffers, TEST_SECONDS)
 	}
 }
 
+/* The value of "imports:\t" in the fdinfo of @dev, or -1. */
+static long fdinfo_imports(int dev)
+{
+	char buf[8192], *p;
+
+	if (read_fdinfo(dev, buf, sizeof(buf)))
+		return -1;
+	p = strstr(buf, "\nimports:\t");
+	return p ? strtol(p + strlen("\nimports:\t"), NULL, 10) : -1;
+}
+
+/*
+ * A hostile device's import events (the backend's bogus-events fault):
+ * IMPORT_ADDED for an attachment never made, malformed, beyond the region,
+ * not page-aligned, over a live import and under its id; IMPORT_UPDATED
+ * that does not move on or of an import never made; REMOVED and NO_SPACE
+ * of what never was. None reaches the application, and the live import
+ * stays whole: its mapping, its dma-buf, its properties.
+ */
+TEST_F_TIMEOUT(imp, hostile_import_events, TEST_SECONDS)
+{
+	size_t size = 2 * PAGE;
+	unsigned long long id;
+
+	ASSERT_EQ(0, meet("hostile_import_events"));
+
+	if (exporter()) {
+		void *map;
+		int memfd;
+		__u64 bid;
+
+		ASSERT_EQ(0, export_buffer(self->dev, size, APP, &map, &memfd, &bid));
+		pattern(map, size, 31);
+		ASSERT_EQ(0, put("hostile.id", bid));
+		EXPECT_EQ(0, get("hostile.done", NULL, WAIT_MS));
+		EXPECT_EQ(0, bs_unregister_wait(self->dev, bid));
+		munmap(map, size);
+		close(memfd);
+	} else {
+		struct bufshare_import_info info = {};
+		struct bufshare_import_event ev;
+		struct bufshare_info dinfo;
+		char mode[64], line[512];
+		int fd, kmsg, n = 0;
+		long long end;
+		char *map;
+
+		ASSERT_EQ(0, get("hostile.id", &id, WAIT_MS));
+		ASSERT_EQ(0, import_and_map(self->dev, id, size, &ev, &fd, &map));
+		kmsg = kmsg_open();
+		ASSERT_LE(0, kmsg);
+		snprintf(mode, sizeof(mode), "bogus-events imp%d-%llx", (int)getpid(),
+			 (unsigned long long)(fresh_seed() & 0xffffff));
+		ASSERT_EQ(0, set_fault(mode));
+		ASSERT_EQ(0, ioctl(self->dev, BUFSHARE_IOC_GET_INFO, &dinfo));
+		/* Nothing of them reaches the reader. */
+		end = now_ms() + 3000;
+		while (now_ms() < end) {
+			struct pollfd p = { .fd = self->dev, .events = POLLIN };
+			struct bufshare_event rec;
+
+			if (poll(&p, 1, 200) <= 0 || !(p.revents & POLLIN))
+				continue;
+			ASSERT_EQ(sizeof(rec), read(self->dev, &rec, sizeof(rec)));
+			TH_LOG("event of type %u reached the reader", rec.type);
+			n++;
+		}
+		EXPECT_EQ(0, n);
+		EXPECT_EQ(1, kmsg_find(kmsg, "ignored IMPORT_ADDED of import", line, sizeof(line)));
+		close(kmsg);
+		/* The live import is whole. */
+		EXPECT_TRUE(has_pattern(map, size, 31));
+		EXPECT_EQ(1, fdinfo_imports(self->dev));
+		info.import_id = ev.import_id;
+		EXPECT_EQ(0, ioctl(self->dev, BUFSHARE_IOC_IMPORT_INFO, &info));
+		EXPECT_EQ(id, info.buffer_id);
+		munmap(map, size);
+		close(fd);
+		EXPECT_EQ(0, ioctl(self->dev, BUFSHARE_IOC_IMPORT_CLOSE, &ev.import_id));
+		ASSERT_EQ(0, put("hostile.done", 1));
+	}
+}
+
 static int cmp_ll(const void *a, const void *b)
 {
 	long long x = *(const long long *)a, y = *(const long long *)b;
