@@ -404,6 +404,33 @@ fn events_released_and_freed() -> TestResult {
     Ok(())
 }
 
+/// The import calls reach the driver's ioctls (a wrong number would be
+/// `ENOTTY`): on a device without `VIRTIO_BUFSHARE_F_IMPORT`, as in the
+/// single-guest boots, each is `EOPNOTSUPP`; names the crate refuses never
+/// reach the driver. The import itself is tested with two guests
+/// (`bufshare_import_test`, and `make run-two`'s `bufshare-view`).
+fn import_calls_without_the_feature() -> TestResult {
+    const F_IMPORT: u64 = 1 << 3;
+    let dev = ctx(Device::open(), "Device::open")?;
+    match dev.attach("bad/name", "crate-test") {
+        Err(Error::InvalidSource(_)) => {}
+        other => return Err(format!("attach with a bad source name: {other:?}")),
+    }
+    match dev.attach("a", "") {
+        Err(Error::InvalidApplication(_)) => {}
+        other => return Err(format!("attach with an empty application: {other:?}")),
+    }
+    if ctx(dev.info(), "GET_INFO")?.features & F_IMPORT != 0 {
+        return Ok(());
+    }
+    expect_errno(dev.attach("a", "crate-test"), libc::EOPNOTSUPP)?;
+    expect_errno(dev.detach(1), libc::EOPNOTSUPP)?;
+    expect_errno(dev.import(1), libc::EOPNOTSUPP)?;
+    expect_errno(dev.import_info(1), libc::EOPNOTSUPP)?;
+    expect_errno(dev.import_release(1, 1), libc::EOPNOTSUPP)?;
+    expect_errno(dev.import_close(1), libc::EOPNOTSUPP)
+}
+
 fn main() -> ExitCode {
     let tests: &[Test] = &[
         ("open_and_info", open_and_info),
@@ -423,6 +450,10 @@ fn main() -> ExitCode {
         ("register_dmabuf", register_dmabuf),
         ("errors_carry_errno", errors_carry_errno),
         ("events_released_and_freed", events_released_and_freed),
+        (
+            "import_calls_without_the_feature",
+            import_calls_without_the_feature,
+        ),
     ];
     println!("TAP version 13");
     println!("1..{}", tests.len());
