@@ -588,6 +588,16 @@ pub(crate) enum ImportEvent {
 }
 
 impl ImportEvent {
+    /// The attachment the event is about.
+    pub(crate) fn attachment(&self) -> u32 {
+        match *self {
+            ImportEvent::Added { attachment, .. }
+            | ImportEvent::Updated { attachment, .. }
+            | ImportEvent::Removed { attachment, .. }
+            | ImportEvent::NoSpace { attachment, .. } => attachment,
+        }
+    }
+
     /// Reads an IMPORT_* event of type `type_`: the fields its type does not use are 0, flags
     /// known, sizes not 0. `EIO` otherwise.
     fn read(bytes: &[u8], type_: u32) -> Result<Self> {

@@ -52,10 +52,7 @@ use crate::{
         ImportInfo,
         Release, //
     },
-    props::{
-        self,
-        APP_LEN, //
-    },
+    props,
 };
 
 /// The length of a source name, with its NUL padding.
@@ -346,11 +343,7 @@ impl BufshareDevice {
         req.buffer_id = import.buffer_id;
         req.seqno = import.seqno;
         req.attachment = import.attachment;
-        req.flags = if writable {
-            0
-        } else {
-            uapi::BUFSHARE_IMPORT_READ_ONLY
-        };
+        req.flags = user_flags(import.flags);
         drop(state);
         Ok(dmabuf.into_file())
     }
@@ -423,11 +416,7 @@ impl BufshareDevice {
             return Err(EIO);
         }
         props::check(&answer.props).map_err(|_| EIO)?;
-        req.flags = if flags & uapi::VIRTIO_BUFSHARE_IMPORT_F_READ_ONLY != 0 {
-            uapi::BUFSHARE_IMPORT_READ_ONLY
-        } else {
-            0
-        };
+        req.flags = user_flags(flags);
         req.size = size;
         req.buffer_id = buffer_id;
         req.seqno = their_seqno;
@@ -612,15 +601,10 @@ impl BufshareDevice {
     /// Handles an IMPORT_* event of the device.
     pub(super) fn handle_import(&self, event: ImportEvent) {
         if self.import_region.is_none() {
-            self.ignore_import(event, "the feature was not negotiated");
+            self.ignore_import("the feature was not negotiated");
             return;
         }
-        let attachment = match event {
-            ImportEvent::Added { attachment, .. }
-            | ImportEvent::Updated { attachment, .. }
-            | ImportEvent::Removed { attachment, .. }
-            | ImportEvent::NoSpace { attachment, .. } => attachment,
-        };
+        let attachment = event.attachment();
         {
             let mut state = self.imports.lock();
             if state.gone {
@@ -683,7 +667,7 @@ impl BufshareDevice {
                         };
                         owner.events.send(import_record(rec));
                     }
-                    None => self.ignore_import(event, "no such attachment"),
+                    None => self.ignore_import("no such attachment"),
                 }
             }
         }
@@ -847,7 +831,7 @@ impl BufshareDevice {
     }
 
     /// Logs an IMPORT_* event the driver ignores.
-    fn ignore_import(&self, _event: ImportEvent, why: &str) {
+    fn ignore_import(&self, why: &str) {
         if self.cmdq.log_limit().allow() {
             dev_warn!(self.dev.as_ref(), "ignored import event: {}\n", why);
         }
@@ -877,15 +861,17 @@ fn added_record(import: &Import) -> super::Record {
         seqno: import.seqno,
         size: import.size,
         buffer_id: import.buffer_id,
-        flags: if import.flags & uapi::VIRTIO_BUFSHARE_IMPORT_F_READ_ONLY != 0 {
-            uapi::BUFSHARE_IMPORT_READ_ONLY
-        } else {
-            0
-        },
+        flags: user_flags(import.flags),
         ..Default::default()
     };
     import_record(rec)
 }
 
-// The application names of attachments are NUL-padded like those of buffers.
-const _: () = assert!(APP_LEN == uapi::BUFSHARE_APP_LEN as usize);
+/// The `BUFSHARE_IMPORT_*` flags of an import whose device flags are `flags`.
+fn user_flags(flags: u32) -> u32 {
+    if flags & uapi::VIRTIO_BUFSHARE_IMPORT_F_READ_ONLY != 0 {
+        uapi::BUFSHARE_IMPORT_READ_ONLY
+    } else {
+        0
+    }
+}
