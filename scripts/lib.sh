@@ -47,6 +47,11 @@ in_tree() {
 		"$@"
 }
 
+# GUEST_BINDS: what a guest boot binds into the tree for vng, as
+# IN_TREE_BINDS words: the project's own init (scripts/guest-init) over
+# virtme-ng's virtme-init, the init vng names on the kernel's command line.
+GUEST_BINDS="--ro-bind $TOPDIR/scripts/guest-init /usr/lib/python3/dist-packages/virtme/guest/virtme-init"
+
 # Guest runs: each boot gets a directory of its own under $RUNS, which the
 # guest sees as /build/run: the backend's sockets and log, the guest's
 # console, kernel log and results. The newest $BUFSHARE_KEEP_RUNS (8) are
