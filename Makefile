@@ -5,8 +5,8 @@
 #   make KDIR=<kernel tree>   build the driver as an external module against a
 #                             prepared Rust-enabled tree (see README.md)
 #   make check                everything from cold, then every test
-#   make fuzz                 run each fuzz target of the host side for
-#                             FUZZ_TIME seconds (600; scripts/fuzz.sh)
+#   make fuzz                 run the fuzz targets of the host side, all at
+#                             once, for FUZZ_TIME seconds (600; scripts/fuzz.sh)
 #   make run                  boot a guest with the driver and show a round trip
 #   make run-two              two guests: one draws, the other shows its frames
 #                             through an import, without a copy

@@ -106,10 +106,10 @@ else
 fi
 mark "style: external module build (CLIPPY=1)"
 
-# The fuzz targets (scripts/fuzz.sh), FUZZ_CHECK_TIME (20) seconds each:
-# a short run from the seed corpus and what earlier runs found; `make fuzz`
-# runs them for longer.
-log "fuzz targets (${FUZZ_CHECK_TIME:-20} s each)"
+# The fuzz targets (scripts/fuzz.sh), all at once for FUZZ_CHECK_TIME (20)
+# seconds: a short run from the seed corpus and what earlier runs found;
+# `make fuzz` runs them for longer.
+log "fuzz targets (${FUZZ_CHECK_TIME:-20} s, all at once)"
 if out=$(bash scripts/fuzz.sh lint 2>&1); then pass "fuzz crate: cargo fmt and clippy"; else echo "$out" | tail -30; fail "fuzz crate: cargo fmt and clippy"; fi
 mark "style: fuzz crate fmt and clippy"
 out=$(FUZZ_TIME=${FUZZ_CHECK_TIME:-20} bash scripts/fuzz.sh run 2>&1)

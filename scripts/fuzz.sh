@@ -10,7 +10,7 @@
 #
 #   fuzz.sh build              build every target
 #   fuzz.sh run [TARGET...]    build, then run each target (all by default)
-#                              for FUZZ_TIME seconds (600)
+#                              for FUZZ_TIME seconds (600), all at once
 #   fuzz.sh corpus             write the seed corpus again from the encoders
 #   fuzz.sh lint               cargo fmt --check and clippy -D warnings
 #
@@ -87,11 +87,27 @@ run)
 	shift || true
 	[ $# -gt 0 ] || set -- "${TARGETS[@]}"
 	(build) >&2 || die "fuzz targets do not build"
-	failed=0
 	for t in "$@"; do
 		[ -x "$BIN/$t" ] || die "no fuzz target $t (have: ${TARGETS[*]})"
-		run_one "$t" || failed=1
 	done
+	# The targets run at once, each on one core as libFuzzer does, rather
+	# than one after another: FUZZ_TIME is the wall time of all of them.
+	# Their reports are printed in the targets' order.
+	failed=0
+	tmp=$(mktemp -d)
+	pids=()
+	for t in "$@"; do
+		run_one "$t" >"$tmp/$t.out" 2>"$tmp/$t.err" &
+		pids+=($!)
+	done
+	i=0
+	for t in "$@"; do
+		wait "${pids[$i]}" || failed=1
+		i=$((i + 1))
+		cat "$tmp/$t.err" >&2
+		cat "$tmp/$t.out"
+	done
+	rm -rf "$tmp"
 	exit "$failed"
 	;;
 corpus)
