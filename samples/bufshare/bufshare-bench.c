@@ -4,9 +4,11 @@
  * beside the transport's floor and the copy users would otherwise make.
  * Run by scripts/bench.sh (make bench); make check runs it once with -q.
  *
- *   bufshare-bench [-q] [-o JSON] [-p PORT] [-d DEVICE]
+ *   bufshare-bench [-q] [-s SECTIONS] [-o JSON] [-p PORT] [-d DEVICE]
  *
  *   -q       short: few repetitions, no 256 MiB buffers or 65536 pages
+ *   -s SECTIONS  only these, a comma-separated list of get_info, serial,
+ *            sizes, ranges, threads and memory (all by default)
  *   -o JSON  write the results there as JSON too
  *   -d DEVICE  /dev/bufshare by default
  *   -p PORT  a virtio-serial port (/dev/vportNpM) whose host end answers
@@ -42,6 +44,25 @@
 
 static const char *dev_path = "/dev/bufshare";
 static int quick;
+static const char *sections;
+
+/* Whether section @name is to run (-s). */
+static int section(const char *name)
+{
+	size_t n = strlen(name);
+	const char *p = sections;
+
+	if (!p)
+		return 1;
+	while (*p) {
+		if (!strncmp(p, name, n) && (p[n] == ',' || !p[n]))
+			return 1;
+		p = strchrnul(p, ',');
+		if (*p)
+			p++;
+	}
+	return 0;
+}
 
 struct row {
 	char name[64];
@@ -703,10 +724,13 @@ int main(int argc, char **argv)
 	const char *json = NULL, *port = NULL;
 	int opt, dev;
 
-	while ((opt = getopt(argc, argv, "qo:p:d:")) != -1) {
+	while ((opt = getopt(argc, argv, "qs:o:p:d:")) != -1) {
 		switch (opt) {
 		case 'q':
 			quick = 1;
+			break;
+		case 's':
+			sections = optarg;
 			break;
 		case 'o':
 			json = optarg;
@@ -718,29 +742,42 @@ int main(int argc, char **argv)
 			dev_path = optarg;
 			break;
 		default:
-			fprintf(stderr, "usage: %s [-q] [-o JSON] [-p PORT] [-d DEVICE]\n", argv[0]);
+			fprintf(stderr, "usage: %s [-q] [-s SECTIONS] [-o JSON] [-p PORT] [-d DEVICE]\n",
+				argv[0]);
 			return 2;
 		}
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	dev = open_dev();
-	fprintf(stderr, "bench: GET_INFO\n");
-	bench_get_info(dev, quick ? 100 : 2000);
-	if (port) {
+	if (section("get_info")) {
+		fprintf(stderr, "bench: GET_INFO\n");
+		bench_get_info(dev, quick ? 100 : 2000);
+	}
+	if (!section("serial")) {
+		/* Not asked for. */
+	} else if (port) {
 		fprintf(stderr, "bench: virtio-serial\n");
 		bench_serial(dev, port);
 	} else {
 		skipped("virtio-serial echo round trip (floor)", "no port (-p)");
 	}
-	fprintf(stderr, "bench: buffer sizes\n");
-	bench_sizes(dev);
-	fprintf(stderr, "bench: scattered pages\n");
-	bench_ranges(dev);
-	fprintf(stderr, "bench: threads\n");
-	bench_threads();
-	fprintf(stderr, "bench: memory\n");
-	bench_memory(dev, quick ? 200 : env_long("BUFSHARE_BENCH_BUFFERS", 100000),
-		     quick ? 30 : env_long("BUFSHARE_BENCH_BUFFERS_SECONDS", 180));
+	if (section("sizes")) {
+		fprintf(stderr, "bench: buffer sizes\n");
+		bench_sizes(dev);
+	}
+	if (section("ranges")) {
+		fprintf(stderr, "bench: scattered pages\n");
+		bench_ranges(dev);
+	}
+	if (section("threads")) {
+		fprintf(stderr, "bench: threads\n");
+		bench_threads();
+	}
+	if (section("memory")) {
+		fprintf(stderr, "bench: memory\n");
+		bench_memory(dev, quick ? 200 : env_long("BUFSHARE_BENCH_BUFFERS", 100000),
+			     quick ? 30 : env_long("BUFSHARE_BENCH_BUFFERS_SECONDS", 180));
+	}
 	close(dev);
 
 	ratio("GET_INFO / floor", "GET_INFO, alternating with the echo",
