@@ -9,6 +9,7 @@ use kernel::{
     prelude::*,
     rbtree::{
         RBTree,
+        RBTreeNode,
         RBTreeNodeReservation, //
     },
     seq_file::SeqFile,
@@ -234,12 +235,12 @@ struct Buffers {
     inflight: usize,
     /// Registrations running, counted against the device's buffer limit.
     reserved: usize,
-    tree: RBTree<u64, Arc<Buffer>>,
+    tree: BufferTree<Arc<Buffer>>,
     /// Buffers the device did not confirm giving up (it timed out): their memory stays with the
     /// device until it is reset.
     zombies: KVec<Arc<Buffer>>,
     /// Buffers unregistered whose memory the host may still hold, until FREED.
-    draining: RBTree<u64, Drain>,
+    draining: BufferTree<Drain>,
     /// Buffers taken out of `draining` whose memory is being let go.
     freeing: usize,
     /// How the device reaches memory; `None` if it cannot be given buffers.
@@ -259,6 +260,82 @@ impl Buffers {
         let drain = self.draining.remove(&id)?;
         self.freeing += 1;
         Some(drain)
+    }
+}
+
+/// A tree of buffers by id that knows how many it holds, so that the device's buffer limit is
+/// checked in constant time at each registration.
+///
+/// # Invariants
+///
+/// `len` is the number of nodes in `tree`.
+struct BufferTree<V> {
+    tree: RBTree<u64, V>,
+    len: usize,
+}
+
+impl<V> BufferTree<V> {
+    fn new() -> Self {
+        // INVARIANT: the tree is empty.
+        Self {
+            tree: RBTree::new(),
+            len: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn get(&self, id: &u64) -> Option<&V> {
+        self.tree.get(id)
+    }
+
+    fn get_mut(&mut self, id: &u64) -> Option<&mut V> {
+        self.tree.get_mut(id)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &V> {
+        self.tree.values()
+    }
+
+    /// Inserts `node`; a value of the same id is dropped.
+    fn insert(&mut self, node: RBTreeNode<u64, V>) {
+        if self.tree.insert(node).is_none() {
+            // INVARIANT: the tree has one more node.
+            self.len += 1;
+        }
+    }
+
+    fn remove(&mut self, id: &u64) -> Option<V> {
+        let value = self.tree.remove(id)?;
+        // INVARIANT: the tree has one node less.
+        self.len -= 1;
+        Some(value)
+    }
+
+    /// Takes every value out, leaving the tree empty.
+    fn take(&mut self) -> RBTree<u64, V> {
+        // INVARIANT: the tree left behind is empty.
+        self.len = 0;
+        core::mem::replace(&mut self.tree, RBTree::new())
+    }
+
+    /// Takes out every value `pred` selects, in the order of their ids, and hands each to
+    /// `out`: one pass over the tree.
+    fn remove_all(&mut self, mut pred: impl FnMut(&V) -> bool, mut out: impl FnMut(V)) {
+        let mut cursor = self.tree.cursor_front_mut();
+        while let Some(c) = cursor {
+            if !pred(c.current().1) {
+                cursor = c.move_next();
+                continue;
+            }
+            let (next, node) = c.remove_current();
+            // INVARIANT: the node left the tree.
+            self.len -= 1;
+            out(node.to_key_value().1);
+            cursor = next;
+        }
     }
 }
 
@@ -336,9 +413,9 @@ impl BufshareDevice {
                         gone: false,
                         inflight: 0,
                         reserved: 0,
-                        tree: RBTree::new(),
+                        tree: BufferTree::new(),
                         zombies: KVec::new(),
-                        draining: RBTree::new(),
+                        draining: BufferTree::new(),
                         freeing: 0,
                         dma,
                         restored: 0,
@@ -528,9 +605,9 @@ impl BufshareDevice {
         let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
         {
             let mut buffers = self.buffers.lock();
-            if buffers.tree.iter().count()
+            if buffers.tree.len()
                 + buffers.zombies.len()
-                + buffers.draining.iter().count()
+                + buffers.draining.len()
                 + buffers.reserved
                 >= self.limits.buffers()
             {
@@ -821,17 +898,13 @@ impl BufshareDevice {
                     .filter(|b| b.owner == owner.id)
                     .count();
                 let mut mine = KVVec::with_capacity(n, GFP_KERNEL)?;
-                let mut cursor = buffers.tree.cursor_front_mut();
-                while let Some(c) = cursor {
-                    if c.current().1.owner != owner.id {
-                        cursor = c.move_next();
-                        continue;
-                    }
-                    let (next, node) = c.remove_current();
+                buffers.tree.remove_all(
+                    |b| b.owner == owner.id,
                     // Cannot fail: there is room for every buffer of the owner.
-                    let _ = mine.push(node.to_key_value().1, GFP_NOWAIT);
-                    cursor = next;
-                }
+                    |b| {
+                        let _ = mine.push(b, GFP_NOWAIT);
+                    },
+                );
                 mine
             };
             let mut responsive = true;
@@ -922,9 +995,9 @@ impl BufshareDevice {
         while buffers.inflight > 0 {
             self.idle.wait(&mut buffers);
         }
-        let tree = core::mem::replace(&mut buffers.tree, RBTree::new());
+        let tree = buffers.tree.take();
         let zombies = core::mem::take(&mut buffers.zombies);
-        let draining = core::mem::replace(&mut buffers.draining, RBTree::new());
+        let draining = buffers.draining.take();
         let dma = buffers.dma.take();
         drop(buffers);
         drop(tree);
@@ -956,7 +1029,7 @@ impl BufshareDevice {
             let mut buffers = self.buffers.lock();
             (
                 core::mem::take(&mut buffers.zombies),
-                core::mem::replace(&mut buffers.draining, RBTree::new()),
+                buffers.draining.take(),
             )
         };
         drop(zombies);

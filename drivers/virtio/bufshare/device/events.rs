@@ -467,7 +467,7 @@ impl BufshareDevice {
     fn keep_draining_until_reset(&self) {
         let draining = {
             let mut buffers = self.buffers.lock();
-            core::mem::replace(&mut buffers.draining, kernel::rbtree::RBTree::new())
+            buffers.draining.take()
         };
         for drain in draining.values() {
             self.keep_until_reset(drain.buf.clone());
