@@ -271,7 +271,7 @@ impl BufshareDevice {
     /// Has the events on the event queue handled: called when the device notifies it.
     pub(crate) fn queue_events(this: &Arc<Self>) {
         // Already queued otherwise: it takes every event there is when it runs.
-        let _ = workqueue::system().enqueue(this.clone());
+        let _ = workqueue::system_percpu().enqueue(this.clone());
     }
 
     /// Waits until the work item that handles events is done, once nothing queues it any more.
