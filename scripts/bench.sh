@@ -8,7 +8,9 @@
 # virtio-serial port to a host process (scripts/bench-serial-host.py), the
 # transport's floor, and 8 MiB frames sent over it, the copy users would
 # otherwise make. Under TCG unless BUFSHARE_KVM=1, so the numbers speak of
-# this setup, not of the device on real hardware.
+# this setup, not of the device on real hardware. A host consumer,
+# bufshare-watch, follows the application bench-events-watched and releases
+# each update, for the UPDATE-to-event round trip.
 #
 # Prints the machine and one table; the results, with the machine, go to
 # bench.json in the run directory ($BUFSHARE_CACHE/runs/...).
@@ -33,9 +35,26 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 # The host end of the virtio-serial port, before QEMU connects to it.
 python3 "$TOPDIR/scripts/bench-serial-host.py" "$RUN/serial.sock" >"$RUN/serial-host.log" 2>&1 &
 serial=$!
-trap 'kill $serial 2>/dev/null || true' EXIT
+watch=""
+trap 'kill $serial $watch 2>/dev/null || true' EXIT
 for _ in $(seq 50); do [ -S "$RUN/serial.sock" ] && break; sleep 0.1; done
 [ -S "$RUN/serial.sock" ] || die "bench-serial-host.py did not start"
+
+# The host consumer of the events figures, on the consumer socket of the
+# backend that vm.sh starts: it subscribes once the socket is there (a
+# moment after, so that the backend listens on it), releases every update
+# it receives, and is killed at the end. bufshare-bench asks the driver
+# whether it is attached (GET_CONSUMERS) and skips its row if not.
+WATCH=${BUFSHARE_WATCH:-$BUFSHARE_CACHE/cargo-target/release/bufshare-watch}
+[ -x "$WATCH" ] || die "no $WATCH (make tools)"
+(
+	for _ in $(seq 1200); do [ -S "$RUN/consumer.sock" ] && break; sleep 0.1; done
+	[ -S "$RUN/consumer.sock" ] || { echo "bench: no $RUN/consumer.sock" >&2; exit 1; }
+	sleep 0.5
+	exec "$WATCH" --socket "$RUN/consumer.sock" --app bench-events-watched --quiet \
+		--log "$RUN/watch-events.log"
+) >"$RUN/watch.log" 2>&1 &
+watch=$!
 
 # The limits: 100000 buffers at once (the driver's and the device's),
 # 256 MiB buffers of 4 KiB pages (65536 ranges).
@@ -59,6 +78,17 @@ BUFSHARE_QEMU_OPTS="-chardev socket,id=benchser,path=/build/run/serial.sock \
 	bash "$TOPDIR/scripts/vm.sh" --backend-args "--max-buffers $BUFFERS --max-ranges 65536" \
 	-- bash -c "$guest" >"$RUN/bench.log" 2>&1 || rc=$?
 cat "$RUN/bench-table.txt" 2>/dev/null || true
+# The watcher ends with the backend (exit 3, its ERROR SHUTDOWN), or here.
+kill "$watch" 2>/dev/null || true
+wrc=0
+wait "$watch" || wrc=$?
+watch=""
+last=$(tail -1 "$RUN/watch-events.log" 2>/dev/null || true)
+case "$wrc:$last" in
+0:* | "3:ERROR code=SHUTDOWN"*) ;;
+*) echo "bufshare-watch: exit $wrc: $last $(tail -2 "$RUN/watch.log")" ;;
+esac
+echo "bufshare-watch: $(grep -c '^UPDATE ' "$RUN/watch-events.log" 2>/dev/null) updates received"
 machine+="; host load average $load_before before, $(cut -d' ' -f1-3 /proc/loadavg) after"
 echo "== $machine"
 [ -e "$RUN/bench-guest.json" ] || { tail -30 "$RUN/console.log"; die "no results (vm.sh exit $rc), see $RUN"; }

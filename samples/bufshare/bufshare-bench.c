@@ -8,7 +8,7 @@
  *
  *   -q       short: few repetitions, no 256 MiB buffers or 65536 pages
  *   -s SECTIONS  only these, a comma-separated list of get_info, serial,
- *            sizes, ranges, threads and memory (all by default)
+ *            events, sizes, ranges, threads and memory (all by default)
  *   -o JSON  write the results there as JSON too
  *   -d DEVICE  /dev/bufshare by default
  *   -p PORT  a virtio-serial port (/dev/vportNpM) whose host end answers
@@ -20,10 +20,19 @@
  * asserted: a benchmark, not a test. BUFSHARE_BENCH_BUFFERS (100000)
  * buffers are registered at once for the memory figures, for at most
  * BUFSHARE_BENCH_BUFFERS_SECONDS (180).
+ *
+ * The events figures time an UPDATE until the guest reads its RELEASED
+ * event, for a buffer of application "bench-events-alone", which no host
+ * consumer should watch (the device releases it at once), and one of
+ * "bench-events-watched", which a host consumer (make bench starts
+ * bufshare-watch on the host for it) receives and releases: the round trip
+ * from the guest's UPDATE to a host consumer and back, on the guest's one
+ * clock. Without a consumer of "bench-events-watched" that row is skipped.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -36,11 +45,17 @@
 
 #include <linux/bufshare.h>
 #include <linux/udmabuf.h>
+#include <linux/virtio_bufshare.h>
 
 #define KIB		1024UL
 #define MIB		(1024 * KIB)
 #define PAGE		4096UL
 #define MAX_ROWS	128
+/* The events figures' applications: one nobody watches, one watched. */
+#define APP_ALONE	"bench-events-alone"
+#define APP_WATCHED	"bench-events-watched"
+/* How long to wait for a RELEASED event before giving up on a row. */
+#define EVENT_WAIT_MS	5000
 
 static const char *dev_path = "/dev/bufshare";
 static int quick;
@@ -242,16 +257,23 @@ static int open_dev(void)
 	return fd;
 }
 
-/* REGISTER: the id, or 0 with errno set. */
-static __u64 reg(int dev, int fd, size_t size)
+/* REGISTER under application @app: the id, or 0 with errno set. */
+static __u64 reg_app(int dev, int fd, size_t size, const char *app)
 {
 	static const char props[] = "width=1920\0height=1080\0format=XR24";
 	struct bufshare_register r = {
 		.fd = fd, .length = size, .props = (uintptr_t)props,
-		.props_size = sizeof(props), .application = "bench",
+		.props_size = sizeof(props),
 	};
 
+	snprintf(r.application, sizeof(r.application), "%s", app);
 	return ioctl(dev, BUFSHARE_IOC_REGISTER, &r) ? 0 : r.id;
+}
+
+/* REGISTER under application "bench": the id, or 0 with errno set. */
+static __u64 reg(int dev, int fd, size_t size)
+{
+	return reg_app(dev, fd, size, "bench");
 }
 
 static int unreg(int dev, __u64 id)
@@ -561,6 +583,150 @@ static void bench_memory(int dev, long n, double budget)
 	close(fd);
 }
 
+/* The host consumers of application @app now, or -errno. */
+static long consumers(int dev, const char *app)
+{
+	struct bufshare_consumers c = { 0 };
+
+	snprintf(c.application, sizeof(c.application), "%s", app);
+	if (ioctl(dev, BUFSHARE_IOC_GET_CONSUMERS, &c))
+		return -errno;
+	return c.consumers;
+}
+
+/*
+ * Waits for the RELEASED event of update @seqno (or a later one) of buffer
+ * @id, skipping other events, at most EVENT_WAIT_MS: 0, -ETIMEDOUT or
+ * -errno.
+ */
+static int wait_released(int dev, __u64 id, __u64 seqno)
+{
+	double end = now_us() + EVENT_WAIT_MS * 1e3;
+	struct bufshare_event ev;
+
+	for (;;) {
+		struct pollfd p = { .fd = dev, .events = POLLIN };
+		double left = end - now_us();
+		ssize_t n;
+
+		if (left <= 0)
+			return -ETIMEDOUT;
+		n = poll(&p, 1, left / 1e3 + 1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (!(p.revents & POLLIN))
+			continue;
+		n = read(dev, &ev, sizeof(ev));
+		if (n < 0)
+			return -errno;
+		if (n != sizeof(ev))
+			return -EIO;
+		if (ev.type == BUFSHARE_EVENT_RELEASED && ev.id == id && ev.seqno >= seqno)
+			return 0;
+	}
+}
+
+/* One UPDATE of buffer @id until its RELEASED is read: the time, or -errno. */
+static double update_to_released(int dev, __u64 id)
+{
+	struct bufshare_update u = { .id = id };
+	double t = now_us();
+	int err;
+
+	if (ioctl(dev, BUFSHARE_IOC_UPDATE, &u))
+		return -errno;
+	err = wait_released(dev, id, u.seqno);
+	return err ? err : now_us() - t;
+}
+
+/*
+ * UPDATE to event: an UPDATE of a 4 KiB memfd until the guest reads the
+ * RELEASED event of that update, for a buffer no host consumer watches
+ * (the device releases it at once: the event path's floor) and for one
+ * that a host consumer (bufshare-watch) receives and releases, alternating
+ * one each, so that both see the same machine. The second is the round
+ * trip from the guest's UPDATE to a host consumer having seen it, on the
+ * guest's clock; it is skipped when GET_CONSUMERS says nobody consumes
+ * APP_WATCHED. Its own open file, so that no other section's events
+ * (FREED) queue up before these.
+ */
+static void bench_events(long n)
+{
+	static const char *const names[2] = {
+		"UPDATE to RELEASED, no consumer",
+		"UPDATE to RELEASED, host consumer",
+	};
+	static const char *const apps[2] = { APP_ALONE, APP_WATCHED };
+	int dev = open_dev(), fd, runs = 2, failed[2] = { 0, 0 };
+	struct bufshare_info info;
+	double *s[2];
+	__u64 id[2];
+	long alone, watched, done[2] = { 0, 0 };
+	char note[64] = "";
+
+	if (ioctl(dev, BUFSHARE_IOC_GET_INFO, &info))
+		die_errno("GET_INFO");
+	if (!(info.features & (1ULL << VIRTIO_BUFSHARE_F_EVENTS))) {
+		skipped(names[0], "device without VIRTIO_BUFSHARE_F_EVENTS");
+		skipped(names[1], "device without VIRTIO_BUFSHARE_F_EVENTS");
+		close(dev);
+		return;
+	}
+	alone = consumers(dev, APP_ALONE);
+	watched = consumers(dev, APP_WATCHED);
+	if (alone < 0 || watched < 0)
+		die_errno("GET_CONSUMERS");
+	if (alone)
+		snprintf(note, sizeof(note), "%ld consumers of " APP_ALONE, alone);
+	if (!watched)
+		runs = 1;
+	fd = make_memfd(4 * KIB, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+	for (int a = 0; a < runs; a++) {
+		s[a] = samples(n);
+		id[a] = reg_app(dev, fd, 4 * KIB, apps[a]);
+		if (!id[a])
+			die_errno("REGISTER");
+	}
+	for (long i = 0; i < n; i++) {
+		for (int a = 0; a < runs; a++) {
+			double t;
+
+			if (failed[a])
+				continue;
+			t = update_to_released(dev, id[a]);
+			if (t < 0)
+				failed[a] = -t;
+			else
+				s[a][done[a]++] = t;
+		}
+	}
+	for (int a = 0; a < runs; a++) {
+		char why[64];
+
+		if (failed[a]) {
+			if (failed[a] == ETIMEDOUT)
+				snprintf(why, sizeof(why), "no RELEASED in %d s, after %ld updates",
+					 EVENT_WAIT_MS / 1000, done[a]);
+			else
+				snprintf(why, sizeof(why), "%s after %ld updates",
+					 strerror(failed[a]), done[a]);
+			skipped(names[a], why);
+		} else {
+			snprintf(latency(names[a], s[a], n)->note, sizeof(rows[0].note), "%s",
+				 a ? "bufshare-watch releases it" : note);
+		}
+		if (unreg(dev, id[a]))
+			die_errno("UNREGISTER");
+		free(s[a]);
+	}
+	if (runs == 1)
+		skipped(names[1], "no consumer of " APP_WATCHED " (GET_CONSUMERS)");
+	close(fd);
+	close(dev);
+}
+
 static int write_all(int fd, const void *p, size_t n)
 {
 	while (n) {
@@ -650,7 +816,8 @@ static void ratio(const char *what, const char *a, const char *b, const char *ta
 		return;
 	}
 	r = value(what, x->p50 / y->p50, "x");
-	snprintf(r->note, sizeof(r->note), "target %s", target);
+	if (target)
+		snprintf(r->note, sizeof(r->note), "target %s", target);
 }
 
 static void ratio_values(const char *what, const char *a, const char *b, const char *target)
@@ -761,6 +928,10 @@ int main(int argc, char **argv)
 	} else {
 		skipped("virtio-serial echo round trip (floor)", "no port (-p)");
 	}
+	if (section("events")) {
+		fprintf(stderr, "bench: UPDATE to event\n");
+		bench_events(quick ? 50 : 1000);
+	}
 	if (section("sizes")) {
 		fprintf(stderr, "bench: buffer sizes\n");
 		bench_sizes(dev);
@@ -785,6 +956,8 @@ int main(int argc, char **argv)
 	ratio("UPDATE / GET_INFO", "UPDATE memfd 8MiB", "GET_INFO", "<= 1.5");
 	ratio("1-range REGISTER / GET_INFO", "REGISTER 1 scattered pages", "GET_INFO", "<= 2");
 	ratio("REGISTER 256MiB / 4KiB", "REGISTER memfd 256MiB", "REGISTER memfd 4KiB", "<= 2");
+	ratio("UPDATE to RELEASED, consumer / none", "UPDATE to RELEASED, host consumer",
+	      "UPDATE to RELEASED, no consumer", NULL);
 	ratio("8MiB copy / UPDATE", "virtio-serial 8MiB frame copy", "UPDATE memfd 8MiB",
 	      ">= 100");
 	ratio_values("2 threads / 1 thread", "REGISTER+UNREGISTER pairs, 2 threads",
