@@ -286,4 +286,24 @@ two_guests() {
 	done
 }
 two_guests
+
+# Suspend and resume (scripts/pm-test.sh): the 9p root of the guests above
+# does not survive a suspend, so this guest boots an initramfs, without
+# virtme-ng, and runs bufshare_pm_test against the backend, which it asks
+# through a serial port what it holds.
+pm_run() {
+	local out vmrc
+	out=$(bash scripts/pm-test.sh --name check-pm)
+	vmrc=$?
+	RUN=$(echo "$out" | tail -1)
+	if [ ! -d "$RUN" ]; then
+		mark "guest run pm"
+		fail "guest run pm: no run directory"
+		return
+	fi
+	guest_times pm
+	RUN_DIRS+=("$RUN")
+	guest_results "[pm]" "$vmrc" 0 bufshare_pm_test
+}
+pm_run
 finish
