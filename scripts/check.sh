@@ -130,6 +130,15 @@ mark "fuzz targets"
 # its own: its console, kernel log, kmemleak report and backend log stay
 # there, and their paths are printed when anything failed.
 
+# have_run NAME DIR: whether the guest run NAME left its run directory DIR;
+# if not, the run is timed and counted as a failure.
+have_run() {
+	[ -d "$2" ] && return 0
+	mark "guest run $1"
+	fail "guest run $1: no run directory"
+	return 1
+}
+
 # guest_run NAME DEVICE-OPTS [TEST...]: boots a guest with the device's
 # QEMU properties DEVICE-OPTS, runs the guest tests (TEST..., or all of
 # them) and counts their results, named "TEST[NAME]" unless NAME is "all".
@@ -140,7 +149,7 @@ guest_run() {
 	out=$(bash scripts/guest-tests.sh --name "check-$name" --device-opts "$opts" "${tests[@]}")
 	vmrc=$?
 	RUN=$(echo "$out" | tail -1)
-	[ -d "$RUN" ] || { mark "guest run $name"; fail "guest run $name: no run directory"; return; }
+	have_run "$name" "$RUN" || return
 	guest_times "$name"
 	RUN_DIRS+=("$RUN")
 	label=""
@@ -272,11 +281,7 @@ two_guests() {
 	out=$(bash scripts/vm2.sh --name check-two-guests -- bufshare_import_test)
 	vmrc=$?
 	base=$(echo "$out" | tail -1)
-	if [ ! -d "$base/a" ]; then
-		mark "guest run two-guests"
-		fail "guest run two-guests: no run directory"
-		return
-	fi
+	have_run two-guests "$base/a" || return
 	RUN=$base/b
 	guest_times two-guests
 	for g in a b; do
@@ -296,11 +301,7 @@ pm_run() {
 	out=$(bash scripts/pm-test.sh --name check-pm)
 	vmrc=$?
 	RUN=$(echo "$out" | tail -1)
-	if [ ! -d "$RUN" ]; then
-		mark "guest run pm"
-		fail "guest run pm: no run directory"
-		return
-	fi
+	have_run pm "$RUN" || return
 	guest_times pm
 	RUN_DIRS+=("$RUN")
 	guest_results "[pm]" "$vmrc" 0 bufshare_pm_test
