@@ -35,19 +35,13 @@ while [ $# -gt 0 ]; do
 	esac
 done
 
-SELFTESTS=tools/testing/selftests/drivers/virtio/bufshare
 KDIR=$(bash "$TOPDIR/scripts/kernel.sh")
 bash "$TOPDIR/scripts/tools.sh" build >&2
-# Only this test, static: the UAPI headers it includes, then its binary.
-in_tree bash -c "
-	set -e
-	make -s -C /build/linux LLVM=1 headers
-	mkdir -p /build/pm-test
-	make -s -C /build/linux/$SELFTESTS OUTPUT=/build/pm-test USERCFLAGS=-Werror \
-		/build/pm-test/bufshare_pm_test
-" >&2
+# The guest programs, as for the other guests: the selftests' Makefile
+# links this test static.
+bash "$TOPDIR/scripts/guest-programs.sh" >/dev/null
 MODULE=${BUFSHARE_PM_MODULE:-$KDIR/drivers/virtio/bufshare/virtio_bufshare.ko}
-TEST=$BUILD/pm-test/bufshare_pm_test
+TEST=$BUILD/tests/bufshare_pm_test
 BACKEND=$BUFSHARE_CACHE/cargo-target/release/vhost-user-bufshare
 INSPECT=$BUFSHARE_CACHE/cargo-target/release/bufshare-inspect
 [ -e "$MODULE" ] || die "no module $MODULE"
