@@ -15,12 +15,25 @@
 # Prints the machine and one table; the results, with the machine, go to
 # bench.json in the run directory ($BUFSHARE_CACHE/runs/...).
 # BUFSHARE_BENCH_BUFFERS (100000): how many buffers to register at once for
-# the memory figures (within BUFSHARE_BENCH_BUFFERS_SECONDS, 180).
+# the memory figures (within BUFSHARE_BENCH_BUFFERS_SECONDS, 180);
+# BUFSHARE_BENCH_SECTIONS: only these sections (bufshare-bench -s), for
+# measuring one change before and after; BUFSHARE_BENCH_BACKEND_ARGS: more
+# arguments for the backend (--no-events, say).
 
 . "$(dirname "$0")/lib.sh"
 
 BUFFERS=${BUFSHARE_BENCH_BUFFERS:-100000}
 bash "$TOPDIR/scripts/kernel.sh" --bench >/dev/null
+# BUFSHARE_BENCH_PERF=1: the bench runs under perf record -a (cpu-clock,
+# call graphs) in the guest; perf-report.txt in the run directory has where
+# the guest's time went, by symbol. The figures are then of a profiled
+# guest: compare them with a profiled run only. perf writes to the guest's
+# /tmp: its writes from its ring buffer fail on 9p (EFAULT).
+perf=""
+if [ "${BUFSHARE_BENCH_PERF:-0}" = 1 ]; then
+	p=$(bash "$TOPDIR/scripts/perf-tools.sh")
+	perf="env LD_LIBRARY_PATH=$p/usr/lib/x86_64-linux-gnu $p/usr/bin/perf"
+fi
 prepare_vm bench
 
 accel=TCG
@@ -68,15 +81,22 @@ for p in /sys/class/virtio-ports/*; do
 done
 echo \"guest: \$(uname -r), \$(nproc) cpus, port \$port\"
 BUFSHARE_BENCH_BUFFERS=$BUFFERS BUFSHARE_BENCH_BUFFERS_SECONDS=${BUFSHARE_BENCH_BUFFERS_SECONDS:-180} \
-	/build/tests/bufshare-bench -o /build/run/bench-guest.json \${port:+-p \$port} |
+	${perf:+$perf record -q -e cpu-clock -F 999 -a -g -o /tmp/perf.data --} \
+	/build/tests/bufshare-bench -o /build/run/bench-guest.json \${port:+-p \$port} \
+	${BUFSHARE_BENCH_SECTIONS:+-s $BUFSHARE_BENCH_SECTIONS} |
 	tee /build/run/bench-table.txt
+${perf:+$perf report -i /tmp/perf.data --stdio --no-children --percent-limit 0.5 \
+	--sort dso,sym -g none >/build/run/perf-report.txt 2>/build/run/perf-report.err}
 rmmod virtio_bufshare"
+# A file, not the command line: the kernel's has room for 2048 bytes only.
+printf '%s\n' "$guest" >"$RUN/bench-guest.sh"
 rc=0
 BUFSHARE_VM_KERNEL=linux-bench \
 BUFSHARE_QEMU_OPTS="-chardev socket,id=benchser,path=/build/run/serial.sock \
 -device virtio-serial-pci,id=benchvs -device virtserialport,bus=benchvs.0,chardev=benchser,name=bench0" \
-	bash "$TOPDIR/scripts/vm.sh" --backend-args "--max-buffers $BUFFERS --max-ranges 65536" \
-	-- bash -c "$guest" >"$RUN/bench.log" 2>&1 || rc=$?
+	bash "$TOPDIR/scripts/vm.sh" \
+	--backend-args "--max-buffers $BUFFERS --max-ranges 65536 ${BUFSHARE_BENCH_BACKEND_ARGS:-}" \
+	-- bash /build/run/bench-guest.sh >"$RUN/bench.log" 2>&1 || rc=$?
 cat "$RUN/bench-table.txt" 2>/dev/null || true
 # The watcher ends with the backend (exit 3, its ERROR SHUTDOWN), or here.
 kill "$watch" 2>/dev/null || true
