@@ -166,15 +166,27 @@ static double *samples(long n)
 	return s;
 }
 
-/* A sealed memfd of @size bytes, its pages filled. */
-static int make_memfd(size_t size, unsigned int seals)
+/*
+ * A sealed memfd of @size bytes, its pages filled; of huge pages (hugetlb,
+ * 2 MiB on x86) with @huge: -errno if the guest has not enough of them.
+ */
+static int make_memfd_of(size_t size, unsigned int seals, int huge)
 {
-	int fd = memfd_create("bufshare-bench", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	int fd = memfd_create("bufshare-bench", MFD_CLOEXEC | MFD_ALLOW_SEALING |
+			      (huge ? MFD_HUGETLB : 0));
 	char *m;
 
+	if (huge && fd < 0)
+		return -errno;
 	if (fd < 0 || ftruncate(fd, size) || (seals && fcntl(fd, F_ADD_SEALS, seals))) {
 		perror("memfd");
 		exit(1);
+	}
+	if (huge && fallocate(fd, 0, 0, size)) {
+		int err = -errno;
+
+		close(fd);
+		return err;
 	}
 	if (!size)
 		return fd;
@@ -187,6 +199,12 @@ static int make_memfd(size_t size, unsigned int seals)
 		m[i] = 1;
 	munmap(m, size);
 	return fd;
+}
+
+/* A sealed memfd of @size bytes of ordinary pages, filled. */
+static int make_memfd(size_t size, unsigned int seals)
+{
+	return make_memfd_of(size, seals, 0);
 }
 
 /* A dma-buf of @size bytes over a memfd (udmabuf): the fd or -errno. */
@@ -303,6 +321,33 @@ static void bench_get_info(int dev, long n)
 	free(s);
 }
 
+/*
+ * Says on stderr how many buffers the open file @dev has registered and
+ * draining (unregistered, not yet FREED: they count against the limits),
+ * and its unread events, after a REGISTER failed: the table only has room
+ * for the error.
+ */
+static void why_not(int dev, const char *what)
+{
+	char path[64], line[256];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", dev);
+	f = fopen(path, "r");
+	if (!f)
+		return;
+	fprintf(stderr, "bench: %s failed (%s):", what, strerror(errno));
+	while (fgets(line, sizeof(line), f)) {
+		if (!strncmp(line, "buffers:", 8) || !strncmp(line, "events:", 7) ||
+		    (!strncmp(line, "draining:", 9) && !strchr(line, '='))) {
+			line[strcspn(line, "\n")] = 0;
+			fprintf(stderr, " %s", line);
+		}
+	}
+	fprintf(stderr, "\n");
+	fclose(f);
+}
+
 /* REGISTER, UPDATE, SET_PROPERTIES and UNREGISTER of one buffer, @n times. */
 static void bench_buffer(int dev, int fd, const char *label, size_t size, long n)
 {
@@ -324,8 +369,11 @@ static void bench_buffer(int dev, int fd, const char *label, size_t size, long n
 
 		id = reg(dev, fd, size);
 		if (!id) {
+			int err = errno;
+
 			snprintf(name, sizeof(name), "REGISTER %s", label);
-			skipped(name, strerror(errno));
+			why_not(dev, name);
+			skipped(name, strerror(err));
 			goto out;
 		}
 		reg_s[i] = now_us() - t;
@@ -364,6 +412,101 @@ out:
 	free(unreg_s);
 }
 
+/*
+ * UPDATE as a frame loop makes it: one buffer registered once, then
+ * UPDATEs of all of it, each next to a GET_INFO (one each, alternating, so
+ * that both see the same machine), on an open file of their own, at 4 KiB
+ * and at the 8 MiB of a 1920x1080 XRGB8888 frame. bench_buffer() times
+ * UPDATE right after a REGISTER instead, while the device and the driver
+ * may still be busy with the REGISTER and the UNREGISTER before it.
+ */
+static void bench_update(long n)
+{
+	static const size_t sizes[] = { 4 * KIB, 8 * MIB };
+	static const char *const names[] = { "4KiB", "8MiB" };
+	int dev = open_dev();
+
+	for (int i = 0; i < 2; i++) {
+		double *upd_s = samples(n), *info_s = samples(n);
+		int fd = make_memfd(sizes[i], F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+		struct bufshare_update u = {
+			.flags = BUFSHARE_UPDATE_RANGE, .length = sizes[i],
+		};
+		struct bufshare_info info;
+		char name[64];
+
+		u.id = reg(dev, fd, sizes[i]);
+		if (!u.id)
+			die_errno("REGISTER");
+		for (long j = 0; j < n; j++) {
+			double t = now_us();
+
+			if (ioctl(dev, BUFSHARE_IOC_GET_INFO, &info))
+				die_errno("GET_INFO");
+			info_s[j] = now_us() - t;
+			u.seqno = 0;
+			t = now_us();
+			if (ioctl(dev, BUFSHARE_IOC_UPDATE, &u))
+				die_errno("UPDATE");
+			upd_s[j] = now_us() - t;
+		}
+		snprintf(name, sizeof(name), "UPDATE memfd %s, registered once", names[i]);
+		latency(name, upd_s, n);
+		snprintf(name, sizeof(name), "GET_INFO, alternating with UPDATE %s", names[i]);
+		latency(name, info_s, n);
+		if (unreg(dev, u.id))
+			die_errno("UNREGISTER");
+		free(upd_s);
+		free(info_s);
+		close(fd);
+	}
+	close(dev);
+}
+
+/*
+ * The kernel's own pinning of a memfd's pages, which a REGISTER of a memfd
+ * cannot do without: udmabuf's CREATE of all of @fd (memfd_pin_folios(),
+ * as the driver's REGISTER), and the close that unpins them, @n times.
+ */
+static void bench_pin_floor(int fd, const char *label, size_t size, long n)
+{
+	struct udmabuf_create c = {
+		.memfd = fd, .flags = UDMABUF_FLAGS_CLOEXEC, .size = size,
+	};
+	double *create_s = samples(n), *close_s = samples(n);
+	char name[64];
+	int dev = open("/dev/udmabuf", O_RDWR | O_CLOEXEC);
+
+	snprintf(name, sizeof(name), "udmabuf CREATE %s", label);
+	if (dev < 0) {
+		skipped(name, strerror(errno));
+		goto out;
+	}
+	for (long i = 0; i < n; i++) {
+		double t = now_us();
+		int buf = ioctl(dev, UDMABUF_CREATE, &c);
+
+		if (buf < 0) {
+			skipped(name, errno == EINVAL ? "larger than udmabuf's size_limit_mb" :
+				strerror(errno));
+			goto out;
+		}
+		create_s[i] = now_us() - t;
+		t = now_us();
+		close(buf);
+		close_s[i] = now_us() - t;
+	}
+	snprintf(latency(name, create_s, n)->note, sizeof(rows[0].note),
+		 "the kernel's pin of its pages");
+	snprintf(name, sizeof(name), "udmabuf close %s", label);
+	latency(name, close_s, n);
+out:
+	if (dev >= 0)
+		close(dev);
+	free(create_s);
+	free(close_s);
+}
+
 static void bench_sizes(int dev)
 {
 	static const size_t sizes[] = { 4 * KIB, 1 * MIB, 8 * MIB, 256 * MIB };
@@ -382,7 +525,22 @@ static void bench_sizes(int dev)
 		}
 		fd = make_memfd(sizes[i], F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
 		bench_buffer(dev, fd, label, sizes[i], n);
+		bench_pin_floor(fd, label, sizes[i], n);
 		close(fd);
+		if (sizes[i] == 256 * MIB) {
+			snprintf(label, sizeof(label), "memfd %s huge pages", names[i]);
+			fd = make_memfd_of(sizes[i], F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL, 1);
+			if (fd < 0) {
+				char name[64];
+
+				snprintf(name, sizeof(name), "REGISTER %s", label);
+				skipped(name, strerror(-fd));
+			} else {
+				bench_buffer(dev, fd, label, sizes[i], n);
+				bench_pin_floor(fd, label, sizes[i], n);
+				close(fd);
+			}
+		}
 
 		snprintf(label, sizeof(label), "dma-buf %s", names[i]);
 		fd = make_udmabuf(sizes[i]);
@@ -931,6 +1089,10 @@ int main(int argc, char **argv)
 	if (section("events")) {
 		fprintf(stderr, "bench: UPDATE to event\n");
 		bench_events(quick ? 50 : 1000);
+	}
+	if (section("update")) {
+		fprintf(stderr, "bench: UPDATE of one buffer\n");
+		bench_update(quick ? 50 : 1000);
 	}
 	if (section("sizes")) {
 		fprintf(stderr, "bench: buffer sizes\n");
