@@ -18,3 +18,8 @@ __rust_helper unsigned long rust_helper_folio_pfn(const struct folio *folio)
 {
 	return folio_pfn(folio);
 }
+
+__rust_helper bool rust_helper_folio_test_dirty(const struct folio *folio)
+{
+	return folio_test_dirty(folio);
+}

@@ -251,10 +251,16 @@ impl PinnedFolios {
 impl Drop for PinnedFolios {
     fn drop(&mut self) {
         // The device may have written them: they must not be taken for clean (and dropped
-        // instead of written back) once they are no longer pinned.
+        // instead of written back) once they are no longer pinned. A folio dirty already is left
+        // alone, as `unpin_user_pages_dirty_lock()` does: if writeback cleans it meanwhile, it
+        // writes back what the device wrote too. Folios written through a mapping are dirty, and
+        // locking each of them was most of the time an unpin took.
         for folio in self.folios.iter() {
             // SAFETY: By the type invariants the folio is pinned, so it is a live folio.
-            unsafe { bindings::folio_mark_dirty_lock(folio.as_ptr()) };
+            if !unsafe { bindings::folio_test_dirty(folio.as_ptr()) } {
+                // SAFETY: As above.
+                unsafe { bindings::folio_mark_dirty_lock(folio.as_ptr()) };
+            }
         }
         // SAFETY: By the type invariants the folios were pinned by `memfd_pin_folios()` and are
         // unpinned once, here.
