@@ -399,6 +399,11 @@ impl VhostUserBufshareBackend {
     /// Writes pending events into the buffers of the event queue, as long
     /// as there are both; skips (used with length 0) buffers too small for
     /// an event. Nothing without events, or before the queue is ready.
+    ///
+    /// The driver's kicks of the event queue matter only when events wait
+    /// for a buffer: with EVENT_IDX the driver kicks once its available
+    /// index passes `avail_event`, which is moved only then, so that the
+    /// driver kicks for the next buffer it gives and for no other.
     fn write_events(&mut self, vrings: &[VringRwLock]) {
         if !self.device.events_enabled() || !self.device.has_events() {
             return;
@@ -413,13 +418,33 @@ impl VhostUserBufshareBackend {
             return;
         };
         let mut used = 0;
+        let mut asked = 0;
         while self.device.has_events() {
-            let chain = match vring
+            // Popped apart: the vring's lock is let go before the match.
+            let popped = vring
                 .get_mut()
                 .get_queue_mut()
-                .pop_descriptor_chain(mem.clone())
-            {
-                Some(chain) => chain,
+                .pop_descriptor_chain(mem.clone());
+            let chain = match popped {
+                Some(chain) => {
+                    asked = 0;
+                    chain
+                }
+                // Out of buffers: ask for a kick at the next one, and look
+                // again in case it came meanwhile (twice in a row at most:
+                // a ring that announces buffers it does not yield is
+                // broken).
+                None if asked < 2 => {
+                    asked += 1;
+                    match vring.enable_notification() {
+                        Ok(true) => continue,
+                        Ok(false) => break,
+                        Err(e) => {
+                            guest_error!("event queue: cannot ask for notifications: {e}");
+                            break;
+                        }
+                    }
+                }
                 None => break,
             };
             let head = chain.head_index();

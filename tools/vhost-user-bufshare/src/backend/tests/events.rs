@@ -508,3 +508,43 @@ fn get_consumers() {
     assert_eq!(&ev[24..28], &1u32.to_le_bytes());
     assert_eq!(&ev[32..36], b"cam\0");
 }
+
+/// `avail_event` of the event queue: the available index at which the
+/// driver kicks it (with EVENT_IDX).
+fn ev_avail_event(e: &Events) -> u16 {
+    let addr = e.evq.used_addr().0 + 4 + 8 * u64::from(EVQ_SIZE);
+    u16::from_le(e.s.mem.read_obj(GuestAddress(addr)).unwrap())
+}
+
+#[test]
+fn out_of_event_buffers_with_event_idx_the_driver_is_asked_to_kick() {
+    let mem = memory();
+    let mut e = Events::new(&mem, BUFFERS | EVENTS);
+    e.evring.set_queue_event_idx(true);
+    e.give(2, 96);
+    for id in 1..=3 {
+        e.send(&register(id));
+    }
+    for id in 1..=3 {
+        e.send(&unregister(id));
+    }
+    // Two FREED written, the third waits for a buffer.
+    assert_eq!(e.ev_used_idx(), 2);
+    assert_eq!(e.s.backend.device().pending().len(), 1);
+    // With EVENT_IDX the driver kicks only when its available index passes
+    // avail_event: the next buffer it adds must wake the device, or FREED
+    // waits for whatever command comes next.
+    assert_eq!(ev_avail_event(&e), 2);
+    e.give(1, 96);
+    assert_eq!(e.events()[2], (96, VIRTIO_BUFSHARE_EVT_FREED, 3, 0, 0));
+    // With buffers to spare and nothing pending, the driver need not kick.
+    e.give(4, 96);
+    e.send(&register(4));
+    e.send(&update(4, 1));
+    assert_eq!(e.ev_used_idx(), 4);
+    assert_eq!(
+        ev_avail_event(&e),
+        2,
+        "no kick asked for while buffers are left"
+    );
+}
