@@ -39,6 +39,7 @@ mod virtqueue;
 
 pub use self::virtqueue::{
     DmaTarget,
+    Notify,
     Request,
     Virtqueue,
     VirtqueueHandler,

@@ -23,6 +23,7 @@ use kernel::{
             Relaxed,
             Release, //
         },
+        rcu,
         Arc,
         CondVar,
         CondVarTimeoutResult,
@@ -30,6 +31,7 @@ use kernel::{
         SpinLockIrqGuard, //
     },
     time::{
+        delay::fsleep,
         msecs_to_jiffies,
         Delta,
         Instant,
@@ -250,6 +252,10 @@ impl Link {
 /// - `generation` and `epoch` change only under the same lock: in [`Cmdq::reap`], and when the
 ///   device is reset ([`Cmdq::suspend`]).
 /// - `resets` changes only under the same lock, when the virtqueues are dropped by a reset.
+/// - `kicking` goes up only under the same lock, while `link` holds the virtqueues, for a
+///   notification that [`Cmdq::submit`] sends once it let go of the lock; it goes down once the
+///   notification is sent. Whoever takes the virtqueues out of `link` waits for it to be 0
+///   before dropping them ([`Cmdq::wait_kicks`]).
 #[pin_data]
 pub(crate) struct Cmdq {
     #[pin]
@@ -268,6 +274,9 @@ pub(crate) struct Cmdq {
     epoch: Atomic<u64>,
     /// How many times the device was reset while the driver kept it.
     resets: Atomic<u64>,
+    /// How many notifications of the device, prepared with the lock of `link` held, are being
+    /// sent without it: the virtqueues are not dropped before they are sent.
+    kicking: Atomic<u32>,
     /// The device's log lines, which the device or users can trigger at will.
     #[pin]
     log_limit: RateLimit,
@@ -303,6 +312,7 @@ impl Cmdq {
                 generation: Atomic::new(0),
                 epoch: Atomic::new(0),
                 resets: Atomic::new(0),
+                kicking: Atomic::new(0),
                 log_limit <- RateLimit::new_default(c_str!("virtio_bufshare")),
                 events,
                 events_to <- new_spinlock_irq!(None, "virtio_bufshare:events_to"),
@@ -353,6 +363,7 @@ impl Cmdq {
             self.epoch.fetch_add(1, Relaxed);
             core::mem::replace(&mut *link, Link::Suspended)
         };
+        self.wait_kicks();
         // Dropped outside the lock: deleting the queues sleeps.
         drop(vqs);
         self.answered.notify_all();
@@ -420,6 +431,7 @@ impl Cmdq {
     /// waiting is woken to find the device gone.
     pub(crate) fn shut_down(&self) {
         let link = core::mem::replace(&mut *self.link.lock(), Link::Gone);
+        self.wait_kicks();
         // Dropped outside the lock: deleting the queues sleeps.
         drop(link);
         self.answered.notify_all();
@@ -528,21 +540,48 @@ impl Cmdq {
         let deadline = Instant::<Monotonic>::now() + Delta::from_millis(COMMAND_TIMEOUT_MS.into());
         let mut guard = self.link.lock();
         loop {
-            self.queue(&mut guard, queued, wait, deadline)?;
+            if let Some(notify) = self.queue(&mut guard, queued, wait, deadline)? {
+                // Sent without the lock, which callers and the interrupt handler need
+                // meanwhile: a notification traps to the hypervisor. The RCU read-side critical
+                // section, entered before the lock is let go (which was one too), keeps an
+                // unbinding from revoking the virtqueues before it is sent.
+                let rcu = rcu::read_lock();
+                drop(guard);
+                // SAFETY: The virtqueues stay live until the notification is sent: `kicking`
+                // counts it, and whoever takes them out of `link` waits for it (the type
+                // invariants), and an unbinding's revocation waits for `rcu`.
+                let sent = unsafe { notify.send() };
+                self.kicking.fetch_sub(1, Release);
+                drop(rcu);
+                if !sent && self.log_limit.allow() {
+                    dev_err!(self.dev.as_ref(), "device is broken\n");
+                }
+                guard = self.link.lock();
+            }
             if let Some(answer) = self.answer(&mut guard, queued, wait, deadline)? {
                 return Ok(answer);
             }
         }
     }
 
+    /// Waits until the notifications that callers prepared under the lock are sent, once
+    /// `link` no longer holds the virtqueues (no more can be prepared): they may then be dropped.
+    fn wait_kicks(&self) {
+        while self.kicking.load(Acquire) != 0 {
+            fsleep(Delta::from_micros(10));
+        }
+    }
+
     /// Queues `queued`, waiting for room if the ring is full, or for the device to come back.
+    /// Returns the notification of the device to send once the lock is let go, if the device
+    /// wants one, counted in `kicking`.
     fn queue(
         &self,
         guard: &mut SpinLockIrqGuard<'_, Link>,
         queued: &Arc<Queued>,
         wait: Wait,
         deadline: Instant<Monotonic>,
-    ) -> Result {
+    ) -> Result<Option<virtio::Notify>> {
         loop {
             if matches!(**guard, Link::Gone) {
                 return Err(ENODEV);
@@ -551,8 +590,8 @@ impl Cmdq {
             // are gone while the device is up.
             let added = guard.with_vqs(|vqs| self.add(vqs, queued));
             match added {
-                Some(Ok(true)) => return Ok(()),
-                Some(Ok(false)) => {}
+                Some(Ok(Some(notify))) => return Ok(notify),
+                Some(Ok(None)) => {}
                 Some(Err(e)) => return Err(e),
                 None if matches!(**guard, Link::Up(_)) => return Err(ENODEV),
                 None => {}
@@ -561,8 +600,13 @@ impl Cmdq {
         }
     }
 
-    /// Puts `queued` on the ring and kicks the device; false if the ring is full.
-    fn add(&self, vqs: &mut [Virtqueue], queued: &Arc<Queued>) -> Result<bool> {
+    /// Puts `queued` on the ring and prepares the notification of the device, if it wants one
+    /// (counted in `kicking`); `None` if the ring is full.
+    fn add(
+        &self,
+        vqs: &mut [Virtqueue],
+        queued: &Arc<Queued>,
+    ) -> Result<Option<Option<virtio::Notify>>> {
         self.reap(vqs);
         let vq = vqs
             .get_mut(uapi::VIRTIO_BUFSHARE_VQ_CMD as usize)
@@ -570,15 +614,14 @@ impl Cmdq {
         match vq.add(queued.clone(), GFP_ATOMIC) {
             Ok(()) => {
                 queued.resets.store(self.resets.load(Relaxed), Relaxed);
-                if !vq.kick() {
-                    if self.log_limit.allow() {
-                        dev_err!(self.dev.as_ref(), "device is broken\n");
-                    }
-                    return Err(EIO);
+                let notify = vq.kick_prepare();
+                if notify.is_some() {
+                    // INVARIANT: Under the lock, with the virtqueues in `link`.
+                    self.kicking.fetch_add(1, Relaxed);
                 }
-                Ok(true)
+                Ok(Some(notify))
             }
-            Err((_, e)) if e == ENOSPC => Ok(false),
+            Err((_, e)) if e == ENOSPC => Ok(None),
             Err((_, e)) => Err(e),
         }
     }

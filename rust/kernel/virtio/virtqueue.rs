@@ -101,6 +101,30 @@ impl DmaTarget {
     }
 }
 
+/// A notification of the device, prepared by [`Virtqueue::kick_prepare`] and not sent yet.
+///
+/// # Invariants
+///
+/// `vq` pointed to a live virtqueue when this was made.
+#[must_use = "the device waits for the notification"]
+pub struct Notify {
+    vq: NonNull<bindings::virtqueue>,
+}
+
+impl Notify {
+    /// Notifies the device. Returns false if the device is broken.
+    ///
+    /// # Safety
+    ///
+    /// The virtqueue must still be live: the caller keeps the [`Virtqueues`] it belongs to from
+    /// being dropped, and from being revoked, until this returns.
+    pub unsafe fn send(self) -> bool {
+        // SAFETY: By the safety requirements the virtqueue is live. `virtqueue_notify()` needs
+        // no lock: it only writes the device's notification register.
+        unsafe { bindings::virtqueue_notify(self.vq.as_ptr()) }
+    }
+}
+
 /// One virtqueue of a [`Virtqueues`] set; `T` is the type of the requests it carries.
 ///
 /// # Invariants
@@ -194,6 +218,23 @@ where
     pub fn kick(&mut self) -> bool {
         // SAFETY: By the type invariants `self.vq` is a live virtqueue.
         unsafe { bindings::virtqueue_kick(self.vq.as_ptr()) }
+    }
+
+    /// Prepares the notification of the device for the requests queued since the last one, as
+    /// [`Virtqueue::kick`] does, but without sending it: `None` if the device does not want one.
+    ///
+    /// The notification is sent by [`Notify::send`], once the lock of the [`Virtqueues`] is let
+    /// go, as C drivers do with `virtqueue_kick_prepare()` and `virtqueue_notify()`: where a
+    /// notification traps to the hypervisor, others need not wait for the lock meanwhile.
+    pub fn kick_prepare(&mut self) -> Option<Notify> {
+        // SAFETY: By the type invariants `self.vq` is a live virtqueue, and `&mut self`
+        // serialises this with the other operations on it.
+        if unsafe { bindings::virtqueue_kick_prepare(self.vq.as_ptr()) } {
+            // INVARIANT: `self.vq` is a live virtqueue.
+            Some(Notify { vq: self.vq })
+        } else {
+            None
+        }
     }
 
     /// Takes back a request the device has used, with the number of bytes the device says it
