@@ -26,7 +26,8 @@ BUFFERS=${BUFSHARE_BENCH_BUFFERS:-100000}
 bash "$TOPDIR/scripts/kernel.sh" --bench >/dev/null
 # BUFSHARE_BENCH_PERF=1: the bench runs under perf record -a (cpu-clock,
 # call graphs) in the guest; perf-report.txt in the run directory has where
-# the guest's time went, by symbol. The figures are then of a profiled
+# the guest's time went, by symbol, and perf-callers.txt the call chains of
+# the symbols above 2%. The figures are then of a profiled
 # guest: compare them with a profiled run only. perf writes to the guest's
 # /tmp: its writes from its ring buffer fail on 9p (EFAULT).
 perf=""
@@ -90,6 +91,8 @@ BUFSHARE_BENCH_BUFFERS=$BUFFERS BUFSHARE_BENCH_BUFFERS_SECONDS=${BUFSHARE_BENCH_
 	tee /build/run/bench-table.txt
 ${perf:+$perf report -i /tmp/perf.data --stdio --no-children --percent-limit 0.5 \
 	--sort dso,sym -g none >/build/run/perf-report.txt 2>/build/run/perf-report.err}
+${perf:+$perf report -i /tmp/perf.data --stdio --no-children --percent-limit 2 \
+	--sort sym -g graph,1 >/build/run/perf-callers.txt 2>>/build/run/perf-report.err}
 rmmod virtio_bufshare"
 # A file, not the command line: the kernel's has room for 2048 bytes only.
 printf '%s\n' "$guest" >"$RUN/bench-guest.sh"
