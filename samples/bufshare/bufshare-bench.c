@@ -8,7 +8,8 @@
  *
  *   -q       short: few repetitions, no 256 MiB buffers or 65536 pages
  *   -s SECTIONS  only these, a comma-separated list of get_info, serial,
- *            events, sizes, ranges, threads and memory (all by default)
+ *            events, update, sizes, ranges, threads and memory (all by
+ *            default)
  *   -o JSON  write the results there as JSON too
  *   -d DEVICE  /dev/bufshare by default
  *   -p PORT  a virtio-serial port (/dev/vportNpM) whose host end answers
@@ -1115,13 +1116,20 @@ int main(int argc, char **argv)
 
 	ratio("GET_INFO / floor", "GET_INFO, alternating with the echo",
 	      "virtio-serial echo round trip (floor)", "<= 2");
-	ratio("UPDATE / GET_INFO", "UPDATE memfd 8MiB", "GET_INFO", "<= 1.5");
+	ratio("UPDATE / GET_INFO", "UPDATE memfd 8MiB, registered once",
+	      "GET_INFO, alternating with UPDATE 8MiB", "<= 1.5");
 	ratio("1-range REGISTER / GET_INFO", "REGISTER 1 scattered pages", "GET_INFO", "<= 2");
 	ratio("REGISTER 256MiB / 4KiB", "REGISTER memfd 256MiB", "REGISTER memfd 4KiB", "<= 2");
+	ratio("REGISTER 256MiB huge pages / 4KiB", "REGISTER memfd 256MiB huge pages",
+	      "REGISTER memfd 4KiB", "<= 2");
+	ratio("REGISTER 256MiB / kernel's pin", "REGISTER memfd 256MiB",
+	      "udmabuf CREATE memfd 256MiB", NULL);
 	ratio("UPDATE to RELEASED, consumer / none", "UPDATE to RELEASED, host consumer",
 	      "UPDATE to RELEASED, no consumer", NULL);
-	ratio("8MiB copy / UPDATE", "virtio-serial 8MiB frame copy", "UPDATE memfd 8MiB",
-	      ">= 100");
+	ratio("8MiB copy / UPDATE", "virtio-serial 8MiB frame copy",
+	      "UPDATE memfd 8MiB, registered once", ">= 100");
+	ratio("8MiB copy / floor", "virtio-serial 8MiB frame copy",
+	      "virtio-serial echo round trip (floor)", NULL);
 	ratio_values("2 threads / 1 thread", "REGISTER+UNREGISTER pairs, 2 threads",
 		     "REGISTER+UNREGISTER pairs, 1 thread", ">= 1.6");
 	print_table();
