@@ -50,23 +50,6 @@ host_tools() {
 	fi
 }
 
-# The guest's init is virtme-ng's bash virtme-init from this tree (Debian's
-# virtme-ng has no virtme-ng-init). On the debug test kernel under TCG every
-# process start costs seconds, so two of its steps are cut down: the guest
-# needs neither systemd-tmpfiles nor a coldplug of every device; udev only
-# has to name the virtio consoles that vng talks through.
-VIRTME_INIT=usr/lib/python3/dist-packages/virtme/guest/virtme-init
-patch_guest_init() {
-	local f=$1/$VIRTME_INIT
-	sed -i \
-		-e 's|^if command -v systemd-tmpfiles &> /dev/null; then|if false; then  # virtio-bufshare: skipped|' \
-		-e 's|^    udevadm trigger --type=subsystems --action=add > /dev/null 2>&1|    udevadm trigger --subsystem-match=virtio-ports --action=add > /dev/null 2>\&1  # virtio-bufshare|' \
-		-e '/^    udevadm trigger --type=devices --action=add > \/dev\/null 2>&1/d' \
-		"$f"
-	[ "$(grep -c 'virtio-bufshare' "$f")" = 2 ] ||
-		die "virtme-init changed upstream: cannot patch $f"
-}
-
 make_tree() {
 	local tmp=$ROOT.tmp
 	rm -rf "$tmp"
@@ -77,7 +60,6 @@ make_tree() {
 		"deb http://deb.debian.org/debian trixie main" \
 		"deb http://deb.debian.org/debian trixie-backports main"
 	mkdir -p "$tmp/src" "$tmp/build"
-	patch_guest_init "$tmp"
 	# Old trees of other keys are of no further use.
 	find "$BUFSHARE_CACHE" -maxdepth 1 -name 'tree-*' ! -name "tree-$TREE_KEY*" \
 		-exec rm -rf {} +
