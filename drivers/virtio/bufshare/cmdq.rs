@@ -144,11 +144,14 @@ struct Queued {
     /// The number of the device's resets when the command was queued ([`Cmdq`]'s `resets`),
     /// written under the queue's lock: if it changed, the reset took the command back unanswered.
     resets: Atomic<u64>,
+    /// Sent by [`Cmdq::post`]: nobody waits for the answer.
+    posted: bool,
 }
 
 impl Queued {
-    /// A command the device reads as `req`, expecting an answer of at most `resp_len` bytes.
-    fn new(req: KVec<u8>, resp_len: usize) -> Result<Arc<Self>> {
+    /// A command the device reads as `req`, expecting an answer of at most `resp_len` bytes;
+    /// `posted` if nobody waits for the answer.
+    fn new(req: KVec<u8>, resp_len: usize, posted: bool) -> Result<Arc<Self>> {
         if resp_len < RESP_HDR_LEN {
             return Err(EINVAL);
         }
@@ -160,6 +163,7 @@ impl Queued {
                 used: Atomic::new(-1),
                 epoch: Atomic::new(0),
                 resets: Atomic::new(0),
+                posted,
             },
             GFP_KERNEL,
         )?)
@@ -300,7 +304,7 @@ impl Cmdq {
         let mut events = KVec::new();
         if with_events {
             for _ in 0..EVENT_BUFS {
-                events.push(Queued::new(KVec::new(), EVENT_LEN)?, GFP_KERNEL)?;
+                events.push(Queued::new(KVec::new(), EVENT_LEN, false)?, GFP_KERNEL)?;
             }
         }
         let cmdq = Arc::pin_init(
@@ -407,7 +411,7 @@ impl Cmdq {
     /// Sends `cmd` and sleeps until the device answers; checks that the answer says OK and is
     /// of the reply's size, and reads it.
     pub(crate) fn send<C: Command>(&self, cmd: &C, wait: Wait) -> Result<Answer<C::Reply>> {
-        let queued = Queued::new(commands::encode(cmd)?, C::Reply::LEN)?;
+        let queued = Queued::new(commands::encode(cmd)?, C::Reply::LEN, false)?;
         let (resp, epoch) = self.submit(&queued, wait)?;
         let resp = self.check_status(resp)?;
         if !C::Reply::fits(resp.len()) {
@@ -425,6 +429,23 @@ impl Cmdq {
             reply: C::Reply::read(resp)?,
             epoch,
         })
+    }
+
+    /// Sends `cmd` without waiting for the answer: returns once it is on the ring and the device
+    /// was notified. Waiting for room on the ring, or for a suspended device to come back, has
+    /// the deadline of [`Cmdq::submit`] and ends with a signal.
+    ///
+    /// The answer is taken off the ring as any other, in order, and follows the device's
+    /// generation; one that does not say OK is logged and otherwise dropped, as is the command
+    /// when a reset takes it back unanswered.
+    pub(crate) fn post<C: Command>(&self, cmd: &C) -> Result {
+        let queued = Queued::new(commands::encode(cmd)?, C::Reply::LEN, true)?;
+        let deadline = Instant::<Monotonic>::now() + Delta::from_millis(COMMAND_TIMEOUT_MS.into());
+        let mut guard = self.link.lock();
+        if let Some(notify) = self.queue(&mut guard, &queued, Wait::Interruptible, deadline)? {
+            self.notify_unlocked(guard, notify);
+        }
+        Ok(())
     }
 
     /// Drops the virtqueues: the device is reset, queued commands are taken back, and everybody
@@ -541,26 +562,32 @@ impl Cmdq {
         let mut guard = self.link.lock();
         loop {
             if let Some(notify) = self.queue(&mut guard, queued, wait, deadline)? {
-                // Sent without the lock, which callers and the interrupt handler need
-                // meanwhile: a notification traps to the hypervisor. The RCU read-side critical
-                // section, entered before the lock is let go (which was one too), keeps an
-                // unbinding from revoking the virtqueues before it is sent.
-                let rcu = rcu::read_lock();
-                drop(guard);
-                // SAFETY: The virtqueues stay live until the notification is sent: `kicking`
-                // counts it, and whoever takes them out of `link` waits for it (the type
-                // invariants), and an unbinding's revocation waits for `rcu`.
-                let sent = unsafe { notify.send() };
-                self.kicking.fetch_sub(1, Release);
-                drop(rcu);
-                if !sent && self.log_limit.allow() {
-                    dev_err!(self.dev.as_ref(), "device is broken\n");
-                }
+                self.notify_unlocked(guard, notify);
                 guard = self.link.lock();
             }
             if let Some(answer) = self.answer(&mut guard, queued, wait, deadline)? {
                 return Ok(answer);
             }
+        }
+    }
+
+    /// Lets go of the lock `guard` holds, then sends `notify`, which [`Cmdq::queue`] prepared and
+    /// counted in `kicking`.
+    fn notify_unlocked(&self, guard: SpinLockIrqGuard<'_, Link>, notify: virtio::Notify) {
+        // Sent without the lock, which callers and the interrupt handler need meanwhile: a
+        // notification traps to the hypervisor. The RCU read-side critical section, entered
+        // before the lock is let go (which was one too), keeps an unbinding from revoking the
+        // virtqueues before it is sent.
+        let rcu = rcu::read_lock();
+        drop(guard);
+        // SAFETY: The virtqueues stay live until the notification is sent: `kicking` counts it,
+        // and whoever takes them out of `link` waits for it (the type invariants), and an
+        // unbinding's revocation waits for `rcu`.
+        let sent = unsafe { notify.send() };
+        self.kicking.fetch_sub(1, Release);
+        drop(rcu);
+        if !sent && self.log_limit.allow() {
+            dev_err!(self.dev.as_ref(), "device is broken\n");
         }
     }
 
@@ -707,10 +734,33 @@ impl Cmdq {
             queued.used.store(i64::from(len), Release);
             // Waiters read the epoch with the lock held, as it is here.
             queued.epoch.store(self.follow_generation(&queued), Relaxed);
+            if queued.posted {
+                self.posted_answer(&queued);
+            }
+            // Also for a posted command: its place on the ring is free for those waiting.
             reaped = true;
         }
         if reaped {
             self.answered.notify_all();
+        }
+    }
+
+    /// Checks the answer to a command sent by [`Cmdq::post`], which nobody waits for: logs one
+    /// that does not say OK.
+    fn posted_answer(&self, queued: &Queued) {
+        let result = match queued.response() {
+            Some(Ok(resp)) => self.check_status(resp).map(|_| ()),
+            Some(Err(e)) => Err(e),
+            None => return,
+        };
+        if let Err(e) = result {
+            if self.log_limit.allow() {
+                dev_warn!(
+                    self.dev.as_ref(),
+                    "a command sent without waiting failed ({:?}): dropped\n",
+                    e
+                );
+            }
         }
     }
 

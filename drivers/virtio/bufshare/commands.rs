@@ -391,8 +391,9 @@ impl Command for Update<'_> {
             hdr: hdr(uapi::VIRTIO_BUFSHARE_CMD_UPDATE),
             buffer_id: self.id.to_le(),
             seqno: self.seqno.to_le(),
-            // The ioctl's flags are the device's (`_UPDATE_FLAGS_MATCH`).
-            flags: w.flags.to_le(),
+            // The ioctl's flags are the device's (`_UPDATE_FLAGS_MATCH`), but for the driver's
+            // own `BUFSHARE_UPDATE_NOWAIT`.
+            flags: (w.flags & (uapi::BUFSHARE_UPDATE_RANGE | uapi::BUFSHARE_UPDATE_RECT)).to_le(),
             reserved: 0,
             offset: w.offset.to_le(),
             length: w.length.to_le(),

@@ -738,10 +738,12 @@ impl BufshareDevice {
 
     /// Tells the device that a buffer of `owner` changed; fills in the sequence number sent.
     pub(crate) fn update(&self, owner: &Owner, req: &mut uapi::bufshare_update) -> Result {
-        let known = uapi::BUFSHARE_UPDATE_RANGE | uapi::BUFSHARE_UPDATE_RECT;
+        let known =
+            uapi::BUFSHARE_UPDATE_RANGE | uapi::BUFSHARE_UPDATE_RECT | uapi::BUFSHARE_UPDATE_NOWAIT;
         if req.flags & !known != 0 || req.reserved != 0 {
             return Err(EINVAL);
         }
+        let nowait = req.flags & uapi::BUFSHARE_UPDATE_NOWAIT != 0;
         // The writes that a dma-buf's fences announce land before the device hears of the
         // update. Waited for with a reference to the dma-buf of our own, not to the buffer, whose
         // memory the driver's teardown must not wait for.
@@ -791,7 +793,15 @@ impl BufshareDevice {
             // Taken before the command goes out: if the wait ends early (a signal, a timeout), the
             // device may still carry it out, and the next number must be a larger one.
             buf.seqno.store(seqno, Relaxed);
-            if let Err(e) = self.cmdq.send(&update, Wait::Interruptible) {
+            if nowait {
+                // Not queued if it fails (no room on the ring in time, a signal meanwhile, the
+                // device gone): the number is not used. Once queued, the device carries it out
+                // in order with the commands before and after it.
+                if let Err(e) = self.cmdq.post(&update) {
+                    buf.seqno.store(last, Relaxed);
+                    return Err(e);
+                }
+            } else if let Err(e) = self.cmdq.send(&update, Wait::Interruptible) {
                 // An answer that refuses it (or says the device lost the buffer, when the
                 // command is sent again once the buffer is back) leaves the number unused.
                 if e != EINTR && e != ETIMEDOUT {

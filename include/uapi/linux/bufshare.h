@@ -68,6 +68,12 @@ struct bufshare_register {
 /* bufshare_update.flags */
 #define BUFSHARE_UPDATE_RANGE		(1 << 0)	/* @offset, @length valid */
 #define BUFSHARE_UPDATE_RECT		(1 << 1)	/* @x, @y, @width, @height valid */
+/*
+ * Return once the update is on its way to the device, without waiting for
+ * its answer: the RELEASED event of the update (or a later one) says that
+ * the host is done with it; an update the device refuses is dropped.
+ */
+#define BUFSHARE_UPDATE_NOWAIT		(1 << 16)
 
 /*
  * struct bufshare_update - BUFSHARE_IOC_UPDATE: the buffer's content

@@ -812,6 +812,63 @@ TEST_F(events, released_by_every_consumer)
 }
 
 /*
+ * BUFSHARE_UPDATE_NOWAIT: the driver checks the update as for any other
+ * and numbers it, and returns once it is queued; a host consumer receives
+ * every such update in order, and RELEASED comes for them as for waited
+ * ones.
+ */
+TEST_F(events, nowait_updates)
+{
+	const char *app = "events-nowait";
+	struct bufshare_update u;
+	struct bufshare_event ev;
+	char name[40], pat[48];
+	__u64 id, seqno = 0, last = 0;
+	int memfd;
+
+	if (!self->events)
+		SKIP(return, "device without VIRTIO_BUFSHARE_F_EVENTS");
+	ASSERT_TRUE(relay_ready());
+	ASSERT_EQ(0, watch("ev-nowait", app, "", name));
+	ASSERT_EQ(0, register_watched(self->dev, app, name, &memfd, &id));
+
+	/* Refused before anything is queued, as without the flag. */
+	u = (struct bufshare_update){ .id = id + 1000, .flags = BUFSHARE_UPDATE_NOWAIT };
+	EXPECT_EQ(ENOENT, bs_update(self->dev, &u, NULL));
+	u = (struct bufshare_update){ .id = id,
+		.flags = BUFSHARE_UPDATE_NOWAIT | BUFSHARE_UPDATE_RANGE, .length = 0 };
+	EXPECT_EQ(EINVAL, bs_update(self->dev, &u, NULL));
+
+	for (int i = 1; i <= 20; i++) {
+		u = (struct bufshare_update){ .id = id, .flags = BUFSHARE_UPDATE_NOWAIT };
+		ASSERT_EQ(0, bs_update(self->dev, &u, &seqno));
+		EXPECT_EQ((__u64)i, seqno);
+	}
+	/* Numbers still only go up. */
+	u = (struct bufshare_update){ .id = id, .seqno = 20, .flags = BUFSHARE_UPDATE_NOWAIT };
+	EXPECT_EQ(EINVAL, bs_update(self->dev, &u, NULL));
+
+	/* The consumer got the last one (and, the socket being in order, those before). */
+	snprintf(pat, sizeof(pat), "UPDATE seqno=%llu", (unsigned long long)seqno);
+	ASSERT_LT(0, relay_wait_line(name, pat, WAIT_MS, NULL, 0));
+	do {
+		ASSERT_EQ(0, next_event(self->dev, BUFSHARE_EVENT_RELEASED, &ev, WAIT_MS, NULL));
+		EXPECT_EQ(id, ev.id);
+		EXPECT_LT(last, ev.seqno);
+		last = ev.seqno;
+	} while (last < seqno);
+	EXPECT_EQ(seqno, last);
+
+	/* A waited update after them gets the next number. */
+	u = (struct bufshare_update){ .id = id };
+	ASSERT_EQ(0, bs_update(self->dev, &u, &seqno));
+	EXPECT_EQ(21, seqno);
+	EXPECT_EQ(0, unregister_flags(self->dev, id, BUFSHARE_UNREGISTER_WAIT));
+	close(memfd);
+	relay_watch_stop(name, NULL);
+}
+
+/*
  * bufshare-animate (samples/bufshare) with two consumers of its
  * framebuffer, both checking every frame's crc32, one of them slower
  * (it also writes each frame as a PNG): it draws into a half of the
