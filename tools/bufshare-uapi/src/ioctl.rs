@@ -149,6 +149,9 @@ uapi_struct! {
 pub const BUFSHARE_UPDATE_RANGE: u32 = 1 << 0;
 /// `bufshare_update.flags`: `x`, `y`, `width`, `height` valid.
 pub const BUFSHARE_UPDATE_RECT: u32 = 1 << 1;
+/// `bufshare_update.flags`: return once the update is queued, without
+/// waiting for the device's answer.
+pub const BUFSHARE_UPDATE_NOWAIT: u32 = 1 << 16;
 
 uapi_struct! {
     /// `struct bufshare_update`: [`BUFSHARE_IOC_UPDATE`], the buffer's

@@ -82,6 +82,7 @@ fn every_mirror_item_is_checked() {
         "BUFSHARE_APP_LEN",
         "BUFSHARE_UPDATE_RANGE",
         "BUFSHARE_UPDATE_RECT",
+        "BUFSHARE_UPDATE_NOWAIT",
         "BUFSHARE_PROPS_MERGE",
         "BUFSHARE_KIND_MEMFD",
         "BUFSHARE_KIND_DMABUF",

@@ -217,6 +217,11 @@ pub struct Update {
     pub range: Option<(u64, u64)>,
     /// The pixels that changed.
     pub rect: Option<Rect>,
+    /// Return once the update is on its way, without waiting for the
+    /// device's answer (`BUFSHARE_UPDATE_NOWAIT`): its RELEASED event says
+    /// when the host is done with it; an update the device refuses is
+    /// dropped.
+    pub nowait: bool,
 }
 
 impl Update {
@@ -249,6 +254,14 @@ impl Update {
     /// The same, numbered `seqno`.
     pub fn with_seqno(self, seqno: u64) -> Self {
         Self { seqno, ..self }
+    }
+
+    /// The same, without waiting for the device's answer.
+    pub fn without_waiting(self) -> Self {
+        Self {
+            nowait: true,
+            ..self
+        }
     }
 }
 
@@ -460,6 +473,9 @@ impl Device {
             arg.y = r.y;
             arg.width = r.width;
             arg.height = r.height;
+        }
+        if u.nowait {
+            arg.flags |= uapi::UPDATE_NOWAIT;
         }
         ioctl(self.as_fd(), uapi::IOC_UPDATE, "UPDATE", &mut arg)?;
         Ok(arg.seqno)

@@ -157,6 +157,18 @@ fn update_seqnos() -> TestResult {
     expect_errno(buf.update(Update::rect(120, 0, 16, 1)), libc::EINVAL)?;
     expect_errno(buf.update(Update::rect(0, 0, 0, 1)), libc::EINVAL)?;
     check!(ctx(buf.info(), "BUFFER_INFO")?.seqno == 12);
+    // Without waiting for the device: numbered and checked the same way.
+    check!(
+        ctx(
+            buf.update(Update::whole().without_waiting()),
+            "UPDATE nowait"
+        )? == 13
+    );
+    expect_errno(
+        buf.update(Update::range(0, 0).without_waiting()),
+        libc::EINVAL,
+    )?;
+    check!(ctx(buf.update(Update::whole()), "UPDATE")? == 14);
     Ok(())
 }
 
