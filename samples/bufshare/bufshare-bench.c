@@ -415,11 +415,13 @@ out:
 
 /*
  * UPDATE as a frame loop makes it: one buffer registered once, then
- * UPDATEs of all of it, each next to a GET_INFO (one each, alternating, so
- * that both see the same machine), on an open file of their own, at 4 KiB
- * and at the 8 MiB of a 1920x1080 XRGB8888 frame. bench_buffer() times
- * UPDATE right after a REGISTER instead, while the device and the driver
- * may still be busy with the REGISTER and the UNREGISTER before it.
+ * UPDATEs of all of it, each next to a GET_INFO and an UPDATE with
+ * BUFSHARE_UPDATE_NOWAIT (one each, in turn, so that all see the same
+ * machine), on an open file of their own, at 4 KiB and at the 8 MiB of a
+ * 1920x1080 XRGB8888 frame. The GET_INFO after a NOWAIT UPDATE waits for
+ * its answer too: one is in flight at most. bench_buffer() times UPDATE
+ * right after a REGISTER instead, while the device and the driver may
+ * still be busy with the REGISTER and the UNREGISTER before it.
  */
 static void bench_update(long n)
 {
@@ -428,7 +430,7 @@ static void bench_update(long n)
 	int dev = open_dev();
 
 	for (int i = 0; i < 2; i++) {
-		double *upd_s = samples(n), *info_s = samples(n);
+		double *upd_s = samples(n), *info_s = samples(n), *nowait_s = samples(n);
 		int fd = make_memfd(sizes[i], F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
 		struct bufshare_update u = {
 			.flags = BUFSHARE_UPDATE_RANGE, .length = sizes[i],
@@ -450,15 +452,25 @@ static void bench_update(long n)
 			if (ioctl(dev, BUFSHARE_IOC_UPDATE, &u))
 				die_errno("UPDATE");
 			upd_s[j] = now_us() - t;
+			u.seqno = 0;
+			u.flags |= BUFSHARE_UPDATE_NOWAIT;
+			t = now_us();
+			if (ioctl(dev, BUFSHARE_IOC_UPDATE, &u))
+				die_errno("UPDATE, NOWAIT");
+			nowait_s[j] = now_us() - t;
+			u.flags &= ~BUFSHARE_UPDATE_NOWAIT;
 		}
 		snprintf(name, sizeof(name), "UPDATE memfd %s, registered once", names[i]);
 		latency(name, upd_s, n);
+		snprintf(name, sizeof(name), "UPDATE memfd %s, registered once, NOWAIT", names[i]);
+		latency(name, nowait_s, n);
 		snprintf(name, sizeof(name), "GET_INFO, alternating with UPDATE %s", names[i]);
 		latency(name, info_s, n);
 		if (unreg(dev, u.id))
 			die_errno("UNREGISTER");
 		free(upd_s);
 		free(info_s);
+		free(nowait_s);
 		close(fd);
 	}
 	close(dev);
@@ -1128,6 +1140,8 @@ int main(int argc, char **argv)
 	      "UPDATE to RELEASED, no consumer", NULL);
 	ratio("8MiB copy / UPDATE", "virtio-serial 8MiB frame copy",
 	      "UPDATE memfd 8MiB, registered once", ">= 100");
+	ratio("8MiB copy / UPDATE NOWAIT", "virtio-serial 8MiB frame copy",
+	      "UPDATE memfd 8MiB, registered once, NOWAIT", ">= 100");
 	ratio("8MiB copy / floor", "virtio-serial 8MiB frame copy",
 	      "virtio-serial echo round trip (floor)", NULL);
 	ratio_values("2 threads / 1 thread", "REGISTER+UNREGISTER pairs, 2 threads",
