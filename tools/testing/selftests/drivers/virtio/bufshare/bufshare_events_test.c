@@ -154,6 +154,29 @@ static int register_watched(int dev, const char *app, const char *name, int *mem
 	return relay_wait_line(name, pat, WAIT_MS, NULL, 0) > 0 ? 0 : -1;
 }
 
+/*
+ * Reads the RELEASED events of buffer @id, each releasing more than the one
+ * before, until one releases update @seqno: 0, -EPROTO for an event of
+ * another buffer or not releasing more, -ERANGE past @seqno, or the error
+ * of next_event().
+ */
+static int released_up_to(int dev, __u64 id, __u64 seqno)
+{
+	struct bufshare_event ev;
+	__u64 last = 0;
+	int err;
+
+	do {
+		err = next_event(dev, BUFSHARE_EVENT_RELEASED, &ev, WAIT_MS, NULL);
+		if (err)
+			return err;
+		if (ev.id != id || ev.seqno <= last)
+			return -EPROTO;
+		last = ev.seqno;
+	} while (last < seqno);
+	return last == seqno ? 0 : -ERANGE;
+}
+
 FIXTURE(events) {
 	int dev;
 	int events;
@@ -778,7 +801,7 @@ TEST_F(events, released_by_every_consumer)
 	const char *app = "events-two";
 	struct bufshare_event ev;
 	char fast[40], slow[40];
-	__u64 id, seqno = 0, last = 0;
+	__u64 id, seqno = 0;
 	int memfd;
 
 	if (!self->events)
@@ -799,13 +822,7 @@ TEST_F(events, released_by_every_consumer)
 	EXPECT_EQ(-ETIMEDOUT, next_event(self->dev, BUFSHARE_EVENT_RELEASED, &ev, 3000, NULL));
 
 	ASSERT_EQ(0, relay_watch_stop(slow, NULL));
-	do {
-		ASSERT_EQ(0, next_event(self->dev, BUFSHARE_EVENT_RELEASED, &ev, WAIT_MS, NULL));
-		EXPECT_EQ(id, ev.id);
-		EXPECT_LT(last, ev.seqno);
-		last = ev.seqno;
-	} while (last < seqno);
-	EXPECT_EQ(seqno, last);
+	EXPECT_EQ(0, released_up_to(self->dev, id, seqno));
 	EXPECT_EQ(0, unregister_flags(self->dev, id, BUFSHARE_UNREGISTER_WAIT));
 	close(memfd);
 	relay_watch_stop(fast, NULL);
@@ -821,9 +838,8 @@ TEST_F(events, nowait_updates)
 {
 	const char *app = "events-nowait";
 	struct bufshare_update u;
-	struct bufshare_event ev;
 	char name[40], pat[48];
-	__u64 id, seqno = 0, last = 0;
+	__u64 id, seqno = 0;
 	int memfd;
 
 	if (!self->events)
@@ -851,13 +867,7 @@ TEST_F(events, nowait_updates)
 	/* The consumer got the last one (and, the socket being in order, those before). */
 	snprintf(pat, sizeof(pat), "UPDATE seqno=%llu", (unsigned long long)seqno);
 	ASSERT_LT(0, relay_wait_line(name, pat, WAIT_MS, NULL, 0));
-	do {
-		ASSERT_EQ(0, next_event(self->dev, BUFSHARE_EVENT_RELEASED, &ev, WAIT_MS, NULL));
-		EXPECT_EQ(id, ev.id);
-		EXPECT_LT(last, ev.seqno);
-		last = ev.seqno;
-	} while (last < seqno);
-	EXPECT_EQ(seqno, last);
+	EXPECT_EQ(0, released_up_to(self->dev, id, seqno));
 
 	/* A waited update after them gets the next number. */
 	u = (struct bufshare_update){ .id = id };
