@@ -218,6 +218,14 @@ unsafe impl virtio::Request for Queued {
 type Virtqueues = virtio::Virtqueues<Cmdq, Arc<Queued>>;
 type Virtqueue = virtio::Virtqueue<Arc<Queued>>;
 
+/// What [`Cmdq::add`] did with a command.
+enum Added {
+    /// The ring is full: the command was not queued.
+    Full,
+    /// Queued; the device wants the notification, if any, sent once the lock is let go.
+    Queued(Option<virtio::Notify>),
+}
+
 /// The device, as the command queue reaches it.
 enum Link {
     /// Commands go on the device's virtqueues, which the driver's unbinding revokes.
@@ -440,7 +448,7 @@ impl Cmdq {
     /// when a reset takes it back unanswered.
     pub(crate) fn post<C: Command>(&self, cmd: &C) -> Result {
         let queued = Queued::new(commands::encode(cmd)?, C::Reply::LEN, true)?;
-        let deadline = Instant::<Monotonic>::now() + Delta::from_millis(COMMAND_TIMEOUT_MS.into());
+        let deadline = Self::deadline();
         let mut guard = self.link.lock();
         if let Some(notify) = self.queue(&mut guard, &queued, Wait::Interruptible, deadline)? {
             self.notify_unlocked(guard, notify);
@@ -558,7 +566,7 @@ impl Cmdq {
     /// suspended it waits for the device to come back; a reset that took the command back
     /// unanswered has it queued again.
     fn submit<'a>(&self, queued: &'a Arc<Queued>, wait: Wait) -> Result<(&'a [u8], u64)> {
-        let deadline = Instant::<Monotonic>::now() + Delta::from_millis(COMMAND_TIMEOUT_MS.into());
+        let deadline = Self::deadline();
         let mut guard = self.link.lock();
         loop {
             if let Some(notify) = self.queue(&mut guard, queued, wait, deadline)? {
@@ -569,6 +577,11 @@ impl Cmdq {
                 return Ok(answer);
             }
         }
+    }
+
+    /// The deadline of a command queued now: [`COMMAND_TIMEOUT_MS`] from now.
+    fn deadline() -> Instant<Monotonic> {
+        Instant::<Monotonic>::now() + Delta::from_millis(COMMAND_TIMEOUT_MS.into())
     }
 
     /// Lets go of the lock `guard` holds, then sends `notify`, which [`Cmdq::queue`] prepared and
@@ -617,8 +630,8 @@ impl Cmdq {
             // are gone while the device is up.
             let added = guard.with_vqs(|vqs| self.add(vqs, queued));
             match added {
-                Some(Ok(Some(notify))) => return Ok(notify),
-                Some(Ok(None)) => {}
+                Some(Ok(Added::Queued(notify))) => return Ok(notify),
+                Some(Ok(Added::Full)) => {}
                 Some(Err(e)) => return Err(e),
                 None if matches!(**guard, Link::Up(_)) => return Err(ENODEV),
                 None => {}
@@ -628,12 +641,8 @@ impl Cmdq {
     }
 
     /// Puts `queued` on the ring and prepares the notification of the device, if it wants one
-    /// (counted in `kicking`); `None` if the ring is full.
-    fn add(
-        &self,
-        vqs: &mut [Virtqueue],
-        queued: &Arc<Queued>,
-    ) -> Result<Option<Option<virtio::Notify>>> {
+    /// (counted in `kicking`).
+    fn add(&self, vqs: &mut [Virtqueue], queued: &Arc<Queued>) -> Result<Added> {
         self.reap(vqs);
         let vq = vqs
             .get_mut(uapi::VIRTIO_BUFSHARE_VQ_CMD as usize)
@@ -646,9 +655,9 @@ impl Cmdq {
                     // INVARIANT: Under the lock, with the virtqueues in `link`.
                     self.kicking.fetch_add(1, Relaxed);
                 }
-                Ok(Some(notify))
+                Ok(Added::Queued(notify))
             }
-            Err((_, e)) if e == ENOSPC => Ok(None),
+            Err((_, e)) if e == ENOSPC => Ok(Added::Full),
             Err((_, e)) => Err(e),
         }
     }
