@@ -367,6 +367,10 @@ impl Command for AddRanges<'_> {
     }
 }
 
+/// The flags of UPDATE that go to the device, as the ioctl has them (`_UPDATE_FLAGS_MATCH`).
+pub(crate) const DEVICE_UPDATE_FLAGS: u32 =
+    uapi::BUFSHARE_UPDATE_RANGE | uapi::BUFSHARE_UPDATE_RECT;
+
 // The update flags of the ioctl are those of the device.
 const _UPDATE_FLAGS_MATCH: () = assert!(
     uapi::BUFSHARE_UPDATE_RANGE == uapi::VIRTIO_BUFSHARE_UPDATE_F_RANGE
@@ -391,9 +395,8 @@ impl Command for Update<'_> {
             hdr: hdr(uapi::VIRTIO_BUFSHARE_CMD_UPDATE),
             buffer_id: self.id.to_le(),
             seqno: self.seqno.to_le(),
-            // The ioctl's flags are the device's (`_UPDATE_FLAGS_MATCH`), but for the driver's
-            // own `BUFSHARE_UPDATE_NOWAIT`.
-            flags: (w.flags & (uapi::BUFSHARE_UPDATE_RANGE | uapi::BUFSHARE_UPDATE_RECT)).to_le(),
+            // Not the driver's own (`BUFSHARE_UPDATE_NOWAIT`).
+            flags: (w.flags & DEVICE_UPDATE_FLAGS).to_le(),
             reserved: 0,
             offset: w.offset.to_le(),
             length: w.length.to_le(),

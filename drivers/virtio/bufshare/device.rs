@@ -59,6 +59,7 @@ use crate::{
         SetProperties,
         Unregister,
         Update,
+        DEVICE_UPDATE_FLAGS,
         RANGES_PER_CMD, //
     },
     module_parameters,
@@ -738,8 +739,7 @@ impl BufshareDevice {
 
     /// Tells the device that a buffer of `owner` changed; fills in the sequence number sent.
     pub(crate) fn update(&self, owner: &Owner, req: &mut uapi::bufshare_update) -> Result {
-        let known =
-            uapi::BUFSHARE_UPDATE_RANGE | uapi::BUFSHARE_UPDATE_RECT | uapi::BUFSHARE_UPDATE_NOWAIT;
+        let known = DEVICE_UPDATE_FLAGS | uapi::BUFSHARE_UPDATE_NOWAIT;
         if req.flags & !known != 0 || req.reserved != 0 {
             return Err(EINVAL);
         }
