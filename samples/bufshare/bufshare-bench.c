@@ -208,24 +208,28 @@ static int make_memfd(size_t size, unsigned int seals)
 	return make_memfd_of(size, seals, 0);
 }
 
-/* A dma-buf of @size bytes over a memfd (udmabuf): the fd or -errno. */
+/* A dma-buf of the first @size bytes of @memfd, by /dev/udmabuf @dev: the fd or -errno. */
+static int udmabuf_of(int dev, int memfd, size_t size)
+{
+	struct udmabuf_create c = {
+		.memfd = memfd, .flags = UDMABUF_FLAGS_CLOEXEC, .size = size,
+	};
+	int fd = ioctl(dev, UDMABUF_CREATE, &c);
+
+	return fd < 0 ? -errno : fd;
+}
+
+/* A dma-buf of @size bytes over a new memfd (udmabuf): the fd or -errno. */
 static int make_udmabuf(size_t size)
 {
-	struct udmabuf_create c = { .flags = UDMABUF_FLAGS_CLOEXEC, .size = size };
-	int dev, fd, err;
+	int memfd = make_memfd(size, F_SEAL_SHRINK);
+	int dev = open("/dev/udmabuf", O_RDWR | O_CLOEXEC);
+	int fd = dev < 0 ? -errno : udmabuf_of(dev, memfd, size);
 
-	c.memfd = make_memfd(size, F_SEAL_SHRINK);
-	dev = open("/dev/udmabuf", O_RDWR | O_CLOEXEC);
-	if (dev < 0) {
-		err = -errno;
-		close(c.memfd);
-		return err;
-	}
-	fd = ioctl(dev, UDMABUF_CREATE, &c);
-	err = fd < 0 ? -errno : fd;
-	close(dev);
-	close(c.memfd);
-	return err;
+	if (dev >= 0)
+		close(dev);
+	close(memfd);
+	return fd;
 }
 
 /* @npages pages of a memfd, touched in a shuffled order: as many ranges. */
@@ -483,9 +487,6 @@ static void bench_update(long n)
  */
 static void bench_pin_floor(int fd, const char *label, size_t size, long n)
 {
-	struct udmabuf_create c = {
-		.memfd = fd, .flags = UDMABUF_FLAGS_CLOEXEC, .size = size,
-	};
 	double *create_s = samples(n), *close_s = samples(n);
 	char name[64];
 	int dev = open("/dev/udmabuf", O_RDWR | O_CLOEXEC);
@@ -497,11 +498,11 @@ static void bench_pin_floor(int fd, const char *label, size_t size, long n)
 	}
 	for (long i = 0; i < n; i++) {
 		double t = now_us();
-		int buf = ioctl(dev, UDMABUF_CREATE, &c);
+		int buf = udmabuf_of(dev, fd, size);
 
 		if (buf < 0) {
-			skipped(name, errno == EINVAL ? "larger than udmabuf's size_limit_mb" :
-				strerror(errno));
+			skipped(name, buf == -EINVAL ? "larger than udmabuf's size_limit_mb" :
+				strerror(-buf));
 			goto out;
 		}
 		create_s[i] = now_us() - t;
@@ -518,6 +519,14 @@ out:
 		close(dev);
 	free(create_s);
 	free(close_s);
+}
+
+/* The commands on the memfd @fd of @size bytes, then the kernel's pin of it; closes @fd. */
+static void bench_memfd(int dev, int fd, const char *label, size_t size, long n)
+{
+	bench_buffer(dev, fd, label, size, n);
+	bench_pin_floor(fd, label, size, n);
+	close(fd);
 }
 
 static void bench_sizes(int dev)
@@ -537,21 +546,17 @@ static void bench_sizes(int dev)
 			continue;
 		}
 		fd = make_memfd(sizes[i], F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
-		bench_buffer(dev, fd, label, sizes[i], n);
-		bench_pin_floor(fd, label, sizes[i], n);
-		close(fd);
+		bench_memfd(dev, fd, label, sizes[i], n);
 		if (sizes[i] == 256 * MIB) {
 			snprintf(label, sizeof(label), "memfd %s huge pages", names[i]);
 			fd = make_memfd_of(sizes[i], F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL, 1);
-			if (fd < 0) {
+			if (fd >= 0) {
+				bench_memfd(dev, fd, label, sizes[i], n);
+			} else {
 				char name[64];
 
 				snprintf(name, sizeof(name), "REGISTER %s", label);
 				skipped(name, strerror(-fd));
-			} else {
-				bench_buffer(dev, fd, label, sizes[i], n);
-				bench_pin_floor(fd, label, sizes[i], n);
-				close(fd);
 			}
 		}
 
