@@ -39,7 +39,9 @@ build() {
 		DEBIAN_FRONTEND=noninteractive apt-get update -qq
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null
 	fi
-	cd "$FUZZ_DIR"
+	# Built from $CARGO_SRC (lib.sh), the same path for every clone.
+	sync_cargo_src
+	cd "$CARGO_SRC/tools/fuzz"
 	if [ "${FUZZ_CARGO_FUZZ:-0}" = 1 ] && cargo fuzz --version >/dev/null 2>&1; then
 		cargo fuzz build --sanitizer none --release --target "$TRIPLE" \
 			--target-dir "$CARGO_TARGET_DIR" -- --locked
@@ -53,7 +55,7 @@ build() {
 -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares \
 -Cllvm-args=-sanitizer-coverage-stack-depth \
--Cdebug-assertions -Coverflow-checks --cfg fuzzing" \
+-Cdebug-assertions -Coverflow-checks --cfg fuzzing $CARGO_REMAP" \
 		cargo build --release --locked --bins --target "$TRIPLE"
 }
 
@@ -116,9 +118,10 @@ corpus)
 		cargo run --release --locked --example make-corpus -- corpus
 	;;
 lint)
-	cd "$FUZZ_DIR"
-	cargo fmt --check
-	CARGO_TARGET_DIR=$BUFSHARE_CACHE/fuzz-target/lint \
+	(cd "$FUZZ_DIR" && cargo fmt --check)
+	sync_cargo_src
+	cd "$CARGO_SRC/tools/fuzz"
+	RUSTFLAGS=$CARGO_REMAP CARGO_TARGET_DIR=$BUFSHARE_CACHE/fuzz-target/lint \
 		cargo clippy --release --locked --all-targets -- -D warnings
 	;;
 *) die "usage: fuzz.sh build | run [TARGET...] | corpus | lint" ;;

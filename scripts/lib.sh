@@ -27,6 +27,53 @@ hash_inputs() {
 	done | sed "s|$TOPDIR/||" | sha256sum | cut -c1-16
 }
 
+# CARGO_SRC: where the host's cargo builds the tools from, a copy of the
+# checkout's tools/ and include/ (the UAPI headers bufshare-uapi reads) at a
+# path that stays the same from one clone to the next. cargo keys its builds
+# by each package's path and checks sources by their times, so that built
+# from the checkout, every fresh clone built the workspace again (tests and
+# fuzz targets too). sync_cargo_src copies only the files whose contents
+# changed (they get a new time) and removes those gone; CARGO_REMAP makes
+# the compiler's messages name the files as the checkout does
+# ("tools/...").
+CARGO_SRC=$BUFSHARE_CACHE/src
+CARGO_REMAP="--remap-path-prefix=$CARGO_SRC/="
+sync_cargo_src() {
+	python3 - "$TOPDIR" "$CARGO_SRC" tools include <<'PY'
+import filecmp, os, shutil, sys
+
+top, dst = sys.argv[1], sys.argv[2]
+for sub in sys.argv[3:]:
+    src_root, dst_root = os.path.join(top, sub), os.path.join(dst, sub)
+    want = set()
+    for dirpath, dirnames, filenames in os.walk(src_root):
+        # Build output (the fuzz crate's own target/) is not a source.
+        dirnames[:] = [d for d in dirnames if d != "target"]
+        rel = os.path.relpath(dirpath, src_root)
+        os.makedirs(os.path.join(dst_root, rel), exist_ok=True)
+        for name in filenames:
+            r = os.path.normpath(os.path.join(rel, name))
+            want.add(r)
+            s, d = os.path.join(src_root, r), os.path.join(dst_root, r)
+            if os.path.isfile(d) and filecmp.cmp(s, d, shallow=False):
+                continue
+            tmp = "%s.sync-%d" % (d, os.getpid())
+            shutil.copyfile(s, tmp)
+            shutil.copymode(s, tmp)
+            os.replace(tmp, d)
+    for dirpath, dirnames, filenames in os.walk(dst_root, topdown=False):
+        rel = os.path.relpath(dirpath, dst_root)
+        if rel.split(os.sep)[0] == "target" or "/target/" in "/%s/" % rel:
+            continue
+        for name in filenames:
+            r = os.path.normpath(os.path.join(rel, name))
+            if r not in want and ".sync-" not in name:
+                os.remove(os.path.join(dirpath, name))
+        if rel != "." and not os.listdir(dirpath):
+            os.rmdir(dirpath)
+PY
+}
+
 # The toolchain tree: its key is the hash of the script that makes it.
 TREE_KEY=$(hash_inputs "$TOPDIR/scripts/toolchain.sh")
 ROOT=$BUFSHARE_CACHE/tree-$TREE_KEY
