@@ -67,6 +67,86 @@ step "kernel build" bash scripts/kernel.sh >/dev/null
 step "host tools build" bash scripts/tools.sh build
 step "guest programs build" bash scripts/guest-programs.sh >/dev/null
 
+# The guest runs (below) go on in the background from here, in three lanes,
+# while the host tests, style checks and fuzz targets run: a guest under TCG
+# leaves the host's two cores 30 to 50% idle, waiting on its round trips.
+# Each run's output, start, end and exit code go to $JOBS; their results
+# are counted once everything else is done.
+JOBS=$(mktemp -d "${TMPDIR:-/tmp}/bufshare-check.XXXXXX")
+trap 'rm -rf "$JOBS"' EXIT
+LANES=()
+
+# job NAME CMD...: runs CMD, its standard output to $JOBS/NAME.out, and
+# notes when it started and ended and how it exited.
+job() {
+	local name=$1
+	shift
+	date +%s > "$JOBS/$name.start"
+	"$@" > "$JOBS/$name.out"
+	echo $? > "$JOBS/$name.rc"
+	date +%s > "$JOBS/$name.end"
+}
+
+# The guest tests with the default device and settings, in two boots side
+# by side: the first runs DEFAULT_FIRST, the second all the others, so that
+# a new test runs without being listed here.
+DEFAULT_FIRST=(bufshare_stress_test bufshare_events_test bufshare_consumer_test
+	bufshare_errno_test bufshare_limits_test bufshare_reset_test)
+DEFAULT_SECOND=()
+for t in "$BUILD"/tests/*_test bufshare-crate-test bufshare-udmabuf-selftest \
+	bufshare-example bufshare-bench; do
+	t=$(basename "$t")
+	[[ " ${DEFAULT_FIRST[*]} " == *" $t "* ]] || DEFAULT_SECOND+=("$t")
+done
+
+# The first lane: the first default boot, then suspend and resume
+# (scripts/pm-test.sh): the 9p root of the other guests does not survive a
+# suspend, so this guest boots an initramfs, without virtme-ng, and runs
+# bufshare_pm_test against the backend, which it asks through a serial port
+# what it holds.
+(
+	job default-1 bash scripts/guest-tests.sh --name check-default-1 --device-opts "" \
+		"${DEFAULT_FIRST[@]}"
+	job pm bash scripts/pm-test.sh --name check-pm
+) &
+LANES+=($!)
+
+# The second lane: the second default boot, then guest to guest
+# (scripts/vm2.sh): two guests at once, one backend, b importing what a
+# registers; the import test runs in both, as exporter in a and importer in
+# b.
+(
+	job default-2 bash scripts/guest-tests.sh --name check-default-2 --device-opts "" \
+		"${DEFAULT_SECOND[@]}"
+	job two-guests bash scripts/vm2.sh --name check-two-guests -- bufshare_import_test
+) &
+LANES+=($!)
+
+# The third lane: what needs the guest or the device set up otherwise, one
+# boot for all of it, as each setting leaves the others' tests whole:
+# - The notification path without event indices: the driver asks for every
+#   interrupt with the used ring's flags, the device for every kick; the
+#   command-queue stress test runs there.
+# - A second device (/dev/bufshare1) for the devices test, without events
+#   (vhost-user-bufshare --no-events, one queue): the events test's
+#   no_events_device tests, and only those, run against it.
+# - Every DMA mapping bounced through swiotlb: memfds, given to the device
+#   by physical address, still go through both ways; dma-bufs, whose
+#   mappings the device would not see as the CPU writes them, are refused
+#   (the zero-copy test). The stress, devices and events tests use memfds
+#   only.
+# - Last, as the device does not come back: QEMU removes it (device_del)
+#   with commands pending.
+NO_EVENT_IDX_TESTS=(bufshare_stress_test bufshare_devices_test bufshare_events_test
+	bufshare_zerocopy_test bufshare_hotplug_test)
+BUFSHARE_SECOND_DEVICE=1 BUFSHARE_SECOND_BACKEND_ARGS=--no-events \
+	BUFSHARE_HARNESS_ARGS_bufshare_events_test="-f no_events_device" \
+	BUFSHARE_HOTPLUG_TEST=1 BUFSHARE_APPEND="swiotlb=force" \
+	job no-event-idx-swiotlb bash scripts/guest-tests.sh \
+	--name check-no-event-idx-swiotlb --device-opts ",event_idx=off" \
+	"${NO_EVENT_IDX_TESTS[@]}" &
+LANES+=($!)
+
 # Host tests: count cargo's own results.
 log "host tests (cargo test)"
 out=$(bash scripts/tools.sh test 2>&1)
@@ -126,50 +206,52 @@ if [ "$rc" != 0 ] && ! echo "$out" | grep -q '^fuzz .*: FAILED'; then
 fi
 mark "fuzz targets"
 
-# The guest tests (scripts/guest-tests.sh), each boot in a run directory of
-# its own: its console, kernel log, kmemleak report and backend log stay
-# there, and their paths are printed when anything failed.
+# The guest runs' results. Each boot has a run directory of its own: its
+# console, kernel log, kmemleak report and backend log stay there, and their
+# paths are printed when anything failed.
+log "waiting for the guest runs"
+wait "${LANES[@]}"
+mark "waiting for the guest runs (started after the guest programs build)"
+TIMES+=("" "guest runs, each from its own start: three lanes, side by side with the above")
 
 # have_run NAME DIR: whether the guest run NAME left its run directory DIR;
-# if not, the run is timed and counted as a failure.
+# if not, the run is counted as a failure.
 have_run() {
 	[ -d "$2" ] && return 0
-	mark "guest run $1"
+	cat "$JOBS/$1.out" 2>/dev/null | tail -20
 	fail "guest run $1: no run directory"
 	return 1
 }
 
-# guest_run NAME DEVICE-OPTS [TEST...]: boots a guest with the device's
-# QEMU properties DEVICE-OPTS, runs the guest tests (TEST..., or all of
-# them) and counts their results, named "TEST[NAME]" unless NAME is "all".
+# job_result NAME: sets $RUN and $vmrc from the job NAME's output.
+job_result() {
+	RUN=$(tail -1 "$JOBS/$1.out" 2>/dev/null)
+	vmrc=$(cat "$JOBS/$1.rc" 2>/dev/null || echo "none")
+}
+
+# guest_run NAME LABEL TEST...: counts the results of the guest run NAME, its
+# tests named "TEST$LABEL", what is checked of the boot "CHECK[NAME]".
 guest_run() {
-	local name=$1 opts=$2 vmrc bin tap label line reports leaks out
+	local name=$1 label=$2
 	shift 2
-	local tests=("$@")
-	out=$(bash scripts/guest-tests.sh --name "check-$name" --device-opts "$opts" "${tests[@]}")
-	vmrc=$?
-	RUN=$(echo "$out" | tail -1)
+	job_result "$name"
 	have_run "$name" "$RUN" || return
 	guest_times "$name"
 	RUN_DIRS+=("$RUN")
-	label=""
-	[ "$name" = all ] || label="[$name]"
-	[ ${#tests[@]} -gt 0 ] || tests=("$BUILD"/tests/*_test bufshare-crate-test \
-		bufshare-udmabuf-selftest bufshare-example bufshare-bench)
-	guest_results "$label" "$vmrc" 1 "${tests[@]}"
+	guest_results "$label" "[$name]" "$vmrc" 1 "$@"
 }
 
-# guest_results LABEL VMRC DOCTESTS TEST...: the results of the guest run
-# in $RUN (vm.sh's exit code VMRC), named "TEST$LABEL": each test's TAP
-# lines, the driver's unloading, the kernel's reports and, if DOCTESTS is
-# 1, the KUnit doctests.
+# guest_results LABEL BOOT VMRC DOCTESTS TEST...: the results of the guest
+# run in $RUN (vm.sh's exit code VMRC): each test's TAP lines, named
+# "TEST$LABEL", then, named "CHECK$BOOT", the driver's unloading, the
+# kernel's reports and, if DOCTESTS is 1, the KUnit doctests.
 guest_results() {
-	local label=$1 vmrc=$2 doctests=$3 bin tap line reports leaks
-	shift 3
+	local label=$1 boot=$2 vmrc=$3 doctests=$4 bin tap line reports leaks
+	shift 4
 	local tests=("$@")
 	if [ ! -e "$RUN/done" ]; then
 		tail -40 "$RUN/console.log"
-		fail "guest boot and run$label (vm.sh exit $vmrc)"
+		fail "guest boot and run$boot (vm.sh exit $vmrc)"
 	fi
 	for bin in "${tests[@]}"; do
 		bin=$(basename "$bin")$label
@@ -192,9 +274,9 @@ guest_results() {
 	done
 	if [ -e "$RUN/done" ]; then
 		if grep -q 'guest: rmmod ok' "$RUN/console.log"; then
-			pass "driver unloads$label"
+			pass "driver unloads$boot"
 		else
-			fail "driver unloads$label"
+			fail "driver unloads$boot"
 		fi
 		# The debug kernel's reports: any is a failure, shown in full.
 		# KASAN and sleeping-in-atomic reports start with "BUG:", lockdep's
@@ -202,14 +284,14 @@ guest_results() {
 		reports=$(grep -E -A30 'BUG:|WARNING:|INFO: |Oops|UBSAN:|DEADLOCK|circular locking|recursive locking|inconsistent lock state|suspicious RCU usage|general protection fault|kernel BUG|Call Trace:' "$RUN/dmesg.txt" | head -200)
 		leaks=$(grep -A20 'unreferenced object' "$RUN/kmemleak.txt" 2>/dev/null | head -100)
 		if [ -z "$reports$leaks" ]; then
-			pass "guest kernel log$label has no KASAN, lockdep, kmemleak, WARN, BUG or Oops report"
+			pass "guest kernel log$boot has no KASAN, lockdep, kmemleak, WARN, BUG or Oops report"
 		else
 			echo "$reports"
 			echo "$leaks"
-			fail "guest kernel log$label has reports"
+			fail "guest kernel log$boot has reports"
 		fi
 		if [ "$vmrc" != 0 ]; then
-			fail "vm.sh exit $vmrc$label"
+			fail "vm.sh exit $vmrc$boot"
 		fi
 		# The examples of the virtio and rate limit abstractions, run
 		# by KUnit at boot (vm.sh keeps KUnit to them).
@@ -217,9 +299,9 @@ guest_results() {
 		for mod in virtio ratelimit; do
 			if grep -qE "(^|[] ])ok [0-9]+ rust_doctest_kernel_$mod" "$RUN/dmesg.txt" &&
 				! grep -qE "not ok [0-9]+ rust_doctest_kernel_$mod" "$RUN/dmesg.txt"; then
-				pass "doctests of the $mod abstractions$label (KUnit)"
+				pass "doctests of the $mod abstractions$boot (KUnit)"
 			else
-				fail "doctests of the $mod abstractions$label (KUnit)"
+				fail "doctests of the $mod abstractions$boot (KUnit)"
 			fi
 		done
 	fi
@@ -231,8 +313,7 @@ guest_results() {
 # before the kernel, the power-off).
 guest_times() {
 	local total kind name secs sum=0
-	total=$(( $(date +%s) - LAST_MARK ))
-	LAST_MARK=$(date +%s)
+	total=$(( $(cat "$JOBS/$1.end" 2>/dev/null || date +%s) - $(cat "$JOBS/$1.start") ))
 	if [ ! -e "$RUN/timing.txt" ]; then
 		TIMES+=("$(printf '%6d s  guest run %s (no timing from the guest)' "$total" "$1")")
 		return
@@ -250,61 +331,32 @@ guest_times() {
 	TIMES+=("$(printf '%6d s  guest run %s, in all' "$total" "$1")")
 }
 
-guest_run all ""
-# A second boot for what needs the guest or the device set up otherwise,
-# one boot for all of it, as each setting leaves the others' tests whole:
-# - The notification path without event indices: the driver asks for
-#   every interrupt with the used ring's flags, the device for every kick;
-#   the command-queue stress test runs there.
-# - A second device (/dev/bufshare1) for the devices test, without events
-#   (vhost-user-bufshare --no-events, one queue): the events test's
-#   no_events_device tests, and only those, run against it.
-# - Every DMA mapping bounced through swiotlb: memfds, given to the device
-#   by physical address, still go through both ways; dma-bufs, whose
-#   mappings the device would not see as the CPU writes them, are refused
-#   (the zero-copy test). The stress, devices and events tests use memfds
-#   only.
-# - Last, as the device does not come back: QEMU removes it (device_del)
-#   with commands pending.
-BUFSHARE_SECOND_DEVICE=1 BUFSHARE_SECOND_BACKEND_ARGS=--no-events \
-	BUFSHARE_HARNESS_ARGS_bufshare_events_test="-f no_events_device" \
-	BUFSHARE_HOTPLUG_TEST=1 BUFSHARE_APPEND="swiotlb=force" \
-	guest_run no-event-idx-swiotlb ",event_idx=off" bufshare_stress_test \
-	bufshare_devices_test bufshare_events_test bufshare_zerocopy_test \
-	bufshare_hotplug_test
+guest_run default-1 "" "${DEFAULT_FIRST[@]}"
+guest_run default-2 "" "${DEFAULT_SECOND[@]}"
+guest_run no-event-idx-swiotlb "[no-event-idx-swiotlb]" "${NO_EVENT_IDX_TESTS[@]}"
 
-# Guest to guest (scripts/vm2.sh): two guests at once, one backend, b
-# importing what a registers; the import test runs in both, as exporter in
-# a and importer in b.
+# The two guests' results, a's and b's, from one run directory.
 two_guests() {
-	local out vmrc base g
-	out=$(bash scripts/vm2.sh --name check-two-guests -- bufshare_import_test)
-	vmrc=$?
-	base=$(echo "$out" | tail -1)
+	local base g
+	job_result two-guests
+	base=$RUN
 	have_run two-guests "$base/a" || return
 	RUN=$base/b
 	guest_times two-guests
 	for g in a b; do
 		RUN=$base/$g
 		RUN_DIRS+=("$RUN")
-		guest_results "[two-guests/$g]" "$vmrc" 0 bufshare_import_test
+		guest_results "[two-guests/$g]" "[two-guests/$g]" "$vmrc" 0 bufshare_import_test
 	done
 }
 two_guests
 
-# Suspend and resume (scripts/pm-test.sh): the 9p root of the guests above
-# does not survive a suspend, so this guest boots an initramfs, without
-# virtme-ng, and runs bufshare_pm_test against the backend, which it asks
-# through a serial port what it holds.
 pm_run() {
-	local out vmrc
-	out=$(bash scripts/pm-test.sh --name check-pm)
-	vmrc=$?
-	RUN=$(echo "$out" | tail -1)
+	job_result pm
 	have_run pm "$RUN" || return
 	guest_times pm
 	RUN_DIRS+=("$RUN")
-	guest_results "[pm]" "$vmrc" 0 bufshare_pm_test
+	guest_results "[pm]" "[pm]" "$vmrc" 0 bufshare_pm_test
 }
 pm_run
 finish
