@@ -8,7 +8,7 @@
 # test-utils) and would link them over the ones guest runs start, which
 # check.sh runs while the host tests build.
 #
-#   tools.sh build | test | fmt | clippy
+#   tools.sh build | test | test-build | fmt | clippy
 
 . "$(dirname "$0")/lib.sh"
 
@@ -20,7 +20,8 @@ cd "$CARGO_SRC/tools"
 case "${1:-build}" in
 build) cargo build --release --locked ;;
 test) CARGO_TARGET_DIR=$BUFSHARE_CACHE/cargo-target-test cargo test --release --locked --workspace --no-fail-fast ;;
+test-build) CARGO_TARGET_DIR=$BUFSHARE_CACHE/cargo-target-test cargo test --release --locked --workspace --no-run ;;
 fmt) cd "$TOPDIR/tools" && cargo fmt --all --check ;;
 clippy) cargo clippy --release --locked --workspace --all-targets -- -D warnings ;;
-*) die "usage: tools.sh build|test|fmt|clippy" ;;
+*) die "usage: tools.sh build|test|test-build|fmt|clippy" ;;
 esac
