@@ -224,7 +224,7 @@ TIMES+=("" "guest runs, each from its own start: three lanes, side by side with 
 # if not, the run is counted as a failure.
 have_run() {
 	[ -d "$2" ] && return 0
-	cat "$JOBS/$1.out" 2>/dev/null | tail -20
+	tail -20 "$JOBS/$1.out" 2>/dev/null
 	fail "guest run $1: no run directory"
 	return 1
 }
@@ -235,16 +235,17 @@ job_result() {
 	vmrc=$(cat "$JOBS/$1.rc" 2>/dev/null || echo "none")
 }
 
-# guest_run NAME LABEL TEST...: counts the results of the guest run NAME, its
-# tests named "TEST$LABEL", what is checked of the boot "CHECK[NAME]".
+# guest_run NAME LABEL DOCTESTS TEST...: counts the results of the guest run
+# NAME, its tests named "TEST$LABEL", what is checked of the boot
+# "CHECK[NAME]" (see guest_results for DOCTESTS).
 guest_run() {
-	local name=$1 label=$2
-	shift 2
+	local name=$1 label=$2 doctests=$3
+	shift 3
 	job_result "$name"
 	have_run "$name" "$RUN" || return
 	guest_times "$name"
 	RUN_DIRS+=("$RUN")
-	guest_results "$label" "[$name]" "$vmrc" 1 "$@"
+	guest_results "$label" "[$name]" "$vmrc" "$doctests" "$@"
 }
 
 # guest_results LABEL BOOT VMRC DOCTESTS TEST...: the results of the guest
@@ -337,9 +338,9 @@ guest_times() {
 	TIMES+=("$(printf '%6d s  guest run %s, in all' "$total" "$1")")
 }
 
-guest_run default-1 "" "${DEFAULT_FIRST[@]}"
-guest_run default-2 "" "${DEFAULT_SECOND[@]}"
-guest_run no-event-idx-swiotlb "[no-event-idx-swiotlb]" "${NO_EVENT_IDX_TESTS[@]}"
+guest_run default-1 "" 1 "${DEFAULT_FIRST[@]}"
+guest_run default-2 "" 1 "${DEFAULT_SECOND[@]}"
+guest_run no-event-idx-swiotlb "[no-event-idx-swiotlb]" 1 "${NO_EVENT_IDX_TESTS[@]}"
 
 # The two guests' results, a's and b's, from one run directory.
 two_guests() {
@@ -357,12 +358,5 @@ two_guests() {
 }
 two_guests
 
-pm_run() {
-	job_result pm
-	have_run pm "$RUN" || return
-	guest_times pm
-	RUN_DIRS+=("$RUN")
-	guest_results "[pm]" "[pm]" "$vmrc" 0 bufshare_pm_test
-}
-pm_run
+guest_run pm "[pm]" 0 bufshare_pm_test
 finish

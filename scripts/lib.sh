@@ -63,7 +63,7 @@ for sub in sys.argv[3:]:
             os.replace(tmp, d)
     for dirpath, dirnames, filenames in os.walk(dst_root, topdown=False):
         rel = os.path.relpath(dirpath, dst_root)
-        if rel.split(os.sep)[0] == "target" or "/target/" in "/%s/" % rel:
+        if "/target/" in "/%s/" % rel:
             continue
         for name in filenames:
             r = os.path.normpath(os.path.join(rel, name))
