@@ -23,7 +23,8 @@
 # BUFSHARE_SECOND_BACKEND_ARGS are added to that backend's arguments; with
 # --no-events among them the device has one queue (num_vqs=1).
 # BUFSHARE_HOTPLUG_TEST=1 boots with ACPI's interrupt routing, which the
-# hotplug test's device_del needs (below).
+# hotplug test's device_del needs (below). BUFSHARE_APPEND adds to the
+# kernel's command line, BUFSHARE_QEMU_OPTS to QEMU's options.
 
 . "$(dirname "$0")/lib.sh"
 
