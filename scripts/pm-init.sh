@@ -49,10 +49,12 @@ echo "test bufshare_pm_test $(awk -v a="$t0" -v b="$(uptime_s)" 'BEGIN { printf 
 t0=$(uptime_s)
 # Unloading tears everything down; a leak or a bad teardown shows below.
 if rmmod virtio_bufshare; then echo "guest: rmmod ok"; else echo "guest: rmmod failed"; fi
+t1=$(uptime_s)
 if [ -e /sys/kernel/debug/kmemleak ]; then
-	# kmemleak reports objects unreferenced for 5 s; scan twice past that.
+	# Two scans, the second 6 s after the driver is gone, as in
+	# run-guest.sh.
 	echo scan > /sys/kernel/debug/kmemleak
-	sleep 6
+	sleep "$(awk -v a="$t1" -v b="$(uptime_s)" 'BEGIN { d = a + 6 - b; print (d > 0 ? int(d) + 1 : 0) }')"
 	echo scan > /sys/kernel/debug/kmemleak
 	cat /sys/kernel/debug/kmemleak > kmemleak.txt
 fi
