@@ -97,7 +97,7 @@ job() {
 # by side: the first runs DEFAULT_FIRST, the second all the others, so that
 # a new test runs without being listed here.
 DEFAULT_FIRST=(bufshare_stress_test bufshare_events_test bufshare_consumer_test
-	bufshare_errno_test bufshare_limits_test bufshare_reset_test)
+	bufshare_errno_test bufshare_limits_test bufshare_reset_test bufshare_fault_test)
 DEFAULT_SECOND=()
 for t in "$BUILD"/tests/*_test bufshare-crate-test bufshare-udmabuf-selftest \
 	bufshare-example bufshare-bench; do
@@ -105,31 +105,20 @@ for t in "$BUILD"/tests/*_test bufshare-crate-test bufshare-udmabuf-selftest \
 	[[ " ${DEFAULT_FIRST[*]} " == *" $t "* ]] || DEFAULT_SECOND+=("$t")
 done
 
-# The first lane: the first default boot, then suspend and resume
-# (scripts/pm-test.sh): the 9p root of the other guests does not survive a
-# suspend, so this guest boots an initramfs, without virtme-ng, and runs
-# bufshare_pm_test against the backend, which it asks through a serial port
-# what it holds.
-(
-	job default-1 bash scripts/guest-tests.sh --name check-default-1 --device-opts "" \
-		"${DEFAULT_FIRST[@]}"
-	job pm bash scripts/pm-test.sh --name check-pm
-) &
+# The first two lanes: the two default boots. The lanes are balanced by
+# the times of the last runs (check.sh's table): each default boot's tests
+# took 7.5 to 9 minutes there, the third lane's boot and the two short runs
+# after it about as long.
+job default-1 bash scripts/guest-tests.sh --name check-default-1 --device-opts "" \
+	"${DEFAULT_FIRST[@]}" &
+LANES+=($!)
+job default-2 bash scripts/guest-tests.sh --name check-default-2 --device-opts "" \
+	"${DEFAULT_SECOND[@]}" &
 LANES+=($!)
 
-# The second lane: the second default boot, then guest to guest
-# (scripts/vm2.sh): two guests at once, one backend, b importing what a
-# registers; the import test runs in both, as exporter in a and importer in
-# b.
-(
-	job default-2 bash scripts/guest-tests.sh --name check-default-2 --device-opts "" \
-		"${DEFAULT_SECOND[@]}"
-	job two-guests bash scripts/vm2.sh --name check-two-guests -- bufshare_import_test
-) &
-LANES+=($!)
-
-# The third lane: what needs the guest or the device set up otherwise, one
-# boot for all of it, as each setting leaves the others' tests whole:
+# The third lane: first, what needs the guest or the device set up
+# otherwise, one boot for all of it, as each setting leaves the others'
+# tests whole:
 # - The notification path without event indices: the driver asks for every
 #   interrupt with the used ring's flags, the device for every kick; the
 #   command-queue stress test runs there.
@@ -143,14 +132,24 @@ LANES+=($!)
 #   only.
 # - Last, as the device does not come back: QEMU removes it (device_del)
 #   with commands pending.
+# Then guest to guest (scripts/vm2.sh): two guests at once, one backend, b
+# importing what a registers; the import test runs in both, as exporter in
+# a and importer in b. Last, suspend and resume (scripts/pm-test.sh): the
+# 9p root of the other guests does not survive a suspend, so this guest
+# boots an initramfs, without virtme-ng, and runs bufshare_pm_test against
+# the backend, which it asks through a serial port what it holds.
 NO_EVENT_IDX_TESTS=(bufshare_stress_test bufshare_devices_test bufshare_events_test
 	bufshare_zerocopy_test bufshare_hotplug_test)
-BUFSHARE_SECOND_DEVICE=1 BUFSHARE_SECOND_BACKEND_ARGS=--no-events \
-	BUFSHARE_HARNESS_ARGS_bufshare_events_test="-f no_events_device" \
-	BUFSHARE_HOTPLUG_TEST=1 BUFSHARE_APPEND="swiotlb=force" \
-	job no-event-idx-swiotlb bash scripts/guest-tests.sh \
-	--name check-no-event-idx-swiotlb --device-opts ",event_idx=off" \
-	"${NO_EVENT_IDX_TESTS[@]}" &
+(
+	BUFSHARE_SECOND_DEVICE=1 BUFSHARE_SECOND_BACKEND_ARGS=--no-events \
+		BUFSHARE_HARNESS_ARGS_bufshare_events_test="-f no_events_device" \
+		BUFSHARE_HOTPLUG_TEST=1 BUFSHARE_APPEND="swiotlb=force" \
+		job no-event-idx-swiotlb bash scripts/guest-tests.sh \
+		--name check-no-event-idx-swiotlb --device-opts ",event_idx=off" \
+		"${NO_EVENT_IDX_TESTS[@]}"
+	job two-guests bash scripts/vm2.sh --name check-two-guests -- bufshare_import_test
+	job pm bash scripts/pm-test.sh --name check-pm
+) &
 LANES+=($!)
 
 # Host tests: count cargo's own results.
