@@ -107,14 +107,20 @@ GUEST_BINDS="--ro-bind $TOPDIR/scripts/guest-init /usr/lib/python3/dist-packages
 RUNS=$BUFSHARE_CACHE/runs
 # new_run NAME: makes a fresh run directory, exported as $RUN, and drops the
 # oldest ones.
+# Runs start side by side (check.sh's lanes): one at a time updates latest
+# and drops the oldest, under a lock, as one's find failed on a directory
+# that another had just removed, which ended that run before it began.
 new_run() {
 	local keep=${BUFSHARE_KEEP_RUNS:-8} name=${1//[^A-Za-z0-9_.-]/-}
 	mkdir -p "$RUNS"
 	RUN=$(mktemp -d "$RUNS/$(date +%Y%m%d-%H%M%S)-$name.XXXX")
 	export RUN
-	ln -sfn "$(basename "$RUN")" "$RUNS/latest"
-	find "$RUNS" -mindepth 1 -maxdepth 1 -type d | LC_ALL=C sort |
-		head -n -"$keep" | xargs -r rm -rf
+	(
+		flock 9
+		ln -sfn "$(basename "$RUN")" "$RUNS/latest"
+		find "$RUNS" -mindepth 1 -maxdepth 1 -type d | LC_ALL=C sort |
+			head -n -"$keep" | xargs -r rm -rf
+	) 9>"$RUNS/.lock"
 }
 
 # prepare_vm NAME: build what a guest run needs (kernel, backend, guest
