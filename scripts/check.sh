@@ -156,7 +156,9 @@ LANES+=($!)
 log "host tests (cargo test)"
 out=$(bash scripts/tools.sh test 2>&1)
 rc=$?
-echo "$out" | grep -E '^test |^test result|panicked|error' | grep -v ' ok$' | head -50
+echo "$out" | grep -E '^test |^test result|error' | grep -v ' ok$' | head -50
+# A failed test's panic, with the lines that say what it found.
+echo "$out" | grep -A3 ' panicked at ' | head -50
 p=$(echo "$out" | awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i + 1) ~ /^passed/) s += $i } END { print s + 0 }')
 f=$(echo "$out" | awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i + 1) ~ /^failed/) s += $i } END { print s + 0 }')
 PASSED=$((PASSED + ${p:-0}))
