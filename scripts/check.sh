@@ -324,7 +324,7 @@ guest_results() {
 # guest's come at its end, over a serial port) has its boot by the
 # guest's clock, from the kernel's start, and the rest in one row.
 guest_times() {
-	local start end total kind name secs sum=0 booted done
+	local start end total kind name secs sum=0 booted="" done=""
 	start=$(cat "$JOBS/$1.start")
 	end=$(cat "$JOBS/$1.end" 2>/dev/null || date +%s)
 	total=$((end - start))
@@ -332,17 +332,19 @@ guest_times() {
 		TIMES+=("$(printf '%6d s  guest run %s (no timing from the guest)' "$total" "$1")")
 		return
 	fi
-	booted=$(stat -c %Y "$RUN/started" 2>/dev/null)
-	done=$(stat -c %Y "$RUN/done" 2>/dev/null)
+	# Both or neither: the host's times of the first test and of the end.
+	if [ -e "$RUN/started" ] && [ -e "$RUN/done" ]; then
+		booted=$(stat -c %Y "$RUN/started")
+		done=$(stat -c %Y "$RUN/done")
+	fi
 	while read -r kind name secs; do
 		case "$kind" in
 		boot)
 			secs=$name
-			if [ -n "$booted" ] && [ -n "$done" ]; then
+			name="boot, kernel start to first test"
+			if [ -n "$booted" ]; then
 				name="boot, run start to first test (the guest's clock: ${secs%.*} s from the kernel's start)"
 				secs=$((booted - start))
-			else
-				name="boot, kernel start to first test"
 			fi
 			;;
 		teardown) secs=$name; name="teardown (rmmod, kmemleak scans, dmesg)" ;;
@@ -350,7 +352,7 @@ guest_times() {
 		sum=$(awk -v a="$sum" -v b="$secs" 'BEGIN { print a + b }')
 		TIMES+=("$(printf '%6.0f s  guest run %s: %s' "$secs" "$1" "$name")")
 	done < "$RUN/timing.txt"
-	if [ -n "$booted" ] && [ -n "$done" ]; then
+	if [ -n "$done" ]; then
 		TIMES+=("$(printf '%6d s  guest run %s: power-off' "$((end - done))" "$1")")
 	else
 		TIMES+=("$(printf '%6.0f s  guest run %s: QEMU start and power-off' \

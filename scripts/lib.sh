@@ -106,10 +106,10 @@ GUEST_BINDS="--ro-bind $TOPDIR/scripts/guest-init /usr/lib/python3/dist-packages
 # points to the newest.
 RUNS=$BUFSHARE_CACHE/runs
 # new_run NAME: makes a fresh run directory, exported as $RUN, and drops the
-# oldest ones.
-# Runs start side by side (check.sh's lanes): one at a time updates latest
-# and drops the oldest, under a lock, as one's find failed on a directory
-# that another had just removed, which ended that run before it began.
+# oldest ones. Runs start side by side (check.sh's lanes): one at a time
+# updates latest and prunes, under a lock, as one's find failed on a
+# directory that another had just removed, which ended that run before it
+# began.
 new_run() {
 	local keep=${BUFSHARE_KEEP_RUNS:-8} name=${1//[^A-Za-z0-9_.-]/-}
 	mkdir -p "$RUNS"
