@@ -25,10 +25,27 @@ mark() {
 	TIMES+=("$(printf '%6d s  %s' $((now - LAST_MARK)) "$1")")
 	LAST_MARK=$now
 }
+# run_name DIR: the name of the guest run in DIR (default-1, two-guests/a).
+run_name() {
+	local d=$1 guest=""
+	case "$d" in */a | */b) guest=/${d##*/}; d=${d%/*} ;; esac
+	d=${d##*/}
+	d=${d#*-*-check-}
+	echo "${d%.*}$guest"
+}
 print_times() {
+	local d
 	echo
 	echo "== time per phase"
 	printf '%s\n' "${TIMES[@]}"
+	# The guest tests' slowest results, from run-guest.sh's subtests.txt.
+	echo
+	echo "== the ten slowest guest tests (each from the result before it, by the guest's clock)"
+	for d in "${RUN_DIRS[@]}"; do
+		[ -e "$d/subtests.txt" ] || continue
+		awk -v run="$(run_name "$d")" \
+			'{ printf "%6.1f s  %s %s: %s\n", $1, run, $2, $3 }' "$d/subtests.txt"
+	done | sort -rn | head -10
 }
 
 pass() { PASSED=$((PASSED + 1)); echo "PASS: $*"; }

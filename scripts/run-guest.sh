@@ -38,6 +38,27 @@ echo "guest: $(uname -r), $(nproc) cpus"
 insmod "$BUFSHARE_MODULE" || { echo "insmod failed"; exit 1; }
 for i in $(seq 100); do [ -c /dev/bufshare ] && break; sleep 0.1; done
 
+# tap_times NAME: passes test NAME's output through, and appends to
+# $OUT/subtests.txt the time each of its results took ("SECONDS NAME
+# RESULT"), from the one before or from the test's start, for check.sh's
+# list of the slowest. The harness flushes its output at each test's end.
+tap_times() {
+	local line r last=${EPOCHREALTIME/./} now
+	while IFS= read -r line; do
+		printf '%s\n' "$line"
+		case "$line" in
+		"ok "* | "not ok "*)
+			now=${EPOCHREALTIME/./}
+			r=${line#not }
+			r=${r#ok [0-9]* }
+			printf '%d.%d %s %s\n' $(((now - last) / 1000000)) \
+				$(((now - last) / 100000 % 10)) "$1" "${r%% *}" >> "$OUT/subtests.txt"
+			last=$now
+			;;
+		esac
+	done
+}
+
 # run_example PROGRAM [ARG...]: a program that is no TAP test, as a TAP
 # test of one.
 run_example() {
@@ -60,15 +81,18 @@ for t in "${tests[@]}"; do
 	echo "guest: running $name"
 	t0=$(now)
 	case "$name" in
-	bufshare-example) run_example "$t" 2>&1 | tee "$OUT/$name.tap" ;;
-	bufshare-bench) run_example "$t" -q -o "$OUT/bench.json" 2>&1 | tee "$OUT/$name.tap" ;;
+	bufshare-example) run_example "$t" 2>&1 | tee "$OUT/$name.tap" | tap_times "$name" ;;
+	bufshare-bench)
+		run_example "$t" -q -o "$OUT/bench.json" 2>&1 | tee "$OUT/$name.tap" |
+			tap_times "$name"
+		;;
 	*)
 		args=()
 		if [[ $name =~ ^[A-Za-z0-9_]+$ ]]; then
 			var=BUFSHARE_HARNESS_ARGS_$name
 			read -r -a args <<<"${!var:-}"
 		fi
-		"$t" "${args[@]}" 2>&1 | tee "$OUT/$name.tap"
+		"$t" "${args[@]}" 2>&1 | tee "$OUT/$name.tap" | tap_times "$name"
 		;;
 	esac
 	echo "exit=${PIPESTATUS[0]}" >> "$OUT/$name.tap"
