@@ -8,9 +8,10 @@
  * request is a file TAG.req holding one line, "list", "read ID OFF LEN" or
  * "write ID OFF"; a write's data is in TAG.in, in place before TAG.req
  * appears. The guest writes both atomically (a temporary name, then a
- * rename). The relay answers with TAG.out (bufshare-inspect's standard
- * output), TAG.err (its standard error) and last TAG.status (its exit
- * status, in decimal), each made atomically too.
+ * rename). The relay answers with one file, TAG.ans, made atomically too:
+ * a line "STATUS OUTLEN" (bufshare-inspect's exit status and the length of
+ * its standard output, in decimal), its standard output, then its standard
+ * error.
  *
  * The relay also runs host consumers, bufshare-watch, on the backend's
  * consumer socket: "watch NAME APPS [OPTION...]" starts one, "watch-stop
@@ -49,15 +50,20 @@ static inline const char *relay_dir(void)
 	return d && *d ? d : NULL;
 }
 
-/* Whether the relay said it runs (it makes "ready" when it starts). */
+/*
+ * Whether the relay said it runs (it makes "ready" when it starts). Once
+ * it has, the answer is kept: each look is a 9p round trip.
+ */
 static inline int relay_ready(void)
 {
+	static int ready;
 	char path[512];
 
-	if (!relay_dir())
-		return 0;
+	if (ready || !relay_dir())
+		return ready;
 	snprintf(path, sizeof(path), "%s/ready", relay_dir());
-	return access(path, F_OK) == 0;
+	ready = access(path, F_OK) == 0;
+	return ready;
 }
 
 /* Writes @len bytes to DIR/@name atomically. Returns 0 or -errno. */
@@ -82,8 +88,10 @@ static inline int relay_put(const char *name, const void *data, size_t len)
 		p += n;
 		len -= n;
 	}
-	if (!err && fsync(fd) && errno != EINVAL)
-		err = -errno;
+	/*
+	 * No fsync(): the relay directory is a 9p mount without a cache,
+	 * whose writes reach the host's file before write() returns.
+	 */
 	close(fd);
 	if (!err && rename(tmp, path))
 		err = -errno;
@@ -141,9 +149,12 @@ static inline int relay_get(const char *name, char **data, size_t *len)
 
 static inline void relay_remove(const char *tag, const char *suffix)
 {
+	const char *dir = relay_dir();
 	char path[512];
 
-	snprintf(path, sizeof(path), "%s/%s.%s", relay_dir(), tag, suffix);
+	if (!dir)
+		return;
+	snprintf(path, sizeof(path), "%s/%s.%s", dir, tag, suffix);
 	unlink(path);
 }
 
@@ -158,9 +169,9 @@ static inline int relay_run(const char *cmd, const void *in, size_t in_len, char
 			    size_t *out_len, char *err, size_t err_len)
 {
 	static unsigned int counter;
-	char tag[64], name[96], *status = NULL, *o = NULL, *e = NULL;
-	size_t len, olen = 0;
-	int ret, waited;
+	char tag[64], name[96], *ans = NULL, *body, *o;
+	size_t len = 0, olen;
+	int ret, waited, status;
 
 	if (err_len)
 		err[0] = '\0';
@@ -178,7 +189,7 @@ static inline int relay_run(const char *cmd, const void *in, size_t in_len, char
 	if (ret)
 		return ret;
 
-	snprintf(name, sizeof(name), "%s.status", tag);
+	snprintf(name, sizeof(name), "%s.ans", tag);
 	for (waited = 0; ; waited += RELAY_POLL_US / 1000) {
 		char path[512];
 
@@ -192,29 +203,35 @@ static inline int relay_run(const char *cmd, const void *in, size_t in_len, char
 		}
 		usleep(RELAY_POLL_US);
 	}
-	ret = relay_get(name, &status, &len);
-	if (!ret)
-		ret = atoi(status);
-	free(status);
-	snprintf(name, sizeof(name), "%s.out", tag);
-	if (relay_get(name, &o, &olen) && ret >= 0)
-		ret = -EIO;
-	snprintf(name, sizeof(name), "%s.err", tag);
-	if (!relay_get(name, &e, &len)) {
+	ret = relay_get(name, &ans, &len);
+	relay_remove(tag, "ans");
+	if (ret)
+		return ret;
+	/* "STATUS OUTLEN\n", the output, the error message. */
+	body = memchr(ans, '\n', len);
+	if (!body || sscanf(ans, "%d %zu", &status, &olen) != 2 ||
+	    olen > len - (size_t)(body + 1 - ans)) {
+		free(ans);
 		if (err_len)
-			snprintf(err, err_len, "%s", e);
-		free(e);
+			snprintf(err, err_len, "the relay's answer is malformed");
+		return -EIO;
 	}
-	relay_remove(tag, "status");
-	relay_remove(tag, "out");
-	relay_remove(tag, "err");
-	if (out && o) {
+	body++;
+	if (err_len)
+		snprintf(err, err_len, "%.*s", (int)(len - olen - (body - ans)), body + olen);
+	if (out) {
+		o = malloc(olen + 1);
+		if (!o) {
+			free(ans);
+			return -ENOMEM;
+		}
+		memcpy(o, body, olen);
+		o[olen] = '\0';
 		*out = o;
 		*out_len = olen;
-	} else {
-		free(o);
 	}
-	return ret;
+	free(ans);
+	return status;
 }
 
 /*
