@@ -56,14 +56,18 @@ static inline const char *relay_dir(void)
  */
 static inline int relay_ready(void)
 {
-	static int ready;
+	static int ready;	/* read and written with __atomic: threads ask */
 	char path[512];
 
-	if (ready || !relay_dir())
-		return ready;
+	if (__atomic_load_n(&ready, __ATOMIC_RELAXED))
+		return 1;
+	if (!relay_dir())
+		return 0;
 	snprintf(path, sizeof(path), "%s/ready", relay_dir());
-	ready = access(path, F_OK) == 0;
-	return ready;
+	if (access(path, F_OK))
+		return 0;
+	__atomic_store_n(&ready, 1, __ATOMIC_RELAXED);
+	return 1;
 }
 
 /* Writes @len bytes to DIR/@name atomically. Returns 0 or -errno. */
