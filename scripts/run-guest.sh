@@ -81,20 +81,17 @@ for t in "${tests[@]}"; do
 	echo "guest: running $name"
 	t0=$(now)
 	case "$name" in
-	bufshare-example) run_example "$t" 2>&1 | tee "$OUT/$name.tap" | tap_times "$name" ;;
-	bufshare-bench)
-		run_example "$t" -q -o "$OUT/bench.json" 2>&1 | tee "$OUT/$name.tap" |
-			tap_times "$name"
-		;;
+	bufshare-example) run_example "$t" ;;
+	bufshare-bench) run_example "$t" -q -o "$OUT/bench.json" ;;
 	*)
 		args=()
 		if [[ $name =~ ^[A-Za-z0-9_]+$ ]]; then
 			var=BUFSHARE_HARNESS_ARGS_$name
 			read -r -a args <<<"${!var:-}"
 		fi
-		"$t" "${args[@]}" 2>&1 | tee "$OUT/$name.tap" | tap_times "$name"
+		"$t" "${args[@]}"
 		;;
-	esac
+	esac 2>&1 | tee "$OUT/$name.tap" | tap_times "$name"
 	echo "exit=${PIPESTATUS[0]}" >> "$OUT/$name.tap"
 	echo "test $name $(elapsed "$t0")" >> "$OUT/timing.txt"
 done
