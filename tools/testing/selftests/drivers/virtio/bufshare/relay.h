@@ -173,7 +173,7 @@ static inline int relay_run(const char *cmd, const void *in, size_t in_len, char
 			    size_t *out_len, char *err, size_t err_len)
 {
 	static unsigned int counter;
-	char tag[64], name[96], *ans = NULL, *body, *o;
+	char tag[64], name[96], *ans = NULL, *body;
 	size_t len = 0, olen;
 	int ret, waited, status;
 
@@ -223,18 +223,15 @@ static inline int relay_run(const char *cmd, const void *in, size_t in_len, char
 	body++;
 	if (err_len)
 		snprintf(err, err_len, "%.*s", (int)(len - olen - (body - ans)), body + olen);
-	if (out) {
-		o = malloc(olen + 1);
-		if (!o) {
-			free(ans);
-			return -ENOMEM;
-		}
-		memcpy(o, body, olen);
-		o[olen] = '\0';
-		*out = o;
-		*out_len = olen;
+	if (!out) {
+		free(ans);
+		return status;
 	}
-	free(ans);
+	/* The output, in place of the answer it came in. */
+	memmove(ans, body, olen);
+	ans[olen] = '\0';
+	*out = ans;
+	*out_len = olen;
 	return status;
 }
 
