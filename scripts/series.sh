@@ -38,6 +38,8 @@ name=$(git -C "$TOPDIR" config user.name) || name="virtio-bufshare developers"
 email=$(git -C "$TOPDIR" config user.email) || email="virtio-bufshare@invalid"
 export GIT_AUTHOR_NAME=$name GIT_AUTHOR_EMAIL=$email
 export GIT_COMMITTER_NAME=$name GIT_COMMITTER_EMAIL=$email
+date=$(git -C "$TOPDIR" log -1 --format=%cI 2>/dev/null) || date=""
+export GIT_AUTHOR_DATE=${date:-1970-01-01T00:00:00Z} GIT_COMMITTER_DATE=${date:-1970-01-01T00:00:00Z}
 git -C "$REPO" init -q
 git -C "$REPO" add -A
 git -C "$REPO" commit -q -m "linux-source-7.3 (the files the series edits)"
@@ -71,12 +73,25 @@ git -C "$REPO" format-patch -q --no-signature -o "$OUT" "$base"
 log "series: $(ls "$OUT" | wc -l) patches in $OUT"
 
 set +e
+CHECKPATCH=(perl "$PRISTINE/scripts/checkpatch.pl" --no-tree --strict --show-types)
+CLEAN=$BUFSHARE_CACHE/series/clean
+mkdir -p "$CLEAN"
+checker=$( (perl -e 'print "$^V\n"'; echo "${CHECKPATCH[*]}"
+	cd "$PRISTINE/scripts" && sha256sum checkpatch.pl spelling.txt const_structs.checkpatch) |
+	sha256sum | cut -c1-16)
 rc=0
 for p in "$OUT"/*.patch; do
-	result=$(perl "$PRISTINE/scripts/checkpatch.pl" --no-tree --strict --show-types "$p" 2>&1)
+	key=$checker-$(sha256sum < "$p" | cut -c1-16)
+	if [ -s "$CLEAN/$key" ]; then
+		echo "$(basename "$p"): $(cat "$CLEAN/$key") (passed before, not checked again)"
+		continue
+	fi
+	result=$("${CHECKPATCH[@]}" "$p" 2>&1)
 	summary=$(echo "$result" | grep -E '^total: ')
 	echo "$(basename "$p"): $summary"
-	if ! echo "$summary" | grep -q '^total: 0 errors, 0 warnings, 0 checks'; then
+	if echo "$summary" | grep -q '^total: 0 errors, 0 warnings, 0 checks'; then
+		echo "$summary" > "$CLEAN/$key"
+	else
 		echo "$result" | grep -v '^total: ' | head -60
 		rc=1
 	fi
