@@ -27,9 +27,10 @@ if [ "${1:-}" = --bench ]; then
 	KNAME=linux-bench
 	BENCH_INPUTS=("$TOPDIR/scripts/kernel-bench.config")
 	# The fragment: kernel.config without the options the bench
-	# fragment names, then the bench fragment.
+	# fragment names (set or not), then the bench fragment.
 	mkdir -p "$BUILD"
-	opts=$(sed -n 's/^# \(CONFIG_[A-Z0-9_]*\) is not set$/\1/p' \
+	opts=$(sed -n -e 's/^# \(CONFIG_[A-Z0-9_]*\) is not set$/\1/p' \
+		-e 's/^\(CONFIG_[A-Z0-9_]*\)=.*/\1/p' \
 		"$TOPDIR/scripts/kernel-bench.config" | paste -sd'|')
 	{ grep -vE "^(# )?($opts)[= ]" "$TOPDIR/scripts/kernel.config"
 	  cat "$TOPDIR/scripts/kernel-bench.config"; } > "$BUILD/kernel-bench.fragment"
