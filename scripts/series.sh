@@ -13,6 +13,13 @@
 # committer of this checkout). git format-patch writes the series, and
 # scripts/checkpatch.pl --strict checks every patch: any error, warning or
 # check fails.
+#
+# A patch checkpatch passed is not checked again: its verdict is kept under
+# $BUFSHARE_CACHE/series/clean, keyed by the patch's contents but for the
+# two header lines that change with every commit of this checkout (the
+# commit's id on the first line and its date, which checkpatch does not
+# look at), checkpatch's own files and the Perl that ran it. A patch that
+# fails is checked every time.
 
 . "$(dirname "$0")/lib.sh"
 
@@ -38,8 +45,6 @@ name=$(git -C "$TOPDIR" config user.name) || name="virtio-bufshare developers"
 email=$(git -C "$TOPDIR" config user.email) || email="virtio-bufshare@invalid"
 export GIT_AUTHOR_NAME=$name GIT_AUTHOR_EMAIL=$email
 export GIT_COMMITTER_NAME=$name GIT_COMMITTER_EMAIL=$email
-date=$(git -C "$TOPDIR" log -1 --format=%cI 2>/dev/null) || date=""
-export GIT_AUTHOR_DATE=${date:-1970-01-01T00:00:00Z} GIT_COMMITTER_DATE=${date:-1970-01-01T00:00:00Z}
 git -C "$REPO" init -q
 git -C "$REPO" add -A
 git -C "$REPO" commit -q -m "linux-source-7.3 (the files the series edits)"
@@ -81,7 +86,10 @@ checker=$( (perl -e 'print "$^V\n"'; echo "${CHECKPATCH[*]}"
 	sha256sum | cut -c1-16)
 rc=0
 for p in "$OUT"/*.patch; do
-	key=$checker-$(sha256sum < "$p" | cut -c1-16)
+	# The header ends at its first empty line.
+	key=$checker-$(awk 'h && /^$/ { h = 0 }
+		!(h && (/^From [0-9a-f]+ / || /^Date: /)) { print }' h=1 "$p" |
+		sha256sum | cut -c1-16)
 	if [ -s "$CLEAN/$key" ]; then
 		echo "$(basename "$p"): $(cat "$CLEAN/$key") (passed before, not checked again)"
 		continue
