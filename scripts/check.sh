@@ -278,6 +278,27 @@ guest_run() {
 	guest_results "$label" "[$name]" "$vmrc" "$doctests" "$@"
 }
 
+# clock_check BOOT: whether the guest's clock of the run in $RUN kept the
+# host's time, within 5% and a second, from its first test to its end:
+# the guest's times are in the files "started" and "done" (run-guest.sh),
+# the host's are the files' own. The guests are given their TSC's
+# frequency (vm.sh); one that measured it itself on a busy host ran its
+# clock, and every timeout in it, five times too fast. A run without the
+# files' times (the suspend guest's) is not checked.
+clock_check() {
+	local boot=$1 verdict
+	[ -s "$RUN/started" ] && [ -s "$RUN/done" ] || return 0
+	verdict=$(awk -v g0="$(cat "$RUN/started")" -v g1="$(cat "$RUN/done")" \
+		-v h0="$(stat -c %.3Y "$RUN/started")" -v h1="$(stat -c %.3Y "$RUN/done")" 'BEGIN {
+		g = g1 - g0; h = h1 - h0
+		printf "%s: %.1f s by its clock, %.1f s by the host'"'"'s", \
+			(g >= 0.95 * h - 1 && g <= 1.05 * h + 1) ? "ok" : "off", g, h }')
+	case "$verdict" in
+	ok:*) pass "guest clock keeps the host's time$boot (${verdict#ok: })" ;;
+	*) fail "guest clock keeps the host's time$boot (${verdict#off: })" ;;
+	esac
+}
+
 # guest_results LABEL BOOT VMRC DOCTESTS TEST...: the results of the guest
 # run in $RUN (vm.sh's exit code VMRC): each test's TAP lines, named
 # "TEST$LABEL", then, named "CHECK$BOOT", the driver's unloading, the
@@ -315,6 +336,7 @@ guest_results() {
 		else
 			fail "driver unloads$boot"
 		fi
+		clock_check "$boot"
 		# The debug kernel's reports: any is a failure, shown in full.
 		# KASAN and sleeping-in-atomic reports start with "BUG:", lockdep's
 		# with "WARNING:" or "INFO:"; every one carries a call trace.

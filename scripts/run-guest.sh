@@ -24,11 +24,13 @@ shift
 # "teardown" (unloading, the kmemleak scans, the kernel log). The files
 # "started" and "done" are made on the host's file system, at the host's
 # time, by which check.sh times the boot: under TCG on a busy host the
-# guest's clock lags the host's during the boot.
+# guest's clock lags the host's during the boot. Each holds the guest's
+# time when it was made, so that check.sh can tell whether the guest's
+# clock kept the host's time in between.
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 echo "boot $(cut -d' ' -f1 /proc/uptime)" > "$OUT/timing.txt"
-: > "$OUT/started"
+now > "$OUT/started"
 
 mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug
 # Only what happens from here on counts as a leak.
@@ -115,4 +117,4 @@ if [ -e /sys/kernel/debug/kmemleak ]; then
 fi
 dmesg > "$OUT/dmesg.txt"
 echo "teardown $(elapsed "$t0")" >> "$OUT/timing.txt"
-echo "guest: done" > "$OUT/done"
+now > "$OUT/done"
