@@ -94,6 +94,22 @@ in_tree() {
 		"$@"
 }
 
+# tcg_tsc_append: the kernel argument that gives a TCG guest its TSC's
+# frequency, the host's (scripts/tsc-khz.c, built with the tree's compiler).
+# The guests trust their TSC (tsc=reliable, vm.sh), so no clocksource
+# watchdog would catch a wrong one; and their own calibration against the
+# PIT goes wrong on a busy host: one guest of a make check found 509 MHz
+# for a 2596 MHz TSC, and its clock ran five times too fast.
+tcg_tsc_append() {
+	local khz
+	khz=$(in_tree sh -c 'cc -O2 -Wall -Werror -o /tmp/tsc-khz /src/scripts/tsc-khz.c && /tmp/tsc-khz') ||
+		die "cannot measure the host's TSC frequency"
+	case "$khz" in
+	"" | *[!0-9]*) die "tsc-khz: not a frequency: $khz" ;;
+	esac
+	echo "tsc_early_khz=$khz"
+}
+
 # GUEST_BINDS: what a guest boot binds into the tree for vng, as
 # IN_TREE_BINDS words: the project's own init (scripts/guest-init) over
 # virtme-ng's virtme-init, the init vng names on the kernel's command line.

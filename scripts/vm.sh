@@ -168,6 +168,9 @@ append+=" kunit.filter_glob=rust_doctests_kernel.rust_doctest_kernel_[rv][ai][rt
 # stop_machine and the clock the check times out by still jiffies, neither
 # ever went on: a boot of three at once hung so.
 append+=" tsc=reliable"
+# And under TCG, where the guest's TSC is the host's, it is told the
+# host's TSC frequency rather than left to measure it (lib.sh).
+[ -z "$accel" ] || append+=" $(tcg_tsc_append)"
 append+=" ${BUFSHARE_APPEND:-}"
 qemu_opts+=" ${BUFSHARE_QEMU_OPTS:-}"
 

@@ -105,8 +105,11 @@ append="rootflags=version=9p2000.L,trans=virtio,access=any,cache=loose,msize=104
 # No KUnit test at boot: the single-guest runs have those. Two guests
 # under TCG on a busy host may miss the IO-APIC timer check's deadline and
 # panic ("IO-APIC + timer doesn't work!"): it is skipped, as on most VMs.
-# No ACPI interrupt links and a trusted TSC, as in vm.sh.
-append+=" kunit.filter_glob=none no_timer_check acpi=noirq tsc=reliable ${BUFSHARE_APPEND:-}"
+# No ACPI interrupt links and a trusted TSC of a known frequency, as in
+# vm.sh.
+append+=" kunit.filter_glob=none no_timer_check acpi=noirq tsc=reliable"
+[ -z "$accel" ] || append+=" $(tcg_tsc_append)"
+append+=" ${BUFSHARE_APPEND:-}"
 guest_tests=()
 for t in "${tests[@]}"; do guest_tests+=("/build/tests/$(basename "$t")"); done
 cmd=$(printf '%q ' /src/scripts/run-guest.sh /build/run "${guest_tests[@]}")
