@@ -18,8 +18,8 @@
 # $BUFSHARE_CACHE/series/clean, keyed by the patch's contents but for the
 # two header lines that change with every commit of this checkout (the
 # commit's id on the first line and its date, which checkpatch does not
-# look at), checkpatch's own files and the Perl that ran it. A patch that
-# fails is checked every time.
+# look at), checkpatch's own files and options and the Perl that ran it.
+# A patch that fails is checked every time.
 
 . "$(dirname "$0")/lib.sh"
 
@@ -81,7 +81,11 @@ set +e
 CHECKPATCH=(perl "$PRISTINE/scripts/checkpatch.pl" --no-tree --strict --show-types)
 CLEAN=$BUFSHARE_CACHE/series/clean
 mkdir -p "$CLEAN"
+# checkpatch also takes options from the first .checkpatch.conf it finds
+# in $CHECKPATCH_CONFIG_DIR, here, $HOME or .scripts.
 checker=$( (perl -e 'print "$^V\n"'; echo "${CHECKPATCH[*]}"
+	cat "${CHECKPATCH_CONFIG_DIR:-/nonexistent}/.checkpatch.conf" .checkpatch.conf \
+		"$HOME/.checkpatch.conf" .scripts/.checkpatch.conf 2>/dev/null
 	cd "$PRISTINE/scripts" && sha256sum checkpatch.pl spelling.txt const_structs.checkpatch) |
 	sha256sum | cut -c1-16)
 rc=0
