@@ -94,20 +94,29 @@ in_tree() {
 		"$@"
 }
 
-# tcg_tsc_append: the kernel argument that gives a TCG guest its TSC's
-# frequency, the host's (scripts/tsc-khz.c, built with the tree's compiler).
-# The guests trust their TSC (tsc=reliable, vm.sh), so no clocksource
-# watchdog would catch a wrong one; and their own calibration against the
-# PIT goes wrong on a busy host: one guest of a make check found 509 MHz
-# for a 2596 MHz TSC, and its clock ran five times too fast.
-tcg_tsc_append() {
+# guest_clock_args ACCEL: the clock arguments of a test guest's kernel
+# command line (vm.sh, vm2.sh; ACCEL is vng's, empty under KVM). The TSC
+# is trusted (tsc=reliable): checked, it would be checked by the
+# clocksource watchdog, whose skew check across CPUs waits with interrupts
+# off for the other CPU; during the boot's switch to tsc-early, with that
+# CPU in stop_machine and the clock the check times out by still jiffies,
+# neither ever went on: a boot of three at once hung so. With no watchdog
+# to catch a wrong TSC frequency, a TCG guest is told its TSC's, which is
+# the host's (scripts/tsc-khz.c, built with the tree's compiler): its own
+# calibration against the PIT goes wrong on a busy host, and one guest of a
+# make check found 509 MHz for a 2596 MHz TSC, its clock five times fast.
+guest_clock_args() {
 	local khz
+	if [ -z "$1" ]; then
+		echo "tsc=reliable"
+		return
+	fi
 	khz=$(in_tree sh -c 'cc -O2 -Wall -Werror -o /tmp/tsc-khz /src/scripts/tsc-khz.c && /tmp/tsc-khz') ||
 		die "cannot measure the host's TSC frequency"
 	case "$khz" in
 	"" | *[!0-9]*) die "tsc-khz: not a frequency: $khz" ;;
 	esac
-	echo "tsc_early_khz=$khz"
+	echo "tsc=reliable tsc_early_khz=$khz"
 }
 
 # GUEST_BINDS: what a guest boot binds into the tree for vng, as

@@ -161,16 +161,8 @@ append="rootflags=version=9p2000.L,trans=virtio,access=any,cache=loose,msize=104
 # Of the KUnit tests built in, only the doctests of the project's virtio and
 # rate limit abstractions run ("vir..." and "rat...").
 append+=" kunit.filter_glob=rust_doctests_kernel.rust_doctest_kernel_[rv][ai][rt]*"
-# The TSC is trusted (tsc=reliable): under TCG every vCPU's TSC comes from
-# QEMU's one virtual clock. Checked, it would be checked by the clocksource
-# watchdog, whose skew check across CPUs waits with interrupts off for the
-# other CPU; during the boot's switch to tsc-early, with that CPU in
-# stop_machine and the clock the check times out by still jiffies, neither
-# ever went on: a boot of three at once hung so.
-append+=" tsc=reliable"
-# And under TCG, where the guest's TSC is the host's, it is told the
-# host's TSC frequency rather than left to measure it (lib.sh).
-[ -z "$accel" ] || append+=" $(tcg_tsc_append)"
+# A trusted TSC, of the host's frequency under TCG (lib.sh).
+append+=" $(guest_clock_args "$accel")"
 append+=" ${BUFSHARE_APPEND:-}"
 qemu_opts+=" ${BUFSHARE_QEMU_OPTS:-}"
 

@@ -107,8 +107,7 @@ append="rootflags=version=9p2000.L,trans=virtio,access=any,cache=loose,msize=104
 # panic ("IO-APIC + timer doesn't work!"): it is skipped, as on most VMs.
 # No ACPI interrupt links and a trusted TSC of a known frequency, as in
 # vm.sh.
-append+=" kunit.filter_glob=none no_timer_check acpi=noirq tsc=reliable"
-[ -z "$accel" ] || append+=" $(tcg_tsc_append)"
+append+=" kunit.filter_glob=none no_timer_check acpi=noirq $(guest_clock_args "$accel")"
 append+=" ${BUFSHARE_APPEND:-}"
 guest_tests=()
 for t in "${tests[@]}"; do guest_tests+=("/build/tests/$(basename "$t")"); done
