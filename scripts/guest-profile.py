@@ -85,13 +85,11 @@ TEXT = re.compile(r"0x(ffffffff[0-9a-f]{8})")
 
 
 def sample(args):
-    sock = os.path.join(args.run, "qmp.sock")
-    deadline = time.monotonic() + 60
-    while not os.path.exists(sock):
-        if time.monotonic() > deadline:
-            sys.exit(f"guest-profile: no {sock}")
-        time.sleep(0.05)
-    mon = Monitor(sock)
+    # Monitor() waits for the socket, up to a minute, as QEMU starts.
+    try:
+        mon = Monitor(os.path.join(args.run, "qmp.sock"))
+    except OSError as e:
+        sys.exit(f"guest-profile: {e}")
     n = 0
     with open(args.out, "w") as out:
         try:
