@@ -82,7 +82,7 @@ step() {
 step "toolchain" bash scripts/toolchain.sh >/dev/null
 
 # The host's cargo builds (the tools, the host tests, the fuzz targets, then
-# the two clippy runs, whose verdicts are taken below) go on beside the
+# the two clippy runs, whose verdicts are counted below) go on beside the
 # kernel build and then the guests, at the lowest priority: they fill what
 # the kernel build leaves of the two cores (its links and its Rust crates
 # use one) without slowing it, and beside the guests they take no CPU a
@@ -115,7 +115,8 @@ kill_tree() {
 	for p in $(pgrep -P "$1"); do kill_tree "$p"; done
 	kill "$1" 2>/dev/null
 }
-trap 'kill_tree "$HOST_BUILDS"; rm -rf "$HOSTB"' EXIT
+JOBS=
+trap 'kill_tree "$HOST_BUILDS"; rm -rf "$HOSTB" ${JOBS:+"$JOBS"}' EXIT
 # host_wait NAME LABEL: waits for the host build NAME; the phase is the
 # wait, and names the time the build took beside the rest.
 host_wait() {
@@ -126,14 +127,27 @@ host_wait() {
 	done
 	mark "$label (waited for; it took $(cat "$HOSTB/$name.time" 2>/dev/null || echo ?) s beside the rest)"
 }
+host_ok() { [ "$(cat "$HOSTB/$1.rc" 2>/dev/null)" = 0 ]; }
 # host_step NAME LABEL: a step like the others, made by the host build NAME.
 host_step() {
 	local name=$1 label=$2
 	host_wait "$name" "$label"
-	[ "$(cat "$HOSTB/$name.rc" 2>/dev/null)" = 0 ] && return 0
+	host_ok "$name" && return 0
 	tail -40 "$HOSTB/$name.out"
 	fail "$label"
 	finish
+}
+# host_check NAME CHECK PHASE: the host build NAME as the check CHECK, which
+# does not end the run (a lint).
+host_check() {
+	local name=$1 check=$2 phase=$3
+	host_wait "$name" "$phase"
+	if host_ok "$name"; then
+		pass "$check"
+	else
+		tail -30 "$HOSTB/$name.out"
+		fail "$check"
+	fi
 }
 
 step "kernel build" bash scripts/kernel.sh >/dev/null
@@ -146,7 +160,6 @@ step "guest programs build" bash scripts/guest-programs.sh >/dev/null
 # Each run's output, start, end and exit code go to $JOBS; their results
 # are counted once everything else is done.
 JOBS=$(mktemp -d "${TMPDIR:-/tmp}/bufshare-check.XXXXXX")
-trap 'kill_tree "$HOST_BUILDS"; rm -rf "$JOBS" "$HOSTB"' EXIT
 LANES=()
 
 # job NAME CMD...: runs CMD, its standard output to $JOBS/NAME.out, and
@@ -270,22 +283,17 @@ else
 	fail "external module build (CLIPPY=1)"
 fi
 mark "style: external module build (CLIPPY=1)"
-# Last, as it waits for the host builds: they ran clippy once; this takes its
-# verdict (cargo replays its diagnostics).
-host_wait clippy "cargo clippy's build"
-if out=$(bash scripts/tools.sh clippy 2>&1); then pass "cargo clippy"; else echo "$out" | tail -30; fail "cargo clippy"; fi
-mark "style: cargo clippy"
+# Last, as it waits for the host builds, which ran clippy.
+host_check clippy "cargo clippy" "style: cargo clippy"
 
 # The fuzz targets (scripts/fuzz.sh), all at once for FUZZ_CHECK_TIME (20)
 # seconds: a short run from the seed corpus and what earlier runs found;
 # `make fuzz` runs them for longer.
 host_step fuzz "fuzz targets build"
-host_wait fuzz-lint "fuzz crate's clippy build"
+host_check fuzz-lint "fuzz crate: cargo fmt and clippy" "style: fuzz crate fmt and clippy"
 wait "$HOST_BUILDS"
 HOST_BUILDS=
 log "fuzz targets (${FUZZ_CHECK_TIME:-20} s, all at once)"
-if out=$(bash scripts/fuzz.sh lint 2>&1); then pass "fuzz crate: cargo fmt and clippy"; else echo "$out" | tail -30; fail "fuzz crate: cargo fmt and clippy"; fi
-mark "style: fuzz crate fmt and clippy"
 out=$(FUZZ_TIME=${FUZZ_CHECK_TIME:-20} bash scripts/fuzz.sh run 2>&1)
 rc=$?
 while IFS= read -r line; do
