@@ -34,7 +34,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use bufshare_consumer::{
     Add, ByteRange, Client, Event, MappedBuffer, Memory, MemoryForm, ResetReason,
@@ -367,9 +368,19 @@ impl Fixture {
     }
 
     /// Unregisters what the last test left.
+    /// Unregisters what the test registered, then waits (up to
+    /// [`TIMEOUT`]) until the server has let go of the test's consumers: a
+    /// consumer's connection slot comes back when the server's thread for it
+    /// sees the connection close, which on a busy host can come after the
+    /// next test's consumers subscribe, and be refused for the slots of its
+    /// uid.
     fn cleanup(&mut self) {
         for id in std::mem::take(&mut self.registered) {
             let _ = self.device.process(&unregister_bytes(id), 64);
+        }
+        let start = Instant::now();
+        while self.server.connections() != 0 && start.elapsed() < TIMEOUT {
+            thread::sleep(Duration::from_millis(5));
         }
     }
 
