@@ -439,21 +439,39 @@ guest_results() {
 	fi
 }
 
-# guest_times NAME: the guest run's rows of the table: each test and the
-# guest's teardown by the guest's clock (run-guest.sh's timing.txt); the
+# host_cpu DIR...: the host CPU time, in seconds, of the QEMUs of the runs
+# in DIR... (their files host-cpu, from vm.sh, vm2.sh and pm-test.sh);
+# nothing if one has none.
+GUEST_CPU=0
+host_cpu() {
+	local d
+	for d in "$@"; do [ -s "$d/host-cpu" ] || return 0; done
+	for d in "$@"; do cat "$d/host-cpu"; done | awk '{ s += $1 } END { printf "%.0f\n", s }'
+}
+
+# guest_times NAME [CPU_DIR...]: the guest run's rows of the table: each
+# test and the guest's teardown by the guest's clock (run-guest.sh's timing.txt); the
 # boot, from the run's start (QEMU's, the firmware's, the kernel's) to the
 # first test, and the power-off by the host's, from the times of the
 # guest's "started" and "done" files, as the guest's clock falls behind
 # during a boot on a busy host. A run without those files (the suspend
 # guest's come at its end, over a serial port) has its boot by the
-# guest's clock, from the kernel's start, and the rest in one row.
+# guest's clock, from the kernel's start, and the rest in one row. The
+# row of the run in all has its QEMUs' host CPU (of the runs in CPU_DIR...,
+# by default $RUN's): with the host's cores busy throughout, that, not a
+# run's length, is what it cost make check.
 guest_times() {
-	local start end total kind name secs sum=0 booted="" done=""
-	start=$(cat "$JOBS/$1.start")
-	end=$(cat "$JOBS/$1.end" 2>/dev/null || date +%s)
+	local run=$1 start end total kind name secs sum=0 booted="" done="" cpu
+	start=$(cat "$JOBS/$run.start")
+	end=$(cat "$JOBS/$run.end" 2>/dev/null || date +%s)
 	total=$((end - start))
+	shift
+	[ $# -gt 0 ] || set -- "$RUN"
+	cpu=$(host_cpu "$@")
+	[ -z "$cpu" ] || GUEST_CPU=$((GUEST_CPU + cpu))
+	cpu=${cpu:+" ($cpu s of host CPU)"}
 	if [ ! -e "$RUN/timing.txt" ]; then
-		TIMES+=("$(printf '%6d s  guest run %s (no timing from the guest)' "$total" "$1")")
+		TIMES+=("$(printf '%6d s  guest run %s (no timing from the guest)%s' "$total" "$run" "$cpu")")
 		return
 	fi
 	# Both or neither: the host's times of the first test and of the end.
@@ -474,15 +492,15 @@ guest_times() {
 		teardown) secs=$name; name="teardown (rmmod, kmemleak scans, dmesg)" ;;
 		esac
 		sum=$(awk -v a="$sum" -v b="$secs" 'BEGIN { print a + b }')
-		TIMES+=("$(printf '%6.0f s  guest run %s: %s' "$secs" "$1" "$name")")
+		TIMES+=("$(printf '%6.0f s  guest run %s: %s' "$secs" "$run" "$name")")
 	done < "$RUN/timing.txt"
 	if [ -n "$done" ]; then
-		TIMES+=("$(printf '%6d s  guest run %s: power-off' "$((end - done))" "$1")")
+		TIMES+=("$(printf '%6d s  guest run %s: power-off' "$((end - done))" "$run")")
 	else
 		TIMES+=("$(printf '%6.0f s  guest run %s: QEMU start and power-off' \
-			"$(awk -v a="$total" -v b="$sum" 'BEGIN { print a - b }')" "$1")")
+			"$(awk -v a="$total" -v b="$sum" 'BEGIN { print a - b }')" "$run")")
 	fi
-	TIMES+=("$(printf '%6d s  guest run %s, in all' "$total" "$1")")
+	TIMES+=("$(printf '%6d s  guest run %s, in all%s' "$total" "$run" "$cpu")")
 }
 
 guest_run default-1 "" 1 "${DEFAULT_FIRST[@]}"
@@ -496,7 +514,7 @@ two_guests() {
 	base=$RUN
 	have_run two-guests "$base/a" || return
 	RUN=$base/b
-	guest_times two-guests
+	guest_times two-guests "$base/a" "$base/b"
 	for g in a b; do
 		RUN=$base/$g
 		RUN_DIRS+=("$RUN")
@@ -506,4 +524,5 @@ two_guests() {
 two_guests
 
 guest_run pm "[pm]" 0 bufshare_pm_test
+TIMES+=("$(printf '%6d s  of host CPU for the guests'"'"' QEMUs, in all' "$GUEST_CPU")")
 finish

@@ -94,6 +94,47 @@ in_tree() {
 		"$@"
 }
 
+# cpu_counted FILE CMD...: runs CMD (a command or a function) in a cgroup
+# of its own and writes to FILE the host CPU time, in seconds, that CMD and
+# every process it started used: for a guest run, its QEMU's. make check
+# prints it beside each run's times, as what the run cost the host's cores
+# (which bounds make check, as the cores are busy throughout); it moves
+# with the machine's speed as the times do. The cgroup is cgroup2's or, on
+# a host with the v1 hierarchies, cpuacct's; where neither can be made, CMD
+# runs all the same and FILE is not written. Returns CMD's exit code.
+cpu_counted() {
+	local file=$1 cg="" rc=0
+	shift
+	if [ -e /sys/fs/cgroup/cgroup.controllers ]; then
+		cg=/sys/fs/cgroup/bufshare.$BASHPID.$RANDOM
+	elif [ -e /sys/fs/cgroup/cpuacct/cpuacct.usage ]; then
+		cg=/sys/fs/cgroup/cpuacct/bufshare.$BASHPID.$RANDOM
+	fi
+	if [ -n "$cg" ] && ! mkdir "$cg" 2>/dev/null; then
+		cg=""
+	fi
+	(
+		if [ -n "$cg" ]; then
+			echo "$BASHPID" 2>/dev/null > "$cg/cgroup.procs" || true
+		fi
+		"$@"
+	) || rc=$?
+	[ -n "$cg" ] || return "$rc"
+	# A process that did not move in counts nothing: no figure then.
+	if [ -e "$cg/cpu.stat" ]; then
+		awk '$1 == "usage_usec" && $2 > 0 { printf "%.1f\n", $2 / 1e6 }' "$cg/cpu.stat"
+	else
+		awk '$1 > 0 { printf "%.1f\n", $1 / 1e9 }' "$cg/cpuacct.usage"
+	fi > "$file" 2>/dev/null
+	[ -s "$file" ] || rm -f "$file"
+	# Empty once the last of its processes is gone.
+	for _ in $(seq 50); do
+		rmdir "$cg" 2>/dev/null && break
+		sleep 0.1
+	done
+	return "$rc"
+}
+
 # guest_clock_args ACCEL: the clock arguments of a test guest's kernel
 # command line (vm.sh, vm2.sh; ACCEL is vng's, empty under KVM). The TSC
 # is trusted (tsc=reliable): checked, it would be checked by the

@@ -152,7 +152,8 @@ append="console=ttyS0 panic=-1 rdinit=/init kunit.enable=0 no_console_suspend"
 
 log "booting guest (TCG, initramfs, timeout ${TIMEOUT}s)"
 set +e
-IN_TREE_BINDS="--bind $RUN /build/run" in_tree timeout --kill-after=10 "$TIMEOUT" \
+IN_TREE_BINDS="--bind $RUN /build/run" cpu_counted "$RUN/host-cpu" \
+	in_tree timeout --kill-after=10 "$TIMEOUT" \
 	qemu-system-x86_64 "${qemu_opts[@]}" -append "$append" </dev/null 2>&1 |
 	tee "$RUN/console.log"
 rc=${PIPESTATUS[0]}

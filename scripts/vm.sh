@@ -174,7 +174,9 @@ set +e
 # The run directory is the guest's /build/run (a bind over an empty
 # directory, so that runs may go on side by side).
 mkdir -p "$BUILD/run"
-IN_TREE_BINDS="$GUEST_BINDS --bind $RUN /build/run" IN_TREE_CHDIR=/ in_tree timeout --kill-after=10 "$TIMEOUT" \
+# Its host CPU goes to $RUN/host-cpu (cpu_counted).
+IN_TREE_BINDS="$GUEST_BINDS --bind $RUN /build/run" IN_TREE_CHDIR=/ \
+	cpu_counted "$RUN/host-cpu" in_tree timeout --kill-after=10 "$TIMEOUT" \
 	vng --run "/build/$KNAME" $accel --force-9p --verbose --memory "$MEM" --cpus 2 \
 	--user root --rwdir /build/run --append "$append" \
 	--qemu-opts="$qemu_opts" --exec "$cmd" </dev/null 2>&1 | tee "$RUN/console.log"

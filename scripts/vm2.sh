@@ -125,7 +125,7 @@ boot() {
 	qemu_opts+=" -chardev socket,id=bufshare,path=/build/run/vhost.sock"
 	qemu_opts+=" -device vhost-user-test-device-pci,chardev=bufshare,virtio-id=37,num_vqs=2,config_size=24"
 	IN_TREE_BINDS="$GUEST_BINDS --bind $RUN/$g /build/run --bind $RUN/shared /build/shared" \
-		IN_TREE_CHDIR=/ in_tree timeout --kill-after=10 "$TIMEOUT" \
+		IN_TREE_CHDIR=/ cpu_counted "$RUN/$g/host-cpu" in_tree timeout --kill-after=10 "$TIMEOUT" \
 		vng --run /build/linux $accel --force-9p --verbose --memory "$MEM" --cpus 1 \
 		--user root --rwdir /build/run --rwdir /build/shared --append "$append" \
 		--qemu-opts="$qemu_opts" --exec "$exec" </dev/null 2>&1 | cat >"$RUN/$g/console.log"
