@@ -504,9 +504,11 @@ fn start_connection(stream: UnixStream, shared: &Arc<Shared>) -> Option<Connecti
         .name(String::from("consumer"))
         .spawn(move || {
             serve_consumer(&stream, &thread_shared);
+            // The slot first: a consumer that saw the end and connects
+            // again at once finds it free.
+            thread_shared.release(uid);
             // Closed now, though the accepting thread holds a handle.
             let _ = stream.shutdown(std::net::Shutdown::Both);
-            thread_shared.release(uid);
         });
     match spawned {
         Ok(thread) => Some(Connection {

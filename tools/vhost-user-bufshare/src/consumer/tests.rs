@@ -613,6 +613,20 @@ fn unsealed_memory_is_handed_to_nobody() {
 }
 
 #[test]
+fn a_refused_consumer_gives_its_slot_back_before_it_sees_the_end() {
+    // One slot per uid: a consumer that saw the end of its refused
+    // connection and connects again at once must find the slot free, as
+    // must a consumer that reconnects after a crash; it was given back only
+    // after the end was sent, and a busy host let the next connection find
+    // it taken (BUSY).
+    let fx = Fixture::new(|c| c.max_consumers_per_uid = 1);
+    for i in 0..200 {
+        let e = refusal(&fx, &hello_bytes(0, &["a"]));
+        assert_eq!(e.code, ErrorCode::Version, "connection {i}: {e}");
+    }
+}
+
+#[test]
 fn too_many_consumers_of_one_uid() {
     // 4 slots, 2 per uid: connections of one uid that say nothing do not
     // take them all.
