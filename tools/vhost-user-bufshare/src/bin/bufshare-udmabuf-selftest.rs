@@ -367,7 +367,6 @@ impl Fixture {
         Ok(())
     }
 
-    /// Unregisters what the last test left.
     /// Unregisters what the test registered, then waits (up to
     /// [`TIMEOUT`]) until the server has let go of the test's consumers: a
     /// consumer's connection slot comes back when the server's thread for it
