@@ -450,9 +450,9 @@ host_cpu() {
 }
 
 # guest_times NAME [CPU_DIR...]: the guest run's rows of the table: each
-# test and the guest's teardown by the guest's clock (run-guest.sh's timing.txt); the
-# boot, from the run's start (QEMU's, the firmware's, the kernel's) to the
-# first test, and the power-off by the host's, from the times of the
+# test and the guest's teardown by the guest's clock (run-guest.sh's
+# timing.txt); the boot, from the run's start (QEMU's, the firmware's, the
+# kernel's) to the first test, and the power-off by the host's, from the times of the
 # guest's "started" and "done" files, as the guest's clock falls behind
 # during a boot on a busy host. A run without those files (the suspend
 # guest's come at its end, over a serial port) has its boot by the
