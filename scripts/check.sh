@@ -271,6 +271,24 @@ else
 	fail "upstream series: checkpatch --strict"
 fi
 mark "style: upstream series (checkpatch)"
+# The checkout as a fresh clone has it: every tracked file that starts with
+# "#!" is executable (the Makefile and the docs run scripts by their path),
+# and no Python bytecode is tracked.
+if git -C "$TOPDIR" rev-parse --git-dir >/dev/null 2>&1; then
+	out=$(git -C "$TOPDIR" ls-files -s | while IFS=$' \t' read -r mode _ _ path; do
+		case "$path" in
+		*__pycache__/* | *.pyc) echo "$path: Python bytecode is tracked"; continue ;;
+		esac
+		[ "$mode" = 100755 ] && continue
+		first=""
+		IFS= read -r -n2 first < "$TOPDIR/$path" 2>/dev/null
+		[ "$first" = '#!' ] && echo "$path: starts with #! but is not executable (mode $mode)"
+	done)
+	if [ -z "$out" ]; then pass "tracked files: scripts executable, no bytecode"; else echo "$out"; fail "tracked files"; fi
+else
+	log "not a git checkout: the tracked files' modes are not checked"
+fi
+mark "style: tracked files"
 # A clean build is not made again from the same driver sources against the
 # same kernel: its verdict is kept in $BUILD/module-clean, keyed by the
 # kernel's key and the sources.
