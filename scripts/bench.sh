@@ -5,9 +5,12 @@
 # samples/bufshare/bufshare-bench on the bench kernel (scripts/kernel.sh
 # --bench: the test kernel's configuration without its debug options),
 # beside two baselines in the same boot: an echo round trip over a
-# virtio-serial port to a host process (scripts/bench-serial-host.py), the
+# virtio-serial port to a host process (scripts/bench-echo-host.py), the
 # transport's floor, and 8 MiB frames sent over it, the copy users would
-# otherwise make. Under TCG unless BUFSHARE_KVM=1, so the numbers speak of
+# otherwise make; and the same two over virtio-vsock, whose device is
+# rust-vmm's vhost-device-vsock (a vhost-user backend, as this project's
+# is), installed from crates.io into the cache by cargo the first time.
+# Under TCG unless BUFSHARE_KVM=1, so the numbers speak of
 # this setup, not of the device on real hardware. A host consumer,
 # bufshare-watch, follows the application bench-events-watched and releases
 # each update, for the UPDATE-to-event round trip.
@@ -46,13 +49,37 @@ echo "== make bench: $machine"
 # numbers more than anything measured here.
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
-# The host end of the virtio-serial port, before QEMU connects to it.
-python3 "$TOPDIR/scripts/bench-serial-host.py" "$RUN/serial.sock" >"$RUN/serial-host.log" 2>&1 &
-serial=$!
+# The vsock device: rust-vmm's vhost-user backend, on a socket that QEMU
+# connects to. A guest's connection to port VSOCK_PORT of the host (CID 2)
+# becomes a connection to the Unix socket vsock.uds_VSOCK_PORT.
+VSOCK_VERSION=0.3.0
+VSOCK_PORT=5000
+VSOCK_ROOT=$BUFSHARE_CACHE/vhost-device-vsock-$VSOCK_VERSION
+if [ ! -x "$VSOCK_ROOT/bin/vhost-device-vsock" ]; then
+	log "installing vhost-device-vsock $VSOCK_VERSION (crates.io) into $VSOCK_ROOT"
+	CARGO_TARGET_DIR=$BUFSHARE_CACHE/vhost-device-vsock-target \
+		cargo install --quiet --locked vhost-device-vsock --version "$VSOCK_VERSION" \
+		--root "$VSOCK_ROOT" >&2 || die "cannot install vhost-device-vsock"
+fi
+
+# The host ends of the virtio-serial port and of the vsock port, before
+# QEMU and vhost-device-vsock connect to them.
+python3 "$TOPDIR/scripts/bench-echo-host.py" "$RUN/serial.sock" "$RUN/vsock.uds_$VSOCK_PORT" \
+	>"$RUN/echo-host.log" 2>&1 &
+echo_host=$!
+vsock=""
 watch=""
-trap 'kill $serial $watch 2>/dev/null || true' EXIT
+trap 'kill $echo_host $vsock $watch 2>/dev/null || true' EXIT
 for _ in $(seq 50); do [ -S "$RUN/serial.sock" ] && break; sleep 0.1; done
-[ -S "$RUN/serial.sock" ] || die "bench-serial-host.py did not start"
+[ -S "$RUN/serial.sock" ] || die "bench-echo-host.py did not start"
+# Its buffer per connection, 64 KiB by default, is the guest socket's
+# default (256 KiB): an 8 MiB frame took 82 to 113 ms with 64 KiB and 45
+# to 64 ms with 256 KiB (a Python sender in the guest).
+"$VSOCK_ROOT/bin/vhost-device-vsock" --guest-cid 3 --socket "$RUN/vsock.sock" \
+	--uds-path "$RUN/vsock.uds" --tx-buffer-size $((256 << 10)) >"$RUN/vsock.log" 2>&1 &
+vsock=$!
+for _ in $(seq 50); do [ -S "$RUN/vsock.sock" ] && break; sleep 0.1; done
+[ -S "$RUN/vsock.sock" ] || { cat "$RUN/vsock.log" >&2; die "vhost-device-vsock did not start"; }
 
 # The host consumer of the events figures, on the consumer socket of the
 # backend that vm.sh starts: it subscribes once the socket is there (a
@@ -86,7 +113,7 @@ echo 136 > /proc/sys/vm/nr_hugepages
 echo \"guest: \$(uname -r), \$(nproc) cpus, port \$port, \$(cat /proc/sys/vm/nr_hugepages) huge pages\"
 BUFSHARE_BENCH_BUFFERS=$BUFFERS BUFSHARE_BENCH_BUFFERS_SECONDS=${BUFSHARE_BENCH_BUFFERS_SECONDS:-180} \
 	${perf:+$perf record -q -e cpu-clock -F 999 -a -g -o /tmp/perf.data --} \
-	/build/tests/bufshare-bench -o /build/run/bench-guest.json \${port:+-p \$port} \
+	/build/tests/bufshare-bench -o /build/run/bench-guest.json \${port:+-p \$port} -V $VSOCK_PORT \
 	${BUFSHARE_BENCH_SECTIONS:+-s $BUFSHARE_BENCH_SECTIONS} |
 	tee /build/run/bench-table.txt
 ${perf:+$perf report -i /tmp/perf.data --stdio --no-children --percent-limit 0.5 \
@@ -99,7 +126,8 @@ printf '%s\n' "$guest" >"$RUN/bench-guest.sh"
 rc=0
 BUFSHARE_VM_KERNEL=linux-bench \
 BUFSHARE_QEMU_OPTS="-chardev socket,id=benchser,path=/build/run/serial.sock \
--device virtio-serial-pci,id=benchvs -device virtserialport,bus=benchvs.0,chardev=benchser,name=bench0" \
+-device virtio-serial-pci,id=benchvs -device virtserialport,bus=benchvs.0,chardev=benchser,name=bench0 \
+-chardev socket,id=benchvsock,path=/build/run/vsock.sock -device vhost-user-vsock-pci,chardev=benchvsock" \
 	bash "$TOPDIR/scripts/vm.sh" \
 	--backend-args "--max-buffers $BUFFERS --max-ranges 65536 ${BUFSHARE_BENCH_BACKEND_ARGS:-}" \
 	-- bash /build/run/bench-guest.sh >"$RUN/bench.log" 2>&1 || rc=$?

@@ -4,17 +4,19 @@
  * beside the transport's floor and the copy users would otherwise make.
  * Run by scripts/bench.sh (make bench); make check runs it once with -q.
  *
- *   bufshare-bench [-q] [-s SECTIONS] [-o JSON] [-p PORT] [-d DEVICE]
+ *   bufshare-bench [-q] [-s SECTIONS] [-o JSON] [-p PORT] [-V VPORT] [-d DEVICE]
  *
  *   -q       short: few repetitions, no 256 MiB buffers or 65536 pages
  *   -s SECTIONS  only these, a comma-separated list of get_info, serial,
- *            events, update, sizes, ranges, threads and memory (all by
- *            default)
+ *            vsock, events, update, sizes, ranges, threads and memory (all
+ *            by default)
  *   -o JSON  write the results there as JSON too
  *   -d DEVICE  /dev/bufshare by default
  *   -p PORT  a virtio-serial port (/dev/vportNpM) whose host end answers
  *            each frame (a 4-byte little-endian length, then that many
  *            bytes) with one byte: the echo floor and the 8 MiB copy
+ *   -V VPORT a vsock port of the host (CID 2) that answers frames in the
+ *            same way: the same two baselines over virtio-vsock
  *
  * Each figure is the latency of one ioctl (or one frame) in microseconds,
  * p50 and p99 over many repetitions, or operations per second. Nothing is
@@ -41,12 +43,14 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <linux/bufshare.h>
 #include <linux/udmabuf.h>
 #include <linux/virtio_bufshare.h>
+#include <linux/vm_sockets.h>
 
 #define KIB		1024UL
 #define MIB		(1024 * KIB)
@@ -918,29 +922,61 @@ static int write_all(int fd, const void *p, size_t n)
 	return 0;
 }
 
-/* One frame of @len bytes to the host and its one-byte answer. */
-static int frame(int port, const char *buf, uint32_t len)
+/*
+ * One frame of @len bytes to the host, in writes of at most @chunk bytes
+ * (all at once if 0), and its one-byte answer.
+ */
+static int frame(int port, const char *buf, uint32_t len, size_t chunk)
 {
 	unsigned char hdr[4] = { len, len >> 8, len >> 16, len >> 24 }, ack;
 
-	if (write_all(port, hdr, 4) || write_all(port, buf, len))
+	if (write_all(port, hdr, 4))
 		return -1;
+	for (size_t done = 0, n; done < len; done += n) {
+		n = chunk && len - done > chunk ? chunk : len - done;
+		if (write_all(port, buf + done, n))
+			return -1;
+	}
 	return read(port, &ack, 1) == 1 ? 0 : -1;
 }
 
-/* The baselines over virtio-serial: the echo floor and the 8 MiB copy. */
-static void bench_serial(int dev, const char *path)
+/* The names of a transport's rows, and the largest write it takes (0: any). */
+struct transport {
+	const char *echo, *info, *frames, *copy;
+	size_t chunk;
+};
+
+static const struct transport serial_rows = {
+	.echo = "virtio-serial echo round trip (floor)",
+	.info = "GET_INFO, alternating with the echo",
+	.frames = "virtio-serial 8MiB frames",
+	.copy = "virtio-serial 8MiB frame copy",
+};
+
+static const struct transport vsock_rows = {
+	.echo = "vsock echo round trip",
+	.info = "GET_INFO, alternating with the vsock echo",
+	.frames = "vsock 8MiB frames",
+	.copy = "vsock 8MiB frame copy",
+	/*
+	 * vhost-device-vsock 0.3.0 (virtio-vsock 0.10) takes a packet's
+	 * data from one descriptor only, and since Linux 6.17 a guest sends
+	 * a packet of more than about 32 KiB in several (nonlinear skbs,
+	 * virtio_vsock_alloc_skb()): writes of 16 KiB make packets of 16 KiB.
+	 */
+	.chunk = 16 * KIB,
+};
+
+/*
+ * The baselines over a transport whose host end answers frames on @port:
+ * the echo floor and the 8 MiB copy. Closes @port.
+ */
+static void bench_transport(int dev, int port, const struct transport *rows)
 {
 	long n_echo = quick ? 50 : 1000, n_frame = quick ? 3 : 30;
-	int port = open(path, O_RDWR | O_CLOEXEC);
 	double *s, *g, t0;
 	char *buf;
 
-	if (port < 0) {
-		fprintf(stderr, "%s: %s\n", path, strerror(errno));
-		skipped("virtio-serial echo round trip (floor)", "no port");
-		return;
-	}
 	buf = malloc(8 * MIB);
 	if (!buf)
 		die_errno("malloc");
@@ -955,16 +991,16 @@ static void bench_serial(int dev, const char *path)
 		struct bufshare_info info;
 		double t = now_us();
 
-		if (frame(port, buf, 1))
-			die_errno("virtio-serial echo");
+		if (frame(port, buf, 1, rows->chunk))
+			die_errno(rows->echo);
 		s[i] = now_us() - t;
 		t = now_us();
 		if (ioctl(dev, BUFSHARE_IOC_GET_INFO, &info))
 			die_errno("GET_INFO");
 		g[i] = now_us() - t;
 	}
-	latency("virtio-serial echo round trip (floor)", s, n_echo);
-	latency("GET_INFO, alternating with the echo", g, n_echo);
+	latency(rows->echo, s, n_echo);
+	latency(rows->info, g, n_echo);
 	free(s);
 	free(g);
 	s = samples(n_frame);
@@ -972,15 +1008,48 @@ static void bench_serial(int dev, const char *path)
 	for (long i = 0; i < n_frame; i++) {
 		double t = now_us();
 
-		if (frame(port, buf, 8 * MIB))
-			die_errno("virtio-serial frame");
+		if (frame(port, buf, 8 * MIB, rows->chunk))
+			die_errno(rows->copy);
 		s[i] = now_us() - t;
 	}
-	value("virtio-serial 8MiB frames", n_frame / ((now_us() - t0) / 1e6), "frames/s");
-	latency("virtio-serial 8MiB frame copy", s, n_frame);
+	value(rows->frames, n_frame / ((now_us() - t0) / 1e6), "frames/s");
+	latency(rows->copy, s, n_frame);
 	free(s);
 	free(buf);
 	close(port);
+}
+
+/* The baselines over the virtio-serial port @path. */
+static void bench_serial(int dev, const char *path)
+{
+	int port = open(path, O_RDWR | O_CLOEXEC);
+
+	if (port < 0) {
+		fprintf(stderr, "%s: %s\n", path, strerror(errno));
+		skipped(serial_rows.echo, "no port");
+		return;
+	}
+	bench_transport(dev, port, &serial_rows);
+}
+
+/* The baselines over a vsock stream to port @vport of the host. */
+static void bench_vsock(int dev, unsigned int vport)
+{
+	struct sockaddr_vm addr = {
+		.svm_family = AF_VSOCK,
+		.svm_cid = VMADDR_CID_HOST,
+		.svm_port = vport,
+	};
+	int sock = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (sock < 0 || connect(sock, (struct sockaddr *)&addr, sizeof(addr))) {
+		fprintf(stderr, "vsock port %u of the host: %s\n", vport, strerror(errno));
+		skipped(vsock_rows.echo, "no connection");
+		if (sock >= 0)
+			close(sock);
+		return;
+	}
+	bench_transport(dev, sock, &vsock_rows);
 }
 
 static void ratio(const char *what, const char *a, const char *b, const char *target)
@@ -1065,9 +1134,10 @@ static long env_long(const char *name, long def)
 int main(int argc, char **argv)
 {
 	const char *json = NULL, *port = NULL;
+	long vport = -1;
 	int opt, dev;
 
-	while ((opt = getopt(argc, argv, "qs:o:p:d:")) != -1) {
+	while ((opt = getopt(argc, argv, "qs:o:p:V:d:")) != -1) {
 		switch (opt) {
 		case 'q':
 			quick = 1;
@@ -1081,11 +1151,23 @@ int main(int argc, char **argv)
 		case 'p':
 			port = optarg;
 			break;
+		case 'V': {
+			char *end;
+
+			errno = 0;
+			vport = strtol(optarg, &end, 10);
+			if (errno || end == optarg || *end || vport < 0 || vport > UINT32_MAX) {
+				fprintf(stderr, "%s: -V %s: not a vsock port\n", argv[0], optarg);
+				return 2;
+			}
+			break;
+		}
 		case 'd':
 			dev_path = optarg;
 			break;
 		default:
-			fprintf(stderr, "usage: %s [-q] [-s SECTIONS] [-o JSON] [-p PORT] [-d DEVICE]\n",
+			fprintf(stderr,
+				"usage: %s [-q] [-s SECTIONS] [-o JSON] [-p PORT] [-V VPORT] [-d DEVICE]\n",
 				argv[0]);
 			return 2;
 		}
@@ -1102,7 +1184,15 @@ int main(int argc, char **argv)
 		fprintf(stderr, "bench: virtio-serial\n");
 		bench_serial(dev, port);
 	} else {
-		skipped("virtio-serial echo round trip (floor)", "no port (-p)");
+		skipped(serial_rows.echo, "no port (-p)");
+	}
+	if (!section("vsock")) {
+		/* Not asked for. */
+	} else if (vport >= 0) {
+		fprintf(stderr, "bench: vsock\n");
+		bench_vsock(dev, vport);
+	} else {
+		skipped(vsock_rows.echo, "no port (-V)");
 	}
 	if (section("events")) {
 		fprintf(stderr, "bench: UPDATE to event\n");
@@ -1149,6 +1239,14 @@ int main(int argc, char **argv)
 	      "UPDATE memfd 8MiB, registered once, NOWAIT", ">= 100");
 	ratio("8MiB copy / floor", "virtio-serial 8MiB frame copy",
 	      "virtio-serial echo round trip (floor)", NULL);
+	ratio("GET_INFO / vsock echo", "GET_INFO, alternating with the vsock echo",
+	      "vsock echo round trip", "<= 2");
+	ratio("8MiB vsock copy / UPDATE", "vsock 8MiB frame copy",
+	      "UPDATE memfd 8MiB, registered once", ">= 100");
+	ratio("8MiB vsock copy / UPDATE NOWAIT", "vsock 8MiB frame copy",
+	      "UPDATE memfd 8MiB, registered once, NOWAIT", ">= 100");
+	ratio("8MiB vsock copy / vsock echo", "vsock 8MiB frame copy", "vsock echo round trip",
+	      NULL);
 	ratio_values("2 threads / 1 thread", "REGISTER+UNREGISTER pairs, 2 threads",
 		     "REGISTER+UNREGISTER pairs, 1 thread", ">= 1.6");
 	print_table();
