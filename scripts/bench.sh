@@ -70,16 +70,15 @@ echo_host=$!
 vsock=""
 watch=""
 trap 'kill $echo_host $vsock $watch 2>/dev/null || true' EXIT
-for _ in $(seq 50); do [ -S "$RUN/serial.sock" ] && break; sleep 0.1; done
-[ -S "$RUN/serial.sock" ] || die "bench-echo-host.py did not start"
+wait_sockets 5 "$RUN/serial.sock" "$RUN/vsock.uds_$VSOCK_PORT" ||
+	die "bench-echo-host.py did not start"
 # Its buffer per connection, 64 KiB by default, is the guest socket's
 # default (256 KiB): an 8 MiB frame took 82 to 113 ms with 64 KiB and 45
 # to 64 ms with 256 KiB (a Python sender in the guest).
 "$VSOCK_ROOT/bin/vhost-device-vsock" --guest-cid 3 --socket "$RUN/vsock.sock" \
 	--uds-path "$RUN/vsock.uds" --tx-buffer-size $((256 << 10)) >"$RUN/vsock.log" 2>&1 &
 vsock=$!
-for _ in $(seq 50); do [ -S "$RUN/vsock.sock" ] && break; sleep 0.1; done
-[ -S "$RUN/vsock.sock" ] || { cat "$RUN/vsock.log" >&2; die "vhost-device-vsock did not start"; }
+wait_sockets 5 "$RUN/vsock.sock" || { cat "$RUN/vsock.log" >&2; die "vhost-device-vsock did not start"; }
 
 # The host consumer of the events figures, on the consumer socket of the
 # backend that vm.sh starts: it subscribes once the socket is there (a
@@ -89,8 +88,7 @@ for _ in $(seq 50); do [ -S "$RUN/vsock.sock" ] && break; sleep 0.1; done
 WATCH=${BUFSHARE_WATCH:-$BUFSHARE_CACHE/cargo-target/release/bufshare-watch}
 [ -x "$WATCH" ] || die "no $WATCH (make tools)"
 (
-	for _ in $(seq 1200); do [ -S "$RUN/consumer.sock" ] && break; sleep 0.1; done
-	[ -S "$RUN/consumer.sock" ] || { echo "bench: no $RUN/consumer.sock" >&2; exit 1; }
+	wait_sockets 120 "$RUN/consumer.sock" || { echo "bench: no $RUN/consumer.sock" >&2; exit 1; }
 	sleep 0.5
 	exec "$WATCH" --socket "$RUN/consumer.sock" --app bench-events-watched --quiet \
 		--log "$RUN/watch-events.log"

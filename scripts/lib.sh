@@ -135,6 +135,21 @@ cpu_counted() {
 	return "$rc"
 }
 
+# wait_sockets SECONDS PATH...: waits, up to SECONDS, until every PATH is a
+# socket (a server started in the background listens on it); fails if one
+# is not by then.
+wait_sockets() {
+	local tenths=$(($1 * 10)) p
+	shift
+	for _ in $(seq "$tenths"); do
+		# Stops at the first that is not there yet.
+		for p in "$@"; do [ -S "$p" ] || break; done
+		[ -S "$p" ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
 # guest_clock_args ACCEL: the clock arguments of a test guest's kernel
 # command line (vm.sh, vm2.sh; ACCEL is vng's, empty under KVM). The TSC
 # is trusted (tsc=reliable): checked, it would be checked by the

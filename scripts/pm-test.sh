@@ -81,8 +81,7 @@ stop() {
 	wait 2>/dev/null || true
 }
 trap stop EXIT
-for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
-[ -S "$SOCK" ] || { cat "$RUN/backend.log" >&2; die "backend did not start"; }
+wait_sockets 10 "$SOCK" || { cat "$RUN/backend.log" >&2; die "backend did not start"; }
 
 # The host's end of the guest's ttyS1: QEMU reads serial.in and writes
 # serial.out. A request line gets lines "| TEXT" and "rc N" back (see

@@ -23,10 +23,7 @@ mkdir -p "$FRAMES"
 
 # The watcher connects once vm.sh's backend has made its consumer socket.
 (
-	for _ in $(seq 600); do
-		[ -S "$RUN/consumer.sock" ] && break
-		sleep 0.1
-	done
+	wait_sockets 60 "$RUN/consumer.sock" || true
 	exec "$WATCH" --socket "$RUN/consumer.sock" --app framebuffer \
 		--dump "$FRAMES" --verify --log "$RUN/watch.log"
 ) &

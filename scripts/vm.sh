@@ -100,11 +100,10 @@ stop() {
 	wait "$backend" $backend2 2>/dev/null || true
 }
 trap stop EXIT
-for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
-[ -S "$SOCK" ] || { cat "$RUN/backend.log" >&2; die "backend did not start"; }
+wait_sockets 10 "$SOCK" || { cat "$RUN/backend.log" >&2; die "backend did not start"; }
 if [ -n "$backend2" ]; then
-	for _ in $(seq 100); do [ -S "$RUN/vhost2.sock" ] && break; sleep 0.1; done
-	[ -S "$RUN/vhost2.sock" ] || { cat "$RUN/backend2.log" >&2; die "second backend did not start"; }
+	wait_sockets 10 "$RUN/vhost2.sock" ||
+		{ cat "$RUN/backend2.log" >&2; die "second backend did not start"; }
 fi
 
 # The relay (scripts/relay.sh): the guest tests' way to the inspect

@@ -92,11 +92,7 @@ stop() {
 	wait "$backend" 2>/dev/null || true
 }
 trap stop EXIT
-for _ in $(seq 100); do
-	[ -S "$RUN/a/vhost.sock" ] && [ -S "$RUN/b/vhost.sock" ] && break
-	sleep 0.1
-done
-[ -S "$RUN/a/vhost.sock" ] && [ -S "$RUN/b/vhost.sock" ] ||
+wait_sockets 10 "$RUN/a/vhost.sock" "$RUN/b/vhost.sock" ||
 	{ cat "$RUN/backend.log" >&2; die "backend did not start"; }
 
 accel=--disable-kvm
